@@ -1,0 +1,131 @@
+"""The contract between an environment and the planner that rolls out its approximate model.
+
+Shape letters used throughout the project:
+``B`` envs (batch), ``M`` candidates, ``K`` MPPI samples, ``H`` horizon, ``D`` ensemble heads,
+``nx`` planner-state size, ``nu`` control size, ``na`` high-level (RL) action size,
+``nobs`` observation size, ``nt`` cost-target size.
+
+Every env module ``envs/<name>.py`` provides a ``gymnasium.Env`` and a `PlannerModel`
+subclass. The env hands out its model with ``env.unwrapped.planner_model()`` (so a model
+always matches its env's parameters: track, constants) and its current planner state with
+``model.planner_state(env)``.
+
+Conventions (all envs follow them; the planner and learner rely on them):
+
+* **Planner state ``x`` carries the episode's context.** Besides the physical state it holds
+  every quantity the cost and ψ need that is constant (or scripted) during an episode: the
+  danger zone ``(cx, cy, w, h)``, the opponent's state for racing. ``dynamics`` keeps
+  constants constant. So B envs with different zones plan in one batched call and
+  ``observe(x)`` can rebuild the full RL observation.
+* **High-level actions are normalised**: the policy acts in ``[-1, 1]^na``; ``target(a)``
+  maps (and clips) them to the cost's physical target ``x*(a)`` (eq. 39): target angles
+  ``[θ1*, θ2*]`` for Acrobot, target velocities ``[ẋ*, ẏ*]`` for Lunar Lander and Racing.
+  ``tracked(x)`` returns the part of the state compared against it.
+* **Pure batched torch**: every tensor method takes ``[..., nx]`` / ``[..., nu]`` tensors
+  and returns tensors on the same device and dtype; no hidden state, no in-place writes to
+  inputs. float32 and float64 both work.
+* ``reward(x, u)`` is the paper's r̂ for the transition ``x --u--> dynamics(x, u)``: the
+  env's dense reward without terminal bonuses (App. B, "reward model").
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from envs.danger import in_zone
+
+
+class PlannerModel(abc.ABC):
+    """Approximate model ``M̂ = <X, U, r̂, P̂, H, μ̂>`` of one environment (paper §3)."""
+
+    #: planner-state, control, high-level-action, observation and target sizes
+    nx: ClassVar[int]
+    nu: ClassVar[int]
+    na: ClassVar[int]
+    nobs: ClassVar[int]
+    nt: ClassVar[int]
+    #: control bounds, length nu each (the env's action space)
+    u_low: ClassVar[tuple[float, ...]]
+    u_high: ClassVar[tuple[float, ...]]
+    #: slice of x holding the danger zone (cx, cy, w, h)
+    zone_slice: ClassVar[slice]
+
+    @abc.abstractmethod
+    def dynamics(self, x: Tensor, u: Tensor) -> Tensor:
+        """P̂: next planner state ``[..., nx]`` from ``x [..., nx]`` and ``u [..., nu]``.
+
+        Controls are clipped to ``[u_low, u_high]`` inside, as the env does.
+        """
+
+    @abc.abstractmethod
+    def reward(self, x: Tensor, u: Tensor) -> Tensor:
+        """r̂(x, u) ``[...]`` for the transition from ``x`` under ``u`` (eq. 6), no terminal bonus."""
+
+    @abc.abstractmethod
+    def observe(self, x: Tensor) -> Tensor:
+        """ψ: the RL observation ``[..., nobs]`` of a planner state (eq. 6)."""
+
+    @abc.abstractmethod
+    def planner_state(self, env: Any) -> np.ndarray:
+        """The planner state ``[nx]`` (float64) of a live env (unwrapped or wrapped)."""
+
+    @abc.abstractmethod
+    def position(self, x: Tensor) -> Tensor:
+        """The planar point ``[..., 2]`` that the danger zone is tested against."""
+
+    @abc.abstractmethod
+    def target(self, a: Tensor) -> Tensor:
+        """x*(a): the cost's target ``[..., nt]`` for normalised high-level actions ``[..., na]``."""
+
+    @abc.abstractmethod
+    def tracked(self, x: Tensor) -> Tensor:
+        """The state features ``[..., nt]`` compared with x*(a) in eq. (39)."""
+
+    def tracking_error(self, x: Tensor, target: Tensor) -> Tensor:
+        """``tracked(x) - target`` ``[..., nt]``; models with angles override it to wrap them."""
+        return self.tracked(x) - target
+
+    def terminated(self, x: Tensor) -> Tensor:
+        """Where the model deems an episode over (goal reached, crash...) ``[...]`` bool.
+
+        Used to stop virtual targets at terminal planned states; default: never.
+        """
+        return torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
+
+    def danger_zone(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The zone ``(cx, cy, w, h)`` carried in ``x``, each ``[...]``."""
+        z = x[..., self.zone_slice]
+        return z[..., 0], z[..., 1], z[..., 2], z[..., 3]
+
+    def in_danger(self, x: Tensor) -> Tensor:
+        """Eq. (42) on planner states: ``[...]`` bool, the same function the env's reward uses."""
+        p = self.position(x)
+        return in_zone(p[..., 0], p[..., 1], *self.danger_zone(x))
+
+    def bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Control bounds as tensors on ``like``'s device and dtype."""
+        lo = torch.tensor(self.u_low, dtype=like.dtype, device=like.device)
+        hi = torch.tensor(self.u_high, dtype=like.dtype, device=like.device)
+        return lo, hi
+
+
+def check_action(
+    action: Any, space_shape: tuple[int, ...], low: np.ndarray, high: np.ndarray
+) -> np.ndarray:
+    """Validate an env action: right shape, finite, inside the bounds; else `ValueError`.
+
+    Returns the action as a float64 array. A tolerance of 1e-6 absorbs float32 round-off.
+    """
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != space_shape:
+        raise ValueError(f"action must have shape {space_shape}, got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action must be finite, got {a}")
+    if np.any(a < low - 1e-6) or np.any(a > high + 1e-6):
+        raise ValueError(f"action {a} is outside the action space bounds [{low}, {high}]")
+    return np.clip(a, low, high)

@@ -1,0 +1,471 @@
+"""Racing with a danger zone (App. B.3), embedded: a dynamic bicycle on a closed track, no CARLA.
+
+The true system is a **dynamic bicycle with Pacejka lateral tire forces** (`dynamic_bicycle_step`);
+the planner's model (`RacingModel`) is a **kinematic bicycle** (Polack et al. 2017), a deliberate
+mismatch as in the paper. Task logic (track, reward, episode end, observation) is
+`envs.racing_task`, shared with a CARLA-backed env.
+
+| | |
+|---|---|
+| track | stadium: 80 m straights, 30 m turn radius, 6 m half-width, 348.5 m lap (`TrackParams`) |
+| ego | starts at the start line, ``ey ~ U(±1 m)``, along the track at ``U(8, 12)`` m/s |
+| opponent | drives the centreline at 10 m/s, starting ``U(15, 35)`` m ahead |
+| danger zone | square, side ``U(3, 5)`` m, centre at arc-length ``U(50, 300)`` m, inside the track |
+| action | ``[steer, throttle] ∈ [-1, 1]²``: wheel angle ``steer * 0.45`` rad; throttle > 0 drives, < 0 brakes |
+| observation | ``[37]`` float32, see `envs.racing_task.observation` |
+| reward | `envs.racing_task.step_reward`: passing, 10/m progress, -5·|b|, -150 zone, -100 off-track, -1000 collision, +1000 goal |
+| terminated | off-track (``|b| > 1``), collision (centres within 2.9 m), goal (one lap, 348.5 m) |
+| truncated | 600 steps (60 s at 10 Hz), never together with terminated |
+
+``info`` carries ``is_success`` (goal reached), ``off_track``, ``collision``, ``in_zone`` and ``s``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from envs import racing_task as rt
+from envs.base import PlannerModel, check_action
+
+G = 9.81
+
+
+@dataclass(frozen=True)
+class CarParams:
+    """A small front-engine car (~1.2 t) on dry tarmac."""
+
+    mass: float = 1200.0  # kg
+    yaw_inertia: float = 1600.0  # kg m^2
+    lf: float = 1.0  # CoG to front axle (m)
+    lr: float = 1.5  # CoG to rear axle (m)
+    max_steer: float = 0.45  # road-wheel angle at |steer| = 1 (rad)
+    drive_force: float = 5000.0  # peak tractive force (N)
+    max_power: float = 80e3  # engine power limit (W)
+    brake_force: float = 10000.0  # peak braking force (N)
+    drag: float = 0.4  # 0.5 ρ C_d A (N s^2 / m^2)
+    rolling: float = 0.015  # rolling-resistance coefficient
+    mu: float = 1.0  # tire-road friction
+    tire_b: float = 10.0  # Pacejka B, C, E (dry tarmac)
+    tire_b_rear: float = 12.0  # stiffer rear: a road car's understeer
+    tire_c: float = 1.9
+    tire_e: float = 0.97
+    substeps: int = 10  # Euler substeps per env step
+    blend_speed: tuple[float, float] = (1.5, 3.0)  # kinematic below, dynamic above (m/s)
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            values = value if isinstance(value, tuple) else (value,)
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(f"CarParams.{name} must be finite and > 0, got {value!r}")
+        if not isinstance(self.substeps, int) or not self.max_steer < math.pi / 2:
+            raise ValueError("CarParams.substeps must be an int >= 1 and max_steer in (0, π/2)")
+        if not self.blend_speed[0] < self.blend_speed[1]:
+            raise ValueError(
+                f"CarParams.blend_speed must be (low, high), low < high, got {self.blend_speed}"
+            )
+
+
+def pacejka(alpha: float, peak: float, b: float, p: CarParams) -> float:
+    """Lateral tire force (N) of the Magic Formula (stiffness ``b``) at slip angle ``alpha`` (rad)."""
+    ba = b * alpha
+    return peak * math.sin(p.tire_c * math.atan(ba - p.tire_e * (ba - math.atan(ba))))
+
+
+def dynamic_bicycle_step(
+    car: rt.VehicleState, u: np.ndarray, p: CarParams, dt: float
+) -> rt.VehicleState:
+    """One env step of the true system: a dynamic bicycle with Pacejka lateral forces.
+
+    Body-frame equations (Rajamani, *Vehicle Dynamics and Control*, §2.3), ``p.substeps`` explicit
+    Euler substeps. Drive force ``min(F_drive, P / vx)`` (throttle > 0) or brake force
+    (throttle < 0, no reverse), less drag and rolling resistance. Below ``blend_speed`` the
+    lateral states relax to the kinematic ones (slip angles are ill-posed at standstill).
+    """
+    x, y, psi, vx, vy, r = car
+    delta, throttle = p.max_steer * float(u[0]), float(u[1])
+    wheelbase, h = p.lf + p.lr, dt / p.substeps
+    peak_f, peak_r = p.mu * p.mass * G * p.lr / wheelbase, p.mu * p.mass * G * p.lf / wheelbase
+    cd, sd, td = math.cos(delta), math.sin(delta), math.tan(delta)
+    lo, hi = p.blend_speed
+    for _ in range(p.substeps):
+        vxe = max(vx, 1.0)
+        fyf = pacejka(delta - math.atan2(vy + p.lf * r, vxe), peak_f, p.tire_b, p)
+        fyr = pacejka(-math.atan2(vy - p.lr * r, vxe), peak_r, p.tire_b_rear, p)
+        if throttle >= 0:
+            fx = throttle * min(p.drive_force, p.max_power / max(vx, 0.1))
+        else:
+            fx = throttle * p.brake_force
+        if vx > 0:
+            fx -= p.drag * vx * vx + p.rolling * p.mass * G
+        w = min(max((vx - lo) / (hi - lo), 0.0), 1.0)
+        ax = w * ((fx - fyf * sd) / p.mass + vy * r) + (1 - w) * fx / p.mass
+        ay = (fyr + fyf * cd) / p.mass - vx * r
+        yaw_acc = (p.lf * fyf * cd - p.lr * fyr) / p.yaw_inertia
+        c, s = math.cos(psi), math.sin(psi)
+        x, y, psi = x + h * (vx * c - vy * s), y + h * (vx * s + vy * c), psi + h * r
+        vx, vy, r = max(vx + h * ax, 0.0), vy + h * ay, r + h * yaw_acc
+        if w < 1.0:
+            vy = w * vy + (1 - w) * vx * td * p.lr / wheelbase
+            r = w * r + (1 - w) * vx * td / wheelbase
+    return rt.VehicleState(x, y, psi, vx, vy, r)
+
+
+class RacingDZEnv(gym.Env):
+    """``rlmpc/RacingDZ-v0``; see the module docstring for the task table."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        track: rt.TrackParams | None = None,
+        task: rt.TaskParams | None = None,
+        car: CarParams | None = None,
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
+        self.track_params, self.task, self.car = (
+            track or rt.TrackParams(),
+            task or rt.TaskParams(),
+            car or CarParams(),
+        )
+        self.track = rt.Track.stadium(self.track_params)
+        self.task.check_against(self.track)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (rt.NOBS,), np.float32)
+        self.goal_length = self.task.goal_laps * self.track.length
+        self.state: rt.VehicleState | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        rng, p = self.np_random, self.task
+        ey0 = float(rng.uniform(-p.start_lateral, p.start_lateral))
+        x0, y0 = self.track.to_xy(0.0, ey0)
+        self.state = rt.VehicleState(
+            float(x0),
+            float(y0),
+            float(self.track.heading[0]),
+            float(rng.uniform(*p.start_speed)),
+            0.0,
+            0.0,
+        )
+        self.opp_s, self.opp_v = float(rng.uniform(*p.opponent_gap)), p.opponent_speed
+        self.zone = rt.sample_zone(rng, self.track, p)
+        s_mod, ey = self.track.project((x0, y0))
+        self.s, self.ey, self.epsi = float(rt.wrap_gap(s_mod, self.track.length)), float(ey), 0.0
+        self.steps = 0
+        return self._obs(), {"s": self.s}
+
+    def step(self, action):
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        u = check_action(
+            action, self.action_space.shape, self.action_space.low, self.action_space.high
+        )
+        self.state = dynamic_bicycle_step(self.state, u, self.car, self.task.dt)
+        self.opp_s += self.opp_v * self.task.dt
+        out = rt.evaluate_step(
+            self.track, self.task, self.s, self.state, self.opp_s, self.opp_v, self.zone
+        )
+        self.s, self.ey, self.epsi = out.s, out.ey, out.epsi
+        self.steps += 1
+        terminated = out.off_track or out.collided or out.goal
+        truncated = self.steps >= self.task.max_steps and not terminated
+        info = {
+            "is_success": out.goal,
+            "off_track": out.off_track,
+            "collision": out.collided,
+            "in_zone": out.in_zone,
+            "s": out.s,
+        }
+        return self._obs(), out.reward, terminated, truncated, info
+
+    def _obs(self) -> np.ndarray:
+        obs = rt.observation(
+            self.track,
+            self.task,
+            self.state,
+            self.s,
+            self.ey,
+            self.epsi,
+            self.opp_s,
+            self.opp_v,
+            self.zone,
+        )
+        return obs.astype(np.float32)
+
+    def planner_model(self) -> RacingModel:
+        return RacingModel(self.track, self.task, self.car)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array" or self.state is None:
+            return None
+        return _draw(self)
+
+
+class _Tables(NamedTuple):
+    """`envs.racing_task.Track` tables as tensors on one device and dtype."""
+
+    s: Tensor  # [N+1]
+    points: Tensor  # [N, 2]
+    seg: Tensor  # [N, 2]
+    seg_len: Tensor  # [N]
+    heading: Tensor  # [N]
+    dheading: Tensor  # [N]
+    normal: Tensor  # [N, 2]
+    curvature: Tensor  # [N]
+    lookahead: Tensor  # [5]
+
+
+class RacingModel(PlannerModel):
+    """Kinematic bicycle in track (Frenet) coordinates (Polack et al. 2017): the planner's P̂.
+
+    Planner state ``x [..., 15]``:
+
+    | index | content |
+    |---|---|
+    | 0-5 | ego X, Y (m), yaw ψ (rad), body velocity vx, vy (m/s), yaw rate r (rad/s) |
+    | 6-8 | ego track coordinates: s (unwrapped arc-length from the start line), ey, eψ |
+    | 9-10 | opponent arc-length s_o and speed v_o (it drives the centreline at constant speed) |
+    | 11-14 | danger zone (cx, cy, w, h), w = h = s_D |
+
+    ``dynamics`` integrates ``ṡ = v cos(eψ+β) / (1 - κ(s) ey)``, ``ėy = v sin(eψ+β)``,
+    ``ėψ = v sin β / lr - κ(s) ṡ``, ``v̇ = a`` with slip ``β = atan(lr tan δ / (lf + lr))`` and
+    ``a = throttle * F_drive / m`` (or ``* F_brake / m`` braking): no tire slip, no yaw inertia, no
+    drag, no power limit. X, Y, ψ follow from (s, ey, eψ) on the track tables; vx, vy, r are the
+    kinematic ones. The opponent advances ``v_o dt``; the zone stays.
+
+    Targets (eq. 39), ``nt = 2``: ``[v_t*, v_n*]``, the velocity *in the track frame* (along the
+    tangent, towards the left). On a closed track a world-frame ``[ẋ*, ẏ*]`` held over the horizon
+    would mean a different manoeuvre on every part of the lap; in the track frame the same action
+    means "this fast along the track, drifting left/right this fast" everywhere, which is what
+    speeding up to overtake and sidestepping a zone or the opponent need.
+    ``a ∈ [-1, 1]^2`` maps to ``v_t* ∈ target_speed``, ``v_n* ∈ ±target_lateral_speed``.
+
+    ``reward`` is the env's reward without the +1000 goal (App. B.3 "reward model"); the -100
+    off-track and -1000 collision terms are kept, so virtual data still sees crashes as bad.
+    ``terminated``: off-track, collision or goal (as the env).
+    """
+
+    nx, nu, na, nt, nobs = 15, 2, 2, 2, rt.NOBS
+    u_low, u_high = (-1.0, -1.0), (1.0, 1.0)
+    zone_slice = slice(11, 15)
+
+    def __init__(
+        self,
+        track: rt.Track,
+        task: rt.TaskParams,
+        car: CarParams,
+        substeps: int = 2,
+        target_speed: tuple[float, float] = (0.0, 30.0),
+        target_lateral_speed: float = 4.0,
+    ) -> None:
+        if not isinstance(substeps, int) or substeps < 1:
+            raise ValueError(f"substeps must be an int >= 1, got {substeps!r}")
+        if not 0 <= target_speed[0] < target_speed[1] or not target_lateral_speed > 0:
+            raise ValueError(
+                f"target_speed must be (low, high) with 0 <= low < high and target_lateral_speed > 0, "
+                f"got {target_speed}, {target_lateral_speed}"
+            )
+        self.track, self.task, self.car, self.substeps = track, task, car, substeps
+        self.target_speed, self.target_lateral_speed = target_speed, target_lateral_speed
+        self.contact_distance = float(task.contact_distance)
+        self.goal_length = task.goal_laps * track.length
+        self._cache: dict[tuple[torch.device, torch.dtype], _Tables] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": {}}
+
+    def _tables(self, like: Tensor) -> _Tables:
+        key = (like.device, like.dtype)
+        if key not in self._cache:
+            tr = self.track
+            arrays = (
+                tr.s,
+                tr.points,
+                tr.seg,
+                tr.seg_len,
+                tr.heading,
+                tr.dheading,
+                tr.normal,
+                tr.curvature,
+            )
+            self._cache[key] = _Tables(
+                *(torch.as_tensor(a, dtype=like.dtype, device=like.device) for a in arrays),
+                torch.tensor(self.task.lookahead, dtype=like.dtype, device=like.device),
+            )
+        return self._cache[key]
+
+    def _frame(self, s: Tensor, tb: _Tables) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(centre [..., 2], normal [..., 2], heading [...], curvature [...]) at arc-length s [...]."""
+        sm = torch.remainder(s, self.track.length).contiguous()
+        i = (torch.searchsorted(tb.s, sm, right=True) - 1).clamp(0, tb.seg_len.shape[0] - 1)
+        f = (sm - tb.s[i]) / tb.seg_len[i]
+        j = torch.remainder(i + 1, tb.seg_len.shape[0])
+        fc = f[..., None]
+        centre = tb.points[i] + fc * tb.seg[i]
+        normal = (1 - fc) * tb.normal[i] + fc * tb.normal[j]
+        heading = tb.heading[i] + f * tb.dheading[i]
+        return centre, normal, heading, (1 - f) * tb.curvature[i] + f * tb.curvature[j]
+
+    def dynamics(self, x: Tensor, u: Tensor) -> Tensor:
+        tb, c, dt = self._tables(x), self.car, self.task.dt
+        lo, hi = self.bounds(x)
+        u = torch.maximum(torch.minimum(u, hi), lo)
+        delta, throttle = c.max_steer * u[..., 0], u[..., 1]
+        beta = torch.atan(c.lr / (c.lf + c.lr) * torch.tan(delta))
+        accel = torch.where(throttle >= 0, c.drive_force, c.brake_force) * throttle / c.mass
+        s, ey, epsi, s_o, v_o = x[..., 6], x[..., 7], x[..., 8], x[..., 9], x[..., 10]
+        v = torch.hypot(x[..., 3], x[..., 4])
+        h = dt / self.substeps
+        for _ in range(self.substeps):
+            kappa = self._frame(s, tb)[3]
+            s_dot = v * torch.cos(epsi + beta) / (1 - kappa * ey).clamp_min(0.1)
+            s, ey, epsi, v = (
+                s + h * s_dot,
+                ey + h * v * torch.sin(epsi + beta),
+                epsi + h * (v * torch.sin(beta) / c.lr - kappa * s_dot),
+                (v + h * accel).clamp_min(0.0),
+            )
+        centre, normal, heading, _ = self._frame(s, tb)
+        xy = centre + ey[..., None] * normal
+        vy = v * torch.sin(beta)
+        ego = (
+            xy[..., 0],
+            xy[..., 1],
+            heading + epsi,
+            v * torch.cos(beta),
+            vy,
+            vy / c.lr,
+            s,
+            ey,
+            epsi,
+        )
+        zone = x[..., self.zone_slice].unbind(-1)
+        return torch.stack((*ego, s_o + v_o * dt, v_o, *zone), dim=-1)
+
+    def _events(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        d = self.position(x) - self.opponent_position(x)
+        b = x[..., 7] / self.track.half_width
+        return rt.episode_end(
+            b, torch.linalg.vector_norm(d, dim=-1), x[..., 6], self.goal_length, self.task
+        )
+
+    def reward(self, x: Tensor, u: Tensor) -> Tensor:
+        x1 = self.dynamics(x, u)
+        off, coll, _ = self._events(x1)
+        v_rel = self.tracked(x1)[..., 0] - x1[..., 10]
+        gap = rt.wrap_gap(x1[..., 6] - x1[..., 9], self.track.length)
+        b = x1[..., 7] / self.track.half_width
+        progress = x1[..., 6] - x[..., 6]
+        return rt.step_reward(
+            progress, v_rel, gap, b, self.in_danger(x1), off, coll, 0.0, self.task
+        )
+
+    def observe(self, x: Tensor) -> Tensor:
+        tb, hw = self._tables(x), self.track.half_width
+        px, py, psi, vx, vy, r, s, ey, epsi, s_o, v_o, cx, cy, w, _ = x.unbind(-1)
+        c, sn = torch.cos(psi), torch.sin(psi)
+        centre, normal, _, _ = self._frame(s[..., None] + tb.lookahead, tb)  # [..., 5, 2]
+        bounds = (
+            torch.stack((centre + hw * normal, centre - hw * normal), dim=-2)
+            - x[..., None, None, 0:2]
+        )
+        c2, s2 = c[..., None, None], sn[..., None, None]
+        bx, by = bounds[..., 0], bounds[..., 1]
+        bounds_v = torch.stack((c2 * bx + s2 * by, -s2 * bx + c2 * by), dim=-1).flatten(-3)
+        d = self.opponent_position(x) - x[..., 0:2]
+        v_t = self.tracked(x)[..., 0]
+        head = (px, py, vx, vy, c, sn, r, ey / hw, rt.wrap_angle(epsi))
+        opp = (rt.wrap_gap(s_o - s, self.track.length), c * d[..., 0] + sn * d[..., 1])
+        opp = (*opp, -sn * d[..., 0] + c * d[..., 1], v_o - v_t)
+        tail = (s / self.goal_length, cx, cy, w)
+        return torch.cat((torch.stack(head, -1), bounds_v, torch.stack((*opp, *tail), -1)), dim=-1)
+
+    def planner_state(self, env: Any) -> np.ndarray:
+        e = env.unwrapped
+        return np.array(
+            [*e.state, e.s, e.ey, e.epsi, e.opp_s, e.opp_v, *e.zone.as_tuple()], dtype=np.float64
+        )
+
+    def position(self, x: Tensor) -> Tensor:
+        return x[..., 0:2]
+
+    def opponent_position(self, x: Tensor) -> Tensor:
+        """The opponent's point ``[..., 2]`` on the centreline (eq. 44's p_opponent)."""
+        return self._frame(x[..., 9], self._tables(x))[0]
+
+    def boundary_proportion(self, x: Tensor) -> Tensor:
+        """BP of eq. (45): ``|ey| / half_width`` ``[...]``, 1 on the boundary."""
+        return x[..., 7].abs() / self.track.half_width
+
+    def target(self, a: Tensor) -> Tensor:
+        a = a.clamp(-1.0, 1.0)
+        lo, hi = self.target_speed
+        return torch.stack(
+            (lo + 0.5 * (a[..., 0] + 1) * (hi - lo), self.target_lateral_speed * a[..., 1]), -1
+        )
+
+    def tracked(self, x: Tensor) -> Tensor:
+        """Track-frame velocity ``[v_t, v_n]`` ``[..., 2]`` (along the tangent, to the left)."""
+        vx, vy, epsi = x[..., 3], x[..., 4], x[..., 8]
+        c, s = torch.cos(epsi), torch.sin(epsi)
+        return torch.stack((vx * c - vy * s, vx * s + vy * c), -1)
+
+    def terminated(self, x: Tensor) -> Tensor:
+        off, coll, goal = self._events(x)
+        return off | coll | goal
+
+
+def _draw(env: RacingDZEnv, width: int = 800) -> np.ndarray:
+    """rgb_array frame ``[H, W, 3]`` uint8: track, start line, danger zone, opponent, ego."""
+    import pygame  # noqa: PLC0415  (only when rendering)
+
+    tr, hw, margin = env.track, env.track.half_width, 20
+    outer, inner = tr.points + hw * tr.normal * -1, tr.points + hw * tr.normal
+    lo, hi = np.minimum(outer.min(0), inner.min(0)), np.maximum(outer.max(0), inner.max(0))
+    scale = (width - 2 * margin) / (hi[0] - lo[0])
+    height = int((hi[1] - lo[1]) * scale) + 2 * margin
+
+    def px(p: np.ndarray) -> list[tuple[float, float]]:
+        p = np.atleast_2d(p)
+        return [(margin + (a - lo[0]) * scale, height - margin - (b - lo[1]) * scale) for a, b in p]
+
+    def car_poly(xy: np.ndarray, psi: float) -> list[tuple[float, float]]:
+        half = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * [
+            env.task.car_length / 2,
+            env.task.car_width / 2,
+        ]
+        rot = np.array([[math.cos(psi), -math.sin(psi)], [math.sin(psi), math.cos(psi)]])
+        return px(xy + half @ rot.T)
+
+    surf = pygame.Surface((width, height))
+    surf.fill((40, 120, 40))
+    pygame.draw.polygon(surf, (90, 90, 90), px(outer))
+    pygame.draw.polygon(surf, (40, 120, 40), px(inner))
+    pygame.draw.line(surf, (255, 255, 255), *px(np.stack([outer[0], inner[0]])), 2)
+    z = env.zone
+    pygame.draw.polygon(
+        surf,
+        (200, 30, 30),
+        px(
+            np.array(
+                [
+                    [z.cx + dx * z.w / 2, z.cy + dy * z.h / 2]
+                    for dx, dy in ((1, 1), (1, -1), (-1, -1), (-1, 1))
+                ]
+            )
+        ),
+    )
+    opp_xy = tr.centre(env.opp_s)
+    pygame.draw.polygon(surf, (30, 60, 220), car_poly(opp_xy, float(tr.frame(env.opp_s)[2])))
+    pygame.draw.polygon(surf, (250, 200, 0), car_poly(np.array(env.state[:2]), env.state.psi))
+    return np.transpose(pygame.surfarray.array3d(surf), (1, 0, 2)).copy()

@@ -1,0 +1,439 @@
+"""The Racing task of App. B.3 without its vehicle simulator: track, reward, episode end, observation.
+
+Everything here takes vehicle states as numpy values (or Python floats) and never touches a
+simulator, so the embedded env (`envs.racing_dz`, a dynamic bicycle) and a CARLA-backed env
+share the track, the projection onto it, the reward, the episode end and the observation.
+
+Track-frame conventions: arc-length ``s`` (m) along the centreline in the driving direction
+(counter-clockwise for the default stadium), 0 at the start line; lateral offset ``ey`` (m, positive to the left);
+heading error ``epsi`` (rad, wrapped to [-π, π)); boundary deviation ``b = ey / half_width``
+(``|b| = 1`` on the boundary). The env keeps ``s`` unwrapped (it grows past the lap length and
+every episode starts at the start line, ``s ≈ 0``), so ``s`` is the distance driven along the track.
+
+The reward and episode-end functions use only arithmetic that numpy arrays, torch tensors and
+Python floats share, so the planner's reward model calls the very functions the env uses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from envs.danger import DangerZone
+
+#: number of lookahead distances for the TrackPoint observation (fixed, so nobs is a constant)
+N_LOOKAHEAD = 5
+#: observation size: vehicle 7, TrackState 2, TrackPoint 4 per lookahead, opponent 4, progress 1,
+#: danger zone 3
+NOBS = 7 + 2 + 4 * N_LOOKAHEAD + 4 + 1 + 3
+
+
+def _require(ok: bool, name: str, allowed: str, value: Any) -> None:
+    """Raise ``ValueError`` naming the parameter and its allowed range unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _finite(value: Any) -> bool:
+    values = value if isinstance(value, tuple) else (value,)
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+def _interval(value: tuple[float, ...], lo: float, hi: float) -> bool:
+    """``value`` is a pair (low, high) with lo <= low <= high <= hi."""
+    return len(value) == 2 and lo <= value[0] <= value[1] <= hi
+
+
+@dataclass(frozen=True)
+class TrackParams:
+    """The default closed track: a stadium (two straights joined by two half-circles)."""
+
+    straight_length: float = 80.0  # length of each straight (m), >= 0
+    radius: float = 30.0  # centreline radius of the turns (m), > half_width
+    half_width: float = 6.0  # centre-to-edge distance (m), > 0
+    spacing: float = 1.0  # arc-length between centreline table points (m), (0, radius / 4]
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            _require(_finite(value), f"TrackParams.{name}", "a finite number", value)
+        r = self.radius
+        _require(r > 0, "TrackParams.radius", "> 0", r)
+        _require(
+            self.straight_length >= 0, "TrackParams.straight_length", ">= 0", self.straight_length
+        )
+        _require(
+            0 < self.half_width < r,
+            "TrackParams.half_width",
+            f"in (0, radius={r})",
+            self.half_width,
+        )
+        _require(
+            0 < self.spacing <= r / 4,
+            "TrackParams.spacing",
+            f"in (0, radius/4={r / 4}]",
+            self.spacing,
+        )
+
+
+def stadium_centreline(p: TrackParams) -> np.ndarray:
+    """Centreline points ``[N, 2]`` of the stadium, evenly spaced in arc-length, counter-clockwise.
+
+    The first point is the start of the bottom straight, ``(-straight/2, -radius)``, heading +x.
+    """
+    half, r = p.straight_length / 2, p.radius
+    length = 2 * p.straight_length + 2 * math.pi * r
+    s = np.arange(round(length / p.spacing)) * (length / round(length / p.spacing))
+    a1, a2, a3 = (
+        p.straight_length,
+        p.straight_length + math.pi * r,
+        2 * p.straight_length + math.pi * r,
+    )
+    th1 = (s - a1) / r - math.pi / 2  # angle on the right turn (centre (+half, 0))
+    th2 = (s - a3) / r + math.pi / 2  # angle on the left turn (centre (-half, 0))
+    x = np.select(
+        [s < a1, s < a2, s < a3],
+        [s - half, half + r * np.cos(th1), half - (s - a2)],
+        -half + r * np.cos(th2),
+    )
+    y = np.select(
+        [s < a1, s < a2, s < a3], [-r + 0 * s, r * np.sin(th1), r + 0 * s], r * np.sin(th2)
+    )
+    return np.stack([x, y], axis=-1)
+
+
+def wrap_angle(a: Any) -> Any:
+    """Angle wrapped to [-π, π) (numpy, torch or float)."""
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+def wrap_gap(ds: Any, length: float) -> Any:
+    """An arc-length difference wrapped to [-length/2, length/2) (numpy, torch or float)."""
+    return (ds + 0.5 * length) % length - 0.5 * length
+
+
+class Track:
+    """A closed track: a centreline polyline and a constant half-width, with precomputed tables.
+
+    Tables (N vertices, vertex ``i`` at arc-length ``s[i]``; segment ``i`` joins ``i`` and ``i+1``):
+    ``points [N, 2]``, ``seg [N, 2]`` (vertex i+1 minus vertex i), ``s [N+1]`` (``s[N]`` = length),
+    ``heading [N]`` and ``dheading [N]`` (vertex tangent angle and its change to the next vertex),
+    ``normal [N, 2]`` (vertex left normals), ``curvature [N]``. Between vertices, the centre runs
+    along the segment and heading, normal and curvature are interpolated linearly in ``s``.
+    """
+
+    def __init__(self, centreline: np.ndarray, half_width: float) -> None:
+        pts = np.asarray(centreline, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] < 8 or not np.all(np.isfinite(pts)):
+            raise ValueError(
+                f"centreline must be a finite [N >= 8, 2] array, got shape {pts.shape}"
+            )
+        if not (math.isfinite(half_width) and half_width > 0):
+            raise ValueError(f"half_width must be a finite number > 0, got {half_width}")
+        self.points, self.half_width = pts, float(half_width)
+        self.seg = np.roll(pts, -1, axis=0) - pts
+        self.seg_len = np.linalg.norm(self.seg, axis=1)
+        if np.any(self.seg_len <= 1e-9):
+            raise ValueError("centreline must not repeat consecutive points")
+        self.s = np.concatenate([[0.0], np.cumsum(self.seg_len)])
+        self.length = float(self.s[-1])
+        chord = np.roll(pts, -1, axis=0) - np.roll(pts, 1, axis=0)
+        self.heading = np.arctan2(chord[:, 1], chord[:, 0])
+        self.dheading = wrap_angle(np.roll(self.heading, -1) - self.heading)
+        self.normal = np.stack([-np.sin(self.heading), np.cos(self.heading)], axis=-1)
+        span = self.seg_len + np.roll(self.seg_len, 1)
+        self.curvature = wrap_angle(np.roll(self.heading, -1) - np.roll(self.heading, 1)) / span
+        self._seg_dir = self.seg / self.seg_len[:, None]
+
+    @classmethod
+    def stadium(cls, p: TrackParams) -> Track:
+        return cls(stadium_centreline(p), p.half_width)
+
+    def _locate(self, s: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Segment index and fraction ``[...]`` of (unwrapped) arc-lengths ``s``."""
+        sm = np.mod(np.asarray(s, dtype=np.float64), self.length)
+        i = np.clip(np.searchsorted(self.s, sm, side="right") - 1, 0, len(self.points) - 1)
+        return i, (sm - self.s[i]) / self.seg_len[i]
+
+    def centre(self, s: Any) -> np.ndarray:
+        """Centreline point ``[..., 2]`` at arc-length ``s [...]``."""
+        i, f = self._locate(s)
+        return self.points[i] + f[..., None] * self.seg[i]
+
+    def frame(self, s: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(centre ``[..., 2]``, left normal ``[..., 2]``, heading ``[...]``, curvature ``[...]``) at ``s``."""
+        i, f = self._locate(s)
+        j = (i + 1) % len(self.points)
+        fc = f[..., None]
+        centre = self.points[i] + fc * self.seg[i]
+        normal = (1 - fc) * self.normal[i] + fc * self.normal[j]
+        heading = self.heading[i] + f * self.dheading[i]
+        curvature = (1 - f) * self.curvature[i] + f * self.curvature[j]
+        return centre, normal, heading, curvature
+
+    def to_xy(self, s: Any, ey: Any) -> np.ndarray:
+        """World point ``[..., 2]`` at arc-length ``s`` and lateral offset ``ey``."""
+        centre, normal, _, _ = self.frame(s)
+        return centre + np.asarray(ey, dtype=np.float64)[..., None] * normal
+
+    def project(self, xy: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest point on the centreline polyline: (arc-length in [0, length), signed ``ey``).
+
+        ``xy [..., 2]``; vectorised over all segments (the track is assumed not to come within
+        two half-widths of itself, so the nearest segment is the right one).
+        """
+        q = np.asarray(xy, dtype=np.float64)[..., None, :] - self.points  # [..., N, 2]
+        t = np.clip(np.einsum("...nk,nk->...n", q, self._seg_dir), 0.0, self.seg_len)
+        d = q - t[..., None] * self._seg_dir
+        i = np.argmin(np.einsum("...nk,...nk->...n", d, d), axis=-1)
+        t_i = np.take_along_axis(t, i[..., None], -1)[..., 0]
+        d_i = np.take_along_axis(d, i[..., None, None], -2)[..., 0, :]
+        u = self._seg_dir[i]
+        side = np.sign(u[..., 0] * d_i[..., 1] - u[..., 1] * d_i[..., 0])
+        return np.mod(self.s[i] + t_i, self.length), side * np.linalg.norm(d_i, axis=-1)
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """Episode layout, reward weights and episode end of the Racing task (App. B.3)."""
+
+    dt: float = 0.1  # seconds per env step
+    max_steps: int = 600  # time limit (steps) -> truncated
+    goal_laps: float = 1.0  # goal: this many laps of arc-length from the start
+    car_length: float = 4.0  # ego and opponent body length (m)
+    car_width: float = 1.8  # ego and opponent body width (m), < half_width
+    start_lateral: float = 1.0  # ego starts at ey ~ U(-start_lateral, start_lateral) (m)
+    start_speed: tuple[float, float] = (8.0, 12.0)  # ego start speed range (m/s)
+    opponent_speed: float = 10.0  # opponent's constant speed along the centreline (m/s)
+    opponent_gap: tuple[float, float] = (15.0, 35.0)  # opponent start, arc-length ahead (m)
+    zone_size: tuple[float, float] = (3.0, 5.0)  # danger-zone side s_D range (m), <= half_width
+    zone_s: tuple[float, float] = (50.0, 300.0)  # zone centre arc-length range (m), within a lap
+    lookahead: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 40.0)  # TrackPoint distances (m)
+    w_progress: float = 10.0  # reward per metre of forward arc-length progress
+    w_pass: float = 2.0  # passing reward per m/s of forward speed over the opponent's
+    pass_window: tuple[float, float] = (20.0, 10.0)  # passing counts from this far behind/ahead (m)
+    w_bound: float = 5.0  # boundary penalty per unit |b| per step
+    r_zone: float = -150.0  # per step inside the danger zone
+    r_off_track: float = -100.0
+    r_collision: float = -1000.0
+    r_goal: float = 1000.0
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            _require(_finite(value), f"TaskParams.{name}", "finite number(s)", value)
+        _require(self.dt > 0, "TaskParams.dt", "> 0", self.dt)
+        steps = self.max_steps
+        _require(
+            isinstance(steps, int) and steps >= 1, "TaskParams.max_steps", "an int >= 1", steps
+        )
+        for name in ("goal_laps", "car_length", "car_width"):
+            _require(getattr(self, name) > 0, f"TaskParams.{name}", "> 0", getattr(self, name))
+        for name in ("start_lateral", "opponent_speed", "w_progress", "w_pass", "w_bound"):
+            _require(getattr(self, name) >= 0, f"TaskParams.{name}", ">= 0", getattr(self, name))
+        pair = "(low, high) with {} <= low <= high <= {}"
+        _require(
+            _interval(self.start_speed, 0, 100),
+            "TaskParams.start_speed",
+            pair.format(0, 100),
+            self.start_speed,
+        )
+        w = self.pass_window
+        _require(len(w) == 2 and min(w) >= 0, "TaskParams.pass_window", "(behind, ahead) >= 0", w)
+        la = self.lookahead
+        increasing = all(0 < a < b for a, b in zip(la, la[1:] + (math.inf,), strict=True))
+        _require(
+            len(la) == N_LOOKAHEAD and increasing,
+            "TaskParams.lookahead",
+            f"{N_LOOKAHEAD} increasing distances > 0",
+            la,
+        )
+
+    @property
+    def contact_distance(self) -> float:
+        """d_contact: centre distance at contact, each car a disc of diameter (length + width) / 2."""
+        return 0.5 * (self.car_length + self.car_width)
+
+    def check_against(self, track: Track) -> None:
+        """Validate the parameters that depend on the track (ValueError naming the parameter)."""
+        hw, lap, pair = track.half_width, track.length, "(low, high) with {} <= low <= high <= {}"
+        _require(self.car_width < hw, "track half_width", f"> car_width={self.car_width}", hw)
+        room = hw - self.car_width / 2
+        _require(
+            self.start_lateral <= room,
+            "TaskParams.start_lateral",
+            f"in [0, {room}]",
+            self.start_lateral,
+        )
+        _require(
+            _interval(self.zone_size, 1e-3, hw),
+            "TaskParams.zone_size",
+            pair.format(1e-3, hw),
+            self.zone_size,
+        )
+        _require(
+            _interval(self.zone_s, 0, lap), "TaskParams.zone_s", pair.format(0, lap), self.zone_s
+        )
+        d = self.contact_distance
+        gap = self.opponent_gap
+        _require(
+            _interval(gap, d, lap / 2), "TaskParams.opponent_gap", pair.format(d, lap / 2), gap
+        )
+
+
+class VehicleState(NamedTuple):
+    """A car's planar state as any simulator reports it: world position and yaw, body-frame velocity."""
+
+    x: float  # m
+    y: float  # m
+    psi: float  # yaw (rad)
+    vx: float  # forward speed (m/s)
+    vy: float  # lateral speed, positive to the left (m/s)
+    r: float  # yaw rate (rad/s)
+
+
+class StepOutcome(NamedTuple):
+    """What one env step scores: the new track coordinates, the reward and the episode-end flags."""
+
+    s: float  # unwrapped arc-length
+    ey: float
+    epsi: float
+    reward: float
+    off_track: bool
+    collided: bool
+    goal: bool
+    in_zone: bool
+
+
+def forward_speed(vx: Any, vy: Any, epsi: Any) -> Any:
+    """Speed along the track tangent of a body-frame velocity (numpy or float)."""
+    return vx * np.cos(epsi) - vy * np.sin(epsi)
+
+
+def step_reward(
+    progress: Any,
+    v_rel: Any,
+    gap: Any,
+    b: Any,
+    in_zone: Any,
+    off_track: Any,
+    collided: Any,
+    goal: Any,
+    p: TaskParams,
+) -> Any:
+    """The Racing reward of App. B.3, for numpy, torch or floats.
+
+    ``progress``: forward arc-length driven this step (m); ``v_rel``: ego forward speed minus the
+    opponent's (m/s); ``gap``: ego arc-length minus the opponent's, wrapped (m); ``b``: boundary
+    deviation after the step; the flags are booleans after the step. Terms: passing
+    ``w_pass * max(v_rel, 0)`` while ``-pass_window[0] <= gap <= pass_window[1]`` (overtaking: closing
+    in on, alongside or just past the opponent); progress ``w_progress * progress``; boundary
+    ``-w_bound * |b|``; -150 in the zone; -100 off-track; -1000 collision; +1000 goal.
+    """
+    overtaking = (gap >= -p.pass_window[0]) & (gap <= p.pass_window[1])
+    passing = p.w_pass * 0.5 * (v_rel + abs(v_rel)) * overtaking
+    return (
+        p.w_progress * progress
+        + passing
+        - p.w_bound * abs(b)
+        + p.r_zone * in_zone
+        + p.r_off_track * off_track
+        + p.r_collision * collided
+        + p.r_goal * goal
+    )
+
+
+def episode_end(
+    b: Any, distance: Any, driven: Any, goal_length: float, p: TaskParams
+) -> tuple[Any, Any, Any]:
+    """App. B.3 termination flags (off-track, collision, goal) for numpy, torch or floats.
+
+    Off-track: ``|b| > 1`` (the car's centre beyond a boundary); collision: ego-opponent centre
+    ``distance <= d_contact``; goal: arc-length ``driven`` from the start ``>= goal_length``.
+    """
+    return abs(b) > 1.0, distance <= p.contact_distance, driven >= goal_length
+
+
+def evaluate_step(
+    track: Track,
+    p: TaskParams,
+    s_prev: float,
+    car: VehicleState,
+    opp_s: float,
+    opp_v: float,
+    zone: DangerZone,
+) -> StepOutcome:
+    """Score a transition that ended in ``car`` (opponent at ``opp_s``), from arc-length ``s_prev``."""
+    s_mod, ey = track.project((car.x, car.y))
+    s = s_prev + float(wrap_gap(s_mod - s_prev, track.length))
+    _, _, heading, _ = track.frame(s)
+    epsi = float(wrap_angle(car.psi - heading))
+    opp_xy = track.centre(opp_s)
+    b = float(ey) / track.half_width
+    off, coll, goal = episode_end(
+        b, math.hypot(car.x - opp_xy[0], car.y - opp_xy[1]), s, p.goal_laps * track.length, p
+    )
+    inside = bool(zone.contains(car.x, car.y))
+    v_rel = float(forward_speed(car.vx, car.vy, epsi)) - opp_v
+    gap = float(wrap_gap(s - opp_s, track.length))
+    reward = step_reward(s - s_prev, v_rel, gap, b, inside, off, coll, goal, p)
+    return StepOutcome(s, float(ey), epsi, float(reward), bool(off), bool(coll), bool(goal), inside)
+
+
+def observation(
+    track: Track,
+    p: TaskParams,
+    car: VehicleState,
+    s: float,
+    ey: float,
+    epsi: float,
+    opp_s: float,
+    opp_v: float,
+    zone: DangerZone,
+) -> np.ndarray:
+    """The Racing observation ``[NOBS]`` (float64) of App. B.3:
+
+    | index | content |
+    |---|---|
+    | 0-6 | vehicle: x, y (m), vx, vy (m/s, body frame), cos ψ, sin ψ, yaw rate r (rad/s) |
+    | 7-8 | TrackState: b = ey / half_width, heading error Δψ (rad) |
+    | 9-28 | TrackPoint: per lookahead distance, left then right boundary point (x, y) in the vehicle frame |
+    | 29-32 | opponent: arc-length gap (opponent - ego, wrapped), its position in the vehicle frame, its speed minus the ego's forward speed |
+    | 33 | progress: arc-length driven / goal length |
+    | 34-36 | DangerZone: x_D, y_D, s_D |
+    """
+    c, s_, hw = math.cos(car.psi), math.sin(car.psi), track.half_width
+    centre, normal, _, _ = track.frame(s + np.asarray(p.lookahead))
+    bounds = np.stack([centre + hw * normal, centre - hw * normal], axis=1) - (
+        car.x,
+        car.y,
+    )  # [5, 2, 2]
+    bounds_v = np.stack(
+        [c * bounds[..., 0] + s_ * bounds[..., 1], -s_ * bounds[..., 0] + c * bounds[..., 1]], -1
+    )
+    d = track.centre(opp_s) - (car.x, car.y)
+    v_t = float(forward_speed(car.vx, car.vy, epsi))
+    return np.concatenate(
+        [
+            [car.x, car.y, car.vx, car.vy, c, s_, car.r, ey / hw, wrap_angle(epsi)],
+            bounds_v.reshape(-1),
+            [
+                wrap_gap(opp_s - s, track.length),
+                c * d[0] + s_ * d[1],
+                -s_ * d[0] + c * d[1],
+                opp_v - v_t,
+            ],
+            [s / (p.goal_laps * track.length), zone.cx, zone.cy, zone.w],
+        ]
+    )
+
+
+def sample_zone(rng: np.random.Generator, track: Track, p: TaskParams) -> DangerZone:
+    """A square danger zone: side ~ U(zone_size), centre at arc-length ~ U(zone_s) and a lateral
+    offset ~ U(±(half_width - side/2)), so that it never covers the whole track width."""
+    side = float(rng.uniform(*p.zone_size))
+    s = float(rng.uniform(*p.zone_s))
+    ey = float(rng.uniform(-1.0, 1.0)) * (track.half_width - side / 2)
+    cx, cy = track.to_xy(s, ey)
+    return DangerZone(float(cx), float(cy), side, side)

@@ -1,0 +1,265 @@
+"""Typed batches the learner consumes: real fragments, virtual samples, and training samples.
+
+`RealBatch` is what the rollout actors ship for ``D_RL`` (eq. 5), `VirtualBatch` for
+``D_MPPI`` (eq. 7, plus the planned path the value target is computed from), and
+`TrainBatch` the flat samples (with advantages and returns) that PPO minibatches are cut from.
+Actors build the first two from numpy with ``from_numpy``; `concat` joins fragments.
+
+`bernoulli_mix` is the draw of eq. (8) and `mix_batches` applies it (App. D's per-sample
+mixing); eq. (10)'s loss weighting lives in `learners.ppo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _float(x: Any, dtype: torch.dtype) -> Tensor:
+    return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+def _bool(x: Any) -> Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=bool))
+
+
+def _expect(name: str, t: Tensor, shape: tuple[int, ...]) -> None:
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
+
+
+class RealBatch(NamedTuple):
+    """A time-major fragment of real transitions (eq. 5): T steps of B envs.
+
+    Episodes may end anywhere inside it; ``terminated`` and ``truncated`` are kept apart so
+    GAE bootstraps a truncated episode from the value of its true last observation and a
+    terminated one from zero. The observation after the fragment's last step is
+    ``next_obs[-1]``.
+    """
+
+    obs: Tensor
+    """``[T, B, nobs]`` float: s_t, the observation the policy acted on."""
+    actions: Tensor
+    """``[T, B, na]`` float: the executed high-level action a^(m*)_t, unclipped, as sampled."""
+    logp: Tensor
+    """``[T, B]`` float: log π_old(a_t | s_t) under the policy that sampled it."""
+    rewards: Tensor
+    """``[T, B]`` float: the env's reward r_t."""
+    terminated: Tensor
+    """``[T, B]`` bool: the episode ended at t+1 in a terminal state (value 0 after it)."""
+    truncated: Tensor
+    """``[T, B]`` bool: the episode was cut at t+1 (time limit) without being terminal."""
+    next_obs: Tensor
+    """``[T, B, nobs]`` float: s_{t+1} as the env returned it *before* any auto-reset (the
+    true final observation where the episode ended; equal to ``obs[t+1]`` elsewhere)."""
+
+    @classmethod
+    def from_numpy(
+        cls,
+        obs: Any,
+        actions: Any,
+        logp: Any,
+        rewards: Any,
+        terminated: Any,
+        truncated: Any,
+        next_obs: Any,
+        dtype: torch.dtype = torch.float32,
+    ) -> RealBatch:
+        """Build (and shape-check) from numpy arrays; floats become ``dtype``."""
+        batch = cls(
+            obs=_float(obs, dtype),
+            actions=_float(actions, dtype),
+            logp=_float(logp, dtype),
+            rewards=_float(rewards, dtype),
+            terminated=_bool(terminated),
+            truncated=_bool(truncated),
+            next_obs=_float(next_obs, dtype),
+        )
+        batch.dims()
+        return batch
+
+    def dims(self) -> tuple[int, int, int, int]:
+        """``(T, B, nobs, na)``, after checking every field's shape; else `ValueError`."""
+        if self.obs.ndim != 3 or self.actions.ndim != 3:
+            raise ValueError(
+                f"RealBatch.obs and .actions must be [T, B, *], got {list(self.obs.shape)} "
+                f"and {list(self.actions.shape)}"
+            )
+        T, B, nobs = self.obs.shape
+        na = self.actions.shape[-1]
+        _expect("RealBatch.actions", self.actions, (T, B, na))
+        for name in ("logp", "rewards", "terminated", "truncated"):
+            _expect(f"RealBatch.{name}", getattr(self, name), (T, B))
+        _expect("RealBatch.next_obs", self.next_obs, (T, B, nobs))
+        if T < 1 or B < 1:
+            raise ValueError(f"RealBatch must hold at least one step, got T={T}, B={B}")
+        return T, B, nobs, na
+
+    def to(self, device: torch.device | str) -> RealBatch:
+        return RealBatch(*(t.to(device) for t in self))
+
+    @staticmethod
+    def concat(batches: Sequence[RealBatch]) -> RealBatch:
+        """Join fragments of equal length T side by side (along the env axis B)."""
+        return RealBatch(*(torch.cat(ts, dim=1) for ts in zip(*batches, strict=True)))
+
+
+class VirtualBatch(NamedTuple):
+    """N virtual samples (eq. 7): a non-executed candidate a^(m), m ≠ m*, at a real state s_t.
+
+    Each carries the candidate's planned path under the planner's model, re-scored with r̂
+    and mapped to observations with ψ; `learners.targets.virtual_lambda_return` turns it into
+    the sample's value target with the current critic.
+    """
+
+    obs: Tensor
+    """``[N, nobs]`` float: s_t, the real observation the candidate was drawn at."""
+    actions: Tensor
+    """``[N, na]`` float: the candidate's high-level action a^(m), unclipped, as sampled."""
+    logp: Tensor
+    """``[N]`` float: log π_old(a^(m) | s_t) under the policy that sampled it."""
+    path_obs: Tensor
+    """``[N, H+1, nobs]`` float: ψ(x̂_τ) along the planned path, ``path_obs[:, 0] = ψ(x_t)``,
+    ``path_obs[:, 1] = ŝ_{t+1}`` of eq. (6)."""
+    path_rewards: Tensor
+    """``[N, H]`` float: r̂(x̂_τ, u^(m)_τ), ``path_rewards[:, 0] = r̂_t^(m)`` of eq. (6)."""
+    path_terminated: Tensor
+    """``[N, H]`` bool: x̂_{τ+1} is terminal under the model (``PlannerModel.terminated``);
+    the target ignores everything after the first terminal step."""
+
+    @classmethod
+    def from_numpy(
+        cls,
+        obs: Any,
+        actions: Any,
+        logp: Any,
+        path_obs: Any,
+        path_rewards: Any,
+        path_terminated: Any,
+        dtype: torch.dtype = torch.float32,
+    ) -> VirtualBatch:
+        """Build (and shape-check) from numpy arrays; floats become ``dtype``."""
+        batch = cls(
+            obs=_float(obs, dtype),
+            actions=_float(actions, dtype),
+            logp=_float(logp, dtype),
+            path_obs=_float(path_obs, dtype),
+            path_rewards=_float(path_rewards, dtype),
+            path_terminated=_bool(path_terminated),
+        )
+        batch.dims()
+        return batch
+
+    @classmethod
+    def empty(cls, nobs: int, na: int, horizon: int, dtype: torch.dtype = torch.float32):
+        """A batch of N = 0 samples (what an actor ships when no virtual data was kept)."""
+        z = lambda *s: torch.zeros(s, dtype=dtype)
+        return cls(
+            z(0, nobs), z(0, na), z(0), z(0, horizon + 1, nobs), z(0, horizon),
+            torch.zeros(0, horizon, dtype=torch.bool),
+        )  # fmt: skip
+
+    @property
+    def size(self) -> int:
+        """N, the number of samples (``len()`` of a NamedTuple counts its fields)."""
+        return int(self.obs.shape[0])
+
+    def dims(self) -> tuple[int, int, int, int]:
+        """``(N, H, nobs, na)``, after checking every field's shape; else `ValueError`."""
+        if self.obs.ndim != 2 or self.actions.ndim != 2 or self.path_rewards.ndim != 2:
+            raise ValueError(
+                "VirtualBatch.obs, .actions and .path_rewards must be 2-D, got "
+                f"{list(self.obs.shape)}, {list(self.actions.shape)}, "
+                f"{list(self.path_rewards.shape)}"
+            )
+        N, nobs = self.obs.shape
+        na = self.actions.shape[1]
+        H = self.path_rewards.shape[1]
+        if H < 1:
+            raise ValueError(f"VirtualBatch paths need a horizon H >= 1, got {H}")
+        _expect("VirtualBatch.actions", self.actions, (N, na))
+        _expect("VirtualBatch.logp", self.logp, (N,))
+        _expect("VirtualBatch.path_obs", self.path_obs, (N, H + 1, nobs))
+        _expect("VirtualBatch.path_rewards", self.path_rewards, (N, H))
+        _expect("VirtualBatch.path_terminated", self.path_terminated, (N, H))
+        return N, H, nobs, na
+
+    def to(self, device: torch.device | str) -> VirtualBatch:
+        return VirtualBatch(*(t.to(device) for t in self))
+
+    @staticmethod
+    def concat(batches: Sequence[VirtualBatch]) -> VirtualBatch:
+        """Join batches of equal horizon H along N."""
+        return VirtualBatch(*(torch.cat(ts, dim=0) for ts in zip(*batches, strict=True)))
+
+
+class TrainBatch(NamedTuple):
+    """N flat training samples of one buffer, with the targets computed for this iteration."""
+
+    obs: Tensor
+    """``[N, nobs]`` s_t."""
+    actions: Tensor
+    """``[N, na]`` the high-level action whose probability ratio PPO clips."""
+    logp: Tensor
+    """``[N]`` log π_old(a | s_t)."""
+    advantages: Tensor
+    """``[N]`` advantage estimates (normalised over their buffer when the config says so)."""
+    returns: Tensor
+    """``[N]`` value targets (GAE returns for real data, path λ-returns for virtual data)."""
+    boot: Tensor
+    """``[N, D]`` bootstrap weight of each sample for each value head (mean 1 over draws)."""
+
+    @property
+    def size(self) -> int:
+        """N, the number of samples."""
+        return int(self.obs.shape[0])
+
+    def index(self, idx: Tensor) -> TrainBatch:
+        """The samples at ``idx`` (a ``[n]`` long tensor)."""
+        return TrainBatch(*(t[idx] for t in self))
+
+
+def bernoulli_mix(
+    num_slots: int, rho: float, num_virtual: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Eq. (8): per slot, ``z ~ Bernoulli(ρ)`` picks real (0) or virtual (1) data.
+
+    Returns ``z [num_slots]`` bool and ``virtual_index [num_slots]`` long: for slots with
+    ``z = 1``, the virtual sample ``d_virt ~ D_MPPI`` that fills it, drawn uniformly without
+    replacement while the virtual buffer lasts (then from a fresh permutation); entries for
+    ``z = 0`` slots are 0 and meaningless. The result is a unified buffer distributed as
+    eq. (9), ``(1-ρ) D_RL + ρ D_MPPI``, of ``num_slots`` samples — as in App. D, where each
+    step stores one sample in one of the two buffers. Draws use ``generator`` (CPU) only.
+    """
+    if not 0.0 <= rho <= 1.0:
+        raise ValueError(f"rho must be in [0, 1], got {rho}")
+    z = torch.rand(num_slots, generator=generator) < rho
+    n_virt = int(z.sum())
+    if n_virt > 0 and num_virtual < 1:
+        raise ValueError(f"per-sample mixing drew {n_virt} virtual samples from an empty buffer")
+    index = torch.zeros(num_slots, dtype=torch.long)
+    if n_virt > 0:
+        reps = -(-n_virt // num_virtual)
+        perms = [torch.randperm(num_virtual, generator=generator) for _ in range(reps)]
+        index[z] = torch.cat(perms)[:n_virt]
+    return z, index
+
+
+def mix_batches(real: TrainBatch, virtual: TrainBatch, z: Tensor, virtual_index: Tensor):
+    """The unified buffer of eq. (8): slot i holds ``virtual[virtual_index[i]]`` where
+    ``z[i]`` and ``real[i]`` elsewhere (``z``, ``virtual_index`` from `bernoulli_mix`)."""
+    if z.shape != (real.size,):
+        raise ValueError(f"z must have shape [{real.size}], got {list(z.shape)}")
+    if not bool(z.any()):
+        return real
+    device = real.obs.device
+    zd, idx = z.to(device), virtual_index.to(device)
+    fields = []
+    for r, v in zip(real, virtual, strict=True):
+        mask = zd.view(-1, *([1] * (r.ndim - 1)))
+        fields.append(torch.where(mask, v[idx], r))
+    return TrainBatch(*fields)

@@ -1,0 +1,222 @@
+"""The high-level policy π_θ (a Gaussian over normalised targets) and the value ensemble {V_d}.
+
+Both follow Stable-Baselines3's PPO defaults (the paper's Table 3 is SB3's): separate MLPs of
+two tanh layers of 64, orthogonal initialisation (gain √2 in hidden layers, 0.01 on the
+policy's mean, 1 on the value output), and a state-independent log-std parameter.
+
+**Out-of-range actions.** The policy acts in ``[-1, 1]^na`` but its Gaussian samples are *not*
+squashed or clipped here: ``sample`` returns the raw draw and its exact log-probability, the
+env model's ``target(a)`` clips when it maps the action to the cost's target, and PPO's
+ratios use the log-probability of that same unclipped sample (as SB3 does for Box actions;
+a tanh squash would saturate the mean and need a Jacobian term). The log-probability is
+always that of the high-level action, never of the MPPI control.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Sizes and initialisation of the policy and the value ensemble."""
+
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden widths of the policy MLP and of each value head (tanh; SB3's PPO default)."""
+    ensemble_size: int = 5
+    """D, the number of value heads (Alg. 2's ensemble); at least 2 for the adaptive ρ."""
+    prior_scale: float = 1.0
+    """β: each head adds β × a fixed random prior network (Osband et al. 2018); 0 disables."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (SB3's default 0)."""
+
+    def __post_init__(self) -> None:
+        if len(self.hidden_sizes) < 1 or any(int(h) < 1 for h in self.hidden_sizes):
+            raise ValueError(
+                f"NetworkConfig.hidden_sizes must be one or more widths >= 1, got {self.hidden_sizes}"
+            )
+        if self.ensemble_size < 1:
+            raise ValueError(f"NetworkConfig.ensemble_size must be >= 1, got {self.ensemble_size}")
+        if not self.prior_scale >= 0.0:
+            raise ValueError(f"NetworkConfig.prior_scale must be >= 0, got {self.prior_scale}")
+        if not math.isfinite(self.log_std_init):
+            raise ValueError(f"NetworkConfig.log_std_init must be finite, got {self.log_std_init}")
+
+
+def _mlp(sizes: Sequence[int], out_gain: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        lin = nn.Linear(n_in, n_out)
+        last = i == len(sizes) - 2
+        nn.init.orthogonal_(lin.weight, gain=out_gain if last else math.sqrt(2.0))
+        nn.init.zeros_(lin.bias)
+        layers += [lin] if last else [lin, nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def _check_obs(obs: Tensor, nobs: int, name: str = "obs") -> None:
+    if obs.ndim < 1 or obs.shape[-1] != nobs:
+        raise ValueError(f"{name} must be [..., nobs={nobs}], got {list(obs.shape)}")
+
+
+class GaussianPolicy(nn.Module):
+    """π_θ(a | s) = N(μ_θ(s), diag σ²) over the normalised high-level action a ∈ R^na."""
+
+    def __init__(
+        self, nobs: int, na: int, hidden_sizes: Sequence[int] = (64, 64), log_std_init: float = 0.0
+    ) -> None:
+        super().__init__()
+        if nobs < 1 or na < 1:
+            raise ValueError(f"nobs and na must be >= 1, got nobs={nobs}, na={na}")
+        self.nobs, self.na = nobs, na
+        self.mean_net = _mlp([nobs, *hidden_sizes, na], out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((na,), float(log_std_init)))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """μ_θ(s): ``[..., na]`` from ``obs [..., nobs]`` (differentiable)."""
+        _check_obs(obs, self.nobs)
+        return self.mean_net(obs)
+
+    def log_prob(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """log π_θ(a | s) ``[...]`` of ``actions [..., na]`` at ``obs [..., nobs]``."""
+        mean = self(obs)
+        if actions.shape != mean.shape:
+            raise ValueError(f"actions must have shape {list(mean.shape)}, got {list(actions.shape)}")
+        z = (actions - mean) * torch.exp(-self.log_std)
+        return (-0.5 * z.square() - self.log_std - _LOG_SQRT_2PI).sum(-1)
+
+    def entropy(self, obs: Tensor) -> Tensor:
+        """Entropy of π_θ(· | s), ``[...]`` (the same at every state: σ is state-independent)."""
+        _check_obs(obs, self.nobs)
+        h = (0.5 + _LOG_SQRT_2PI + self.log_std).sum()
+        return h.expand(obs.shape[:-1])
+
+    @torch.no_grad()
+    def sample(
+        self, obs: Tensor, num_candidates: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Eq. (4): M candidates a^(m) ~ π_θ(· | s) per state.
+
+        ``obs [B, nobs]`` -> ``actions [B, M, na]`` (unclipped draws) and their log-probabilities
+        ``logp [B, M]``. ``generator``, when given, must live on ``obs``'s device.
+        """
+        if obs.ndim != 2:
+            raise ValueError(f"obs must be [B, nobs], got {list(obs.shape)}")
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates (M) must be >= 1, got {num_candidates}")
+        mean = self(obs)
+        B, na = mean.shape
+        eps = torch.randn(
+            (B, num_candidates, na), generator=generator, device=obs.device, dtype=mean.dtype
+        )
+        actions = mean[:, None, :] + torch.exp(self.log_std) * eps
+        logp = (-0.5 * eps.square() - self.log_std - _LOG_SQRT_2PI).sum(-1)
+        return actions, logp
+
+    @torch.no_grad()
+    def mean(self, obs: Tensor) -> Tensor:
+        """The deterministic action μ_θ(s) ``[B, na]`` (evaluation)."""
+        return self(obs)
+
+
+class _StackedMLP(nn.Module):
+    """D independent tanh MLPs in one module: weights ``[D, in, out]``, one batched matmul a layer.
+
+    Parameters when ``trainable``, buffers (saved, moved, never optimised) otherwise.
+    """
+
+    def __init__(self, D: int, sizes: Sequence[int], out_gain: float, trainable: bool) -> None:
+        super().__init__()
+        self.num_layers = len(sizes) - 1
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            gain = out_gain if i == self.num_layers - 1 else math.sqrt(2.0)
+            w = torch.empty(D, n_in, n_out)
+            for d in range(D):  # each head its own orthogonal draw
+                nn.init.orthogonal_(w[d], gain=gain)
+            b = torch.zeros(D, 1, n_out)
+            if trainable:
+                self.register_parameter(f"w{i}", nn.Parameter(w))
+                self.register_parameter(f"b{i}", nn.Parameter(b))
+            else:
+                self.register_buffer(f"w{i}", w)
+                self.register_buffer(f"b{i}", b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [N, in]`` -> ``[D, N, out]``."""
+        D = self.w0.shape[0]
+        h = x.unsqueeze(0).expand(D, *x.shape)
+        for i in range(self.num_layers):
+            h = torch.baddbmm(getattr(self, f"b{i}"), h, getattr(self, f"w{i}"))
+            if i < self.num_layers - 1:
+                h = torch.tanh(h)
+        return h
+
+
+class ValueEnsemble(nn.Module):
+    """D value heads {V_d} evaluated in one call: ``values(obs [..., nobs]) -> [..., D]``.
+
+    One module with a leading ensemble dimension (TD-MPC2-style stacked weights, batched
+    matmul). The critic used for targets and advantages is the ensemble mean, `mean`.
+
+    **Diversity.** Alg. 2 reads the heads' disagreement as the critic's uncertainty, and a
+    collapsed ensemble (σ̄² ≈ 0, so ω ≈ 1) makes ρ decay at its maximal rate whatever the
+    critic knows. PPO trains every head on the same targets from the same on-policy data for
+    several epochs, so independent initialisation alone collapses the heads on the visited
+    states within an iteration. Three mechanisms keep them apart:
+
+    1. independent initialisation: each head its own orthogonal draw;
+    2. random prior functions (Osband et al. 2018): ``V_d(s) = f_d(s) + β p_d(s)`` with
+       ``p_d`` a fixed, never trained random network of the same shape. The trained part must
+       cancel ``β p_d`` on the data, so the heads agree where data constrained them and keep
+       disagreeing on states it did not — the fresh states Alg. 2 is evaluated on;
+    3. bootstrap weights in the value loss (``PPOConfig.bootstrap_p``, Osband et al. 2016):
+       each head weighs each sample by Bernoulli(p)/p, so heads disagree in proportion to
+       the noise of the targets, i.e. to how well the data pin the value down.
+    """
+
+    def __init__(
+        self,
+        nobs: int,
+        ensemble_size: int = 5,
+        hidden_sizes: Sequence[int] = (64, 64),
+        prior_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if nobs < 1 or ensemble_size < 1:
+            raise ValueError(f"nobs and ensemble_size must be >= 1, got {nobs}, {ensemble_size}")
+        self.nobs, self.ensemble_size, self.prior_scale = nobs, ensemble_size, float(prior_scale)
+        sizes = [nobs, *hidden_sizes, 1]
+        self.heads = _StackedMLP(ensemble_size, sizes, out_gain=1.0, trainable=True)
+        self.prior = _StackedMLP(ensemble_size, sizes, out_gain=1.0, trainable=False)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """V_d(s) for every head: ``[..., D]`` from ``obs [..., nobs]``."""
+        _check_obs(obs, self.nobs)
+        lead = obs.shape[:-1]
+        x = obs.reshape(-1, self.nobs)
+        v = self.heads(x)
+        if self.prior_scale > 0.0:
+            v = v + self.prior_scale * self.prior(x)
+        return v.squeeze(-1).T.reshape(*lead, self.ensemble_size)
+
+    def values(self, obs: Tensor) -> Tensor:
+        """Same as calling the module: ``[..., D]``."""
+        return self(obs)
+
+    def mean(self, obs: Tensor) -> Tensor:
+        """The critic V̄(s) = (1/D) Σ_d V_d(s), ``[...]``."""
+        return self(obs).mean(-1)
+
+
+def build_networks(nobs: int, na: int, config: NetworkConfig) -> tuple[GaussianPolicy, ValueEnsemble]:
+    """The policy and value ensemble a `NetworkConfig` describes (global torch RNG for init)."""
+    policy = GaussianPolicy(nobs, na, config.hidden_sizes, config.log_std_init)
+    values = ValueEnsemble(nobs, config.ensemble_size, config.hidden_sizes, config.prior_scale)
+    return policy, values

@@ -1,0 +1,260 @@
+"""MPPI cost terms of App. C (eqs. 38–46) and each env's Table-5 planner preset.
+
+Every term is a batched torch function of planner states ``x [..., nx]`` (and controls
+``u [..., nu]``, targets ``[..., nt]``) returning ``[...]``; leading dims broadcast, so the
+planner evaluates target-free terms once for all M candidates. A model is any object with
+the `envs.base.PlannerModel` methods a term uses.
+
+`build_planner(model, config)` assembles eq. (38) for one env and hands it to an MPPI
+backend. Table 5's ``noise_sigma = 0.5`` is read as pytorch-mppi's ``noise_sigma`` argument,
+which is the noise **covariance**: Σ = 0.5·I (a standard deviation of about 0.71 per control).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from planners.mppi import BACKENDS, MPPI, make_planner
+
+CostTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def tracking_cost(model: Any, x: Tensor, target: Tensor) -> Tensor:
+    """Eq. (39): ``J_RL^track = ||x̂ − x*(a)||`` on the tracked features (angles wrapped)."""
+    return torch.linalg.vector_norm(model.tracking_error(x, target), dim=-1)
+
+
+def quadratic_cost(
+    model: Any, x: Tensor, u: Tensor, target: Tensor, q_state: float, r_control: float
+) -> Tensor:
+    """Eq. (40), quadratic around the reference x*(a): ``q ||e||² + r ||u||²``, ``e = x̂ − x*(a)``.
+
+    In eq. (40)'s ``[x; u]`` coordinates this is ``Q(a) = blockdiag(q SᵀS, r I)`` and
+    ``p(a) = [−2 q Sᵀ x*(a); 0]`` (S selects the tracked features), plus the constant
+    ``q ||x*(a)||²``, which shifts every sample's cost alike and so leaves eq. (3) unchanged.
+    """
+    e = model.tracking_error(x, target)
+    return q_state * (e * e).sum(-1) + r_control * (u * u).sum(-1)
+
+
+class ValueTerminalCost:
+    """Eq. (41): the terminal cost ``φ(x_H) = −V(x_H)`` for a value callable on planner states.
+
+    ``value_fn(x [..., nx]) -> [...]``; a critic on observations is ``lambda x: V(model.observe(x))``.
+    Combines with either running-cost form (it is passed as the planner's terminal cost).
+    """
+
+    def __init__(self, value_fn: Callable[[Tensor], Tensor]) -> None:
+        self.value_fn = value_fn
+
+    def __call__(self, x: Tensor, target: Tensor) -> Tensor:
+        return -self.value_fn(x)
+
+
+def danger_cost(model: Any, x: Tensor) -> Tensor:
+    """Eq. (42): 1 where the state's point lies in its danger zone, else 0 (``model.in_danger``)."""
+    return model.in_danger(x).to(x.dtype)
+
+
+def lunar_lander_other_cost(model: Any, x: Tensor, u: Tensor, w_y: float, w_act: float) -> Tensor:
+    """Eq. (43): ``w_y y² + w_act ||u||²`` with ``y`` the altitude above the pad (``position(x)[..., 1]``)."""
+    y = model.position(x)[..., 1]
+    return w_y * y * y + w_act * (u * u).sum(-1)
+
+
+def collision_cost(model: Any, x: Tensor) -> Tensor:
+    """Eq. (44): 1 where ``||p(x) − p_opponent|| <= d_contact``, else 0."""
+    gap = torch.linalg.vector_norm(model.position(x) - model.opponent_position(x), dim=-1)
+    return (gap <= model.contact_distance).to(x.dtype)
+
+
+def boundary_cost(model: Any, x: Tensor) -> Tensor:
+    """Eq. (45): ``max(0, BP(x) − 1)²`` with BP the boundary proportion (1 at the track edge)."""
+    return torch.clamp(model.boundary_proportion(x) - 1.0, min=0.0) ** 2
+
+
+def racing_other_cost(model: Any, x: Tensor, w_coll: float, w_bound: float) -> Tensor:
+    """Eq. (46): ``w_coll J_coll + w_bound J_bound``."""
+    return w_coll * collision_cost(model, x) + w_bound * boundary_cost(model, x)
+
+
+class CompositeCost:
+    """Eq. (38)'s summand: ``w_RL J_RL(x, u; a) + w_D J_danger(x) + J_other(x, u)``.
+
+    The planner sums it over the horizon. ``rl_term(x, u, target)`` is eq. (39) or (40);
+    ``other(x, u)`` the domain's term (None: zero). Target-free terms keep their own
+    (smaller) broadcast shape and are added last.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        w_rl: float,
+        w_danger: float,
+        rl_term: CostTerm,
+        other: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> None:
+        self.model, self.w_rl, self.w_danger = model, w_rl, w_danger
+        self.rl_term, self.other = rl_term, other
+
+    def __call__(self, x: Tensor, u: Tensor, target: Tensor) -> Tensor:
+        state_terms = self.w_danger * danger_cost(self.model, x)
+        if self.other is not None:
+            state_terms = state_terms + self.other(x, u)
+        return state_terms + self.w_rl * self.rl_term(x, u, target)
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """MPPI options and eq. (38) weights; the per-env subclasses carry Table 5's values."""
+
+    horizon: int = 10
+    """H for the target-tracking cost (Table 5, 'horizon (state ref)')."""
+    horizon_qp: int = 3
+    """H for the quadratic cost of eq. (40) (Table 5, 'horizon (QP)')."""
+    num_samples: int = 100
+    """K, noise sequences per state, shared by the M candidates."""
+    lambda_temp: float = 1.0
+    """λ, the temperature of eq. (3)."""
+    noise_sigma: float = 0.5
+    """Noise covariance scale: Σ = noise_sigma·I (pytorch-mppi's noise_sigma is a covariance)."""
+    w_rl: float = 1.0
+    """w_RL, the weight of the RL-conditioned term."""
+    w_danger: float = 0.0
+    """w_D, the weight of the danger-zone indicator (eq. 42)."""
+    rl_term: Literal["track", "quad"] = "track"
+    """RL term: 'track' (eq. 39) or 'quad' (eq. 40, with horizon_qp)."""
+    q_state: float = 1.0
+    """eq. (40): weight of the squared tracking error."""
+    r_control: float = 0.0
+    """eq. (40): weight of the squared control."""
+    backend: Literal["batched", "pytorch_mppi"] = "batched"
+    """'batched' (this package's MPPI) or 'pytorch_mppi' (one pytorch_mppi.MPPI per state and candidate)."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("horizon", "horizon_qp", "num_samples"):
+                if not isinstance(value, int) or value < 1:
+                    raise ValueError(f"{f.name} must be an integer >= 1, got {value!r}")
+            elif f.name in ("lambda_temp", "noise_sigma"):
+                if not 0 < value < float("inf"):
+                    raise ValueError(f"{f.name} must be a finite number > 0, got {value!r}")
+            elif isinstance(value, float) and not 0 <= value < float("inf"):
+                raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
+        if self.rl_term not in ("track", "quad"):
+            raise ValueError(f"rl_term must be 'track' or 'quad', got {self.rl_term!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+
+    @property
+    def planning_horizon(self) -> int:
+        """The H that goes with ``rl_term``."""
+        return self.horizon if self.rl_term == "track" else self.horizon_qp
+
+    def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """The domain's J_other(x, u) with this config's weights (None: no such term)."""
+        return None
+
+
+@dataclass(frozen=True)
+class AcrobotPlannerConfig(PlannerConfig):
+    """Table 5, Acrobot: target angles tracked; no J_other."""
+
+    w_rl: float = 50.0
+    """w_RL (Table 5)."""
+    w_danger: float = 50.0
+    """w_D (Table 5)."""
+
+
+@dataclass(frozen=True)
+class LunarLanderPlannerConfig(PlannerConfig):
+    """Table 5, Lunar Lander: target velocities tracked; J_other is eq. (43)."""
+
+    w_rl: float = 50.0
+    """w_RL (Table 5)."""
+    w_danger: float = 400.0
+    """w_D (Table 5)."""
+    w_y: float = 10.0
+    """w_y, the altitude weight of eq. (43)."""
+    w_act: float = 20.0
+    """w_act, the control-effort weight of eq. (43)."""
+
+    def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
+        return lambda x, u: lunar_lander_other_cost(model, x, u, self.w_y, self.w_act)
+
+
+@dataclass(frozen=True)
+class RacingPlannerConfig(PlannerConfig):
+    """Table 5, Racing: target velocities tracked; J_other is eq. (46)."""
+
+    horizon_qp: int = 2
+    """H for the quadratic cost (Table 5)."""
+    w_rl: float = 1.0
+    """w_RL (Table 5)."""
+    w_danger: float = 300.0
+    """w_D (Table 5)."""
+    w_coll: float = 300.0
+    """w_coll, the collision weight of eq. (46)."""
+    w_bound: float = 500.0
+    """w_bound, the boundary weight of eq. (46)."""
+
+    def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
+        return lambda x, u: racing_other_cost(model, x, self.w_coll, self.w_bound)
+
+
+#: Table 5 presets by env short name (as in `envs.ENV_IDS`)
+PLANNER_CONFIGS: dict[str, type[PlannerConfig]] = {
+    "acrobot": AcrobotPlannerConfig,
+    "lunarlander": LunarLanderPlannerConfig,
+    "racing": RacingPlannerConfig,
+}
+
+
+def planner_config(env: str, **overrides: Any) -> PlannerConfig:
+    """The Table-5 preset of ``env`` (``acrobot``, ``lunarlander``, ``racing``) with overrides."""
+    if env not in PLANNER_CONFIGS:
+        raise ValueError(f"env must be one of {sorted(PLANNER_CONFIGS)}, got {env!r}")
+    return PLANNER_CONFIGS[env](**overrides)
+
+
+def running_cost(model: Any, config: PlannerConfig) -> CompositeCost:
+    """Eq. (38)'s summand for ``model`` with ``config``'s RL term and weights."""
+    if config.rl_term == "track":
+        rl_term: CostTerm = lambda x, u, target: tracking_cost(model, x, target)
+    else:
+        q, r = config.q_state, config.r_control
+        rl_term = lambda x, u, target: quadratic_cost(model, x, u, target, q, r)
+    return CompositeCost(model, config.w_rl, config.w_danger, rl_term, config.other_cost(model))
+
+
+def build_planner(
+    model: Any,
+    config: PlannerConfig,
+    *,
+    value_fn: Callable[[Tensor], Tensor] | None = None,
+    backend: str | None = None,
+) -> MPPI:
+    """The MPPI planner of one env: eq. (38) on ``model``, targets ``model.target(a)``.
+
+    ``value_fn`` adds eq. (41)'s terminal cost ``−V(x_H)``; ``backend`` overrides ``config.backend``.
+    """
+    return make_planner(
+        model.dynamics,
+        running_cost(model, config),
+        model.nu,
+        backend=config.backend if backend is None else backend,
+        terminal_cost=None if value_fn is None else ValueTerminalCost(value_fn),
+        target_fn=model.target,
+        num_samples=config.num_samples,
+        horizon=config.planning_horizon,
+        lambda_temp=config.lambda_temp,
+        noise_sigma=config.noise_sigma,
+        u_min=model.u_low,
+        u_max=model.u_high,
+    )

@@ -1,0 +1,355 @@
+"""Batched MPPI conditioned on M high-level actions (paper §3 eqs. 2–3, §4.1).
+
+One `MPPI.plan` call plans for B states at once. Per state it draws **one** set of K noise
+sequences, rolls the model out once under the perturbed warm start (``[B, K, H+1, nx]``
+states: the rollouts do not depend on the candidate), then evaluates the cost of eq. (2)
+under each of the M candidates' targets and makes M updates of eq. (3).
+
+The arithmetic is pytorch-mppi's (``pytorch_mppi.MPPI.command``), which the paper used:
+
+* ``ε ~ N(0, Σ)``; ``v = clamp(U + ε, u_min, u_max)``; ``ε ← v − U`` (noise recomputed after
+  bounding);
+* the sample cost is ``S_k = Σ_{t=0}^{H-1} c(x_{t+1}, v_t; x*) + φ(x_H; x*)`` with
+  ``x_{t+1} = P̂(x_t, v_t)``, i.e. the running cost is evaluated on the state *reached* by
+  each control, as pytorch-mppi does, plus the action cost ``λ Σ_t U_tᵀ Σ⁻¹ ε_t``;
+* ``w_k = exp(−(J_k − min_j J_j)/λ) / Σ_j exp(−(J_j − min_j J_j)/λ)`` and
+  ``U ← U + Σ_k w_k ε_k``.
+
+Differences, all on purpose: the warm start ``U`` goes in and the plans come out (no hidden
+state, no internal shift; `shift_warm_start` is the shift); samples whose cost or rollout is
+non-finite get zero weight (pytorch-mppi would return NaN), and a call where every sample of
+some (state, candidate) is non-finite raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+
+Dynamics = Callable[[Tensor, Tensor], Tensor]
+"""``P̂(x [..., nx], u [..., nu]) -> x' [..., nx]``, batched over any leading dims."""
+
+
+class RunningCost(Protocol):
+    def __call__(self, x: Tensor, u: Tensor, target: Tensor) -> Tensor:
+        """Per-step cost ``[...]`` of ``x [..., nx]``, ``u [..., nu]``, ``target [..., nt]``.
+
+        The leading dims broadcast: the planner passes states ``[B, 1, K, H, nx]`` and targets
+        ``[B, M, 1, 1, nt]``, so terms that do not depend on the target are computed once.
+        """
+        ...
+
+
+class TerminalCost(Protocol):
+    def __call__(self, x: Tensor, target: Tensor) -> Tensor:
+        """φ: cost ``[...]`` of final states ``x [..., nx]`` under ``target [..., nt]`` (broadcast)."""
+        ...
+
+
+class PlanResult(NamedTuple):
+    """What one `MPPI.plan` call returns (B states, M candidates, H steps, K samples)."""
+
+    first: Tensor
+    """``[B, M, nu]`` the first control of each candidate's plan (what an env would execute)."""
+    controls: Tensor
+    """``[B, M, H, nu]`` each candidate's updated control sequence (eq. 3), inside the bounds."""
+    paths: Tensor
+    """``[B, M, H+1, nx]`` the model rolled out from ``x`` under ``controls`` (``paths[:, :, 0] = x``)."""
+    costs: Tensor
+    """``[B, M]`` the candidate's own cost of its planned path: ``Σ_t c(paths_{t+1}, controls_t;
+    x*_m) + φ(paths_H; x*_m)``, the eq. (2) cost without the noise (action-cost) term."""
+    weights: Tensor
+    """``[B, M, K]`` the normalised sample weights w̃ of eq. (3); each row sums to 1."""
+
+
+def shift_warm_start(controls: Tensor, u_init: float | Tensor = 0.0) -> Tensor:
+    """The next step's warm start ``[..., H, nu]``: drop the first control, append ``u_init``.
+
+    The same shift as pytorch-mppi's ``shift_nominal_trajectory``; returns a new tensor.
+    """
+    shifted = torch.roll(controls, -1, dims=-2)
+    shifted[..., -1, :] = u_init
+    return shifted
+
+
+def rollout(dynamics: Dynamics, x: Tensor, u: Tensor) -> Tensor:
+    """States ``[..., H+1, nx]`` from ``x [..., nx]`` under controls ``u [..., H, nu]``."""
+    horizon = u.shape[-2]
+    states = x.new_empty(*u.shape[:-2], horizon + 1, x.shape[-1])
+    states[..., 0, :] = x
+    for t in range(horizon):
+        states[..., t + 1, :] = dynamics(states[..., t, :], u[..., t, :])
+    return states
+
+
+def perturb(warm: Tensor, noise: Tensor, u_min: Tensor, u_max: Tensor) -> tuple[Tensor, Tensor]:
+    """Bounded samples ``v = clamp(U + ε)`` and the noise actually applied ``ε = v − U``.
+
+    ``warm [B, H, nu]``, ``noise [B, K, H, nu]`` -> ``(v, ε)``, both ``[B, K, H, nu]``.
+    """
+    warm = warm.unsqueeze(1)
+    perturbed = torch.clamp(warm + noise, u_min, u_max)
+    return perturbed, perturbed - warm
+
+
+def action_cost(warm: Tensor, eps: Tensor, sigma_inv: Tensor, lambda_temp: float) -> Tensor:
+    """The control-cost term of the sample cost: ``λ Σ_t U_tᵀ Σ⁻¹ ε_t`` ``[B, K]``.
+
+    ``warm [B, H, nu]``, ``eps [B, K, H, nu]``; pytorch-mppi's ``perturbation_cost``.
+    """
+    return lambda_temp * torch.einsum("bhi,ij,bkhj->bk", warm, sigma_inv, eps)
+
+
+def path_cost(
+    running_cost: RunningCost,
+    terminal_cost: TerminalCost | None,
+    states: Tensor,
+    controls: Tensor,
+    target: Tensor,
+) -> Tensor:
+    """Eq. (2) without its noise term: ``Σ_{t<H} c(x_{t+1}, u_t; x*) + φ(x_H; x*)`` ``[...]``.
+
+    ``states [..., H+1, nx]``, ``controls [..., H, nu]``, ``target [..., nt]``; leading dims
+    broadcast (the result has their broadcast shape).
+    """
+    cost = running_cost(states[..., 1:, :], controls, target.unsqueeze(-2)).sum(-1)
+    if terminal_cost is not None:
+        cost = cost + terminal_cost(states[..., -1, :], target)
+    return cost.expand(torch.broadcast_shapes(states.shape[:-2], target.shape[:-1]))
+
+
+def mppi_weights(costs: Tensor, lambda_temp: float) -> Tensor:
+    """Eq. (3) weights ``w̃ [..., K]`` from sample costs ``J [..., K]``, numerically stable.
+
+    ``w̃_k = exp(−(J_k − min J)/λ) / Σ_j exp(−(J_j − min J)/λ)``; non-finite costs get zero
+    weight. Raises `ValueError` where every cost of a row is non-finite.
+    """
+    finite = torch.isfinite(costs)
+    costs = torch.where(finite, costs, torch.inf)
+    beta = costs.amin(-1, keepdim=True)
+    if not bool(finite.any(-1).all()):
+        rows = (~finite.any(-1)).nonzero().tolist()
+        raise ValueError(f"all K sample costs are non-finite for (state, candidate) rows {rows}")
+    w = torch.exp((beta - costs) / lambda_temp)
+    return w / w.sum(-1, keepdim=True)
+
+
+def mppi_update(warm: Tensor, eps: Tensor, weights: Tensor) -> Tensor:
+    """Eq. (3): ``U^(m) = U + Σ_k w̃_k^(m) ε_k`` ``[B, M, H, nu]``.
+
+    ``warm [B, H, nu]`` (shared), ``eps [B, K, H, nu]`` (shared), ``weights [B, M, K]``.
+    """
+    return warm.unsqueeze(1) + torch.einsum("bmk,bkhu->bmhu", weights, eps)
+
+
+def covariance(noise_sigma: float | Sequence[float] | Tensor, nu: int) -> Tensor:
+    """Σ ``[nu, nu]`` (float64) from a scalar ``s`` (``s·I``), a diagonal ``[nu]`` or a matrix."""
+    sigma = torch.as_tensor(noise_sigma, dtype=torch.float64)
+    if sigma.ndim == 0:
+        sigma = sigma * torch.eye(nu, dtype=torch.float64)
+    elif sigma.ndim == 1:
+        sigma = torch.diag(sigma)
+    if sigma.shape != (nu, nu):
+        raise ValueError(f"noise_sigma must be a scalar, [nu] or [nu, nu] with nu={nu}, got {tuple(sigma.shape)}")
+    if not torch.isfinite(sigma).all() or not torch.allclose(sigma, sigma.T):
+        raise ValueError("noise_sigma must be a finite symmetric covariance")
+    if torch.linalg.eigvalsh(sigma).min() <= 0:
+        raise ValueError("noise_sigma must be positive definite")
+    return sigma
+
+
+def check_planner_options(num_samples: int, horizon: int, lambda_temp: float, nu: int) -> None:
+    """`ValueError` naming the option when K, H, λ or nu is out of range."""
+    for name, value in (("num_samples", num_samples), ("horizon", horizon), ("nu", nu)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not lambda_temp > 0 or not torch.isfinite(torch.tensor(float(lambda_temp))):
+        raise ValueError(f"lambda_temp must be a finite number > 0, got {lambda_temp!r}")
+
+
+class MPPI:
+    """Batched MPPI over B states × M candidate targets × K shared samples × H steps.
+
+    Options are settled here; `plan` is pure (the warm start goes in, the plans come out).
+    Dtype and device follow ``x`` in `plan`.
+
+    Args:
+        dynamics: P̂, batched over leading dims (e.g. ``model.dynamics``).
+        running_cost: ``c(x, u, target) -> [...]`` (see `RunningCost`), summed over H.
+        nu: control size.
+        terminal_cost: optional φ(x_H, target) (e.g. eq. 41's ``−V(x_H)``).
+        target_fn: maps the high-level actions ``a [B, M, na]`` given to `plan` to the cost's
+            targets ``[B, M, nt]`` (e.g. ``model.target``); identity when None.
+        num_samples: K.
+        horizon: H.
+        lambda_temp: the temperature λ of eq. (3) (also scales the action cost).
+        noise_sigma: the noise **covariance** Σ: a scalar ``s`` means ``s·I`` (pytorch-mppi's
+            ``noise_sigma`` argument), or a diagonal ``[nu]``, or ``[nu, nu]``.
+        u_min, u_max: control bounds (scalars or ``[nu]``); unbounded when None.
+    """
+
+    def __init__(
+        self,
+        dynamics: Dynamics,
+        running_cost: RunningCost,
+        nu: int,
+        *,
+        terminal_cost: TerminalCost | None = None,
+        target_fn: Callable[[Tensor], Tensor] | None = None,
+        num_samples: int = 100,
+        horizon: int = 10,
+        lambda_temp: float = 1.0,
+        noise_sigma: float | Sequence[float] | Tensor = 0.5,
+        u_min: float | Sequence[float] | Tensor | None = None,
+        u_max: float | Sequence[float] | Tensor | None = None,
+    ) -> None:
+        check_planner_options(num_samples, horizon, lambda_temp, nu)
+        self.dynamics = dynamics
+        self.running_cost = running_cost
+        self.terminal_cost = terminal_cost
+        self.target_fn = target_fn if target_fn is not None else (lambda a: a)
+        self.nu, self.num_samples, self.horizon = nu, num_samples, horizon
+        self.lambda_temp = float(lambda_temp)
+        self.sigma = covariance(noise_sigma, nu)
+        self.u_min = _bound(u_min, nu, -torch.inf, "u_min")
+        self.u_max = _bound(u_max, nu, torch.inf, "u_max")
+        if (self.u_min > self.u_max).any():
+            raise ValueError(f"u_min must be <= u_max, got {self.u_min} and {self.u_max}")
+        self._constants: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
+
+    def constants(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(chol Σ, Σ⁻¹, u_min, u_max)`` on ``like``'s dtype and device, computed once each."""
+        key = (like.dtype, like.device)
+        if key not in self._constants:
+            chol = torch.linalg.cholesky(self.sigma)
+            inv = torch.linalg.inv(self.sigma)
+            self._constants[key] = tuple(
+                t.to(dtype=like.dtype, device=like.device)
+                for t in (chol, inv, self.u_min, self.u_max)
+            )
+        return self._constants[key]  # type: ignore[return-value]
+
+    def sample_noise(self, batch: int, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """ε ~ N(0, Σ) ``[B, K, H, nu]`` on ``like``'s dtype and device."""
+        chol = self.constants(like)[0]
+        z = torch.randn(
+            batch, self.num_samples, self.horizon, self.nu,
+            generator=generator, dtype=like.dtype, device=like.device,
+        )  # fmt: skip
+        return z @ chol.T
+
+    def plan(
+        self,
+        x: Tensor,
+        a: Tensor,
+        warm: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> PlanResult:
+        """Plan for states ``x [B, nx]``, high-level actions ``a [B, M, na]``, warm start ``[B, H, nu]``.
+
+        ``noise [B, K, H, nu]`` (samples of N(0, Σ), before bounding) fixes the samples;
+        otherwise they are drawn with ``generator``. ``a`` and ``warm`` are cast to ``x``'s dtype.
+        """
+        x, a, warm, noise = check_plan_inputs(self, x, a, warm, noise)
+        with torch.no_grad():
+            return self._plan(x, a, warm, generator, noise)
+
+    def _plan(
+        self, x: Tensor, a: Tensor, warm: Tensor, generator: torch.Generator | None, noise: Tensor | None
+    ) -> PlanResult:
+        B = x.shape[0]
+        _, sigma_inv, u_min, u_max = self.constants(x)
+        target = self.target_fn(a)  # [B, M, nt]
+        if target.ndim != 3 or target.shape[:2] != a.shape[:2]:
+            raise ValueError(f"target_fn(a) must be [B, M, nt], got {tuple(target.shape)}")
+        if noise is None:
+            noise = self.sample_noise(B, x, generator)
+        perturbed, eps = perturb(warm, noise, u_min, u_max)
+        states = rollout(self.dynamics, x.unsqueeze(1).expand(B, self.num_samples, x.shape[1]), perturbed)
+        # eq. (2) for every candidate: states shared, targets differ -> [B, M, K]
+        sample_cost = path_cost(
+            self.running_cost, self.terminal_cost,
+            states.unsqueeze(1), perturbed.unsqueeze(1), target.unsqueeze(2),
+        )  # fmt: skip
+        sample_cost = sample_cost + action_cost(warm, eps, sigma_inv, self.lambda_temp).unsqueeze(1)
+        finite_rollout = torch.isfinite(states).flatten(-2).all(-1)  # [B, K]
+        sample_cost = torch.where(finite_rollout.unsqueeze(1), sample_cost, torch.inf)
+        weights = mppi_weights(sample_cost, self.lambda_temp)
+        controls = torch.clamp(mppi_update(warm, eps, weights), u_min, u_max)
+        return finish_plan(self, x, target, controls, weights)
+
+
+def finish_plan(planner: MPPI, x: Tensor, target: Tensor, controls: Tensor, weights: Tensor) -> PlanResult:
+    """Roll out each candidate's controls ``[B, M, H, nu]`` and score the paths (`PlanResult`)."""
+    B, M = controls.shape[:2]
+    paths = rollout(planner.dynamics, x.unsqueeze(1).expand(B, M, x.shape[1]), controls)
+    costs = path_cost(planner.running_cost, planner.terminal_cost, paths, controls, target)
+    return PlanResult(controls[:, :, 0], controls, paths, costs, weights)
+
+
+def check_plan_inputs(
+    planner: MPPI, x: Tensor, a: Tensor, warm: Tensor, noise: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Shapes, finiteness and devices of `MPPI.plan`'s arguments; `ValueError` naming the argument."""
+    for name, value in (("x", x), ("a", a), ("warm", warm), ("noise", noise)):
+        if value is not None and not isinstance(value, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if x.ndim != 2 or x.shape[0] < 1 or not x.is_floating_point():
+        raise ValueError(f"x must be a floating [B, nx] tensor with B >= 1, got {x.dtype} {tuple(x.shape)}")
+    B, H, nu, K = x.shape[0], planner.horizon, planner.nu, planner.num_samples
+    if a.ndim != 3 or a.shape[0] != B or a.shape[1] < 1:
+        raise ValueError(f"a must be [B={B}, M, na] with M >= 1, got {tuple(a.shape)}")
+    if warm.shape != (B, H, nu):
+        raise ValueError(f"warm must be [B={B}, H={H}, nu={nu}], got {tuple(warm.shape)}")
+    if noise is not None and noise.shape != (B, K, H, nu):
+        raise ValueError(f"noise must be [B={B}, K={K}, H={H}, nu={nu}], got {tuple(noise.shape)}")
+    out = []
+    for name, value in (("x", x), ("a", a), ("warm", warm), ("noise", noise)):
+        if value is None:
+            out.append(None)
+            continue
+        if value.device != x.device:
+            raise ValueError(f"{name} is on {value.device} but x is on {x.device}; put both on one device")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} must be finite, got non-finite values in rows {_bad_rows(value)}")
+        out.append(value.to(x.dtype))
+    return out[0], out[1], out[2], out[3]
+
+
+def _bad_rows(value: Tensor) -> list[int]:
+    return (~torch.isfinite(value)).flatten(1).any(1).nonzero().flatten().tolist()
+
+
+def _bound(value: float | Sequence[float] | Tensor | None, nu: int, default: float, name: str) -> Tensor:
+    if value is None:
+        return torch.full((nu,), default, dtype=torch.float64)
+    bound = torch.as_tensor(value, dtype=torch.float64).flatten()
+    if bound.numel() == 1:
+        bound = bound.expand(nu).clone()
+    if bound.shape != (nu,) or torch.isnan(bound).any():
+        raise ValueError(f"{name} must be a number or [nu={nu}] numbers, got {value!r}")
+    return bound
+
+
+BACKENDS = ("batched", "pytorch_mppi")
+
+
+def make_planner(
+    dynamics: Dynamics, running_cost: RunningCost, nu: int, *, backend: str = "batched", **options
+) -> MPPI:
+    """An `MPPI` (``backend="batched"``) or its pytorch-mppi twin (``"pytorch_mppi"``).
+
+    ``options`` are `MPPI`'s keyword arguments; both backends share the `plan` signature.
+    """
+    if backend == "batched":
+        return MPPI(dynamics, running_cost, nu, **options)
+    if backend == "pytorch_mppi":
+        from planners.pytorch_mppi_backend import PytorchMPPIPlanner
+
+        return PytorchMPPIPlanner(dynamics, running_cost, nu, **options)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

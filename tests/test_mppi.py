@@ -1,0 +1,279 @@
+"""Batched MPPI (planners/mppi.py): pytorch-mppi equivalence, known answers, bad input.
+
+The toy is a planar double integrator (x = [px, py, vx, vy], u = [ax, ay]) whose cost pulls
+the position to the candidate's target, so every answer is known by hand.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from planners.mppi import (
+    MPPI,
+    PlanResult,
+    make_planner,
+    mppi_update,
+    mppi_weights,
+    path_cost,
+    rollout,
+    shift_warm_start,
+)
+
+DT = 0.1
+H, K = 8, 64
+
+
+def dynamics(x, u):
+    p, v = x[..., :2], x[..., 2:]
+    return torch.cat([p + DT * v, v + DT * u], -1)
+
+
+def cost(x, u, target):
+    e = x[..., :2] - target
+    return (e * e).sum(-1) + 0.1 * (x[..., 2:] ** 2).sum(-1) + 0.01 * (u * u).sum(-1)
+
+
+def terminal(x, target):
+    e = x[..., :2] - target
+    return 10.0 * (e * e).sum(-1)
+
+
+def toy(backend="batched", **overrides) -> MPPI:
+    options = dict(
+        terminal_cost=terminal, num_samples=K, horizon=H, lambda_temp=0.5,
+        noise_sigma=[[0.5, 0.1], [0.1, 0.3]], u_min=-1.0, u_max=[1.0, 0.6],
+    )  # fmt: skip
+    options.update(overrides)
+    return make_planner(dynamics, cost, 2, backend=backend, **options)
+
+
+def toy_inputs(B=3, M=4, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, 4, generator=g, dtype=dtype)
+    a = 2 * torch.randn(B, M, 2, generator=g, dtype=dtype)
+    warm = 0.3 * torch.randn(B, H, 2, generator=g, dtype=dtype)
+    return x, a, warm
+
+
+def assert_same_plan(p: PlanResult, q: PlanResult, **tol) -> None:
+    for name in PlanResult._fields:
+        torch.testing.assert_close(getattr(p, name), getattr(q, name), msg=name, **tol)
+
+
+# --- equivalence with pytorch-mppi ------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_terminal", [True, False])
+def test_matches_pytorch_mppi_candidate_by_candidate(with_terminal):
+    extra = {} if with_terminal else {"terminal_cost": None}
+    batched, oracle = toy(**extra), toy("pytorch_mppi", **extra)
+    x, a, warm = toy_inputs()
+    noise = batched.sample_noise(3, x, torch.Generator().manual_seed(1))
+    p = batched.plan(x, a, warm, noise=noise)
+    q = oracle.plan(x, a, warm, noise=noise)
+    assert_same_plan(p, q, rtol=1e-10, atol=1e-10)
+    # the bounds were active for some samples, so the "ε recomputed after bounding" path ran
+    perturbed = warm.unsqueeze(1) + noise
+    assert (perturbed.abs() > 1.0).any()
+
+
+def test_backends_share_the_generator_path():
+    x, a, warm = toy_inputs(B=2, M=2)
+    p = toy().plan(x, a, warm, generator=torch.Generator().manual_seed(5))
+    q = toy("pytorch_mppi").plan(x, a, warm, generator=torch.Generator().manual_seed(5))
+    assert_same_plan(p, q, rtol=1e-10, atol=1e-10)
+
+
+def test_weights_and_update_match_a_plain_loop():
+    """Eq. (3) twins on random costs, with one non-finite sample."""
+    g = torch.Generator().manual_seed(2)
+    B, M, lam = 2, 3, 0.7
+    costs = 50 * torch.rand(B, M, K, generator=g, dtype=torch.float64) + 1e4
+    costs[0, 1, 3] = torch.nan
+    eps = torch.randn(B, K, H, 2, generator=g, dtype=torch.float64)
+    warm = torch.randn(B, H, 2, generator=g, dtype=torch.float64)
+    w = mppi_weights(costs, lam)
+    U = mppi_update(warm, eps, w)
+    for b in range(B):
+        for m in range(M):
+            finite = [k for k in range(K) if torch.isfinite(costs[b, m, k])]
+            beta = min(float(costs[b, m, k]) for k in finite)
+            raw = [float(torch.exp(-(costs[b, m, k] - beta) / lam)) if k in finite else 0.0 for k in range(K)]
+            ref = torch.tensor(raw, dtype=torch.float64) / sum(raw)
+            torch.testing.assert_close(w[b, m], ref)
+            ref_u = warm[b] + sum(ref[k] * eps[b, k] for k in range(K))
+            torch.testing.assert_close(U[b, m], ref_u)
+    assert w[0, 1, 3] == 0
+
+
+# --- known answers on the linear-quadratic toy -------------------------------------------
+
+
+def test_first_control_points_toward_each_candidates_target():
+    x = torch.zeros(1, 4, dtype=torch.float64)
+    targets = torch.tensor([[[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0], [0.0, -2.0]]], dtype=torch.float64)
+    plan = toy(num_samples=256).plan(x, targets, torch.zeros(1, H, 2, dtype=torch.float64),
+                                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+    first = plan.first[0]
+    assert first[0, 0] > 0.1 and first[1, 0] < -0.1
+    assert first[2, 1] > 0.1 and first[3, 1] < -0.1
+
+
+def test_planned_cost_is_below_the_nominals_and_paths_follow_controls():
+    planner = toy()
+    x, a, warm = toy_inputs()
+    plan = planner.plan(x, a, warm, generator=torch.Generator().manual_seed(3))
+    nominal = rollout(dynamics, x.unsqueeze(1).expand(3, 4, 4), warm.unsqueeze(1).expand(3, 4, H, 2))
+    nominal_cost = path_cost(cost, terminal, nominal, warm.unsqueeze(1), a)
+    assert (plan.costs < nominal_cost).all()
+    torch.testing.assert_close(plan.paths[:, :, 0], x.unsqueeze(1).expand(3, 4, 4))
+    torch.testing.assert_close(plan.paths, rollout(dynamics, plan.paths[:, :, 0], plan.controls))
+    torch.testing.assert_close(plan.costs, path_cost(cost, terminal, plan.paths, plan.controls, a))
+    torch.testing.assert_close(plan.first, plan.controls[:, :, 0])
+
+
+def test_weights_sum_to_one_and_bounds_hold():
+    planner = toy(u_min=[-0.2, -0.1], u_max=[0.3, 0.1], noise_sigma=4.0)
+    x, a, warm = toy_inputs()
+    warm = warm.clamp(-0.1, 0.1)
+    noise = planner.sample_noise(3, x, torch.Generator().manual_seed(4))
+    plan = planner.plan(x, a, warm, noise=noise)
+    assert plan.weights.shape == (3, 4, K)
+    assert (plan.weights >= 0).all()
+    torch.testing.assert_close(plan.weights.sum(-1), torch.ones(3, 4, dtype=torch.float64))
+    lo = torch.tensor([-0.2, -0.1], dtype=torch.float64)
+    hi = torch.tensor([0.3, 0.1], dtype=torch.float64)
+    assert (plan.controls >= lo).all() and (plan.controls <= hi).all()
+    # the bounds bind: the same weights on the unbounded noise would leave them
+    unbounded = mppi_update(warm, noise, plan.weights)
+    assert (unbounded > hi).any() and (unbounded < lo).any()
+
+
+def test_batch_rows_are_independent():
+    planner = toy()
+    x, a, warm = toy_inputs()
+    noise = planner.sample_noise(3, x, torch.Generator().manual_seed(6))
+    p = planner.plan(x, a, warm, noise=noise)
+    x2 = x.clone()
+    x2[1] += 5.0
+    q = planner.plan(x2, a, warm, noise=noise)
+    for name in PlanResult._fields:
+        torch.testing.assert_close(getattr(p, name)[[0, 2]], getattr(q, name)[[0, 2]])
+    assert not torch.allclose(p.controls[1], q.controls[1])
+    # one row alone plans as it does inside the batch
+    solo = planner.plan(x[2:], a[2:], warm[2:], noise=noise[2:])
+    torch.testing.assert_close(solo.controls[0], p.controls[2])
+
+
+def test_candidates_share_the_noise_but_plan_apart():
+    planner = toy()
+    x, a, warm = toy_inputs(M=2)
+    a[:, 1] = a[:, 0]
+    plan = planner.plan(x, a, warm, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(plan.controls[:, 0], plan.controls[:, 1])  # same target, same plan
+    a[:, 1] = a[:, 0] + 3.0
+    plan = planner.plan(x, a, warm, generator=torch.Generator().manual_seed(7))
+    assert not torch.allclose(plan.controls[:, 0], plan.controls[:, 1])
+
+
+def test_same_seed_same_plan_other_seed_other_plan():
+    planner = toy()
+    x, a, warm = toy_inputs()
+    p = planner.plan(x, a, warm, generator=torch.Generator().manual_seed(8))
+    q = planner.plan(x, a, warm, generator=torch.Generator().manual_seed(8))
+    r = planner.plan(x, a, warm, generator=torch.Generator().manual_seed(9))
+    assert_same_plan(p, q, rtol=0, atol=0)
+    assert not torch.allclose(p.controls, r.controls)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_follows_the_state(dtype):
+    x, a, warm = toy_inputs(dtype=torch.float64)
+    plan = toy().plan(x.to(dtype), a.float(), warm.float(), generator=torch.Generator().manual_seed(0))
+    for name in PlanResult._fields:
+        assert getattr(plan, name).dtype == dtype, name
+    assert plan.paths.shape == (3, 4, H + 1, 4) and plan.costs.shape == (3, 4)
+
+
+def test_shift_warm_start():
+    controls = torch.arange(12.0).reshape(2, 3, 2)
+    shifted = shift_warm_start(controls)
+    torch.testing.assert_close(shifted[:, :2], controls[:, 1:])
+    assert (shifted[:, 2] == 0).all() and controls[0, 0, 0] == 0  # input untouched
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("x", lambda x, a, w, n: (x[0], a, w, n)),
+        ("a", lambda x, a, w, n: (x, a[:2], w, n)),
+        ("a", lambda x, a, w, n: (x, a[:, 0], w, n)),
+        ("warm", lambda x, a, w, n: (x, a, w[:, :-1], n)),
+        ("warm", lambda x, a, w, n: (x, a, w[..., :1], n)),
+        ("noise", lambda x, a, w, n: (x, a, w, n[:, :-1])),
+        ("x", lambda x, a, w, n: (x.clone().index_fill_(1, torch.tensor([0]), torch.nan), a, w, n)),
+        ("a", lambda x, a, w, n: (x, a.clone().index_fill_(2, torch.tensor([1]), torch.inf), w, n)),
+        ("warm", lambda x, a, w, n: (x, a, w.clone().index_fill_(1, torch.tensor([2]), torch.nan), n)),
+    ],
+)
+def test_bad_inputs_name_the_argument(name, make):
+    planner = toy()
+    x, a, warm = toy_inputs()
+    noise = planner.sample_noise(3, x)
+    x, a, warm, noise = make(x, a, warm, noise)
+    with pytest.raises(ValueError, match=rf"^{name} "):
+        planner.plan(x, a, warm, noise=noise)
+
+
+def test_non_finite_samples_get_zero_weight_and_all_non_finite_raises():
+    def spiky(x, u, target):  # NaN cost wherever a control beyond 5 was applied
+        return torch.where(u.abs().amax(-1) > 5, torch.nan, cost(x, u, target))
+
+    planner = toy(terminal_cost=None, u_min=None, u_max=None)
+    spiky_planner = make_planner(dynamics, spiky, 2, num_samples=K, horizon=H, lambda_temp=0.5, noise_sigma=0.5)
+    x, a, warm = toy_inputs()
+    noise = planner.sample_noise(3, x, torch.Generator().manual_seed(0))
+    noise[:, :10, 3] = 10.0  # samples 0..9 of every state go through a huge control
+    plan = spiky_planner.plan(x, a, warm, noise=noise)
+    assert (plan.weights[:, :, :10] == 0).all()
+    assert torch.isfinite(plan.controls).all()
+    torch.testing.assert_close(plan.weights.sum(-1), torch.ones(3, 4, dtype=torch.float64))
+    # the same plan as with those samples left out
+    few = make_planner(dynamics, cost, 2, num_samples=K - 10, horizon=H, lambda_temp=0.5, noise_sigma=0.5)
+    ref = few.plan(x, a, warm, noise=noise[:, 10:])
+    torch.testing.assert_close(plan.controls, ref.controls)
+    noise[1, :, 0] = 10.0  # every sample of state 1
+    with pytest.raises(ValueError, match="non-finite"):
+        spiky_planner.plan(x, a, warm, noise=noise)
+
+
+def test_diverging_rollouts_get_zero_weight():
+    def blowup(x, u):  # the state overflows wherever the first velocity goes past 3
+        nxt = dynamics(x, u)
+        return torch.where(nxt[..., 2:3].abs() > 3, torch.inf, nxt)
+
+    planner = make_planner(blowup, cost, 2, num_samples=K, horizon=H, noise_sigma=0.5)
+    x = torch.zeros(2, 4, dtype=torch.float64)
+    x[0, 2] = 2.95
+    a = torch.zeros(2, 1, 2, dtype=torch.float64)
+    plan = planner.plan(x, a, torch.zeros(2, H, 2, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
+    assert (plan.weights[0] == 0).any() and torch.isfinite(plan.controls).all()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("num_samples", 0), ("horizon", 0), ("lambda_temp", 0.0), ("noise_sigma", -1.0),
+     ("noise_sigma", [1.0, 2.0, 3.0]), ("u_min", [0.0, 0.0, 0.0]), ("u_min", 2.0)],
+)  # fmt: skip
+def test_bad_options_name_the_option(option, value):
+    with pytest.raises(ValueError, match=option):
+        toy(**{option: value})
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="backend"):
+        toy("scipy")

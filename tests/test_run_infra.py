@@ -1,0 +1,98 @@
+"""Checkpoints, the generated command line, and the run logger."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+import torch
+
+from rlmpc import checkpoint as ckpt
+from rlmpc.cliargs import add_dataclass_args, build_dataclass, field_docs
+from rlmpc.runlog import RunLogger, WandbConfig, plot_curves
+
+
+def test_atomic_save_roundtrip_and_prune(tmp_path):
+    for it in range(1, 6):
+        ckpt.save_checkpoint(tmp_path, it, {"it": it, "w": torch.full((3,), float(it))}, keep=2)
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
+    assert names == ["ckpt_000004.pt", "ckpt_000005.pt"]
+    state = ckpt.load_checkpoint(tmp_path)
+    assert state["it"] == 5 and torch.equal(state["w"], torch.full((3,), 5.0))
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_atomic_save_leaves_old_file_intact_on_failure(tmp_path):
+    path = tmp_path / "x.pt"
+    ckpt.atomic_save({"ok": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        ckpt.atomic_save({"bad": Unpicklable()}, path)
+    assert torch.load(path)["ok"] == 1
+    assert os.listdir(tmp_path) == ["x.pt"]
+
+
+def test_load_missing_checkpoint_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        ckpt.load_checkpoint(tmp_path)
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    """A test config."""
+
+    steps: int = 10
+    """how many steps (1..100)"""
+    rate: float = 0.5
+    """a rate"""
+    mode: Literal["a", "b"] = "a"
+    """a mode"""
+    fast: bool = False
+    """go fast"""
+    tags: tuple[str, ...] = ()
+    """tags"""
+
+    def __post_init__(self):
+        if not 1 <= self.steps <= 100:
+            raise ValueError(f"steps must be in [1, 100], got {self.steps}")
+
+
+def test_cli_generated_from_dataclass():
+    assert field_docs(_Cfg)["steps"] == "how many steps (1..100)"
+    parser = argparse.ArgumentParser()
+    add_dataclass_args(parser, _Cfg, "test", defaults={"rate": 0.25})
+    ns = parser.parse_args(["--steps", "7", "--mode", "b", "--fast", "--tags", "x", "y"])
+    cfg = build_dataclass(_Cfg, ns)
+    assert cfg == _Cfg(steps=7, rate=0.25, mode="b", fast=True, tags=("x", "y"))
+    assert "how many steps" in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "c"])
+    with pytest.raises(ValueError, match="steps must be in"):
+        build_dataclass(_Cfg, parser.parse_args(["--steps", "0"]))
+
+
+def test_run_logger_writes_metrics_and_wandb_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    log = RunLogger(tmp_path, {"seed": 1}, WandbConfig(), total_steps=100, run_name="t", progress=False)
+    for i in range(1, 4):
+        log.log({"env_steps": 10 * i, "episode_return": float(i), "rho": 0.3, "loss/value": float("nan")})
+    log.event("actor 0 restarted")
+    log.close()
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["env_steps"] for r in rows] == [10, 20, 30] and rows[0]["loss/value"] is None
+    assert "actor 0 restarted" in (tmp_path / "events.log").read_text()
+    assert any(p.name.startswith("offline-run") for p in (tmp_path / "wandb").iterdir())
+    assert plot_curves(tmp_path).is_file()
+
+
+def test_wandb_mode_validated():
+    with pytest.raises(ValueError, match="wandb_mode"):
+        WandbConfig(wandb_mode="sometimes")
