@@ -8,6 +8,7 @@ mismatch as in the paper. Task logic (track, reward, episode end, observation) i
 | | |
 |---|---|
 | track | stadium: 80 m straights, 30 m turn radius, 6 m half-width, 348.5 m lap (`TrackParams`) |
+| car | 1.2 t, lf/lr 1.0/1.5 m, μ = 1, 80 kW; 10 Euler substeps of 10 ms (`CarParams`) |
 | ego | starts at the start line, ``ey ~ U(±1 m)``, along the track at ``U(8, 12)`` m/s |
 | opponent | drives the centreline at 10 m/s, starting ``U(15, 35)`` m ahead |
 | danger zone | square, side ``U(3, 5)`` m, centre at arc-length ``U(50, 300)`` m, inside the track |
@@ -17,12 +18,13 @@ mismatch as in the paper. Task logic (track, reward, episode end, observation) i
 | terminated | off-track (``|b| > 1``), collision (centres within 2.9 m), goal (one lap, 348.5 m) |
 | truncated | 600 steps (60 s at 10 Hz), never together with terminated |
 
-``info`` carries ``is_success`` (goal reached), ``off_track``, ``collision``, ``in_zone`` and ``s``.
+``info`` carries ``is_success`` (goal reached), ``in_danger``, ``off_track``, ``collision`` and ``s``.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -132,11 +134,8 @@ class RacingDZEnv(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
-        self.track_params, self.task, self.car = (
-            track or rt.TrackParams(),
-            task or rt.TaskParams(),
-            car or CarParams(),
-        )
+        self.track_params = track or rt.TrackParams()
+        self.task, self.car = task or rt.TaskParams(), car or CarParams()
         self.track = rt.Track.stadium(self.track_params)
         self.task.check_against(self.track)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -149,20 +148,15 @@ class RacingDZEnv(gym.Env):
         rng, p = self.np_random, self.task
         ey0 = float(rng.uniform(-p.start_lateral, p.start_lateral))
         x0, y0 = self.track.to_xy(0.0, ey0)
-        self.state = rt.VehicleState(
-            float(x0),
-            float(y0),
-            float(self.track.heading[0]),
-            float(rng.uniform(*p.start_speed)),
-            0.0,
-            0.0,
-        )
+        psi0, v0 = float(self.track.heading[0]), float(rng.uniform(*p.start_speed))
+        self.state = rt.VehicleState(float(x0), float(y0), psi0, v0, 0.0, 0.0)
         self.opp_s, self.opp_v = float(rng.uniform(*p.opponent_gap)), p.opponent_speed
         self.zone = rt.sample_zone(rng, self.track, p)
         s_mod, ey = self.track.project((x0, y0))
         self.s, self.ey, self.epsi = float(rt.wrap_gap(s_mod, self.track.length)), float(ey), 0.0
         self.steps = 0
-        return self._obs(), {"s": self.s}
+        flags = dict.fromkeys(("is_success", "in_danger", "off_track", "collision"), False)
+        return self._obs(), {**flags, "s": self.s}
 
     def step(self, action):
         if self.state is None:
@@ -183,23 +177,14 @@ class RacingDZEnv(gym.Env):
             "is_success": out.goal,
             "off_track": out.off_track,
             "collision": out.collided,
-            "in_zone": out.in_zone,
+            "in_danger": out.in_zone,
             "s": out.s,
         }
         return self._obs(), out.reward, terminated, truncated, info
 
     def _obs(self) -> np.ndarray:
-        obs = rt.observation(
-            self.track,
-            self.task,
-            self.state,
-            self.s,
-            self.ey,
-            self.epsi,
-            self.opp_s,
-            self.opp_v,
-            self.zone,
-        )
+        ego = (self.state, self.s, self.ey, self.epsi)
+        obs = rt.observation(self.track, self.task, *ego, self.opp_s, self.opp_v, self.zone)
         return obs.astype(np.float32)
 
     def planner_model(self) -> RacingModel:
@@ -212,7 +197,7 @@ class RacingDZEnv(gym.Env):
 
 
 class _Tables(NamedTuple):
-    """`envs.racing_task.Track` tables as tensors on one device and dtype."""
+    """`envs.racing_task.Track` tables (same names) and the lookahead distances as tensors."""
 
     s: Tensor  # [N+1]
     points: Tensor  # [N, 2]
@@ -287,17 +272,7 @@ class RacingModel(PlannerModel):
     def _tables(self, like: Tensor) -> _Tables:
         key = (like.device, like.dtype)
         if key not in self._cache:
-            tr = self.track
-            arrays = (
-                tr.s,
-                tr.points,
-                tr.seg,
-                tr.seg_len,
-                tr.heading,
-                tr.dheading,
-                tr.normal,
-                tr.curvature,
-            )
+            arrays = (getattr(self.track, name) for name in _Tables._fields[:-1])
             self._cache[key] = _Tables(
                 *(torch.as_tensor(a, dtype=like.dtype, device=like.device) for a in arrays),
                 torch.tensor(self.task.lookahead, dtype=like.dtype, device=like.device),
@@ -427,45 +402,35 @@ class RacingModel(PlannerModel):
 
 def _draw(env: RacingDZEnv, width: int = 800) -> np.ndarray:
     """rgb_array frame ``[H, W, 3]`` uint8: track, start line, danger zone, opponent, ego."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import pygame  # noqa: PLC0415  (only when rendering)
 
-    tr, hw, margin = env.track, env.track.half_width, 20
-    outer, inner = tr.points + hw * tr.normal * -1, tr.points + hw * tr.normal
-    lo, hi = np.minimum(outer.min(0), inner.min(0)), np.maximum(outer.max(0), inner.max(0))
+    tr, margin = env.track, 20
+    left, right = tr.points + tr.half_width * tr.normal, tr.points - tr.half_width * tr.normal
+    lo, hi = np.minimum(left, right).min(0), np.maximum(left, right).max(0)
     scale = (width - 2 * margin) / (hi[0] - lo[0])
     height = int((hi[1] - lo[1]) * scale) + 2 * margin
 
     def px(p: np.ndarray) -> list[tuple[float, float]]:
-        p = np.atleast_2d(p)
         return [(margin + (a - lo[0]) * scale, height - margin - (b - lo[1]) * scale) for a, b in p]
 
-    def car_poly(xy: np.ndarray, psi: float) -> list[tuple[float, float]]:
-        half = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * [
-            env.task.car_length / 2,
-            env.task.car_width / 2,
-        ]
-        rot = np.array([[math.cos(psi), -math.sin(psi)], [math.sin(psi), math.cos(psi)]])
-        return px(xy + half @ rot.T)
+    def box(
+        xy: Any, half_length: float, half_width: float, psi: float
+    ) -> list[tuple[float, float]]:
+        corners = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * (half_length, half_width)
+        c, s = math.cos(psi), math.sin(psi)
+        return px(np.asarray(xy) + corners @ np.array([[c, s], [-s, c]]))
 
+    half_car = (env.task.car_length / 2, env.task.car_width / 2)
     surf = pygame.Surface((width, height))
     surf.fill((40, 120, 40))
+    outer, inner = (right, left) if tr.dheading.sum() > 0 else (left, right)  # CCW: left is inside
     pygame.draw.polygon(surf, (90, 90, 90), px(outer))
     pygame.draw.polygon(surf, (40, 120, 40), px(inner))
-    pygame.draw.line(surf, (255, 255, 255), *px(np.stack([outer[0], inner[0]])), 2)
+    pygame.draw.line(surf, (255, 255, 255), *px(np.stack([left[0], right[0]])), 2)
     z = env.zone
-    pygame.draw.polygon(
-        surf,
-        (200, 30, 30),
-        px(
-            np.array(
-                [
-                    [z.cx + dx * z.w / 2, z.cy + dy * z.h / 2]
-                    for dx, dy in ((1, 1), (1, -1), (-1, -1), (-1, 1))
-                ]
-            )
-        ),
-    )
-    opp_xy = tr.centre(env.opp_s)
-    pygame.draw.polygon(surf, (30, 60, 220), car_poly(opp_xy, float(tr.frame(env.opp_s)[2])))
-    pygame.draw.polygon(surf, (250, 200, 0), car_poly(np.array(env.state[:2]), env.state.psi))
+    pygame.draw.polygon(surf, (200, 30, 30), box((z.cx, z.cy), z.w / 2, z.h / 2, 0.0))
+    opp_heading = float(tr.frame(env.opp_s)[2])
+    pygame.draw.polygon(surf, (30, 60, 220), box(tr.centre(env.opp_s), *half_car, opp_heading))
+    pygame.draw.polygon(surf, (250, 200, 0), box(env.state[:2], *half_car, env.state.psi))
     return np.transpose(pygame.surfarray.array3d(surf), (1, 0, 2)).copy()

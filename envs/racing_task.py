@@ -42,9 +42,10 @@ def _finite(value: Any) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
 
-def _interval(value: tuple[float, ...], lo: float, hi: float) -> bool:
-    """``value`` is a pair (low, high) with lo <= low <= high <= hi."""
-    return len(value) == 2 and lo <= value[0] <= value[1] <= hi
+def _require_pair(name: str, value: tuple[float, ...], lo: float, hi: float) -> None:
+    """``value`` must be a pair (low, high) with lo <= low <= high <= hi."""
+    ok = len(value) == 2 and lo <= value[0] <= value[1] <= hi
+    _require(ok, name, f"(low, high) with {lo} <= low <= high <= {hi}", value)
 
 
 @dataclass(frozen=True)
@@ -232,13 +233,7 @@ class TaskParams:
             _require(getattr(self, name) > 0, f"TaskParams.{name}", "> 0", getattr(self, name))
         for name in ("start_lateral", "opponent_speed", "w_progress", "w_pass", "w_bound"):
             _require(getattr(self, name) >= 0, f"TaskParams.{name}", ">= 0", getattr(self, name))
-        pair = "(low, high) with {} <= low <= high <= {}"
-        _require(
-            _interval(self.start_speed, 0, 100),
-            "TaskParams.start_speed",
-            pair.format(0, 100),
-            self.start_speed,
-        )
+        _require_pair("TaskParams.start_speed", self.start_speed, 0.0, 100.0)
         w = self.pass_window
         _require(len(w) == 2 and min(w) >= 0, "TaskParams.pass_window", "(behind, ahead) >= 0", w)
         la = self.lookahead
@@ -257,29 +252,18 @@ class TaskParams:
 
     def check_against(self, track: Track) -> None:
         """Validate the parameters that depend on the track (ValueError naming the parameter)."""
-        hw, lap, pair = track.half_width, track.length, "(low, high) with {} <= low <= high <= {}"
+        hw, lap, d = track.half_width, track.length, self.contact_distance
         _require(self.car_width < hw, "track half_width", f"> car_width={self.car_width}", hw)
         room = hw - self.car_width / 2
         _require(
-            self.start_lateral <= room,
+            0 <= self.start_lateral <= room,
             "TaskParams.start_lateral",
             f"in [0, {room}]",
             self.start_lateral,
         )
-        _require(
-            _interval(self.zone_size, 1e-3, hw),
-            "TaskParams.zone_size",
-            pair.format(1e-3, hw),
-            self.zone_size,
-        )
-        _require(
-            _interval(self.zone_s, 0, lap), "TaskParams.zone_s", pair.format(0, lap), self.zone_s
-        )
-        d = self.contact_distance
-        gap = self.opponent_gap
-        _require(
-            _interval(gap, d, lap / 2), "TaskParams.opponent_gap", pair.format(d, lap / 2), gap
-        )
+        _require_pair("TaskParams.zone_size", self.zone_size, 1e-3, hw)
+        _require_pair("TaskParams.zone_s", self.zone_s, 0.0, lap)
+        _require_pair("TaskParams.opponent_gap", self.opponent_gap, d, lap / 2)
 
 
 class VehicleState(NamedTuple):
@@ -398,32 +382,23 @@ def observation(
     |---|---|
     | 0-6 | vehicle: x, y (m), vx, vy (m/s, body frame), cos ψ, sin ψ, yaw rate r (rad/s) |
     | 7-8 | TrackState: b = ey / half_width, heading error Δψ (rad) |
-    | 9-28 | TrackPoint: per lookahead distance, left then right boundary point (x, y) in the vehicle frame |
-    | 29-32 | opponent: arc-length gap (opponent - ego, wrapped), its position in the vehicle frame, its speed minus the ego's forward speed |
+    | 9-28 | TrackPoint: per lookahead distance, left then right boundary (x, y), vehicle frame |
+    | 29-32 | opponent: arc-length gap (its s - ego s, wrapped), position (x, y) in the vehicle |
+    |       | frame, its speed minus the ego's forward speed |
     | 33 | progress: arc-length driven / goal length |
     | 34-36 | DangerZone: x_D, y_D, s_D |
     """
     c, s_, hw = math.cos(car.psi), math.sin(car.psi), track.half_width
-    centre, normal, _, _ = track.frame(s + np.asarray(p.lookahead))
-    bounds = np.stack([centre + hw * normal, centre - hw * normal], axis=1) - (
-        car.x,
-        car.y,
-    )  # [5, 2, 2]
-    bounds_v = np.stack(
-        [c * bounds[..., 0] + s_ * bounds[..., 1], -s_ * bounds[..., 0] + c * bounds[..., 1]], -1
-    )
-    d = track.centre(opp_s) - (car.x, car.y)
+    to_vehicle = np.array([[c, -s_], [s_, c]])  # row vectors @ this = world -> vehicle frame
+    centre, normal, _, _ = track.frame(s + np.asarray(p.lookahead))  # [5, 2]
+    bounds = np.stack([centre + hw * normal, centre - hw * normal], axis=1) - (car.x, car.y)
+    opp = (track.centre(opp_s) - (car.x, car.y)) @ to_vehicle
     v_t = float(forward_speed(car.vx, car.vy, epsi))
     return np.concatenate(
         [
             [car.x, car.y, car.vx, car.vy, c, s_, car.r, ey / hw, wrap_angle(epsi)],
-            bounds_v.reshape(-1),
-            [
-                wrap_gap(opp_s - s, track.length),
-                c * d[0] + s_ * d[1],
-                -s_ * d[0] + c * d[1],
-                opp_v - v_t,
-            ],
+            (bounds @ to_vehicle).reshape(-1),  # [5, 2 sides, 2] -> [20]
+            [wrap_gap(opp_s - s, track.length), opp[0], opp[1], opp_v - v_t],
             [s / (p.goal_laps * track.length), zone.cx, zone.cy, zone.w],
         ]
     )

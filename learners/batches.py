@@ -27,6 +27,11 @@ def _bool(x: Any) -> Tensor:
     return torch.as_tensor(np.asarray(x, dtype=bool))
 
 
+def _move(batch: tuple[Tensor, ...], device: torch.device | str, dtype: torch.dtype | None):
+    for t in batch:
+        yield t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)
+
+
 def _expect(name: str, t: Tensor, shape: tuple[int, ...]) -> None:
     if tuple(t.shape) != shape:
         raise ValueError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
@@ -99,8 +104,9 @@ class RealBatch(NamedTuple):
             raise ValueError(f"RealBatch must hold at least one step, got T={T}, B={B}")
         return T, B, nobs, na
 
-    def to(self, device: torch.device | str) -> RealBatch:
-        return RealBatch(*(t.to(device) for t in self))
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> RealBatch:
+        """On ``device``; float fields cast to ``dtype`` when given (bool fields stay bool)."""
+        return RealBatch(*_move(self, device, dtype))
 
     @staticmethod
     def concat(batches: Sequence[RealBatch]) -> RealBatch:
@@ -188,8 +194,9 @@ class VirtualBatch(NamedTuple):
         _expect("VirtualBatch.path_terminated", self.path_terminated, (N, H))
         return N, H, nobs, na
 
-    def to(self, device: torch.device | str) -> VirtualBatch:
-        return VirtualBatch(*(t.to(device) for t in self))
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> VirtualBatch:
+        """On ``device``; float fields cast to ``dtype`` when given (bool fields stay bool)."""
+        return VirtualBatch(*_move(self, device, dtype))
 
     @staticmethod
     def concat(batches: Sequence[VirtualBatch]) -> VirtualBatch:

@@ -88,7 +88,9 @@ class GaussianPolicy(nn.Module):
         """log π_θ(a | s) ``[...]`` of ``actions [..., na]`` at ``obs [..., nobs]``."""
         mean = self(obs)
         if actions.shape != mean.shape:
-            raise ValueError(f"actions must have shape {list(mean.shape)}, got {list(actions.shape)}")
+            raise ValueError(
+                f"actions must have shape {list(mean.shape)}, got {list(actions.shape)}"
+            )
         z = (actions - mean) * torch.exp(-self.log_std)
         return (-0.5 * z.square() - self.log_std - _LOG_SQRT_2PI).sum(-1)
 
@@ -215,7 +217,9 @@ class ValueEnsemble(nn.Module):
         return self(obs).mean(-1)
 
 
-def build_networks(nobs: int, na: int, config: NetworkConfig) -> tuple[GaussianPolicy, ValueEnsemble]:
+def build_networks(
+    nobs: int, na: int, config: NetworkConfig
+) -> tuple[GaussianPolicy, ValueEnsemble]:
     """The policy and value ensemble a `NetworkConfig` describes (global torch RNG for init)."""
     policy = GaussianPolicy(nobs, na, config.hidden_sizes, config.log_std_init)
     values = ValueEnsemble(nobs, config.ensemble_size, config.hidden_sizes, config.prior_scale)

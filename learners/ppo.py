@@ -18,15 +18,17 @@ One learner iteration (`PPOLearner.update`) runs, top to bottom:
      by a virtual sample, once per iteration (`learners.batches.bernoulli_mix`), and PPO runs
      unweighted on that unified buffer of the real buffer's size.
 
-Each minibatch step is skipped (weights and optimizer untouched, counted in
-``skipped_updates``) when its loss or gradient norm is not finite. With ρ = 0 the virtual
-branch still runs (and is reported) but adds exactly zero: real minibatches, bootstrap
-weights and every number on the real path come from their own random streams, so the
-result equals, bit for bit, ``update(real, None)``.
+A virtual sample's advantage is its path λ-return minus V̄(s_t) at its real state. Each
+minibatch step is skipped (weights and optimizer untouched, counted in ``skipped_updates``)
+when its loss or gradient norm is not finite. With ρ = 0 the virtual branch still runs (and
+is reported) but adds exactly zero: real minibatches, bootstrap weights and every number on
+the real path come from their own random streams, so the result equals, bit for bit,
+``update(real, None)`` — unless the virtual loss is itself non-finite (0·NaN), which skips.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -160,18 +162,22 @@ class PPOLearner:
     ``seed``, so CPU and CUDA runs draw the same indices. Raises `ValueError` at
     construction for an adaptive ρ with fewer than 2 value heads and for per-minibatch ρ
     updates with per-sample mixing (whose draw fixes the unified buffer per iteration).
+    Configs left as None take their defaults.
     """
 
     def __init__(
         self,
         nobs: int,
         na: int,
-        config: PPOConfig = PPOConfig(),
-        networks: NetworkConfig = NetworkConfig(),
-        influence_ratio: InfluenceRatioConfig = InfluenceRatioConfig(),
+        config: PPOConfig | None = None,
+        networks: NetworkConfig | None = None,
+        influence_ratio: InfluenceRatioConfig | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
     ) -> None:
+        config = config or PPOConfig()
+        networks = networks or NetworkConfig()
+        influence_ratio = influence_ratio or InfluenceRatioConfig()
         if influence_ratio.mode == "adaptive" and networks.ensemble_size < 2:
             raise ValueError(
                 "NetworkConfig.ensemble_size must be >= 2 with InfluenceRatioConfig.mode="
@@ -190,6 +196,7 @@ class PPOLearner:
             policy, values = build_networks(nobs, na, networks)
         self.policy, self.values = policy.to(self.device), values.to(self.device)
         self.params = [*self.policy.parameters(), *self.values.parameters()]
+        self.dtype = self.params[0].dtype
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps)
         self.rho_schedule = make_influence_ratio(influence_ratio)
         self.generators = {k: _generator(seed, i) for i, k in enumerate(("real", "virtual", "mix"))}
@@ -263,26 +270,34 @@ class PPOLearner:
     def update(self, real: RealBatch, virtual: VirtualBatch | None = None) -> dict[str, float]:
         """One learner iteration on a real fragment and (optionally) virtual samples.
 
-        Returns detached scalar metrics. Raises `ValueError` on mis-shaped batches and when
-        ρ > 0 but no virtual samples are given (never a silent NaN).
+        Returns detached floats: ``rho`` (after this iteration), ``omega`` (adaptive),
+        ``ensemble_var`` (Alg. 2's σ̄² on the real batch), ``loss/{policy,value,entropy,total}``
+        and ``loss/{policy,value}_virtual`` (means over the steps taken), ``approx_kl``,
+        ``clip_fraction``, ``grad_norm``, ``explained_variance[_virtual]``, ``skipped_updates``,
+        ``minibatch_updates``, ``rho_updates_skipped``, ``real_samples``, ``virtual_samples``,
+        ``virtual_fraction`` (sample mixing), ``log_std``. Loss keys are absent when every step
+        was skipped. Raises `ValueError` on mis-shaped batches and when ρ > 0 but no virtual
+        samples are given (never a silent NaN).
         """
         cfg = self.config
         T, B, nobs, na = real.dims()
         if (nobs, na) != (self.nobs, self.na):
-            raise ValueError(f"real batch has nobs={nobs}, na={na}; learner has {self.nobs}, {self.na}")
+            raise ValueError(
+                f"real batch has nobs={nobs}, na={na}; learner has {self.nobs}, {self.na}"
+            )
         if virtual is not None:
             _, _, vnobs, vna = virtual.dims()
             if (vnobs, vna) != (self.nobs, self.na):
                 raise ValueError(
                     f"virtual batch has nobs={vnobs}, na={vna}; learner has {self.nobs}, {self.na}"
                 )
-            virtual = virtual.to(self.device) if virtual.size > 0 else None
+            virtual = virtual.to(self.device, self.dtype) if virtual.size > 0 else None
         if virtual is None and self.rho > 0.0:
             raise ValueError(
                 f"the influence ratio ρ={self.rho} > 0 needs virtual samples, got none; pass a "
                 "non-empty VirtualBatch or set InfluenceRatioConfig.rho0=0"
             )
-        real = real.to(self.device)
+        real = real.to(self.device, self.dtype)
         real_tb, real_values, ev = self._real_targets(real)
         metrics: dict[str, float] = {"ensemble_var": ensemble_variance(real_values)}
         rho_skipped = 0
@@ -291,20 +306,23 @@ class PPOLearner:
         virt_tb = None
         if virtual is not None:
             virt_tb, metrics["explained_variance_virtual"] = self._virtual_targets(virtual)
+        train_tb = real_tb
         if cfg.mixing == "sample" and virt_tb is not None:
             z, idx = bernoulli_mix(real_tb.size, self.rho, virt_tb.size, self.generators["mix"])
-            real_tb = mix_batches(real_tb, virt_tb, z, idx)
+            train_tb = mix_batches(real_tb, virt_tb, z, idx)  # eq. (8): trained unweighted
             metrics["virtual_fraction"] = float(z.float().mean())
-            virt_tb = None  # the unified buffer is trained unweighted
+            virt_tb = None
 
         logs: dict[str, list[Tensor]] = {}
         log = lambda k, v: logs.setdefault(k, []).append(v.detach())
-        n_real, skipped, steps = real_tb.size, 0, 0
+        n_train, skipped, steps = train_tb.size, 0, 0
         for _ in range(cfg.n_epochs):
-            chunks = torch.randperm(n_real, generator=self.generators["real"]).split(cfg.batch_size)
+            chunks = torch.randperm(n_train, generator=self.generators["real"]).split(
+                cfg.batch_size
+            )
             vchunks = None if virt_tb is None else self._virtual_chunks(virt_tb.size, len(chunks))
             for k, idx in enumerate(chunks):
-                mb = real_tb.index(idx.to(self.device))
+                mb = train_tb.index(idx.to(self.device))
                 if self.influence_config.update_every == "minibatch":
                     with torch.no_grad():
                         rho_skipped += self._update_rho(self.values(mb.obs))
@@ -362,23 +380,28 @@ class PPOLearner:
 
     # ---- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs: networks, optimizer, ρ state, counters, RNG states."""
-        return {
-            "policy": self.policy.state_dict(),
-            "values": self.values.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rho": self.rho_schedule.state_dict(),
-            "iteration": self.iteration,
-            "skipped_updates": self.skipped_updates,
-            "generators": {k: g.get_state() for k, g in self.generators.items()},
-            "configs": {
-                "ppo": dataclasses.asdict(self.config),
-                "networks": dataclasses.asdict(self.network_config),
-                "influence_ratio": dataclasses.asdict(self.influence_config),
-            },
-        }
+        """A snapshot (deep copy) of everything a resumed run needs: networks, optimizer, ρ
+        state, counters, RNG states, and the configs (for the record)."""
+        return copy.deepcopy(
+            {
+                "policy": self.policy.state_dict(),
+                "values": self.values.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rho": self.rho_schedule.state_dict(),
+                "iteration": self.iteration,
+                "skipped_updates": self.skipped_updates,
+                "generators": {k: g.get_state() for k, g in self.generators.items()},
+                "configs": {
+                    "ppo": dataclasses.asdict(self.config),
+                    "networks": dataclasses.asdict(self.network_config),
+                    "influence_ratio": dataclasses.asdict(self.influence_config),
+                },
+            }
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict` (copied: the learner never aliases the caller's tensors)."""
+        state = copy.deepcopy(state)
         self.policy.load_state_dict(state["policy"])
         self.values.load_state_dict(state["values"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,419 @@
+"""Racing (App. B.3): track geometry, task logic on hand-built states, env contract, planner model."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs
+from envs import racing_task as rt
+from envs.danger import DangerZone
+from envs.model_error import one_step_errors
+from envs.racing_dz import CarParams, RacingDZEnv, RacingModel, dynamic_bicycle_step
+
+P = rt.TaskParams()
+TRACK = rt.Track.stadium(rt.TrackParams())
+S, R, HW = 80.0, 30.0, 6.0  # default straight, radius, half-width
+FAR_ZONE = DangerZone(1e3, 1e3, 4.0, 4.0)
+
+
+def car_at(s: float, ey: float, v: float = 10.0, epsi: float = 0.0) -> rt.VehicleState:
+    """A car on the track at (s, ey), heading along the track (plus epsi) at speed v."""
+    x, y = TRACK.to_xy(s, ey)
+    return rt.VehicleState(float(x), float(y), float(TRACK.frame(s)[2]) + epsi, v, 0.0, 0.0)
+
+
+def pure_pursuit(env: gym.Env, v_ref: float, lookahead: float = 8.0) -> np.ndarray:
+    """Steer at the centreline point `lookahead` metres ahead; P-control the speed."""
+    e = env.unwrapped
+    car = e.state
+    dx, dy = e.track.centre(e.s + lookahead) - (car.x, car.y)
+    alpha = math.atan2(dy, dx) - car.psi
+    delta = math.atan2(2 * (e.car.lf + e.car.lr) * math.sin(alpha), math.hypot(dx, dy))
+    steer = np.clip(delta / e.car.max_steer, -1, 1)
+    return np.array([steer, np.clip(0.5 * (v_ref - car.vx), -1, 1)], np.float32)
+
+
+# --- track geometry -------------------------------------------------------------------------
+
+
+def test_track_tables_match_the_stadium():
+    assert TRACK.length == pytest.approx(2 * S + 2 * math.pi * R, rel=1e-4)
+    kappa = TRACK.frame(np.array([40.0, S + math.pi * R / 2, S + math.pi * R + 40.0]))[3]
+    np.testing.assert_allclose(kappa, [0.0, 1 / R, 0.0], atol=1e-4)
+    heading = TRACK.frame(np.array([40.0, S + math.pi * R + 40.0]))[2]
+    np.testing.assert_allclose(rt.wrap_angle(heading), [0.0, -math.pi], atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "xy, s, ey",
+    [
+        ((-S / 2 + 10.0, -R + 2.0), 10.0, 2.0),  # bottom straight, inside (left)
+        ((-S / 2 + 10.0, -R - 3.0), 10.0, -3.0),  # bottom straight, outside (right)
+        ((S / 2 + R + 3.0, 0.0), S + math.pi * R / 2, -3.0),  # apex of the right-hand end, outside
+        ((0.0, R + 1.0), S + math.pi * R + S / 2, -1.0),  # middle of the top straight, outside
+        ((-S / 2 - R + 4.0, 0.0), 2 * S + 1.5 * math.pi * R, 4.0),  # apex of the left end, inside
+    ],
+)
+def test_projection_on_known_points(xy, s, ey):
+    s_hat, ey_hat = TRACK.project(xy)
+    # on a polyline, s is off by up to |ey| * (turn per segment) / 2 on a curve
+    assert s_hat == pytest.approx(s, abs=0.01 + abs(ey) * 1.0 / (2 * R))
+    assert ey_hat == pytest.approx(ey, abs=0.02)
+    np.testing.assert_allclose(TRACK.to_xy(s_hat, ey_hat), xy, atol=0.1)
+
+
+def test_projection_is_vectorised_and_wraps():
+    pts = np.stack([TRACK.to_xy(s, e) for s, e in [(5.0, 1.0), (200.0, -2.0), (340.0, 0.5)]])
+    s_hat, ey_hat = TRACK.project(pts)
+    np.testing.assert_allclose(s_hat, [5.0, 200.0, 340.0], atol=0.05)
+    np.testing.assert_allclose(ey_hat, [1.0, -2.0, 0.5], atol=0.05)
+    assert TRACK.centre(TRACK.length + 5.0) == pytest.approx(TRACK.centre(5.0))
+    assert rt.wrap_gap(TRACK.length - 1.0, TRACK.length) == pytest.approx(-1.0)
+
+
+# --- task logic on hand-built states (no simulator) -------------------------------------------
+
+
+def outcome(car: rt.VehicleState, s_prev: float, opp_s: float = 150.0, zone=FAR_ZONE, opp_v=10.0):
+    return rt.evaluate_step(TRACK, P, s_prev, car, opp_s, opp_v, zone)
+
+
+def test_progress_reward_has_the_sign_of_forward_progress():
+    forward, backward = outcome(car_at(11.0, 0.0), 10.0), outcome(car_at(9.0, 0.0), 10.0)
+    assert forward.s == pytest.approx(11.0, abs=1e-6) and backward.s == pytest.approx(9.0, abs=1e-6)
+    assert forward.reward == pytest.approx(P.w_progress * 1.0, abs=1e-6)
+    assert backward.reward == pytest.approx(-P.w_progress * 1.0, abs=1e-6)
+
+
+def test_boundary_penalty_grows_with_b():
+    r = [outcome(car_at(10.0, ey), 10.0).reward for ey in (0.0, 3.0, -5.0)]
+    assert r[0] > r[1] > r[2]
+    assert r[1] == pytest.approx(-P.w_bound * 0.5, abs=1e-6)
+
+
+def test_zone_costs_150_per_step():
+    car = car_at(60.0, 1.0)
+    inside = outcome(car, 59.0, zone=DangerZone(car.x, car.y, 3.0, 3.0))
+    outside = outcome(car, 59.0)
+    assert inside.in_zone and not outside.in_zone and not inside.off_track
+    assert inside.reward - outside.reward == pytest.approx(-150.0)
+
+
+def test_off_track_is_minus_100_and_ends():
+    out = outcome(car_at(60.0, HW + 0.5), 59.0)
+    assert out.off_track and not out.collided and not out.goal
+    assert out.reward == pytest.approx(10.0 - P.w_bound * (HW + 0.5) / HW - 100.0, abs=1e-6)
+
+
+def test_collision_is_minus_1000_and_ends():
+    car = car_at(60.0, 0.5, v=10.0)
+    hit, clear = outcome(car, 59.0, opp_s=61.0), outcome(car, 59.0, opp_s=150.0)
+    assert hit.collided and not clear.collided
+    assert hit.reward - clear.reward == pytest.approx(-1000.0)  # v_rel = 0: no passing reward
+
+
+def test_goal_is_plus_1000_and_ends():
+    out = outcome(car_at(1.0, 0.0), TRACK.length - 1.0)  # crossing the start line after one lap
+    assert out.goal and out.s == pytest.approx(TRACK.length + 1.0, abs=1e-6)
+    assert out.reward == pytest.approx(1000.0 + 2.0 * P.w_progress, abs=1e-6)
+    assert not outcome(car_at(1.0, 0.0), 0.0).goal
+
+
+def test_passing_reward_only_when_overtaking():
+    def passing(ego_s: float, ego_v: float, opp_s: float) -> float:
+        base = outcome(car_at(ego_s, 3.0, v=ego_v), ego_s, opp_s=opp_s + 200.0, opp_v=10.0).reward
+        return outcome(car_at(ego_s, 3.0, v=ego_v), ego_s, opp_s=opp_s, opp_v=10.0).reward - base
+
+    assert passing(50.0, 15.0, 60.0) == pytest.approx(P.w_pass * 5.0)  # closing in from behind
+    assert passing(50.0, 15.0, 45.0) == pytest.approx(P.w_pass * 5.0)  # alongside / just past
+    assert passing(50.0, 18.0, 45.0) > passing(50.0, 15.0, 45.0)  # grows with relative speed
+    assert passing(50.0, 8.0, 60.0) == 0.0  # slower than the opponent
+    assert passing(50.0, 15.0, 100.0) == 0.0  # opponent far ahead
+    assert passing(50.0, 15.0, 20.0) == 0.0  # already well past
+
+
+def test_step_reward_is_the_same_function_for_numpy_and_torch():
+    args = (1.5, 3.0, -4.0, 0.4, True, False, True, False)
+    as_torch = [torch.tensor(a, dtype=torch.float64) for a in args]
+    assert float(rt.step_reward(*as_torch, P)) == pytest.approx(rt.step_reward(*args, P))
+
+
+def test_zone_sampling_is_seeded_and_inside_the_track():
+    zones = [rt.sample_zone(np.random.default_rng(k), TRACK, P) for k in range(50)]
+    assert rt.sample_zone(np.random.default_rng(3), TRACK, P) == zones[3]
+    assert len({z.cx for z in zones}) == 50
+    for z in zones:
+        assert z.w == z.h and P.zone_size[0] <= z.w <= P.zone_size[1]
+        s, ey = TRACK.project((z.cx, z.cy))
+        assert P.zone_s[0] - 0.1 <= s <= P.zone_s[1] + 0.1 and abs(ey) + z.w / 2 <= HW + 1e-6
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: rt.TrackParams(radius=0.0), "radius"),
+        (lambda: rt.TrackParams(half_width=40.0), "half_width"),
+        (lambda: rt.TrackParams(straight_length=float("nan")), "straight_length"),
+        (lambda: rt.TaskParams(dt=0.0), "dt"),
+        (lambda: rt.TaskParams(lookahead=(5.0, 1.0, 2.0, 3.0, 4.0)), "lookahead"),
+        (lambda: RacingDZEnv(track=rt.TrackParams(half_width=1.5)), "half_width"),
+        (lambda: RacingDZEnv(task=rt.TaskParams(zone_size=(3.0, 7.0))), "zone_size"),
+        (lambda: RacingDZEnv(task=rt.TaskParams(zone_s=(50.0, 1e4))), "zone_s"),
+        (lambda: RacingDZEnv(task=rt.TaskParams(opponent_gap=(1.0, 20.0))), "opponent_gap"),
+        (lambda: CarParams(mass=-1.0), "mass"),
+        (lambda: RacingDZEnv(render_mode="human"), "render_mode"),
+        (lambda: RacingModel(TRACK, P, CarParams(), substeps=0), "substeps"),
+    ],
+)
+def test_bad_parameters_raise(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+# --- env ------------------------------------------------------------------------------------
+
+
+def placed_env(s: float, ey: float, v: float, opp_s: float, zone=FAR_ZONE, **task) -> RacingDZEnv:
+    env = RacingDZEnv(task=rt.TaskParams(**task))
+    env.reset(seed=0)
+    env.state, env.s, env.ey, env.epsi = car_at(s, ey, v), s, ey, 0.0
+    env.opp_s, env.opp_v, env.zone = opp_s, v, zone
+    return env
+
+
+COAST = np.zeros(2, np.float32)
+
+
+def test_env_terminates_off_track_and_on_collision():
+    env = placed_env(60.0, HW + 1.0, 10.0, 150.0)
+    _, r_off, term, trunc, info = env.step(COAST)
+    assert term and not trunc and info["off_track"]
+    assert r_off == pytest.approx(P.w_progress * (env.s - 60.0) - P.w_bound * env.ey / HW - 100.0)
+    _, r_hit, term, trunc, info = placed_env(60.0, 0.0, 10.0, 62.0).step(COAST)
+    _, r_clear, *_ = placed_env(60.0, 0.0, 10.0, 160.0).step(COAST)
+    assert term and not trunc and info["collision"]
+    assert r_hit - r_clear == pytest.approx(-1000.0)  # ego slows by drag: no passing reward
+
+
+def test_env_goal_and_zone():
+    env = placed_env(TRACK.length - 0.5, 0.0, 10.0, 150.0)
+    _, r, term, trunc, info = env.step(COAST)
+    assert term and not trunc and info["is_success"] and r > 1000.0
+    car = car_at(61.0, 0.0)
+    _, r_in, term, _, info = placed_env(
+        60.0, 0.0, 10.0, 150.0, DangerZone(car.x, car.y, 4, 4)
+    ).step(COAST)
+    _, r_out, *_ = placed_env(60.0, 0.0, 10.0, 150.0).step(COAST)
+    assert info["in_danger"] and not term and r_in - r_out == pytest.approx(-150.0)
+
+
+def test_time_limit_truncates_never_terminates():
+    env = RacingDZEnv(task=rt.TaskParams(max_steps=5))
+    env.reset(seed=1)
+    flags = [env.step(pure_pursuit(env, 10.0))[2:4] for _ in range(5)]
+    assert flags[:4] == [(False, False)] * 4 and flags[4] == (False, True)
+    env = placed_env(60.0, HW + 1.0, 10.0, 150.0, max_steps=1)  # ends both ways at once
+    assert env.step(COAST)[2:4] == (True, False)
+
+
+def test_pure_pursuit_drives_a_lap_on_track():
+    env = envs.make("racing", task=rt.TaskParams(opponent_speed=20.0))
+    env.reset(seed=4)
+    for _ in range(400):
+        _, r, term, trunc, info = env.step(pure_pursuit(env, 15.0))
+        assert not info["off_track"] and not info["collision"] and not trunc
+        assert abs(env.unwrapped.ey) < 1.5  # stays near the line it follows
+        if term:
+            break
+    assert info["is_success"] and 200 < env.unwrapped.steps < 300 and r > 1000.0
+
+
+def test_env_contract_checker_seeding_pickle_render():
+    from gymnasium.utils.env_checker import check_env
+
+    env = envs.make("racing", render_mode="rgb_array")
+    assert not isinstance(env, gym.wrappers.TimeLimit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    assert all("infinity" in str(w.message) for w in caught)  # only: unbounded observation box
+    actions = np.random.default_rng(0).uniform(-1, 1, (30, 2)).astype(np.float32) * [0.2, 1.0]
+
+    def rollout(e):
+        return [e.step(a)[:2] for a in actions]
+
+    o1, _ = env.reset(seed=7)
+    copy = pickle.loads(pickle.dumps(env.unwrapped))
+    first = rollout(env)
+    o2, _ = env.reset(seed=7)
+    np.testing.assert_array_equal(o1, o2)
+    for (a, ra), (b, rb), (c, rc) in zip(first, rollout(env), rollout(copy), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+        assert ra == rb == rc
+    assert env.observation_space.contains(o1)
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    assert len(np.unique(frame.reshape(-1, 3), axis=0)) >= 4  # grass, track, zone, cars
+
+
+def test_env_rejects_bad_actions():
+    env = RacingDZEnv()
+    env.reset(seed=0)
+    for bad in ([0.0], [0.0, float("nan")], [0.0, 1.5], [[0.0, 0.0]]):
+        with pytest.raises(ValueError, match="action"):
+            env.step(np.array(bad, np.float32))
+
+
+def test_dynamic_bicycle_saturates_at_the_friction_limit():
+    car = CarParams()
+    state = rt.VehicleState(0.0, 0.0, 0.0, 20.0, 0.0, 0.0)
+    for _ in range(30):
+        state = dynamic_bicycle_step(state, np.array([1.0, 0.0]), car, 0.1)
+    lateral_g = state.vx * state.r / 9.81
+    assert 0.3 < lateral_g < 1.1 * car.mu  # the kinematic bicycle would turn at ~8 g here
+
+
+# --- planner model --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live():
+    """(env, model, planner states [T, nx], observations [T, nobs]) along a pure-pursuit drive."""
+    env = envs.make("racing")
+    model = env.unwrapped.planner_model()
+    obs, _ = env.reset(seed=2)
+    xs, obs_list = [], []
+    for t in range(60):
+        xs.append(model.planner_state(env))
+        obs_list.append(obs)
+        steer = 0.6 * math.sin(0.3 * t)  # weave, to excite the lateral dynamics
+        u = np.clip(pure_pursuit(env, 16.0) + np.array([steer, 0.0], np.float32), -1, 1)
+        obs, *_ = env.step(u)
+    return env, model, np.stack(xs), np.stack(obs_list)
+
+
+def test_observe_rebuilds_the_env_observation(live):
+    _, model, xs, obs = live
+    assert xs.shape[1] == model.nx and obs.shape[1] == model.nobs
+    rebuilt = model.observe(torch.as_tensor(xs)).numpy()
+    np.testing.assert_allclose(rebuilt, obs, rtol=1e-5, atol=1e-4)
+
+
+def test_model_mismatch_is_visible_but_bounded(live):
+    env, model, xs, _ = live
+    # re-run the same transitions: x_t, u_t -> env x_{t+1} vs model prediction
+    e = env.unwrapped
+    errors = []
+    for x in xs[:40]:
+        e.state = rt.VehicleState(*x[:6])
+        e.s, e.ey, e.epsi, e.opp_s = x[6], x[7], x[8], x[9]
+        u = np.array([0.8, 0.5], np.float32)
+        env.step(u)
+        pred = model.dynamics(torch.as_tensor(x), torch.as_tensor(u, dtype=torch.float64))
+        errors.append(np.hypot(*(pred[:2].numpy() - (e.state.x, e.state.y))))
+    errors = np.array(errors)
+    assert 0.02 < errors.mean() < 1.0  # metres per 0.1 s step at ~16 m/s, hard steering
+    rel = one_step_errors("racing", steps=300, seed=0).relative
+    assert 0.05 < rel < 1.0
+
+
+def test_model_dynamics_conventions(live):
+    _, model, xs, _ = live
+    x = torch.as_tensor(xs[10])
+    x1 = model.dynamics(x, torch.tensor([0.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(x1[11:], x[11:])  # zone constant
+    assert x1[9] == pytest.approx(float(x[9] + x[10] * P.dt))  # opponent along its line
+    assert x1[6] > x[6]  # the ego moves forward
+    clipped = model.dynamics(x, torch.tensor([5.0, -7.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        clipped, model.dynamics(x, torch.tensor([1.0, -1.0], dtype=torch.float64))
+    )
+    # X, Y, psi stay consistent with the track coordinates the model integrates
+    np.testing.assert_allclose(x1[:2].numpy(), TRACK.to_xy(float(x1[6]), float(x1[7])), atol=1e-9)
+
+
+def test_model_batched_equals_per_row(live):
+    _, model, xs, _ = live
+    gen = torch.Generator().manual_seed(0)
+    x = torch.as_tensor(xs[:12]).reshape(3, 4, -1)
+    u = torch.rand(3, 4, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    fns = {
+        "dynamics": lambda x, u: model.dynamics(x, u),
+        "reward": lambda x, u: model.reward(x, u),
+        "observe": lambda x, u: model.observe(x),
+        "terminated": lambda x, u: model.terminated(x),
+        "bp": lambda x, u: model.boundary_proportion(x),
+        "opp": lambda x, u: model.opponent_position(x),
+        "tracked": lambda x, u: model.tracked(x),
+        "target": lambda x, u: model.target(u),
+        "danger": lambda x, u: model.in_danger(x),
+    }
+    for name, f in fns.items():
+        batched = f(x, u)
+        rows = torch.stack([torch.stack([f(x[i, j], u[i, j]) for j in range(4)]) for i in range(3)])
+        torch.testing.assert_close(batched, rows, msg=name)
+        f32 = f(x.float(), u.float())
+        assert f32.dtype in (torch.float32, torch.bool), name
+        if f32.dtype == torch.float32:
+            torch.testing.assert_close(f32.double(), batched, rtol=1e-3, atol=1e-3, msg=name)
+
+
+def test_model_reward_terms(live):
+    _, model, xs, _ = live
+    x = torch.as_tensor(xs[20]).clone()
+    u = torch.tensor([0.0, 0.3], dtype=torch.float64)
+    x1 = model.dynamics(x, u)
+    base = model.reward(x, u)
+    in_zone = x.clone()
+    in_zone[11:15] = torch.tensor([float(x1[0]), float(x1[1]), 3.0, 3.0])
+    assert model.reward(in_zone, u) - base == pytest.approx(-150.0)
+    hit = x.clone()
+    hit[9], hit[10] = x1[6] - x[10] * P.dt, x1[3]  # opponent lands on the ego, same speed
+    assert model.terminated(model.dynamics(hit, u))
+    assert model.reward(hit, u) < base - 900.0
+    at_goal = x.clone()
+    at_goal[6] = model.goal_length - 0.5
+    assert model.terminated(model.dynamics(at_goal, u))
+    off = x.clone()
+    off[7] = HW + 1.0
+    assert model.terminated(off) and float(model.boundary_proportion(off)) == pytest.approx(7 / 6)
+    assert model.contact_distance == pytest.approx(2.9)
+
+
+def test_model_targets_are_track_frame_velocities(live):
+    _, model, xs, _ = live
+    a = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], [3.0, -3.0]])
+    np.testing.assert_allclose(model.target(a).numpy(), [[0, -4], [30, 4], [15, 0], [30, -4]])
+    x = torch.as_tensor(xs[0]).clone()
+    x[3], x[4], x[8] = 12.0, 0.0, 0.1  # heading 0.1 rad left of the track
+    v_t, v_n = model.tracked(x).tolist()
+    assert v_t == pytest.approx(12 * math.cos(0.1)) and v_n == pytest.approx(12 * math.sin(0.1))
+    assert model.tracking_error(x, model.target(torch.zeros(2, dtype=torch.float64))).shape == (2,)
+
+
+def test_model_pickles_and_matches_env_parameters():
+    env = RacingDZEnv(track=rt.TrackParams(radius=40.0))
+    model = env.planner_model()
+    model.observe(torch.zeros(model.nx))  # fill the table cache
+    clone = pickle.loads(pickle.dumps(model))
+    assert clone.track.length == pytest.approx(env.track.length) != TRACK.length
+
+
+@pytest.mark.parametrize("s", [40.0, TRACK.length - 0.5])  # a plain step; crossing the goal
+def test_model_reward_is_the_env_reward_without_the_goal_bonus(s):
+    env = placed_env(s, 1.0, 12.0, s + 60.0)
+    model = env.planner_model()
+    x = torch.as_tensor(model.planner_state(env))
+    u = np.array([0.1, 0.3], np.float32)
+    r_hat = float(model.reward(x, torch.as_tensor(u, dtype=torch.float64)))
+    _, r, term, _, info = env.step(u)
+    bonus = 1000.0 if info["is_success"] else 0.0
+    assert term == (s > 300.0) and r_hat == pytest.approx(r - bonus, abs=2.0)  # mismatch only
