@@ -14,13 +14,12 @@ with ``v`` in m/s), ``φ̇ = 0.4·ω``.
 
 `LunarLanderModel` is App. B.2's "simplified rigid-body model with fixed constants": the
 lander and its two legs as one rigid body (legs held at their joint limit), the engines'
-mean impulses, gravity, and a flat ground at the pad's height (see `LunarLanderModel`).
+mean impulses, gravity, and the pad as ground (see `LunarLanderModel`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -33,157 +32,33 @@ from torch import Tensor
 
 from envs.base import PlannerModel, check_action
 from envs.danger import DangerZone
-
-
-# --------------------------------------------------------------------------------------
-# The rigid body, derived from gymnasium's source (lunar_lander.py constants and reset()).
-# --------------------------------------------------------------------------------------
-DT = 1.0 / ll.FPS
-HALF_W = ll.VIEWPORT_W / ll.SCALE / 2  #: m per obs x unit (10)
-HALF_H = ll.VIEWPORT_H / ll.SCALE / 2  #: m per obs y unit (6.67)
-VX_OBS, VY_OBS, W_OBS = HALF_W / ll.FPS, HALF_H / ll.FPS, 20.0 / ll.FPS  #: obs per m/s, rad/s
-LEG_DOWN = ll.LEG_DOWN / ll.SCALE  #: the obs origin sits this far (m) above the pad
-#: joint angle of each leg in flight: its motor holds it at the joint limit nearest the
-#: hull (reset(): limits ±[0.4, 0.9], reference angle ∓0.05), so leg i sits at ∓0.35 rad
-LEG_FLIGHT_ANGLE = 0.4 - 0.05
-LANDER_DENSITY, LEG_DENSITY = 5.0, 1.0  #: reset()'s fixture densities
-
-
-@dataclass(frozen=True)
-class Airframe:
-    """Mass properties and mean engine effects of lander + legs as one rigid body (SI units).
-
-    Body frame: the lander's origin, y along its axis. A test checks the masses against
-    Box2D's, and the engine effects against a least-squares fit on real flight steps.
-    """
-
-    mass: float  #: hull + two legs (kg)
-    inertia: float  #: about the joint centre of mass (kg m^2)
-    hull_com: float  #: the hull's centre of mass above the origin (m); Box2D reports its velocity
-    com: float  #: the joint centre of mass above the origin (m)
-    main_dv: float  #: Δv along the axis per step at main power 1 (m/s)
-    side_dv: float  #: Δv across the axis per step at side power 1 (m/s)
-    side_dw_sin2: float  #: Δω = -σ·(side_dw_sin2·sin²φ + side_dw_cos2·cos²φ) (rad/s)
-    side_dw_cos2: float
-    leg_points: tuple  #: [2 legs][2 corners] (x, y): the legs' bottom corners (m)
-    hull_points: tuple  #: the hull polygon (m)
-
-
-def _polygon_mass(points: np.ndarray, density: float) -> tuple[float, np.ndarray, float]:
-    """Box2D's polygon mass: (mass, centroid [2], inertia about the centroid)."""
-    p0, p1 = points, np.roll(points, -1, axis=0)
-    cross = p0[:, 0] * p1[:, 1] - p0[:, 1] * p1[:, 0]
-    area = cross.sum() / 2
-    centroid = (cross[:, None] * (p0 + p1)).sum(0) / (6 * area)
-    second = (cross * ((p0**2).sum(1) + (p0 * p1).sum(1) + (p1**2).sum(1))).sum() / 12
-    return density * area, centroid, density * (second - area * centroid @ centroid)
-
-
-def _rotation(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s], [s, c]])
-
-
-def derive_airframe() -> Airframe:
-    """Lander + legs (legs at `LEG_FLIGHT_ANGLE`) from gymnasium's geometry and densities."""
-    hull = np.array(ll.LANDER_POLY, float) / ll.SCALE
-    m_h, c_h, i_h = _polygon_mass(hull, LANDER_DENSITY)
-    w, h = ll.LEG_W / ll.SCALE, ll.LEG_H / ll.SCALE
-    box = np.array([(-w, -h), (w, -h), (w, h), (-w, h)])
-    m_l, _, i_l = _polygon_mass(box, LEG_DENSITY)
-    centres, corners = [], []
-    for i in (-1, +1):  # gymnasium's legs[0] (i = -1) hangs on the +x side
-        rot = _rotation(-i * LEG_FLIGHT_ANGLE)
-        centre = -rot @ (np.array([i * ll.LEG_AWAY, ll.LEG_DOWN]) / ll.SCALE)
-        centres.append(centre)
-        corners.append(tuple(tuple(centre + rot @ c) for c in box[:2]))
-    mass = m_h + 2 * m_l
-    com = (m_h * c_h + m_l * sum(centres)) / mass
-    inertia = i_h + m_h * np.sum((c_h - com) ** 2)
-    inertia += sum(i_l + m_l * np.sum((c - com) ** 2) for c in centres)
-    k_side = ll.SIDE_ENGINE_POWER * ll.SIDE_ENGINE_AWAY / ll.SCALE  # mean impulse (N s)
-    # side impulse point: 17 px up the axis in its sin part, SIDE_ENGINE_HEIGHT in its cos part
-    lever_sin2, lever_cos2 = 17 / ll.SCALE - com[1], ll.SIDE_ENGINE_HEIGHT / ll.SCALE - com[1]
-    return Airframe(
-        mass=float(mass),
-        inertia=float(inertia),
-        hull_com=float(c_h[1]),
-        com=float(com[1]),
-        main_dv=float(ll.MAIN_ENGINE_POWER * ll.MAIN_ENGINE_Y_LOCATION / ll.SCALE / mass),
-        side_dv=float(k_side / mass),
-        side_dw_sin2=float(k_side * lever_sin2 / inertia),
-        side_dw_cos2=float(k_side * lever_cos2 / inertia),
-        leg_points=tuple(tuple((float(a), float(b)) for a, b in leg) for leg in corners),
-        hull_points=tuple((float(a), float(b)) for a, b in hull),
-    )
-
-
-AIRFRAME = derive_airframe()
-
-
-def body_state(lander_env: Any) -> np.ndarray:
-    """gymnasium's 8 observation entries ``[8]`` in float64, read off the Box2D bodies."""
-    body, legs = lander_env.lander, lander_env.legs
-    pos, vel = body.position, body.linearVelocity
-    return np.array(
-        [
-            (pos.x - HALF_W) / HALF_W,
-            (pos.y - (lander_env.helipad_y + LEG_DOWN)) / HALF_H,
-            vel.x * VX_OBS,
-            vel.y * VY_OBS,
-            body.angle,
-            body.angularVelocity * W_OBS,
-            float(legs[0].ground_contact),
-            float(legs[1].ground_contact),
-        ],
-        dtype=np.float64,
-    )
-
-
-def flight_step(s: Tensor, powers: Tensor, gravity: float) -> Tensor:
-    """One free-flight step ``[..., 6]`` of ``s = [x, y, ẋ, ẏ, φ, φ̇]`` (obs units).
-
-    The hull's velocity (what Box2D reports) is moved to the joint centre of mass, kicked by
-    the engines' mean impulses and gravity, moved back; then Box2D's semi-implicit Euler
-    step of the hull's centre of mass, from which the hull origin (the observed position)
-    follows. ``powers [..., 2]`` from `engine_powers`.
-    """
-    a = AIRFRAME
-    x, y, vx, vy, phi, dphi = s.unbind(-1)
-    main, side = powers.unbind(-1)
-    sin, cos, w = torch.sin(phi), torch.cos(phi), dphi / W_OBS
-    lever = a.hull_com - a.com  # ω × (hull com - joint com) = -ω·lever·(cos φ, sin φ)
-    vx = vx / VX_OBS + w * lever * cos + a.main_dv * main * -sin + a.side_dv * side * cos
-    vy = vy / VY_OBS + w * lever * sin + a.main_dv * main * cos + a.side_dv * side * sin
-    vy = vy + gravity * DT
-    w = w - side * (a.side_dw_sin2 * sin**2 + a.side_dw_cos2 * cos**2)
-    phi1 = phi + DT * w
-    sin1, cos1 = torch.sin(phi1), torch.cos(phi1)
-    vx, vy = vx - w * lever * cos1, vy - w * lever * sin1
-    x = x + (DT * vx + a.hull_com * (sin1 - sin)) / HALF_W
-    y = y + (DT * vy - a.hull_com * (cos1 - cos)) / HALF_H
-    return torch.stack([x, y, vx * VX_OBS, vy * VY_OBS, phi1, w * W_OBS], -1)
-
-
-def point_heights(y: Tensor, phi: Tensor, points: Tensor) -> Tensor:
-    """Heights above the pad (m) ``[..., P]`` of body-frame ``points [P, 2]`` at obs ``y``, ``φ``."""
-    sin, cos = torch.sin(phi)[..., None], torch.cos(phi)[..., None]
-    base = (y * HALF_H + LEG_DOWN)[..., None]
-    return base + points[:, 0] * sin + points[:, 1] * cos
+from envs.lunar_lander_body import (
+    AIRFRAME,
+    HALF_H,
+    HALF_W,
+    LEG_DOWN,
+    PAD_CONTACT,
+    PAD_HALF_WIDTH,
+    body_state,
+    body_step,
+    engine_powers,
+    point_heights,
+)
 
 ZONE_PENALTY = 5.0  #: subtracted per step that ends with the lander inside the zone
 MAX_EPISODE_STEPS = 1000
-PAD_HALF_WIDTH = 0.2  #: the flags, helipad_x1,2 = 8 m, 12 m, at obs x = ∓0.2
-START_Y = (ll.VIEWPORT_H / ll.SCALE * 0.75 - ll.LEG_DOWN / ll.SCALE) / (ll.VIEWPORT_H / ll.SCALE / 2)
+START_Y = (ll.VIEWPORT_H / ll.SCALE * 0.75 - ll.LEG_DOWN / ll.SCALE) / (
+    ll.VIEWPORT_H / ll.SCALE / 2
+)
 PAD_CLEARANCE = 0.2  #: zones stay out of the box |x| <= PAD_HALF_WIDTH, y <= this (~1.3 m)
 MAX_ZONE_WIDTH = 1.0  #: half the viewport width: a zone always leaves a way around it
 #: x*(a) = VELOCITY_SCALE·a in obs units. Free-flight speeds stay below ~0.5 (the start push
 #: gives |ẋ| <= 0.83, |ẏ| <= 0.55; a safe touchdown needs |ẏ| <~ 0.1), and the main engine
-#: changes ẏ by ~0.03 per step net of gravity, so ±0.5 spans hover to a brisk traverse that
-#: the engines can reach or undo in about a second.
+#: changes ẏ by up to 0.047 per step (0.02 net of gravity), so ±0.5 spans hover to a brisk
+#: traverse that the engines can reach or undo in about a second.
 VELOCITY_SCALE = 0.5
-#: Touching down faster than this (obs ẏ, ~3.7 m/s) crashes: measured over 126 heuristic
-#: landings, all touchdowns slower than 0.43 survived and most faster than 0.5 crashed.
+#: Touching down faster than this (obs ẏ, ~3.7 m/s) crashes: over 126 noisy heuristic
+#: landings, 11 of the 12 faster touchdowns crashed and 6 of the 114 slower ones.
 CRASH_SPEED = 0.5
 #: The default zone ranges: a zone between the start and the pad, always above the pad
 #: clearance and below the start, at most 0.5 wide.
@@ -207,9 +82,12 @@ class LunarLanderModel(PlannerModel):
     source): the main engine (``u_main > 0``, power ``(1 + u_main)/2``) and side engines
     (``|u_lat| > 0.5``, power ``|u_lat|``) give their mean impulses (the random dispersion
     averaged out) to lander + legs as one rigid body; gravity; Box2D's semi-implicit Euler.
-    Ground: flat at the pad's height; a leg touches when its tip reaches it, and the ground
-    then stops the descent of that tip (`contact_step`). The terrain off the pad, the legs'
-    springs and Box2D's sleep are not modelled.
+    Ground: the pad (between the flags) at its exact height; a leg tip that reaches it is
+    stopped, the leg folding in under more than its motor's torque and unfolding at the
+    motor's speed (`envs.lunar_lander_body.leg_impulses`). Off the pad the terrain is
+    unknown: only a leg that is already down finds ground, under its tip. Not modelled: that
+    terrain, the engines' random dispersion, the legs' hard stop when the lander heels far
+    over, and Box2D's sleep (coming to rest).
     """
 
     nx, nu, na, nobs, nt = 12, 2, 2, 12, 2
@@ -226,7 +104,7 @@ class LunarLanderModel(PlannerModel):
         _check_last(u, self.nu, "u")
         lo, hi = self.bounds(u)
         u = torch.minimum(torch.maximum(u, lo), hi)
-        phys = contact_step(x[..., :8], engine_powers(u), self.gravity)
+        phys = body_step(x[..., :8], engine_powers(u), self.gravity)
         zone = x[..., self.zone_slice].expand(*phys.shape[:-1], 4)
         return torch.cat([phys, zone], -1)
 
@@ -267,24 +145,15 @@ class LunarLanderModel(PlannerModel):
     def terminated(self, x: Tensor) -> Tensor:
         """Out of the viewport (``|x| >= 1``) or crashed, as far as the model can tell.
 
-        Crash: a vertex of the hull at or below the (flat) ground, or a leg down while
-        descending faster than `CRASH_SPEED`. Coming to rest is not predicted.
+        Crash: a vertex of the hull touches the ground (within Box2D's skins of the pad's
+        surface; off the pad the terrain is unknown and taken as level with it), or a leg
+        is down while descending faster than `CRASH_SPEED`. Coming to rest is not predicted.
         """
-        legs, hull = leg_clearance(x[..., 1], x[..., 4])
+        hull = torch.tensor(AIRFRAME.hull_points, dtype=x.dtype, device=x.device)
+        clearance = point_heights(x[..., 1], x[..., 4], hull).amin(-1) - PAD_CONTACT
         touching = (x[..., 6] > 0.5) | (x[..., 7] > 0.5)
         hard = touching & (x[..., 3] < -CRASH_SPEED)
-        return (x[..., 0].abs() >= 1.0) | (hull <= 0.0) | hard
-
-
-def engine_powers(u: Tensor) -> Tensor:
-    """gymnasium's throttle map ``[..., 2]``: main power in ``{0} ∪ [0.5, 1]``, signed side power.
-
-    Main: ``u_main <= 0`` off, else ``(1 + u_main)/2``. Side: ``|u_lat| <= 0.5`` off, else
-    ``sign(u_lat)·|u_lat|`` (positive fires the engine that pushes the lander to +x).
-    """
-    main = torch.where(u[..., 0] > 0, (u[..., 0].clamp(0.0, 1.0) + 1.0) * 0.5, 0.0)
-    side = torch.where(u[..., 1].abs() > 0.5, u[..., 1].clamp(-1.0, 1.0), 0.0)
-    return torch.stack(torch.broadcast_tensors(main, side), -1)
+        return (x[..., 0].abs() >= 1.0) | (clearance <= 0.0) | hard
 
 
 def shaping(x: Tensor) -> Tensor:
@@ -300,3 +169,227 @@ def shaping(x: Tensor) -> Tensor:
 def _check_last(t: Tensor, n: int, name: str) -> None:
     if t.shape[-1:] != (n,):
         raise ValueError(f"{name} must have shape [..., {n}], got {tuple(t.shape)}")
+
+
+class LunarLanderDZEnv(gym.Env):
+    """Land on the pad with gymnasium's continuous Lunar Lander, avoiding a danger zone.
+
+    | Space | Shape | Entries (module docstring's frame) |
+    |---|---|---|
+    | action | ``(2,)`` float32 in ``[-1, 1]`` | ``u_main`` (``<= 0`` off, ``(0, 1]`` → 50–100 % power), ``u_lat`` (``|u| <= 0.5`` off, ``< -0.5`` pushes to -x, ``> 0.5`` to +x) |
+    | observation | ``(12,)`` float32 | gymnasium's ``x, y, ẋ, ẏ, φ, φ̇, leg_0, leg_1`` (``leg_0`` is the +x leg), then the zone ``x_D, y_D, w_D, h_D`` |
+
+    | Reward (per step) | |
+    |---|---|
+    | gymnasium's: shaping difference, ``-0.3``·main and ``-0.03``·side engine power | dense |
+    | gymnasium's on termination: crash or out of view ``-100``, at rest ``+100`` | replaces the dense reward |
+    | the lander's position inside the zone (eq. 42) after the step | ``-5`` more |
+
+    | Episode end | |
+    |---|---|
+    | terminated | gymnasium's: the hull touches the ground, ``|x| >= 1``, or the lander comes to rest |
+    | truncated | ``max_episode_steps`` (1000) steps without terminating |
+
+    ``info`` (every step): ``success`` (= ``is_success``: terminated at rest with both legs
+    down and ``|x| <= 0.2``, between the flags), ``distance_to_pad`` (``|(x, y)|``, obs
+    units) and ``in_danger``. The zone is drawn at each reset, after gymnasium's terrain and
+    push, from ``env.np_random``, uniformly in the four ranges, unless ``danger_zone`` fixes
+    it. The zones are validated: they never reach the pad's approach box (``|x| <= 0.2``,
+    ``y <= 0.2``) nor the start ``(0, 1.41)``, and are at most 1.0 wide.
+
+    Pickling keeps the constructor arguments and the RNG state, not the Box2D world (which
+    does not pickle): an unpickled env must be ``reset()`` before ``step()``; ``reset()``
+    without a seed continues the pickled RNG stream.
+
+    Args:
+        render_mode: ``None`` or ``"rgb_array"`` (the zone is drawn in red).
+        danger_zone: ``(cx, cy, w, h)`` for every episode instead of a random one.
+        zone_cx_range, zone_cy_range, zone_w_range, zone_h_range: ``(low, high)`` ranges.
+        max_episode_steps: truncation horizon (>= 1).
+        gravity, enable_wind, wind_power, turbulence_power: gymnasium's (wind off).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": ll.FPS}
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        danger_zone: tuple[float, float, float, float] | None = None,
+        zone_cx_range: tuple[float, float] = ZONE_RANGES["zone_cx_range"],
+        zone_cy_range: tuple[float, float] = ZONE_RANGES["zone_cy_range"],
+        zone_w_range: tuple[float, float] = ZONE_RANGES["zone_w_range"],
+        zone_h_range: tuple[float, float] = ZONE_RANGES["zone_h_range"],
+        max_episode_steps: int = MAX_EPISODE_STEPS,
+        gravity: float = -10.0,
+        enable_wind: bool = False,
+        wind_power: float = 15.0,
+        turbulence_power: float = 1.5,
+    ):
+        self._kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if (
+            isinstance(max_episode_steps, bool)
+            or not isinstance(max_episode_steps, int | np.integer)
+            or max_episode_steps < 1
+        ):
+            raise ValueError(f"max_episode_steps must be an int >= 1, got {max_episode_steps!r}")
+        if not -12.0 < gravity < 0.0:
+            raise ValueError(f"gravity must be in (-12, 0), got {gravity!r}")
+        ranges = {
+            "zone_cx_range": _check_range(zone_cx_range, "zone_cx_range"),
+            "zone_cy_range": _check_range(zone_cy_range, "zone_cy_range"),
+            "zone_w_range": _check_range(zone_w_range, "zone_w_range", positive=True),
+            "zone_h_range": _check_range(zone_h_range, "zone_h_range", positive=True),
+        }
+        if danger_zone is None:
+            _check_zone_placement(*ranges.values(), "zone_cx/cy/w/h_range")
+        else:
+            try:
+                zone = DangerZone(*(float(v) for v in danger_zone))
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"danger_zone must be (cx, cy, w, h) with w, h > 0: {err}"
+                ) from None
+            one = lambda v: (v, v)
+            _check_zone_placement(*map(one, zone.as_tuple()), "danger_zone")
+            ranges = dict(zip(ranges, map(one, zone.as_tuple()), strict=True))
+        self.fixed_zone = None if danger_zone is None else zone
+        self.zone_ranges = ranges
+        self.max_episode_steps = int(max_episode_steps)
+        self.render_mode = render_mode
+        self.gravity = float(gravity)
+        self.lander_env = ll.LunarLander(
+            render_mode=render_mode,
+            continuous=True,
+            gravity=gravity,
+            enable_wind=enable_wind,
+            wind_power=wind_power,
+            turbulence_power=turbulence_power,
+        )
+        base = self.lander_env.observation_space
+        lo, hi = zip(*ranges.values(), strict=True)
+        self.observation_space = spaces.Box(
+            np.concatenate([base.low, lo]).astype(np.float32),
+            np.concatenate([base.high, hi]).astype(np.float32),
+            dtype=np.float32,
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.zone = self.fixed_zone or DangerZone(*(np.mean(r) for r in ranges.values()))
+        self.elapsed_steps = 0
+
+    def planner_model(self) -> LunarLanderModel:
+        return LunarLanderModel(self.gravity)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options:
+            raise ValueError(f"reset takes no options, got {sorted(options)}")
+        self.lander_env.np_random = self.np_random  # one RNG stream: terrain, push, zone
+        obs8, _ = self.lander_env.reset()
+        if self.fixed_zone is None:
+            self.zone = DangerZone(
+                *(float(self.np_random.uniform(*r)) for r in self.zone_ranges.values())
+            )
+        self.elapsed_steps = 0
+        state = body_state(self.lander_env)
+        return self._obs(obs8), self._info(state, bool(self.zone.contains(*state[:2])), False)
+
+    def step(self, action):
+        if self.lander_env.lander is None:
+            raise ResetNeeded("call env.reset() before env.step()")
+        u = check_action(action, (2,), self.action_space.low, self.action_space.high)
+        obs8, reward, terminated, _, _ = self.lander_env.step(u)
+        self.elapsed_steps += 1
+        state = body_state(self.lander_env)
+        danger = bool(self.zone.contains(state[0], state[1]))
+        reward = float(reward) - ZONE_PENALTY * danger
+        truncated = not terminated and self.elapsed_steps >= self.max_episode_steps
+        info = self._info(state, danger, terminated)
+        return self._obs(obs8), reward, bool(terminated), truncated, info
+
+    def _obs(self, obs8: np.ndarray) -> np.ndarray:
+        return np.concatenate([obs8, self.zone.as_tuple()]).astype(np.float32)
+
+    def _info(self, state: np.ndarray, danger: bool, terminated: bool) -> dict:
+        lander = self.lander_env
+        success = bool(
+            terminated
+            and not lander.game_over
+            and not lander.lander.awake
+            and state[6] > 0.5
+            and state[7] > 0.5
+            and abs(state[0]) <= PAD_HALF_WIDTH
+        )
+        return {
+            "success": success,
+            "is_success": success,
+            "distance_to_pad": float(math.hypot(state[0], state[1])),
+            "in_danger": danger,
+        }
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode; build the env with 'rgb_array'")
+            return None
+        if self.lander_env.lander is None:
+            return None
+        frame = self.lander_env.render()
+        z, scale = self.zone, ll.SCALE
+        cols = (
+            ((np.array([z.cx - z.w / 2, z.cx + z.w / 2]) + 1) * HALF_W * scale).round().astype(int)
+        )
+        pad_y = self.lander_env.helipad_y + LEG_DOWN
+        heights = (np.array([z.cy + z.h / 2, z.cy - z.h / 2]) * HALF_H + pad_y) * scale
+        rows = (frame.shape[0] - heights).round().astype(int)
+        (c0, c1), (r0, r1) = np.clip(cols, 0, frame.shape[1]), np.clip(rows, 0, frame.shape[0])
+        frame = frame.copy()
+        patch = frame[r0:r1, c0:c1].astype(np.float32)
+        frame[r0:r1, c0:c1] = (0.4 * patch + 0.6 * np.array([230, 40, 40])).astype(np.uint8)
+        return frame
+
+    def close(self):
+        self.lander_env.close()
+
+    def __getstate__(self) -> dict:
+        rng = None if self._np_random is None else self._np_random.bit_generator.state
+        return {"kwargs": self._kwargs, "rng": rng}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state["kwargs"])
+        if state["rng"] is not None:
+            bit_generator = getattr(np.random, state["rng"]["bit_generator"])()
+            bit_generator.state = state["rng"]
+            self._np_random = np.random.Generator(bit_generator)
+
+
+def _check_range(value: Any, name: str, positive: bool = False) -> tuple[float, float]:
+    """A ``(low, high)`` pair of finite floats with ``low <= high`` (and ``low > 0``)."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi) or (positive and lo <= 0):
+        bound = "0 < low <= high" if positive else "low <= high"
+        raise ValueError(f"{name} must be finite with {bound}, got {value!r}")
+    return lo, hi
+
+
+def _check_zone_placement(cx: tuple, cy: tuple, w: tuple, h: tuple, name: str) -> None:
+    """Every zone the ranges allow stays inside the view, off the pad and off the start."""
+    nearest_cx = 0.0 if cx[0] <= 0.0 <= cx[1] else min(abs(cx[0]), abs(cx[1]))
+    nearest_start = (
+        0.0 if cy[0] <= START_Y <= cy[1] else min(abs(cy[0] - START_Y), abs(cy[1] - START_Y))
+    )
+    reaches_pad_column = nearest_cx - w[1] / 2 <= PAD_HALF_WIDTH
+    problems = []
+    if max(abs(cx[0]), abs(cx[1])) > 1.0 or w[1] > MAX_ZONE_WIDTH:
+        problems.append(f"|cx| <= 1 and w <= {MAX_ZONE_WIDTH} (a way around it)")
+    if reaches_pad_column and cy[0] - h[1] / 2 <= PAD_CLEARANCE:
+        problems.append(
+            f"no overlap with the pad box |x| <= {PAD_HALF_WIDTH}, y <= {PAD_CLEARANCE}"
+        )
+    if nearest_cx <= w[1] / 2 and nearest_start <= h[1] / 2:
+        problems.append(f"the start (0, {START_Y:.2f}) outside the zone")
+    if problems:
+        raise ValueError(f"{name}: a zone must keep " + "; ".join(problems))
