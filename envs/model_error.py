@@ -10,6 +10,11 @@ figure, the *relative one-step error*::
 
 the size of the model's miss as a fraction of how far the observation actually moved.
 
+The controls come from the env's own MPPI planner (Table 5 costs) tracking the target of a
+fixed high-level action ``a = 0`` (``--policy planner``, the default: the states the
+planner's virtual data starts from), from uniform random controls (``random``) or from
+zero controls (``zero``).
+
 Run ``python -m envs.model_error --env lunarlander`` (or ``racing``, ``acrobot``).
 """
 
@@ -34,26 +39,44 @@ class ModelError:
     mean_step: float  # mean ||s' - s||
 
 
-def one_step_errors(
-    name: str, steps: int = 2000, seed: int = 0, policy: str = "random"
-) -> ModelError:
-    """Measure the model's one-step error over ``steps`` real transitions (see module doc).
+POLICIES = ("planner", "random", "zero")
 
-    ``policy`` is ``random`` (uniform controls) or ``zero`` (zero controls).
-    """
+
+def one_step_errors(
+    name: str, steps: int = 2000, seed: int = 0, policy: str = "planner"
+) -> ModelError:
+    """Measure the model's one-step error over ``steps`` real transitions (see module doc)."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     env = envs.make(name)
     model = env.unwrapped.planner_model()
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     low, high = env.action_space.low, env.action_space.high
+    if policy == "planner":
+        from planners.costs import build_planner, planner_config
+        from planners.mppi import shift_warm_start
+
+        cfg = planner_config(name)
+        planner = build_planner(model, cfg)
+        warm = torch.zeros(1, cfg.planning_horizon, model.nu)
+        a0 = torch.zeros(1, 1, model.na)
+        gen = torch.Generator().manual_seed(seed)
     preds, reals, prevs = [], [], []
     while len(reals) < steps:
         x = torch.as_tensor(model.planner_state(env), dtype=torch.float64)
-        u = rng.uniform(low, high) if policy == "random" else np.zeros_like(low)
+        if policy == "planner":
+            plan = planner.plan(x[None].float(), a0, warm, generator=gen)
+            u = plan.first[0, 0].double().numpy()
+            warm = shift_warm_start(plan.controls[:, 0])
+        else:
+            u = rng.uniform(low, high) if policy == "random" else np.zeros_like(low)
         pred = model.observe(model.dynamics(x, torch.as_tensor(u, dtype=torch.float64)))
         next_obs, _, terminated, truncated, _ = env.step(u.astype(env.action_space.dtype))
         if terminated or truncated:
             obs, _ = env.reset(seed=int(rng.integers(2**31)))
+            if policy == "planner":
+                warm = torch.zeros_like(warm)
             continue
         preds.append(pred.numpy())
         reals.append(np.asarray(next_obs, dtype=np.float64))
@@ -78,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env", default="lunarlander", choices=sorted(envs.ENV_IDS))
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--policy", default="random", choices=["random", "zero"])
+    parser.add_argument("--policy", default="planner", choices=POLICIES)
     args = parser.parse_args(argv)
     if args.steps <= 0:
         parser.error("--steps must be > 0")
