@@ -67,8 +67,12 @@ def add_dataclass_args(
     title: str,
     defaults: dict[str, Any] | None = None,
     skip: tuple[str, ...] = (),
+    prefix: str = "",
 ) -> None:
-    """Add one option per field of ``cls`` in an argument group; ``defaults`` override its own."""
+    """Add one option per field of ``cls`` in an argument group; ``defaults`` override its own.
+
+    ``prefix`` scopes the flags (``prefix="influence-ratio-"`` gives ``--influence-ratio-lam``).
+    """
     defaults = defaults or {}
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -98,7 +102,7 @@ def add_dataclass_args(
             kwargs["metavar"] = (
                 "{" + ",".join(map(str, kwargs["choices"])) + "}" if literal else tp.__name__.upper()
             )
-        group.add_argument(flag(f.name), dest=f"{cls.__name__}.{f.name}", **kwargs)
+        group.add_argument(flag(prefix + f.name), dest=f"{cls.__name__}.{f.name}", **kwargs)
 
 
 def build_dataclass(cls: type, ns: argparse.Namespace, **fixed: Any) -> Any:

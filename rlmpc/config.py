@@ -1,0 +1,177 @@
+"""The run's configuration: one frozen dataclass per component, per-env presets, validation.
+
+Components and their sections on the command line (``python launch.py --help``):
+
+| section | class | paper |
+|---|---|---|
+| run | `RunConfig` (this module) | Alg. 1's loop: M, scale, budget, output |
+| ppo | `learners.ppo.PPOConfig` | Table 3 |
+| influence ratio | `learners.rho.InfluenceRatioConfig` | §4.2, Alg. 2 |
+| networks | `learners.policy.NetworkConfig` | §4.4 ensemble |
+| planner | `planners.costs.PlannerConfig` (per env) | App. C, Table 5 |
+| wandb | `rlmpc.runlog.WandbConfig` | |
+
+Per-env presets (`PRESETS`) set the defaults that differ between envs; everything else is
+the papers' tables. Every class validates itself at construction, naming the field and its
+allowed range, so a bad option is refused before Ray starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from learners.policy import NetworkConfig
+from learners.ppo import PPOConfig
+from learners.rho import InfluenceRatioConfig
+from planners.costs import PlannerConfig, planner_config
+from rlmpc.runlog import WandbConfig
+
+ENV_CHOICES = ("acrobot", "lunarlander", "racing")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The run: environment, scale, budget, evaluation, checkpoints, output."""
+
+    env: Literal["acrobot", "lunarlander", "racing"] = "acrobot"
+    """task environment (App. B)"""
+    num_candidates: int = 4
+    """M, high-level candidates per step (eq. 4), 1..64; one is executed, M-1 become virtual data"""
+    num_actors: int = 2
+    """rollout actors (Ray actors), 1..1024"""
+    envs_per_actor: int = 4
+    """envs stepped together by each actor (one batched planner call per step), 1..4096"""
+    total_env_steps: int = 300_000
+    """real env steps to train for, >= 1 (ppo n_steps per iteration)"""
+    max_policy_lag: int = 1
+    """policy versions a fragment may lag behind the learner, 0..4: 0 acts with the newest
+    weights only (actors idle while the learner updates); 1 lets actors collect the next
+    fragment during the update (PPO's ratio stays valid: it divides by the logged
+    probability of the policy that acted, and the clip bounds the step)"""
+    seed: int = 0
+    """base seed of the run (actors, learner, evaluation)"""
+    learner_device: str = "auto"
+    """learner device: auto (cuda when visible) | cpu | cuda[:N]"""
+    actor_device: str = "cpu"
+    """device of each actor's policy and planner: cpu | cuda[:N]"""
+    threads: int = 1
+    """torch threads per actor and for the learner, 1..64"""
+    actor_cpus: float = 1.0
+    """CPUs each rollout actor reserves in Ray's scheduler, > 0"""
+    eval_every: int = 25
+    """run a periodic evaluation every this many iterations (0: only the final one)"""
+    eval_episodes: int = 10
+    """episodes of each periodic evaluation, >= 1"""
+    final_eval_episodes: int = 50
+    """episodes of the final evaluation (the paper's tables use 50), >= 1"""
+    checkpoint_every: int = 10
+    """write a checkpoint every this many iterations (and at the end), >= 1"""
+    stop_after: int = 0
+    """stop (with a checkpoint) after this many iterations of this invocation; 0: run to the end"""
+    max_actor_failures: int = 10
+    """restarts allowed per actor before it is dropped (the run goes on with the others), >= 0"""
+    run_name: str | None = None
+    """run directory name under runs_dir (default: <env>-<time>)"""
+    runs_dir: str = "runs"
+    """where run directories are written"""
+    progress: bool = True
+    """show the progress bar"""
+
+    def __post_init__(self) -> None:
+        def check(name: str, lo: float, hi: float | None = None) -> None:
+            v = getattr(self, name)
+            if not (v >= lo and (hi is None or v <= hi)):
+                rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+                raise ValueError(f"{name} must be {rng if hi is None else 'in ' + rng}, got {v!r}")
+
+        if self.env not in ENV_CHOICES:
+            raise ValueError(f"env must be one of {ENV_CHOICES}, got {self.env!r}")
+        check("num_candidates", 1, 64)
+        check("num_actors", 1, 1024)
+        check("envs_per_actor", 1, 4096)
+        check("total_env_steps", 1)
+        check("max_policy_lag", 0, 4)
+        check("threads", 1, 64)
+        check("eval_every", 0)
+        check("eval_episodes", 1)
+        check("final_eval_episodes", 1)
+        check("checkpoint_every", 1)
+        check("stop_after", 0)
+        check("max_actor_failures", 0)
+        if not self.actor_cpus > 0:
+            raise ValueError(f"actor_cpus must be > 0, got {self.actor_cpus!r}")
+        for name in ("learner_device", "actor_device"):
+            dev = getattr(self, name)
+            ok = dev in ("cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
+            if not ok and not (name == "learner_device" and dev == "auto"):
+                allowed = "auto | cpu | cuda[:N]" if name == "learner_device" else "cpu | cuda[:N]"
+                raise ValueError(f"{name} must be {allowed}, got {dev!r}")
+        if self.run_name is not None and (not self.run_name or "/" in self.run_name):
+            raise ValueError(f"run_name must be a non-empty name without '/', got {self.run_name!r}")
+
+    @property
+    def envs_total(self) -> int:
+        return self.num_actors * self.envs_per_actor
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The resolved configuration of a run (what ``config.yaml`` holds)."""
+
+    run: RunConfig
+    ppo: PPOConfig
+    influence_ratio: InfluenceRatioConfig
+    networks: NetworkConfig
+    planner: PlannerConfig
+    wandb: WandbConfig
+
+    def __post_init__(self) -> None:
+        n, envs = self.ppo.n_steps, self.run.envs_total
+        if n % envs:
+            raise ValueError(
+                f"n_steps ({n}) must be a multiple of num_actors × envs_per_actor ({envs}): "
+                "each iteration takes n_steps real steps, fragment_len from every env"
+            )
+        if self.influence_ratio.rho0 > 0 and self.run.num_candidates < 2:
+            raise ValueError(
+                f"rho0 > 0 needs virtual data, i.e. num_candidates >= 2 (got M={self.run.num_candidates}); "
+                "set --rho0 0 for M = 1"
+            )
+
+    @property
+    def fragment_len(self) -> int:
+        """T: steps each env takes per iteration."""
+        return self.ppo.n_steps // self.run.envs_total
+
+    @property
+    def iterations(self) -> int:
+        """Learner iterations in the whole run (the last may be cut short of total_env_steps)."""
+        return -(-self.run.total_env_steps // self.ppo.n_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> TrainConfig:
+        def tup(x: dict[str, Any]) -> dict[str, Any]:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in x.items()}
+
+        run = RunConfig(**tup(d["run"]))
+        return TrainConfig(
+            run=run,
+            ppo=PPOConfig(**tup(d["ppo"])),
+            influence_ratio=InfluenceRatioConfig(**tup(d["influence_ratio"])),
+            networks=NetworkConfig(**tup(d["networks"])),
+            planner=planner_config(run.env, **tup(d["planner"])),
+            wandb=WandbConfig(**tup(d["wandb"])),
+        )
+
+
+#: per-env defaults that differ from the dataclasses' (section -> field -> value)
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "acrobot": {"run": {"total_env_steps": 300_000}},
+    "lunarlander": {"run": {"total_env_steps": 1_000_000}},
+    "racing": {"run": {"total_env_steps": 1_000_000}},
+}

@@ -1,0 +1,458 @@
+"""The system: Ray rollout actors, two replay shards, a central learner, and the driver loop.
+
+```
+RolloutActor ×N ──fragments (object refs)──> ReplayShard "real" / ReplayShard "virtual"
+      ^                                                   │ refs
+      │ weights ref, version                              v
+   driver  <──metrics, weights── LearnerActor (GPU when given) ──ray.get──> fragment arrays
+```
+
+This module is the only place ``ray.remote`` is applied: each actor class below is a thin
+shell around a plain class (`RolloutWorker`, `ReplayShard`, `Learner`, `Evaluator`).
+
+The driver runs iteration ``i`` on the fragments meant for it (one per live actor, index
+``i``) and keeps ``max_policy_lag`` further fragments in flight while the learner updates,
+so actors act with weights at most that many versions old. Fragments are learned on in
+actor order, so a run is reproducible, and a checkpoint holds what exact resumption needs:
+the learner, the counters, the weights of the fragments in flight, and the actors' state
+at the end of the last fragment learned on. A rollout actor that dies (its process killed,
+its node lost) is restarted by Ray; the driver logs the event and collects its fragments
+again, so a crash costs the episodes in flight, not the run.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import yaml
+from ray.exceptions import RayActorError
+
+import envs
+from rlmpc.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlmpc.config import TrainConfig
+from rlmpc.evaluate import EvalResult, Evaluator, format_table, plot_traces, summarize
+from rlmpc.fragments import CollectResult, EpisodeStats, FragmentId, FragmentMeta
+from rlmpc.learner import Learner, resolve_device
+from rlmpc.replay import ReplayShard
+from rlmpc.runlog import RunLogger, plot_curves
+from rlmpc.worker import RolloutWorker, WorkerSpec
+
+# ---- Ray shells ------------------------------------------------------------------------
+
+
+class RolloutActor:
+    """Ray shell of `RolloutWorker`: hands its fragments to the shards (which own them)."""
+
+    def __init__(self, actor_id: int, spec: WorkerSpec, real_shard: Any, virtual_shard: Any) -> None:
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.worker = RolloutWorker(actor_id, spec, seed_offset=os.getpid() if restarted else 0)
+        self.real_shard, self.virtual_shard = real_shard, virtual_shard
+
+    def collect(self, fid: FragmentId, steps: int, weights: dict[str, Any], version: int,
+                snapshot: bool) -> CollectResult:  # fmt: skip
+        real, virtual, result = self.worker.collect(fid, steps, weights, version, snapshot)
+        adds = [self.real_shard.add.remote(result.meta, real)]
+        if virtual is not None:
+            adds.append(self.virtual_shard.add.remote(result.meta, virtual))
+        ray.get(adds)
+        return result
+
+    def restore(self, blob: bytes) -> None:
+        self.worker.restore(blob)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class LearnerActor:
+    """Ray shell of `Learner`: fetches the fragments the driver names from the two shards."""
+
+    def __init__(self, cfg: TrainConfig, nobs: int, na: int, real_shard: Any, virtual_shard: Any) -> None:
+        self.learner = Learner(
+            nobs, na, cfg.ppo, cfg.networks, cfg.influence_ratio,
+            device=cfg.run.learner_device, seed=cfg.run.seed, threads=cfg.run.threads,
+        )  # fmt: skip
+        self.real_shard, self.virtual_shard = real_shard, virtual_shard
+
+    def train(self, metas: list[FragmentMeta], min_version: int) -> tuple[dict[str, float], dict]:
+        fids = [m.fid for m in metas]
+        reals = ray.get([r[0] for r in ray.get(self.real_shard.take.remote(fids, min_version))])
+        vfids = [m.fid for m in metas if m.virtual_samples > 0]
+        virtuals = []
+        if vfids:
+            refs = ray.get(self.virtual_shard.take.remote(vfids, min_version))
+            virtuals = ray.get([r[0] for r in refs])
+        metrics = self.learner.train(reals, virtuals)
+        return metrics, self.learner.get_weights()
+
+    def get_weights(self) -> dict[str, Any]:
+        return self.learner.get_weights()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.learner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state)
+
+
+class EvalActor:
+    """Ray shell of `Evaluator` (periodic evaluations run beside training)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.evaluator = Evaluator(spec)
+
+    def run(self, weights: dict[str, Any], episodes: int, seed: int, record: int) -> EvalResult:
+        return self.evaluator.run(weights, episodes, seed=seed, record=record)
+
+
+# ---- the driver --------------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    """A fragment in flight: where it goes, which weights collect it, its Ray ref."""
+
+    index: int
+    version: int
+    attempt: int
+    ref: Any = None
+
+
+@dataclass
+class _Counters:
+    iteration: int = 0
+    env_steps: int = 0
+    virtual_samples: int = 0
+    episodes: int = 0
+    actor_restarts: int = 0
+    lost_fragments: int = 0
+    recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
+
+
+def worker_spec(cfg: TrainConfig) -> WorkerSpec:
+    return WorkerSpec(
+        env=cfg.run.env,
+        n_envs=cfg.run.envs_per_actor,
+        num_candidates=cfg.run.num_candidates,
+        planner=cfg.planner,
+        networks=cfg.networks,
+        seed=cfg.run.seed,
+        device=cfg.run.actor_device,
+        threads=cfg.run.threads,
+    )
+
+
+def init_ray(cfg: TrainConfig, address: str | None) -> None:
+    """Join the given cluster ($RAY_ADDRESS, 'auto'), or start an embedded local Ray."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    need = cfg.run.num_actors * cfg.run.actor_cpus + 2
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, math.ceil(need)),
+        num_gpus=1 if resolve_device(cfg.run.learner_device).startswith("cuda") else 0,
+        include_dashboard=False,
+        object_store_memory=512 * 1024**2,
+        log_to_driver=True,
+    )
+
+
+class Driver:
+    """Runs a training run on an initialised Ray (see the module doc for the loop)."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        run = cfg.run
+        self.spec = worker_spec(cfg)
+        probe = envs.make(run.env).unwrapped.planner_model()
+        self.nobs, self.na = probe.nobs, probe.na
+        Shard = ray.remote(ReplayShard).options(num_cpus=0)
+        self.real_shard = Shard.remote("real", put=ray.put)
+        self.virtual_shard = Shard.remote("virtual", put=ray.put)
+        gpu = resolve_device(run.learner_device).startswith("cuda")
+        self.learner = (
+            ray.remote(LearnerActor)
+            .options(num_cpus=1, num_gpus=1 if gpu else 0)
+            .remote(replace(cfg, run=replace(run, learner_device="cuda" if gpu else "cpu")),
+                    self.nobs, self.na, self.real_shard, self.virtual_shard)
+        )  # fmt: skip
+        Actor = ray.remote(RolloutActor).options(
+            num_cpus=run.actor_cpus, max_restarts=run.max_actor_failures, max_task_retries=0
+        )
+        self.actors = [
+            Actor.remote(i, replace(self.spec, seed=run.seed), self.real_shard, self.virtual_shard)
+            for i in range(run.num_actors)
+        ]
+        self.live = list(range(run.num_actors))
+        self.failures = [0] * run.num_actors
+        self.slots: dict[int, collections.deque[_Slot]] = {a: collections.deque() for a in self.live}
+        self.evaluator = ray.remote(EvalActor).options(num_cpus=0).remote(
+            replace(self.spec, n_envs=min(10, run.eval_episodes), device="cpu")
+        )
+        self.pending_eval: tuple[Any, int] | None = None
+        self.counters = _Counters()
+        self.weights_by_version: dict[int, Any] = {}
+        self.version = 0
+        self.logger = RunLogger(
+            run_dir, cfg.to_dict(), cfg.wandb, run.total_env_steps, run_dir.name,
+            progress=run.progress, resume=resume,
+        )  # fmt: skip
+
+    # -- fragments in flight --
+    def _checkpoint_due(self, index: int) -> bool:
+        run = self.cfg.run
+        last = index == self.cfg.iterations - 1
+        stop = run.stop_after > 0 and index == self.first_index + run.stop_after - 1
+        return last or stop or (index + 1) % run.checkpoint_every == 0
+
+    def _submit(self, actor: int, slot: _Slot) -> None:
+        fid = FragmentId(slot.index, actor, slot.attempt)
+        slot.ref = self.actors[actor].collect.remote(
+            fid, self.cfg.fragment_len, self.weights_by_version[slot.version], slot.version,
+            self._checkpoint_due(slot.index),
+        )  # fmt: skip
+
+    def _submit_index(self, index: int) -> None:
+        for a in self.live:
+            slot = _Slot(index, self.version, 0)
+            self.slots[a].append(slot)
+            self._submit(a, slot)
+
+    def _actor_failed(self, actor: int, error: Exception) -> None:
+        """Log, then re-collect everything the actor had in flight (Ray restarts it)."""
+        self.failures[actor] += 1
+        self.counters.actor_restarts += 1
+        slots = self.slots[actor]
+        # let every call of the dead instance settle before resubmitting, in order
+        ray.wait([s.ref for s in slots], num_returns=len(slots), timeout=60)
+        if self.failures[actor] > self.cfg.run.max_actor_failures:
+            self.live.remove(actor)
+            self.counters.lost_fragments += len(slots)
+            slots.clear()
+            self.logger.event(
+                f"iteration {self.counters.iteration}: actor {actor} failed "
+                f"{self.failures[actor]} times ({type(error).__name__}); dropped, "
+                f"{len(self.live)} actors left"
+            )
+            if not self.live:
+                raise RuntimeError("every rollout actor has failed; stopping the run") from error
+            return
+        self.logger.event(
+            f"iteration {self.counters.iteration}: actor {actor} died ({type(error).__name__}); "
+            f"Ray restarts it, {len(slots)} fragment(s) collected again"
+        )
+        for slot in slots:
+            slot.attempt += 1
+            self._submit(actor, slot)
+
+    def _gather(self, index: int) -> dict[int, CollectResult]:
+        """The fragment of every live actor for ``index`` (re-collecting after failures)."""
+        done: dict[int, CollectResult] = {}
+        while True:
+            waiting = {a: self.slots[a][0] for a in self.live if a not in done}
+            if not waiting:
+                return done
+            refs = {s.ref: a for a, s in waiting.items()}
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            a = refs[ready[0]]
+            try:
+                result = ray.get(ready[0])
+            except RayActorError as e:
+                self._actor_failed(a, e)
+                continue
+            slot = self.slots[a].popleft()
+            assert slot.index == index, (slot.index, index)
+            done[a] = result
+
+    # -- checkpoints --
+    def _checkpoint(self, results: dict[int, CollectResult]) -> None:
+        inflight = sorted({s.version for q in self.slots.values() for s in q})
+        state = {
+            "learner": {
+                **ray.get(self.learner.state_dict.remote()),
+                "weights": ray.get(self.weights_by_version[self.version]),
+            },
+            "counters": {k: v for k, v in vars(self.counters).items() if k != "recent"},
+            "recent": list(self.counters.recent),
+            "version": self.version,
+            "inflight_weights": {v: ray.get(self.weights_by_version[v]) for v in inflight},
+            "inflight": {a: [(s.index, s.version) for s in q] for a, q in self.slots.items()},
+            "snapshots": {a: r.snapshot for a, r in results.items() if r.snapshot is not None},
+            "worker_spec": self.spec,
+            "config": self.cfg.to_dict(),
+        }
+        save_checkpoint(self.run_dir, self.counters.iteration, state)
+
+    def _restore(self) -> None:
+        state = load_checkpoint(self.run_dir)
+        ray.get(self.learner.load_state_dict.remote(state["learner"]))
+        for k, v in state["counters"].items():
+            setattr(self.counters, k, v)
+        self.counters.recent.extend(state["recent"])
+        self.version = state["version"]
+        self.weights_by_version = {v: ray.put(w) for v, w in state["inflight_weights"].items()}
+        self.weights_by_version[self.version] = ray.put(state["learner"]["weights"])
+        ray.get([self.actors[a].restore.remote(b) for a, b in state["snapshots"].items()])
+        self.resume_inflight = state["inflight"]
+        self.logger.event(f"resumed at iteration {self.counters.iteration}, "
+                          f"{self.counters.env_steps} env steps")  # fmt: skip
+
+    # -- the loop --
+    def run(self, resume: bool) -> dict[str, Any] | None:
+        cfg, run, c = self.cfg, self.cfg.run, self.counters
+        lag = run.max_policy_lag
+        if resume:
+            self._restore()
+        else:
+            self.weights_by_version[0] = self.learner.get_weights.remote()
+        self.first_index = c.iteration
+        if resume and self.resume_inflight:
+            for a, items in self.resume_inflight.items():
+                for index, version in items:
+                    slot = _Slot(index, version, 0)
+                    self.slots[a].append(slot)
+                    self._submit(a, slot)
+        else:
+            for index in range(c.iteration, min(c.iteration + max(lag, 1), cfg.iterations)):
+                self._submit_index(index)
+        start, start_steps = time.perf_counter(), c.env_steps
+        while c.iteration < cfg.iterations:
+            i = c.iteration
+            results = self._gather(i)
+            if lag >= 1 and i + lag < cfg.iterations:
+                self._submit_index(i + lag)
+            metas = [results[a].meta for a in sorted(results)]
+            metrics, weights = ray.get(self.learner.train.remote(metas, self.version - lag))
+            self.version += 1
+            self.weights_by_version[self.version] = ray.put(weights)
+            live_versions = {s.version for q in self.slots.values() for s in q} | {self.version}
+            self.weights_by_version = {
+                v: w for v, w in self.weights_by_version.items() if v in live_versions
+            }
+            self.real_shard.prune.remote(i)
+            self.virtual_shard.prune.remote(i)
+            if lag == 0 and i + 1 < cfg.iterations:
+                self._submit_index(i + 1)
+            c.iteration += 1
+            c.env_steps += sum(m.steps for m in metas)
+            c.virtual_samples += sum(m.virtual_samples for m in metas)
+            episodes = EpisodeStats.concat([results[a].episodes for a in sorted(results)])
+            c.episodes += len(episodes.returns)
+            c.recent.extend(zip(episodes.returns.tolist(), episodes.success.tolist(), strict=True))
+            self._log({**metrics, **self._poll_eval()}, metas, start, start_steps)
+            if run.eval_every and c.iteration % run.eval_every == 0 and c.iteration < cfg.iterations:
+                self._start_eval(run.eval_episodes)
+            if any(r.snapshot is not None for r in results.values()):
+                self._checkpoint(results)
+            if run.stop_after and c.iteration - self.first_index >= run.stop_after:
+                break
+        if c.iteration < cfg.iterations:
+            return None
+        return self._final_eval()
+
+    def _log(self, metrics: dict[str, float], metas: list[FragmentMeta], start: float,
+             start_steps: int) -> None:  # fmt: skip
+        c = self.counters
+        recent = list(c.recent)
+        row = {
+            "iteration": c.iteration,
+            "env_steps": c.env_steps,
+            "virtual_samples": c.virtual_samples,
+            "episodes": c.episodes,
+            "episode_return": float(np.mean([r for r, _ in recent])) if recent else float("nan"),
+            "success_rate": float(np.mean([s for _, s in recent])) if recent else float("nan"),
+            "sps": (c.env_steps - start_steps) / max(time.perf_counter() - start, 1e-9),
+            "policy_lag": float(np.mean([self.version - 1 - m.version for m in metas])),
+            "actors_live": len(self.live),
+            "actor_restarts": c.actor_restarts,
+            "lost_fragments": c.lost_fragments,
+            "time": time.time(),
+        }
+        for k, v in metrics.items():
+            row.setdefault(k, v)
+        self.logger.log(row)
+
+    def _start_eval(self, episodes: int) -> None:
+        if self.pending_eval is None:
+            ref = self.evaluator.run.remote(
+                self.weights_by_version[self.version], episodes, 10_000, 0
+            )
+            self.pending_eval = (ref, self.counters.env_steps)
+
+    def _poll_eval(self) -> dict[str, float]:
+        """The finished periodic evaluation's figures (``eval/*``), or nothing yet."""
+        if self.pending_eval is None or not ray.wait([self.pending_eval[0]], timeout=0)[0]:
+            return {}
+        ref, steps = self.pending_eval
+        self.pending_eval = None
+        s = summarize(self.cfg.run.env, ray.get(ref).episodes)
+        row = {"eval/env_steps": steps}
+        for k in ("success_rate", "steps", "reward", "distance_to_pad", "collision_or_offtrack"):
+            if s.get(k):
+                row[f"eval/{k}"] = s[k]["mean"]
+        return row
+
+    def _final_eval(self) -> dict[str, Any]:
+        run = self.cfg.run
+        weights = ray.get(self.weights_by_version[self.version])
+        evaluator = Evaluator(replace(self.spec, n_envs=min(10, run.final_eval_episodes), device="cpu"))
+        result = evaluator.run(weights, run.final_eval_episodes, seed=10_000, record=3)
+        summary = summarize(run.env, result.episodes)
+        summary["env_steps"] = self.counters.env_steps
+        (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+        plot_traces(result, self.run_dir / "eval_episodes.png", evaluator.worker.model)
+        self.logger.summary({f"final/{k}": v["mean"] for k, v in summary.items()
+                             if isinstance(v, dict)})  # fmt: skip
+        return summary
+
+    def close(self) -> None:
+        self.logger.close()
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    name = cfg.run.run_name or time.strftime(f"{cfg.run.env}-%Y%m%d-%H%M%S")
+    path = Path(cfg.run.runs_dir) / name
+    if path.exists() and latest_checkpoint(path) is not None:
+        raise ValueError(
+            f"run directory {path} already holds a run; use --resume {path} or another --run-name"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None = None) -> Path:
+    """Train (or continue) a run; returns its directory. Ray is started here if needed."""
+    if resume is not None:
+        run_dir = resume
+        if latest_checkpoint(run_dir) is None:
+            raise ValueError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
+    else:
+        run_dir = new_run_dir(cfg)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    init_ray(cfg, ray_address)
+    driver = Driver(cfg, run_dir, resume=resume is not None)
+    try:
+        summary = driver.run(resume=resume is not None)
+    finally:
+        driver.close()
+    curves = plot_curves(run_dir)
+    if summary is None:
+        print(f"stopped after iteration {driver.counters.iteration}; continue with "
+              f"`python launch.py --resume {run_dir}`")  # fmt: skip
+    else:
+        print(format_table(summary))
+        print(f"run directory: {run_dir.resolve()}  (eval.json, eval_episodes.png, "
+              f"{curves.name if curves else 'no curves'}, metrics.jsonl, checkpoints/)")  # fmt: skip
+    return run_dir

@@ -1,0 +1,143 @@
+"""The whole system on a real local Ray: counters, weights, ρ, faults, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from learners.policy import NetworkConfig
+from learners.ppo import PPOConfig
+from learners.rho import InfluenceRatioConfig
+from planners.costs import planner_config
+from rlmpc.config import RunConfig, TrainConfig
+from rlmpc.runlog import WandbConfig
+from rlmpc.system import Driver, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=6, include_dashboard=False, object_store_memory=200 * 1024**2,
+             log_to_driver=False)  # fmt: skip
+    yield
+    ray.shutdown()
+
+
+def tiny(tmp_path: Path, name: str, **run) -> TrainConfig:
+    """Acrobot, 2 actors × 2 envs, 16-step fragments, K = 16: seconds per iteration."""
+    base = dict(
+        env="acrobot", num_actors=2, envs_per_actor=2, total_env_steps=64 * 4, eval_every=2,
+        eval_episodes=2, final_eval_episodes=2, checkpoint_every=2, run_name=name,
+        runs_dir=str(tmp_path), progress=False, threads=1,
+    )  # fmt: skip
+    base.update(run)
+    return TrainConfig(
+        run=RunConfig(**base),
+        ppo=PPOConfig(n_steps=64, batch_size=16, n_epochs=2),
+        influence_ratio=InfluenceRatioConfig(mode="adaptive", rho0=0.3, lam=0.5),
+        networks=NetworkConfig(hidden_sizes=(32, 32)),
+        planner=planner_config("acrobot", num_samples=16),
+        wandb=WandbConfig(wandb_mode="offline"),
+    )
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+
+
+def test_training_run_counters_weights_rho_and_run_dir(tmp_path):
+    cfg = tiny(tmp_path, "run")
+    run_dir = train(cfg)
+    r = rows(run_dir)
+    assert [x["iteration"] for x in r] == [1, 2, 3, 4]
+    # env steps learned on = real transitions produced; virtual = (M-1) × real
+    assert [x["env_steps"] for x in r] == [64, 128, 192, 256]
+    assert all(x["virtual_samples"] == 3 * x["env_steps"] for x in r)
+    assert all(x["real_samples"] == 64 for x in r)
+    # the learner's weight version advances and actors act with at most one version of lag
+    assert [x["version"] for x in r] == [1, 2, 3, 4]
+    assert r[0]["policy_lag"] == 0 and all(0 <= x["policy_lag"] <= 1 for x in r)
+    # Alg. 2 anneals ρ monotonically
+    rho = [x["rho"] for x in r]
+    assert all(b < a for a, b in zip([0.3, *rho], rho, strict=False))
+    for name in ("config.yaml", "metrics.jsonl", "eval.json", "learning_curves.png",
+                 "eval_episodes.png", "events.log"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "ckpt_000002.pt", "ckpt_000004.pt",
+    ]  # fmt: skip
+    assert any(p.name.startswith("offline-run") for p in (run_dir / "wandb").iterdir())
+    ev = json.loads((run_dir / "eval.json").read_text())
+    assert ev["episodes"] == 2 and set(ev["success_rate"]) == {"mean", "std"}
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["num_candidates"] == 4
+
+
+def test_killed_actor_is_restarted_and_counters_stay_exact(tmp_path):
+    cfg = tiny(tmp_path, "fault", total_env_steps=64 * 8, eval_every=0, checkpoint_every=100)
+    run_dir = Path(cfg.run.runs_dir) / "fault"
+    run_dir.mkdir()
+    driver = Driver(cfg, run_dir, resume=False)
+    victim = ray.get(driver.actors[1].pid.remote())
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("summary", driver.run(False)))
+    thread.start()
+    deadline = time.time() + 120
+    while driver.counters.iteration < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    driver.close()
+    assert not thread.is_alive() and outcome["summary"] is not None
+    assert ray.get(driver.actors[1].pid.remote()) != victim  # Ray restarted it
+    r = rows(run_dir)
+    assert [x["env_steps"] for x in r] == [64 * i for i in range(1, 9)]
+    assert r[-1]["virtual_samples"] == 3 * 64 * 8
+    assert r[-1]["actor_restarts"] >= 1 and r[-1]["actors_live"] == 2
+    assert "actor 1 died" in (run_dir / "events.log").read_text()
+
+
+def test_resume_continues_exactly(tmp_path):
+    whole = train(tiny(tmp_path, "whole", eval_every=0))
+    part = tiny(tmp_path, "part", eval_every=0, stop_after=2)
+    part_dir = train(part)
+    assert len(rows(part_dir)) == 2 and not (part_dir / "eval.json").exists()
+    train(replace(part, run=replace(part.run, stop_after=0)), resume=part_dir)
+    a, b = rows(whole), rows(part_dir)
+    for key in ("iteration", "env_steps", "virtual_samples", "rho", "episodes"):
+        assert [x[key] for x in a] == [x[key] for x in b], key
+    assert "resumed at iteration 2" in (part_dir / "events.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--num-candidates", "0"], "--num-candidates"),
+        (["--influence-ratio-rho0", "1.5"], "--influence-ratio-rho0"),
+        (["--influence-ratio-lam", "1.0"], "--influence-ratio-lam"),
+        (["--learner-device", "tpu"], "--learner-device"),
+        (["--num-samples", "0"], "--num-samples"),
+        (["--n-steps", "100", "--num-actors", "3"], "n_steps"),
+        (["--env", "pong"], "--env"),
+        (["--resume", "/nonexistent/run"], "--resume"),
+    ],
+)
+def test_bad_options_are_refused_before_ray_starts(args, option):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert option in proc.stderr
+    assert "Ray" not in proc.stderr and "ray" not in proc.stdout.lower()
