@@ -1,0 +1,60 @@
+"""MPPI planners conditioned on the RL action (paper §3 eqs. 2–3, §4.1, App. C).
+
+Shape letters (as everywhere in the project):
+
+| letter | meaning |
+|---|---|
+| ``B`` | states planned for at once (one per env) |
+| ``M`` | candidate high-level actions per state; each conditions the cost (eq. 38) |
+| ``K`` | MPPI noise sequences per state, **shared by its M candidates** (§4.1) |
+| ``H`` | planning horizon (steps) |
+| ``nx``, ``nu`` | planner-state and control sizes |
+| ``na``, ``nt`` | high-level action size and cost-target size (``target(a)``: ``na -> nt``) |
+
+One call, ``planner.plan(x [B, nx], a [B, M, na], warm [B, H, nu])``, returns a `PlanResult`:
+``first [B, M, nu]``, ``controls [B, M, H, nu]``, ``paths [B, M, H+1, nx]``, ``costs [B, M]``,
+``weights [B, M, K]``. The warm start goes in and out (`shift_warm_start` makes the next
+one); the planner holds no state between calls; dtype and device follow ``x``.
+
+Modules:
+
+* `planners.mppi`: the batched `MPPI` (pytorch-mppi's arithmetic, batched over B × M),
+  `make_planner` (``backend="batched" | "pytorch_mppi"``) and the eq. (2)/(3) functions;
+* `planners.costs`: the cost terms, eqs. (38)–(46), the Table-5 presets per env and
+  `build_planner(model, config)`;
+* `planners.pytorch_mppi_backend`: one ``pytorch_mppi.MPPI`` per state and candidate, the
+  paper-faithful (slow) backend and the tests' oracle.
+"""
+
+from planners.costs import (
+    PLANNER_CONFIGS,
+    AcrobotPlannerConfig,
+    CompositeCost,
+    LunarLanderPlannerConfig,
+    PlannerConfig,
+    RacingPlannerConfig,
+    ValueTerminalCost,
+    build_planner,
+    planner_config,
+    running_cost,
+)
+from planners.mppi import BACKENDS, MPPI, PlanResult, make_planner, rollout, shift_warm_start
+
+__all__ = [
+    "BACKENDS",
+    "MPPI",
+    "PLANNER_CONFIGS",
+    "AcrobotPlannerConfig",
+    "CompositeCost",
+    "LunarLanderPlannerConfig",
+    "PlanResult",
+    "PlannerConfig",
+    "RacingPlannerConfig",
+    "ValueTerminalCost",
+    "build_planner",
+    "make_planner",
+    "planner_config",
+    "rollout",
+    "running_cost",
+    "shift_warm_start",
+]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -24,9 +25,26 @@ from planners.mppi import BACKENDS, MPPI, make_planner
 CostTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
+def squared_norm(v: Tensor) -> Tensor:
+    """``||v||²`` over the last dim ``[...]``, summed component by component.
+
+    For the few components of a target or control this is ~3× faster on CPU than a reduction
+    over a short last dim (``vector_norm``), and the planner calls it on ``[B, M, K, H]`` states.
+    """
+    parts = v.unbind(-1)
+    total = parts[0] * parts[0]
+    for c in parts[1:]:
+        total = total + c * c
+    return total
+
+
 def tracking_cost(model: Any, x: Tensor, target: Tensor) -> Tensor:
     """Eq. (39): ``J_RL^track = ||x̂ − x*(a)||`` on the tracked features (angles wrapped)."""
-    return torch.linalg.vector_norm(model.tracking_error(x, target), dim=-1)
+    return torch.sqrt(squared_norm(model.tracking_error(x, target)))
+
+
+def _tracking_term(model: Any, x: Tensor, u: Tensor, target: Tensor) -> Tensor:
+    return tracking_cost(model, x, target)
 
 
 def quadratic_cost(
@@ -39,7 +57,7 @@ def quadratic_cost(
     ``q ||x*(a)||²``, which shifts every sample's cost alike and so leaves eq. (3) unchanged.
     """
     e = model.tracking_error(x, target)
-    return q_state * (e * e).sum(-1) + r_control * (u * u).sum(-1)
+    return q_state * squared_norm(e) + r_control * squared_norm(u)
 
 
 class ValueTerminalCost:
@@ -64,13 +82,13 @@ def danger_cost(model: Any, x: Tensor) -> Tensor:
 def lunar_lander_other_cost(model: Any, x: Tensor, u: Tensor, w_y: float, w_act: float) -> Tensor:
     """Eq. (43): ``w_y y² + w_act ||u||²`` with ``y`` the altitude above the pad (``position(x)[..., 1]``)."""
     y = model.position(x)[..., 1]
-    return w_y * y * y + w_act * (u * u).sum(-1)
+    return w_y * y * y + w_act * squared_norm(u)
 
 
 def collision_cost(model: Any, x: Tensor) -> Tensor:
     """Eq. (44): 1 where ``||p(x) − p_opponent|| <= d_contact``, else 0."""
-    gap = torch.linalg.vector_norm(model.position(x) - model.opponent_position(x), dim=-1)
-    return (gap <= model.contact_distance).to(x.dtype)
+    gap2 = squared_norm(model.position(x) - model.opponent_position(x))
+    return (gap2 <= model.contact_distance**2).to(x.dtype)
 
 
 def boundary_cost(model: Any, x: Tensor) -> Tensor:
@@ -78,8 +96,10 @@ def boundary_cost(model: Any, x: Tensor) -> Tensor:
     return torch.clamp(model.boundary_proportion(x) - 1.0, min=0.0) ** 2
 
 
-def racing_other_cost(model: Any, x: Tensor, w_coll: float, w_bound: float) -> Tensor:
-    """Eq. (46): ``w_coll J_coll + w_bound J_bound``."""
+def racing_other_cost(
+    model: Any, x: Tensor, u: Tensor | None, w_coll: float, w_bound: float
+) -> Tensor:
+    """Eq. (46): ``w_coll J_coll + w_bound J_bound`` (``u`` unused: the signature of a J_other)."""
     return w_coll * collision_cost(model, x) + w_bound * boundary_cost(model, x)
 
 
@@ -87,8 +107,8 @@ class CompositeCost:
     """Eq. (38)'s summand: ``w_RL J_RL(x, u; a) + w_D J_danger(x) + J_other(x, u)``.
 
     The planner sums it over the horizon. ``rl_term(x, u, target)`` is eq. (39) or (40);
-    ``other(x, u)`` the domain's term (None: zero). Target-free terms keep their own
-    (smaller) broadcast shape and are added last.
+    ``other(x, u)`` the domain's term (None: zero). The target-free terms are summed at
+    their own (smaller) broadcast shape, then the target term is added.
     """
 
     def __init__(
@@ -143,10 +163,19 @@ class PlannerConfig:
                 if not isinstance(value, int) or value < 1:
                     raise ValueError(f"{f.name} must be an integer >= 1, got {value!r}")
             elif f.name in ("lambda_temp", "noise_sigma"):
-                if not 0 < value < float("inf"):
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not 0 < value < float("inf")
+                ):
                     raise ValueError(f"{f.name} must be a finite number > 0, got {value!r}")
-            elif isinstance(value, float) and not 0 <= value < float("inf"):
-                raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
+            elif f.name not in ("rl_term", "backend"):
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not 0 <= value < float("inf")
+                ):
+                    raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
         if self.rl_term not in ("track", "quad"):
             raise ValueError(f"rl_term must be 'track' or 'quad', got {self.rl_term!r}")
         if self.backend not in BACKENDS:
@@ -186,7 +215,7 @@ class LunarLanderPlannerConfig(PlannerConfig):
     """w_act, the control-effort weight of eq. (43)."""
 
     def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
-        return lambda x, u: lunar_lander_other_cost(model, x, u, self.w_y, self.w_act)
+        return partial(lunar_lander_other_cost, model, w_y=self.w_y, w_act=self.w_act)
 
 
 @dataclass(frozen=True)
@@ -205,7 +234,7 @@ class RacingPlannerConfig(PlannerConfig):
     """w_bound, the boundary weight of eq. (46)."""
 
     def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
-        return lambda x, u: racing_other_cost(model, x, self.w_coll, self.w_bound)
+        return partial(racing_other_cost, model, w_coll=self.w_coll, w_bound=self.w_bound)
 
 
 #: Table 5 presets by env short name (as in `envs.ENV_IDS`)
@@ -226,10 +255,9 @@ def planner_config(env: str, **overrides: Any) -> PlannerConfig:
 def running_cost(model: Any, config: PlannerConfig) -> CompositeCost:
     """Eq. (38)'s summand for ``model`` with ``config``'s RL term and weights."""
     if config.rl_term == "track":
-        rl_term: CostTerm = lambda x, u, target: tracking_cost(model, x, target)
+        rl_term: CostTerm = partial(_tracking_term, model)
     else:
-        q, r = config.q_state, config.r_control
-        rl_term = lambda x, u, target: quadratic_cost(model, x, u, target, q, r)
+        rl_term = partial(quadratic_cost, model, q_state=config.q_state, r_control=config.r_control)
     return CompositeCost(model, config.w_rl, config.w_danger, rl_term, config.other_cost(model))
 
 

@@ -153,7 +153,9 @@ def covariance(noise_sigma: float | Sequence[float] | Tensor, nu: int) -> Tensor
     elif sigma.ndim == 1:
         sigma = torch.diag(sigma)
     if sigma.shape != (nu, nu):
-        raise ValueError(f"noise_sigma must be a scalar, [nu] or [nu, nu] with nu={nu}, got {tuple(sigma.shape)}")
+        raise ValueError(
+            f"noise_sigma must be a scalar, [nu] or [nu, nu] with nu={nu}, got {tuple(sigma.shape)}"
+        )
     if not torch.isfinite(sigma).all() or not torch.allclose(sigma, sigma.T):
         raise ValueError("noise_sigma must be a finite symmetric covariance")
     if torch.linalg.eigvalsh(sigma).min() <= 0:
@@ -210,7 +212,7 @@ class MPPI:
         self.dynamics = dynamics
         self.running_cost = running_cost
         self.terminal_cost = terminal_cost
-        self.target_fn = target_fn if target_fn is not None else (lambda a: a)
+        self.target_fn = target_fn if target_fn is not None else _identity
         self.nu, self.num_samples, self.horizon = nu, num_samples, horizon
         self.lambda_temp = float(lambda_temp)
         self.sigma = covariance(noise_sigma, nu)
@@ -232,7 +234,9 @@ class MPPI:
             )
         return self._constants[key]  # type: ignore[return-value]
 
-    def sample_noise(self, batch: int, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def sample_noise(
+        self, batch: int, like: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
         """ε ~ N(0, Σ) ``[B, K, H, nu]`` on ``like``'s dtype and device."""
         chol = self.constants(like)[0]
         z = torch.randn(
@@ -260,7 +264,12 @@ class MPPI:
             return self._plan(x, a, warm, generator, noise)
 
     def _plan(
-        self, x: Tensor, a: Tensor, warm: Tensor, generator: torch.Generator | None, noise: Tensor | None
+        self,
+        x: Tensor,
+        a: Tensor,
+        warm: Tensor,
+        generator: torch.Generator | None,
+        noise: Tensor | None,
     ) -> PlanResult:
         B = x.shape[0]
         _, sigma_inv, u_min, u_max = self.constants(x)
@@ -270,21 +279,26 @@ class MPPI:
         if noise is None:
             noise = self.sample_noise(B, x, generator)
         perturbed, eps = perturb(warm, noise, u_min, u_max)
-        states = rollout(self.dynamics, x.unsqueeze(1).expand(B, self.num_samples, x.shape[1]), perturbed)
+        states = rollout(
+            self.dynamics, x.unsqueeze(1).expand(B, self.num_samples, x.shape[1]), perturbed
+        )
         # eq. (2) for every candidate: states shared, targets differ -> [B, M, K]
         sample_cost = path_cost(
             self.running_cost, self.terminal_cost,
             states.unsqueeze(1), perturbed.unsqueeze(1), target.unsqueeze(2),
         )  # fmt: skip
         sample_cost = sample_cost + action_cost(warm, eps, sigma_inv, self.lambda_temp).unsqueeze(1)
-        finite_rollout = torch.isfinite(states).flatten(-2).all(-1)  # [B, K]
+        # a sum is non-finite iff a term is (or it overflows): one cheap pass over the states
+        finite_rollout = torch.isfinite(states.flatten(-2).sum(-1))  # [B, K]
         sample_cost = torch.where(finite_rollout.unsqueeze(1), sample_cost, torch.inf)
         weights = mppi_weights(sample_cost, self.lambda_temp)
         controls = torch.clamp(mppi_update(warm, eps, weights), u_min, u_max)
         return finish_plan(self, x, target, controls, weights)
 
 
-def finish_plan(planner: MPPI, x: Tensor, target: Tensor, controls: Tensor, weights: Tensor) -> PlanResult:
+def finish_plan(
+    planner: MPPI, x: Tensor, target: Tensor, controls: Tensor, weights: Tensor
+) -> PlanResult:
     """Roll out each candidate's controls ``[B, M, H, nu]`` and score the paths (`PlanResult`)."""
     B, M = controls.shape[:2]
     paths = rollout(planner.dynamics, x.unsqueeze(1).expand(B, M, x.shape[1]), controls)
@@ -300,7 +314,9 @@ def check_plan_inputs(
         if value is not None and not isinstance(value, Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if x.ndim != 2 or x.shape[0] < 1 or not x.is_floating_point():
-        raise ValueError(f"x must be a floating [B, nx] tensor with B >= 1, got {x.dtype} {tuple(x.shape)}")
+        raise ValueError(
+            f"x must be a floating [B, nx] tensor with B >= 1, got {x.dtype} {tuple(x.shape)}"
+        )
     B, H, nu, K = x.shape[0], planner.horizon, planner.nu, planner.num_samples
     if a.ndim != 3 or a.shape[0] != B or a.shape[1] < 1:
         raise ValueError(f"a must be [B={B}, M, na] with M >= 1, got {tuple(a.shape)}")
@@ -314,18 +330,28 @@ def check_plan_inputs(
             out.append(None)
             continue
         if value.device != x.device:
-            raise ValueError(f"{name} is on {value.device} but x is on {x.device}; put both on one device")
+            raise ValueError(
+                f"{name} is on {value.device} but x is on {x.device}; put both on one device"
+            )
         if not bool(torch.isfinite(value).all()):
-            raise ValueError(f"{name} must be finite, got non-finite values in rows {_bad_rows(value)}")
+            raise ValueError(
+                f"{name} must be finite, got non-finite values in rows {_bad_rows(value)}"
+            )
         out.append(value.to(x.dtype))
     return out[0], out[1], out[2], out[3]
+
+
+def _identity(a: Tensor) -> Tensor:
+    return a
 
 
 def _bad_rows(value: Tensor) -> list[int]:
     return (~torch.isfinite(value)).flatten(1).any(1).nonzero().flatten().tolist()
 
 
-def _bound(value: float | Sequence[float] | Tensor | None, nu: int, default: float, name: str) -> Tensor:
+def _bound(
+    value: float | Sequence[float] | Tensor | None, nu: int, default: float, name: str
+) -> Tensor:
     if value is None:
         return torch.full((nu,), default, dtype=torch.float64)
     bound = torch.as_tensor(value, dtype=torch.float64).flatten()

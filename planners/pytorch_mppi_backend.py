@@ -21,12 +21,17 @@ class PytorchMPPIPlanner(MPPI):
     """`MPPI`'s interface, computed by pytorch-mppi's own ``MPPI.command`` (B × M controllers).
 
     Where every sample of some (state, candidate) has a non-finite cost, pytorch-mppi's weights
-    are NaN; this backend then raises `ValueError` (the batched one gives non-finite samples
-    zero weight and raises only when all K are non-finite).
+    are NaN; this backend then raises `ValueError` (the batched one gives zero weight to samples
+    whose cost or rollout is non-finite and raises only when all K of a row are).
     """
 
     def _plan(
-        self, x: Tensor, a: Tensor, warm: Tensor, generator: torch.Generator | None, noise: Tensor | None
+        self,
+        x: Tensor,
+        a: Tensor,
+        warm: Tensor,
+        generator: torch.Generator | None,
+        noise: Tensor | None,
     ) -> PlanResult:
         B, K, H = x.shape[0], self.num_samples, self.horizon
         target = self.target_fn(a)
@@ -52,7 +57,9 @@ class PytorchMPPIPlanner(MPPI):
         _, _, u_min, u_max = self.constants(x)
         return finish_plan(self, x, target, torch.clamp(controls, u_min, u_max), weights)
 
-    def controller(self, like: Tensor, target: Tensor, warm: Tensor, noise: Tensor) -> pytorch_mppi.MPPI:
+    def controller(
+        self, like: Tensor, target: Tensor, warm: Tensor, noise: Tensor
+    ) -> pytorch_mppi.MPPI:
         """A ``pytorch_mppi.MPPI`` for one state and one candidate's ``target [nt]``.
 
         Its nominal is ``warm [H, nu]`` and its noise sampler returns ``noise [K, H, nu]``.

@@ -46,7 +46,11 @@ def add_planner_parser(subparsers: argparse._SubParsersAction) -> None:
         "--min-seconds", type=float, default=1.0, help="least timed seconds per (backend, B)"
     )
     p.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (None: torch's default)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (0: torch's default); more than one on a busy machine "
+        "can stall in OpenMP spin-waits and distort both figures",
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_planner)
@@ -62,7 +66,7 @@ def planner_inputs(
     try:
         env = envs.make(env_name)
         model = env.unwrapped.planner_model()
-    except Exception as exc:  # the env module may not exist yet in a partial checkout
+    except (ImportError, AttributeError) as exc:  # an env module missing from the checkout
         raise SystemExit(
             f"rlmpc.bench planner: the {env_name!r} env or its planner model is not available: {exc!r}"
         ) from exc
@@ -114,7 +118,9 @@ def run_planner(args: argparse.Namespace) -> dict[str, float]:
             raise SystemExit(f"rlmpc.bench planner: --{name.replace('_', '-')} must be >= 1")
     if any(b < 1 for b in args.batch_sizes):
         raise SystemExit("rlmpc.bench planner: --batch-sizes must all be >= 1")
-    if args.threads is not None:
+    if args.threads < 0:
+        raise SystemExit("rlmpc.bench planner: --threads must be >= 0")
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     config = planner_config(args.env, num_samples=args.num_samples, horizon=args.horizon)
     print(
