@@ -6,7 +6,8 @@
 Actors build the first two from numpy with ``from_numpy``; `concat` joins fragments.
 
 `bernoulli_mix` is the draw of eq. (8) and `mix_batches` applies it (App. D's per-sample
-mixing); eq. (10)'s loss weighting lives in `learners.ppo`.
+mixing); eq. (10)'s loss weighting lives in `learners.ppo`. `Samples` pairs a `TrainBatch` with
+the value heads' fixed prior outputs, computed once per iteration.
 """
 
 from __future__ import annotations
@@ -228,6 +229,30 @@ class TrainBatch(NamedTuple):
     def index(self, idx: Tensor) -> TrainBatch:
         """The samples at ``idx`` (a ``[n]`` long tensor)."""
         return TrainBatch(*(t[idx] for t in self))
+
+
+class Samples(NamedTuple):
+    """A `TrainBatch` with each sample's fixed value prior: what the learner's minibatch loop cuts."""
+
+    batch: TrainBatch
+    """``N`` samples with their targets."""
+    prior: Tensor
+    """``[N, D]`` β p_d(s) of each sample (`ValueEnsemble.prior_values`, once per iteration)."""
+
+    def index(self, idx: Tensor) -> Samples:
+        """The samples at ``idx`` (``[n]`` long), gathered into new tensors."""
+        return Samples(self.batch.index(idx), self.prior[idx])
+
+    def split(self, size: int) -> list[Samples]:
+        """Consecutive minibatches of ``size`` samples (views; the last may be shorter)."""
+        parts = [t.split(size) for t in (*self.batch, self.prior)]
+        return [Samples(TrainBatch(*p[:-1]), p[-1]) for p in zip(*parts, strict=True)]
+
+    def cat(self, other: Samples) -> Samples:
+        """These samples followed by ``other``'s."""
+        fields = zip((*self.batch, self.prior), (*other.batch, other.prior), strict=True)
+        joined = [torch.cat(pair) for pair in fields]
+        return Samples(TrainBatch(*joined[:-1]), joined[-1])
 
 
 def bernoulli_mix(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -128,11 +129,47 @@ class GaussianPolicy(nn.Module):
         return self(obs)
 
 
+class _SigmoidTanh(torch.autograd.Function):
+    """tanh as ``2 σ(2x) - 1`` with tanh's own backward, ``g (1 - y²)``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        y = torch.sigmoid_(x * 2.0).mul_(2.0).sub_(1.0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def fast_tanh(x: Tensor, inplace: bool = False) -> Tensor:
+    """tanh(x), on CPU as ``2 σ(2x) - 1``: ~5x faster there, |error| <= 2e-7 (float32).
+
+    torch's CPU ``tanh`` kernel (SLEEF, 1-ULP) costs ~2 ns an element, its ``sigmoid`` ~0.2;
+    the value ensemble's hidden layers are most of a learner iteration's elementwise work.
+    The identity is exact; in float32 the result is within 2e-7 of tanh (absolute, against
+    3e-8 for ``torch.tanh``), below the rounding of the next layer's 64-term sums. The
+    gradient is tanh's, ``1 - y²`` of the returned y. ``inplace`` overwrites ``x`` when no
+    gradient is tracked through it. Other devices use ``torch.tanh``.
+    """
+    if x.device.type != "cpu":
+        return torch.tanh(x)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SigmoidTanh.apply(x)
+    y = x.mul_(2.0) if inplace else x * 2.0
+    return torch.sigmoid_(y).mul_(2.0).sub_(1.0)
+
+
 class _StackedMLP(nn.Module):
     """D independent tanh MLPs in one module: weights ``[D, in, out]``, one batched matmul a layer.
 
     Parameters when ``trainable``, buffers (saved, moved, never optimised) otherwise.
     """
+
+    chunk_rows = 1024
+    """Rows per chunk in `forward`: ``[D=5, 1024, 64]`` float activations are 1.3 MB."""
 
     def __init__(self, D: int, sizes: Sequence[int], out_gain: float, trainable: bool) -> None:
         super().__init__()
@@ -151,14 +188,35 @@ class _StackedMLP(nn.Module):
                 self.register_buffer(f"b{i}", b)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x [N, in]`` -> ``[D, N, out]``."""
-        D = self.w0.shape[0]
-        h = x.unsqueeze(0).expand(D, *x.shape)
-        for i in range(self.num_layers):
-            h = torch.baddbmm(getattr(self, f"b{i}"), h, getattr(self, f"w{i}"))
-            if i < self.num_layers - 1:
-                h = torch.tanh(h)
-        return h
+        """``x [N, in]`` -> ``[D, N, out]``.
+
+        Without a gradient to track, large N runs in chunks of `chunk_rows` rows through
+        reused activation buffers, so the ``[D, chunk, hidden]`` activations stay in cache.
+        """
+        N = x.shape[0]
+        tracked = torch.is_grad_enabled() and (self.w0.requires_grad or x.requires_grad)
+        if N <= self.chunk_rows or tracked:
+            return self._forward(x)
+        with torch.no_grad():
+            D, C = self.w0.shape[0], self.chunk_rows
+            widths = [getattr(self, f"w{i}").shape[-1] for i in range(self.num_layers)]
+            buffers = [x.new_empty((D, C, n)) for n in widths[:-1]]
+            out = x.new_empty((D, N, widths[-1]))
+            for start in range(0, N, C):
+                out[:, start : start + C] = self._forward(x[start : start + C], buffers)
+            return out
+
+    def _forward(self, x: Tensor, buffers: list[Tensor] | None = None) -> Tensor:
+        """The layers on ``x [n, in]``; hidden activations go to ``buffers`` when given."""
+        h = x.unsqueeze(0).expand(self.w0.shape[0], *x.shape)
+        for i in range(self.num_layers - 1):
+            out = None if buffers is None else buffers[i][:, : x.shape[0]]
+            h = torch.baddbmm(getattr(self, f"b{i}"), h, getattr(self, f"w{i}"), out=out)
+            h = fast_tanh(h, inplace=True)  # baddbmm's backward does not need h
+        w, b = getattr(self, f"w{self.num_layers - 1}"), getattr(self, f"b{self.num_layers - 1}")
+        if w.shape[-1] == 1:  # matrix-vector products: multiply-and-sum beats a batched matmul
+            return (h * w.transpose(1, 2)).sum(-1, keepdim=True) + b
+        return torch.baddbmm(b, h, w)
 
 
 class ValueEnsemble(nn.Module):
@@ -198,15 +256,35 @@ class ValueEnsemble(nn.Module):
         self.heads = _StackedMLP(ensemble_size, sizes, out_gain=1.0, trainable=True)
         self.prior = _StackedMLP(ensemble_size, sizes, out_gain=1.0, trainable=False)
 
-    def forward(self, obs: Tensor) -> Tensor:
-        """V_d(s) for every head: ``[..., D]`` from ``obs [..., nobs]``."""
+    def forward(self, obs: Tensor, prior: Tensor | None = None) -> Tensor:
+        """V_d(s) for every head: ``[..., D]`` from ``obs [..., nobs]``.
+
+        ``prior [..., D]``, when given, is `prior_values` of the same ``obs`` computed earlier:
+        the prior networks are fixed, so a learner evaluates them once per batch instead of
+        once per gradient step.
+        """
         _check_obs(obs, self.nobs)
+        v = self._stacked(self.heads, obs)
+        if prior is not None:
+            if prior.shape != v.shape:
+                raise ValueError(f"prior must have shape {list(v.shape)}, got {list(prior.shape)}")
+            return v + prior
+        if self.prior_scale == 0.0:
+            return v
+        return v + self.prior_scale * self._stacked(self.prior, obs)
+
+    def prior_values(self, obs: Tensor) -> Tensor:
+        """β p_d(s), the fixed prior part of every head, detached: ``[..., D]``."""
+        _check_obs(obs, self.nobs)
+        if self.prior_scale == 0.0:
+            return obs.new_zeros((*obs.shape[:-1], self.ensemble_size))
+        with torch.no_grad():
+            return self.prior_scale * self._stacked(self.prior, obs)
+
+    def _stacked(self, net: _StackedMLP, obs: Tensor) -> Tensor:
+        """``net`` on ``obs [..., nobs]`` as ``[..., D]``."""
         lead = obs.shape[:-1]
-        x = obs.reshape(-1, self.nobs)
-        v = self.heads(x)
-        if self.prior_scale > 0.0:
-            v = v + self.prior_scale * self.prior(x)
-        return v.squeeze(-1).T.reshape(*lead, self.ensemble_size)
+        return net(obs.reshape(-1, self.nobs)).squeeze(-1).T.reshape(*lead, self.ensemble_size)
 
     def values(self, obs: Tensor) -> Tensor:
         """Same as calling the module: ``[..., D]``."""

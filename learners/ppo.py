@@ -24,6 +24,13 @@ when its loss or gradient norm is not finite. With ρ = 0 the virtual branch sti
 is reported) but adds exactly zero: real minibatches, bootstrap weights and every number on
 the real path come from their own random streams, so the result equals, bit for bit,
 ``update(real, None)`` — unless the virtual loss is itself non-finite (0·NaN), which skips.
+
+**Cost** (one thread; `python -m learners.bench_update` times Table 3's iteration). The
+value heads' fixed priors are evaluated once per iteration (`learners.batches.Samples`),
+not per step; each epoch gathers each buffer once and cuts minibatches as views; for ρ > 0
+the real and virtual minibatches share one forward pass (at ρ = 0 the real one runs alone,
+as without virtual data, which keeps the bit-for-bit equality above); Adam is fused; step
+metrics stay tensors until one transfer at the end.
 """
 
 from __future__ import annotations
@@ -38,7 +45,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from learners.batches import RealBatch, TrainBatch, VirtualBatch, bernoulli_mix, mix_batches
+from learners.batches import (
+    RealBatch,
+    Samples,
+    TrainBatch,
+    VirtualBatch,
+    bernoulli_mix,
+    mix_batches,
+)
 from learners.policy import GaussianPolicy, NetworkConfig, ValueEnsemble, build_networks
 from learners.rho import InfluenceRatioConfig, ensemble_variance, make_influence_ratio
 from learners.targets import gae, virtual_lambda_return
@@ -117,14 +131,22 @@ class LossTerms(NamedTuple):
 
 
 def ppo_loss_terms(
-    policy: GaussianPolicy, values: ValueEnsemble, mb: TrainBatch, clip_range: float
+    policy: GaussianPolicy,
+    values: ValueEnsemble,
+    mb: TrainBatch,
+    clip_range: float,
+    prior: Tensor | None = None,
 ) -> LossTerms:
-    """The per-sample terms of L_PPO(φ; d) on a minibatch (ratios of the high-level action)."""
+    """The per-sample terms of L_PPO(φ; d) on a minibatch (ratios of the high-level action).
+
+    ``prior [N, D]``: the value heads' fixed prior parts on ``mb.obs`` when already known
+    (`ValueEnsemble.prior_values`); computed here when None.
+    """
     log_ratio = policy.log_prob(mb.obs, mb.actions) - mb.logp
     ratio = torch.exp(log_ratio)
     a = mb.advantages
     surrogate = torch.min(ratio * a, torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * a)
-    v = values(mb.obs)
+    v = values(mb.obs, prior)
     value = (mb.boot * (v - mb.returns[:, None]).square()).mean(-1)
     return LossTerms(-surrogate, value, policy.entropy(mb.obs), log_ratio)
 
@@ -152,6 +174,13 @@ def _normalise(a: Tensor) -> Tensor:
 def _generator(seed: int, stream: int) -> torch.Generator:
     state = np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+
+
+_STEP_METRICS = (
+    "loss/policy", "loss/value", "loss/entropy", "loss/total", "grad_norm", "approx_kl",
+    "clip_fraction",
+)  # fmt: skip
+_VIRTUAL_METRICS = ("loss/policy_virtual", "loss/value_virtual")
 
 
 class PPOLearner:
@@ -197,7 +226,11 @@ class PPOLearner:
         self.policy, self.values = policy.to(self.device), values.to(self.device)
         self.params = [*self.policy.parameters(), *self.values.parameters()]
         self.dtype = self.params[0].dtype
-        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps)
+        # fused Adam: one kernel over all parameters instead of ~10 ops per parameter
+        self._adam_flags = {"fused": True if self.device.type in ("cpu", "cuda") else None}
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=config.learning_rate, eps=config.adam_eps, **self._adam_flags
+        )
         self.rho_schedule = make_influence_ratio(influence_ratio)
         self.generators = {k: _generator(seed, i) for i, k in enumerate(("real", "virtual", "mix"))}
         self.iteration = 0
@@ -215,10 +248,11 @@ class PPOLearner:
         return (torch.bernoulli(torch.full((n, D), p), generator=gen) / p).to(self.device)
 
     @torch.no_grad()
-    def _real_targets(self, real: RealBatch) -> tuple[TrainBatch, Tensor, float]:
+    def _real_targets(self, real: RealBatch) -> tuple[Samples, Tensor, float]:
         """Flat real samples with GAE targets, the heads' values ``[T·B, D]``, explained variance."""
         cfg = self.config
-        v = self.values(real.obs)
+        prior = self.values.prior_values(real.obs)
+        v = self.values(real.obs, prior)
         v_bar = v.mean(-1)
         adv, ret = gae(
             real.rewards, v_bar, self.values.mean(real.next_obs), real.terminated,
@@ -231,24 +265,28 @@ class PPOLearner:
             _normalise(adv) if cfg.normalize_advantage else adv, ret.reshape(n),
             self._boot(n, self.generators["real"]),
         )  # fmt: skip
-        return tb, v.reshape(n, -1), explained_variance(v_bar.reshape(n), ret.reshape(n))
+        ev = explained_variance(v_bar.reshape(n), ret.reshape(n))
+        return Samples(tb, prior.reshape(n, -1)), v.reshape(n, -1), ev
 
     @torch.no_grad()
-    def _virtual_targets(self, virtual: VirtualBatch) -> tuple[TrainBatch, float]:
+    def _virtual_targets(self, virtual: VirtualBatch) -> tuple[Samples, float]:
         """Virtual samples with path λ-return targets, and the explained variance."""
         cfg = self.config
+        prior = self.values.prior_values(virtual.obs)
+        v_bar = self.values(virtual.obs, prior).mean(-1)
+        # the λ-return never reads V(path_obs[:, 0]) (it cancels): evaluate the critic on the
+        # H later path observations only and put V̄(s_t) in column 0
+        path_values = torch.cat((v_bar[:, None], self.values.mean(virtual.path_obs[:, 1:])), 1)
         ret = virtual_lambda_return(
-            virtual.path_rewards, self.values.mean(virtual.path_obs), virtual.path_terminated,
-            cfg.gamma, cfg.gae_lambda,
-        )  # fmt: skip
-        v_bar = self.values.mean(virtual.obs)
+            virtual.path_rewards, path_values, virtual.path_terminated, cfg.gamma, cfg.gae_lambda
+        )
         adv = ret - v_bar
         tb = TrainBatch(
             virtual.obs, virtual.actions, virtual.logp,
             _normalise(adv) if cfg.normalize_advantage else adv, ret,
             self._boot(virtual.size, self.generators["virtual"]),
         )  # fmt: skip
-        return tb, explained_variance(v_bar, ret)
+        return Samples(tb, prior), explained_variance(v_bar, ret)
 
     def _update_rho(self, values: Tensor) -> int:
         """Step the ρ schedule on ``values [B, D]``; 1 when skipped for non-finite values."""
@@ -267,6 +305,52 @@ class PPOLearner:
         return torch.cat(perms)[:need].view(n_chunks, size)
 
     # ---- the update ----------------------------------------------------------------------
+    def _minibatch_loss(
+        self, mb: Samples, vmb: Samples | None, rho: float
+    ) -> tuple[Tensor, LossTerms, LossTerms | None]:
+        """The loss of one step and its real and virtual terms.
+
+        With loss mixing, eq. (10) on a real and a virtual minibatch. For ρ > 0 both go through
+        the networks in one forward pass; at ρ = 0 the real one goes alone, as without virtual
+        data, and the virtual one without gradient (reported, and NaN-checked via 0·L_MPPI).
+        """
+        cfg = self.config
+        terms_of = lambda s: ppo_loss_terms(
+            self.policy, self.values, s.batch, cfg.clip_range, s.prior
+        )
+        objective = lambda t: ppo_objective(t, cfg.vf_coef, cfg.ent_coef)
+        if vmb is None:
+            terms = terms_of(mb)
+            loss = objective(terms).mean()
+            return (loss if cfg.mixing == "sample" else (1.0 - rho) * loss), terms, None
+        if rho == 0.0:
+            terms = terms_of(mb)
+            with torch.no_grad():
+                vterms = terms_of(vmb)
+            loss_rl, loss_mppi = objective(terms).mean(), objective(vterms).mean()
+        else:
+            n = mb.batch.size
+            both = terms_of(mb.cat(vmb))
+            terms, vterms = LossTerms(*(t[:n] for t in both)), LossTerms(*(t[n:] for t in both))
+            per_sample = objective(both)
+            loss_rl, loss_mppi = per_sample[:n].mean(), per_sample[n:].mean()
+        return weighted_loss(loss_rl, loss_mppi, rho), terms, vterms
+
+    @torch.no_grad()
+    def _step_metrics(
+        self, loss: Tensor, grad_norm: Tensor, terms: LossTerms, vterms: LossTerms | None
+    ) -> Tensor:
+        """``[K]`` metrics of one step taken, in the order of `_STEP_METRICS` (+ virtual)."""
+        ratio = torch.exp(terms.log_ratio)
+        row = [
+            terms.policy.mean(), terms.value.mean(), -terms.entropy.mean(), loss, grad_norm,
+            ((ratio - 1.0) - terms.log_ratio).mean(),
+            ((ratio - 1.0).abs() > self.config.clip_range).to(ratio.dtype).mean(),
+        ]  # fmt: skip
+        if vterms is not None:
+            row += [vterms.policy.mean(), vterms.value.mean()]
+        return torch.stack(row)
+
     def update(self, real: RealBatch, virtual: VirtualBatch | None = None) -> dict[str, float]:
         """One learner iteration on a real fragment and (optionally) virtual samples.
 
@@ -298,45 +382,38 @@ class PPOLearner:
                 "non-empty VirtualBatch or set InfluenceRatioConfig.rho0=0"
             )
         real = real.to(self.device, self.dtype)
-        real_tb, real_values, ev = self._real_targets(real)
+        train, real_values, ev = self._real_targets(real)
         metrics: dict[str, float] = {"ensemble_var": ensemble_variance(real_values)}
         rho_skipped = 0
         if self.influence_config.update_every == "iteration":
             rho_skipped += self._update_rho(real_values)
-        virt_tb = None
+        virt = None
         if virtual is not None:
-            virt_tb, metrics["explained_variance_virtual"] = self._virtual_targets(virtual)
-        train_tb = real_tb
-        if cfg.mixing == "sample" and virt_tb is not None:
-            z, idx = bernoulli_mix(real_tb.size, self.rho, virt_tb.size, self.generators["mix"])
-            train_tb = mix_batches(real_tb, virt_tb, z, idx)  # eq. (8): trained unweighted
-            metrics["virtual_fraction"] = float(z.float().mean())
-            virt_tb = None
-
-        logs: dict[str, list[Tensor]] = {}
-        log = lambda k, v: logs.setdefault(k, []).append(v.detach())
-        n_train, skipped, steps = train_tb.size, 0, 0
-        for _ in range(cfg.n_epochs):
-            chunks = torch.randperm(n_train, generator=self.generators["real"]).split(
-                cfg.batch_size
+            virt, metrics["explained_variance_virtual"] = self._virtual_targets(virtual)
+        if cfg.mixing == "sample" and virt is not None:
+            z, idx = bernoulli_mix(
+                train.batch.size, self.rho, virt.batch.size, self.generators["mix"]
             )
-            vchunks = None if virt_tb is None else self._virtual_chunks(virt_tb.size, len(chunks))
-            for k, idx in enumerate(chunks):
-                mb = train_tb.index(idx.to(self.device))
+            mixed = mix_batches(train.batch, virt.batch, z, idx)  # eq. (8): trained unweighted
+            train = Samples(mixed, self.values.prior_values(mixed.obs))
+            metrics["virtual_fraction"] = float(z.float().mean())
+            virt = None
+
+        logs: list[Tensor] = []  # one [K] row of detached metrics per step taken
+        n_train, skipped = train.batch.size, 0
+        for _ in range(cfg.n_epochs):
+            # one gather per buffer per epoch; minibatches are consecutive views of it
+            perm = torch.randperm(n_train, generator=self.generators["real"])
+            minibatches = train.index(perm.to(self.device)).split(cfg.batch_size)
+            vminibatches: list[Samples | None] = [None] * len(minibatches)
+            if virt is not None:
+                vidx = self._virtual_chunks(virt.batch.size, len(minibatches))
+                vminibatches = virt.index(vidx.flatten().to(self.device)).split(vidx.shape[1])
+            for mb, vmb in zip(minibatches, vminibatches, strict=True):
                 if self.influence_config.update_every == "minibatch":
                     with torch.no_grad():
-                        rho_skipped += self._update_rho(self.values(mb.obs))
-                rho = self.rho
-                terms = ppo_loss_terms(self.policy, self.values, mb, cfg.clip_range)
-                loss = ppo_objective(terms, cfg.vf_coef, cfg.ent_coef).mean()
-                vterms = None
-                if virt_tb is not None:
-                    vmb = virt_tb.index(vchunks[k].to(self.device))
-                    vterms = ppo_loss_terms(self.policy, self.values, vmb, cfg.clip_range)
-                    vloss = ppo_objective(vterms, cfg.vf_coef, cfg.ent_coef).mean()
-                    loss = weighted_loss(loss, vloss, rho)
-                elif cfg.mixing == "loss":
-                    loss = (1.0 - rho) * loss
+                        rho_skipped += self._update_rho(self.values(mb.batch.obs, mb.prior))
+                loss, terms, vterms = self._minibatch_loss(mb, vmb, self.rho)
                 self.optimizer.zero_grad(set_to_none=True)
                 if not bool(torch.isfinite(loss)):
                     skipped += 1
@@ -348,27 +425,18 @@ class PPOLearner:
                     skipped += 1
                     continue
                 self.optimizer.step()
-                steps += 1
-                ratio = torch.exp(terms.log_ratio)
-                log("loss/policy", terms.policy.mean())
-                log("loss/value", terms.value.mean())
-                log("loss/entropy", -terms.entropy.mean())
-                log("loss/total", loss)
-                log("grad_norm", grad_norm)
-                log("approx_kl", ((ratio - 1.0) - terms.log_ratio).mean())
-                log("clip_fraction", ((ratio - 1.0).abs() > cfg.clip_range).float().mean())
-                if vterms is not None:
-                    log("loss/policy_virtual", vterms.policy.mean())
-                    log("loss/value_virtual", vterms.value.mean())
+                logs.append(self._step_metrics(loss, grad_norm, terms, vterms))
 
         self.iteration += 1
         self.skipped_updates += skipped
-        metrics.update({k: float(torch.stack(v).mean()) for k, v in logs.items()})
+        if logs:  # one host transfer for all of them
+            keys = _STEP_METRICS if virt is None else _STEP_METRICS + _VIRTUAL_METRICS
+            metrics.update(zip(keys, torch.stack(logs).mean(0).tolist(), strict=True))
         metrics.update(
             rho=self.rho,
             explained_variance=ev,
             skipped_updates=float(skipped),
-            minibatch_updates=float(steps),
+            minibatch_updates=float(len(logs)),
             rho_updates_skipped=float(rho_skipped),
             real_samples=float(T * B),
             virtual_samples=float(0 if virtual is None else virtual.size),
@@ -404,6 +472,8 @@ class PPOLearner:
         state = copy.deepcopy(state)
         self.policy.load_state_dict(state["policy"])
         self.values.load_state_dict(state["values"])
+        for group in state["optimizer"]["param_groups"]:  # keep this learner's Adam kernel
+            group.update(self._adam_flags)
         self.optimizer.load_state_dict(state["optimizer"])
         self.rho_schedule.load_state_dict(state["rho"])
         self.iteration = int(state["iteration"])

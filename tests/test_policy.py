@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from learners.policy import GaussianPolicy, NetworkConfig, ValueEnsemble, build_networks
+from learners.policy import (
+    GaussianPolicy,
+    NetworkConfig,
+    ValueEnsemble,
+    build_networks,
+    fast_tanh,
+)
 
 
 def _obs(B, nobs=3, seed=0):
@@ -129,6 +135,41 @@ def test_trained_heads_agree_on_data_and_disagree_off_it():
         off = ens(torch.linspace(3, 5, 50)[:, None]).var(-1, correction=0).mean()
     assert on < 0.01
     assert off > 20 * on
+
+
+def test_fast_tanh_is_tanh_to_float32_rounding_with_tanh_gradient():
+    x = torch.cat((torch.linspace(-12, 12, 20001), _obs(1000, 1)[:, 0] * 1e-3, torch.zeros(1)))
+    ref = torch.tanh(x.double())
+    y = fast_tanh(x)
+    assert float((y.double() - ref).abs().max()) <= 2.5e-7  # torch.tanh: 3e-8; the formula: 2e-7
+    assert y[-1] == 0.0 and float(fast_tanh(torch.tensor(40.0))) == 1.0
+    xg = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(fast_tanh(xg), xg, torch.ones_like(x))
+    torch.testing.assert_close(g.double(), 1 - ref.square(), atol=1e-6, rtol=0)
+    z = x.clone()
+    with torch.no_grad():
+        out = fast_tanh(z, inplace=True)
+    assert out.data_ptr() == z.data_ptr() and torch.equal(out, y)
+    torch.testing.assert_close(fast_tanh(x.double()), ref, atol=1e-15, rtol=0)
+
+
+def test_value_ensemble_takes_a_precomputed_prior_and_chunks_large_batches():
+    torch.manual_seed(0)
+    ens = ValueEnsemble(3, ensemble_size=4, hidden_sizes=(8, 8), prior_scale=0.7)
+    obs = _obs(50)
+    prior = ens.prior_values(obs)
+    assert prior.shape == (50, 4) and not prior.requires_grad
+    v = ens(obs)  # gradient tracked: one pass
+    torch.testing.assert_close(ens(obs, prior), v)
+    with pytest.raises(ValueError, match="prior must have shape"):
+        ens(obs, prior[:10])
+    ens.heads.chunk_rows = ens.prior.chunk_rows = 7  # 50 rows: 7 full chunks and one of 1
+    with torch.no_grad():
+        torch.testing.assert_close(ens(obs), v)
+    for d in range(4):
+        torch.testing.assert_close(v[:, d], _head_reference(ens, obs, d))
+    flat = ValueEnsemble(3, ensemble_size=2, hidden_sizes=(8,), prior_scale=0.0)
+    assert torch.equal(flat.prior_values(obs), torch.zeros(50, 2))
 
 
 def test_network_config_and_builder():

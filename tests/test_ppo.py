@@ -21,6 +21,7 @@ from learners import (
     weighted_loss,
 )
 from learners.ppo import ppo_loss_terms, ppo_objective
+from learners.targets import virtual_lambda_return
 
 NOBS, NA, H = 3, 2, 4
 SMALL = PPOConfig(batch_size=16, n_epochs=2)
@@ -332,6 +333,58 @@ def test_metrics_are_plain_floats():
         real_batch(), virtual_batch()
     )
     assert 0.0 < m["virtual_fraction"] < 1.0
+
+
+def test_one_pass_minibatch_loss_is_eq10_of_separate_passes():
+    # For ρ > 0 the learner sends real and virtual minibatches through the networks together,
+    # with the value priors computed once per iteration; the reference runs each buffer alone.
+    lrn = learner(0.3)
+    lrn.update(real_batch(), virtual_batch())  # networks away from their initialisation
+    train, _, _ = lrn._real_targets(real_batch(seed=3))
+    virt, _ = lrn._virtual_targets(virtual_batch(seed=4))
+    mb, vmb = train.index(torch.arange(16)), virt.index(torch.arange(40, 88))
+    for rho in (0.3, 0.0):
+        loss, terms, vterms = lrn._minibatch_loss(mb, vmb, rho)
+        grads = torch.autograd.grad(loss, lrn.params)
+        parts = [
+            ppo_objective(ppo_loss_terms(lrn.policy, lrn.values, s.batch, 0.2), 0.5, 0.0).mean()
+            for s in (mb, vmb)
+        ]
+        ref = weighted_loss(parts[0], parts[1], rho)
+        torch.testing.assert_close(loss, ref)
+        for g, r in zip(grads, torch.autograd.grad(ref, lrn.params), strict=True):
+            torch.testing.assert_close(g, r)
+        assert terms.value.shape == (16,) and vterms.value.shape == (48,)
+
+
+def test_virtual_targets_are_the_path_lambda_returns_of_the_current_critic():
+    lrn = learner(0.3)
+    virtual = virtual_batch()
+    samples, _ = lrn._virtual_targets(virtual)
+    with torch.no_grad():
+        ref = virtual_lambda_return(
+            virtual.path_rewards, lrn.values.mean(virtual.path_obs), virtual.path_terminated,
+            0.99, 0.95,
+        )  # fmt: skip
+        torch.testing.assert_close(samples.batch.returns, ref)
+        torch.testing.assert_close(samples.prior, lrn.values.prior_values(virtual.obs))
+
+
+def test_loading_a_state_keeps_the_learners_adam_kernel():
+    a = learner(0.3)
+    a.update(real_batch(), virtual_batch())
+    state = a.state_dict()
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None  # as saved by a plain (for-loop) Adam
+    b = learner(0.3)
+    b.load_state_dict(state)
+    assert all(g["fused"] for g in b.optimizer.param_groups)
+    assert same_state(a, b)
+    m_a, m_b = (
+        a.update(real_batch(seed=1), virtual_batch()),
+        b.update(real_batch(seed=1), virtual_batch()),
+    )
+    assert m_a == m_b and same_state(a, b)
 
 
 def test_virtual_minibatches_sweep_the_virtual_buffer():
