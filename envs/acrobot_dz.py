@@ -66,22 +66,31 @@ ZONES: tuple[DangerZone, ...] = tuple(
 )
 
 
+# gymnasium's book equations, constants grouped (m1, m2, l1, lc1, lc2, I1, I2 above):
+#   d1 = D1 + D1_COS·cos θ2, d2 = D2 + D2_COS·cos θ2, the Coriolis and centripetal terms
+#   carry CORIOLIS·sin θ2, gravity GRAVITY_1·cos(θ1 - π/2) and GRAVITY_2·cos(θ1 + θ2 - π/2)
+D1 = LINK_MASS_1 * LINK_COM_POS_1**2 + LINK_MASS_2 * (LINK_LENGTH_1**2 + LINK_COM_POS_2**2)
+D1 += LINK_MOI + LINK_MOI
+D1_COS = LINK_MASS_2 * 2 * LINK_LENGTH_1 * LINK_COM_POS_2
+D2 = LINK_MASS_2 * LINK_COM_POS_2**2 + LINK_MOI
+D2_COS = LINK_MASS_2 * LINK_LENGTH_1 * LINK_COM_POS_2
+CORIOLIS = LINK_MASS_2 * LINK_LENGTH_1 * LINK_COM_POS_2
+GRAVITY_1 = (LINK_MASS_1 * LINK_COM_POS_1 + LINK_MASS_2 * LINK_LENGTH_1) * GRAVITY
+GRAVITY_2 = LINK_MASS_2 * LINK_COM_POS_2 * GRAVITY
+
+
 def dsdt(th1: Any, th2: Any, dth1: Any, dth2: Any, torque: Any, cos: Any, sin: Any) -> tuple:
-    """Time derivative of ``(θ1, θ2, θ̇1, θ̇2)``: gymnasium's "book" equations, term for term."""
-    m1, m2, l1 = LINK_MASS_1, LINK_MASS_2, LINK_LENGTH_1
-    lc1, lc2, I1, I2, g, pi = LINK_COM_POS_1, LINK_COM_POS_2, LINK_MOI, LINK_MOI, GRAVITY, math.pi
-    d1 = m1 * lc1**2 + m2 * (l1**2 + lc2**2 + 2 * l1 * lc2 * cos(th2)) + I1 + I2
-    d2 = m2 * (lc2**2 + l1 * lc2 * cos(th2)) + I2
-    phi2 = m2 * lc2 * g * cos(th1 + th2 - pi / 2.0)
-    phi1 = (
-        -m2 * l1 * lc2 * dth2**2 * sin(th2)
-        - 2 * m2 * l1 * lc2 * dth2 * dth1 * sin(th2)
-        + (m1 * lc1 + m2 * l1) * g * cos(th1 - pi / 2)
-        + phi2
-    )
-    ddth2 = (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * dth1**2 * sin(th2) - phi2) / (
-        m2 * lc2**2 + I2 - d2**2 / d1
-    )
+    """Time derivative of ``(θ1, θ2, θ̇1, θ̇2)``: gymnasium's "book" equations.
+
+    Term for term up to float round-off: the constants are grouped, ``cos θ2`` and ``sin θ2``
+    computed once, ``cos(a - π/2)`` written ``sin a`` and ``d2²/d1`` as ``(d2/d1)·d2``.
+    """
+    c2, coriolis = cos(th2), CORIOLIS * sin(th2)
+    d1, d2 = D1 + D1_COS * c2, D2 + D2_COS * c2
+    phi2 = GRAVITY_2 * sin(th1 + th2)
+    phi1 = GRAVITY_1 * sin(th1) + phi2 - coriolis * dth2 * (dth2 + 2 * dth1)
+    ratio = d2 / d1
+    ddth2 = (torque + ratio * phi1 - coriolis * dth1 * dth1 - phi2) / (D2 - ratio * d2)
     ddth1 = -(d2 * ddth2 + phi1) / d1
     return dth1, dth2, ddth1, ddth2
 
@@ -109,12 +118,9 @@ def tip_position(th1: Any, th2: Any, cos: Any, sin: Any) -> tuple[Any, Any]:
 
 def wrap_angle(x: Tensor) -> Tensor:
     """gymnasium's ``wrap(x, -π, π)`` on tensors: whole turns of 2π off, ``±π`` kept."""
-    turns = torch.where(
-        x > math.pi,
-        torch.ceil((x - math.pi) / (2 * math.pi)),
-        torch.where(x < -math.pi, -torch.ceil((-math.pi - x) / (2 * math.pi)), 0.0),
-    )
-    return x - turns * (2 * math.pi)
+    up = torch.ceil((-math.pi - x) / (2 * math.pi)).clamp_(min=0.0)  # turns to add below -π
+    down = torch.ceil((x - math.pi) / (2 * math.pi)).clamp_(min=0.0)  # to take off above π
+    return x - (down - up) * (2 * math.pi)
 
 
 class AcrobotModel(PlannerModel):
@@ -131,13 +137,19 @@ class AcrobotModel(PlannerModel):
     def dynamics(self, x: Tensor, u: Tensor) -> Tensor:
         _check_last(x, self.nx, "x")
         _check_last(u, self.nu, "u")
-        torque = u[..., 0].clamp(-MAX_TORQUE, MAX_TORQUE)
-        th1, th2, dth1, dth2 = rk4_step(x[..., :4].unbind(-1), torque, torch.cos, torch.sin)
-        th1, th2 = wrap_angle(th1), wrap_angle(th2)
-        dth1, dth2 = dth1.clamp(-MAX_VEL_1, MAX_VEL_1), dth2.clamp(-MAX_VEL_2, MAX_VEL_2)
-        phys = torch.stack(torch.broadcast_tensors(th1, th2, dth1, dth2), -1)
-        zone = x[..., self.zone_slice].expand(*phys.shape[:-1], 4)
-        return torch.cat([phys, zone], -1)
+        shape = x.shape[:-1]
+        if u.shape[:-1] != shape:
+            shape = torch.broadcast_shapes(shape, u.shape[:-1])
+            x, u = x.expand(*shape, self.nx), u.expand(*shape, self.nu)
+        x, torque = x.reshape(-1, self.nx), u.reshape(-1).clamp(-MAX_TORQUE, MAX_TORQUE)
+        state = x.new_empty(4, x.shape[0]).copy_(x[:, :4].t())  # contiguous rows
+        th1, th2, dth1, dth2 = rk4_step(tuple(state), torque, torch.cos, torch.sin)
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        out[:, 0], out[:, 1] = wrap_angle(th1), wrap_angle(th2)
+        torch.clamp(dth1, -MAX_VEL_1, MAX_VEL_1, out=out[:, 2])
+        torch.clamp(dth2, -MAX_VEL_2, MAX_VEL_2, out=out[:, 3])
+        out[:, 4:] = x[:, 4:]
+        return out.view(*shape, self.nx)
 
     def reward(self, x: Tensor, u: Tensor) -> Tensor:
         """r̂(x_t, u_t): ``-1``, and ``-50`` more if the tip of ``x_{t+1}`` is in the zone."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -120,6 +120,8 @@ LEG_MOTOR_SPEED = 0.3  #: reset()'s motorSpeed (rad/s): how fast a folded leg un
 #: the most the ground pushes a tip up per step: the motor's torque over the level lever
 LEG_MAX_IMPULSE = ll.LEG_SPRING_TORQUE / LEG_LEVER * DT
 FRICTION = math.sqrt(0.1 * 0.2)  #: Box2D mixes the terrain's 0.1 and the legs' default 0.2
+#: the farthest a leg corner lies from the joint centre of mass (m)
+TIP_REACH = max(math.hypot(px, py - AIRFRAME.com) for leg in AIRFRAME.leg_points for px, py in leg)
 
 
 def body_state(lander_env: Any) -> np.ndarray:
@@ -141,126 +143,314 @@ def body_state(lander_env: Any) -> np.ndarray:
     )
 
 
-def body_step(s: Tensor, powers: Tensor, gravity: float) -> Tensor:
-    """One step ``[..., 8]`` of ``s = [x, y, ẋ, ẏ, φ, φ̇, leg_0, leg_1]`` (obs units).
-
-    1. The hull's velocity (what Box2D reports) is moved to the joint centre of mass and
-       kicked by the engines' mean impulses (``powers [..., 2]`` from `engine_powers`) and
-       gravity.
-    2. Legs: `leg_impulses` (ground contact, from the pose at the start of the step, as
-       Box2D's contact solver).
-    3. Box2D's semi-implicit Euler step of the hull's centre of mass; the hull origin (the
-       observed position) and its velocity follow from the joint centre of mass.
-    4. Leg flags, with a hysteresis of `LEG_RELEASE`: a leg comes down when its tip ends
-       the step at or below the ground it knows (having started it less than `LEG_RELEASE`
-       below), and stays down until its tip rises `LEG_RELEASE` above that ground.
-    """
-    a = AIRFRAME
-    x, y, vx, vy, phi, dphi, leg0, leg1 = s.unbind(-1)
-    main, side = powers.unbind(-1)
-    sin, cos, w = torch.sin(phi), torch.cos(phi), dphi / W_OBS
-    lever = a.hull_com - a.com  # ω × (hull com - joint com) = -ω·lever·(cos φ, sin φ)
-    vx = vx / VX_OBS + w * lever * cos + a.main_dv * main * -sin + a.side_dv * side * cos
-    vy = vy / VY_OBS + w * lever * sin + a.main_dv * main * cos + a.side_dv * side * sin
-    vy = vy + gravity * DT
-    w = w - side * (a.side_dw_sin2 * sin**2 + a.side_dw_cos2 * cos**2)
-    tx, ty, h0 = leg_tips(y, phi)
-    flags = torch.stack([leg0, leg1], -1) > 0.5
-    ground = leg_ground(x, phi, tx, ty, h0, flags)
-    vx, vy, w = leg_impulses(vx, vy, w, sin, cos, h0 - ground, tx, ty)
-    phi1 = phi + DT * w
-    sin1, cos1 = torch.sin(phi1), torch.cos(phi1)
-    vx, vy = vx - w * lever * cos1, vy - w * lever * sin1
-    x = x + (DT * vx + a.hull_com * (sin1 - sin)) / HALF_W
-    y = y + (DT * vy - a.hull_com * (cos1 - cos)) / HALF_H
-    h1 = leg_tips(y, phi1)[2]
-    near = flags | (h0 > ground - LEG_RELEASE)  # deeper: a folded leg, whose flag stays put
-    down = ((h1 <= ground + LEG_RELEASE * flags) & near).to(s.dtype)
-    out = [x, y, vx * VX_OBS, vy * VY_OBS, phi1, w * W_OBS, down[..., 0], down[..., 1]]
-    return torch.stack(torch.broadcast_tensors(*out), -1)
+# --------------------------------------------------------------------------------------
+# One step on a flat batch of N states, in float arithmetic on few, wide tensors: planar
+# vectors are [2, N] (x and y along dim 0), per-leg ones [2, N] (leg along dim 0), the
+# four leg corners [4, 2, N]. A tensor op costs ~1-2 µs at these sizes, most of it
+# overhead, and ~3x that when it reads the [N, 12] rows' columns (strided) or makes a
+# bool mask, so the step keeps to ~80 ops, few of them masks.
+# --------------------------------------------------------------------------------------
+#: the contact-space rows of `leg_impulses`: each leg's normal, then its tangent (to -x)
+CONTACTS = ("normal_0", "tangent_0", "normal_1", "tangent_1")
 
 
-def leg_tips(y: Tensor, phi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Each leg's lowest corner: body-frame ``x, y`` (m) and height above the pad, ``[..., 2]`` each."""
-    corners = torch.tensor(AIRFRAME.leg_points, dtype=y.dtype, device=y.device)  # [2, 2, 2]
-    heights = point_heights(y, phi, corners.reshape(4, 2)).unflatten(-1, (2, 2))
-    outer = heights[..., 1] < heights[..., 0]  # [..., 2]: the second corner is the lower
-    tx = torch.where(outer, corners[:, 1, 0], corners[:, 0, 0])
-    ty = torch.where(outer, corners[:, 1, 1], corners[:, 0, 1])
-    return tx, ty, heights.amin(-1)
+class _Constants(NamedTuple):
+    """The step's constant tensors on one device and dtype (``[2, 1]``: per x, y)."""
+
+    obs_to_si: Tensor  #: obs velocity -> m/s [2, 1]
+    si_to_obs: Tensor  #: m/s -> obs velocity [2, 1]
+    metres: Tensor  #: obs position -> m [2, 1]
+    origin: Tensor  #: the hull origin at obs (0, 0), m from the pad centre / `PAD_CONTACT` [2, 1]
+    euler: Tensor  #: m/s -> obs position change per step [2, 1]
+    hull_shift: Tensor  #: -hull_com/m -> obs position [2, 1]
+    corners: tuple[Tensor, Tensor]  #: leg corners x, y from the joint com [4, 1, 1]: corner 0
+    #: of legs 0 and 1, then corner 1 of both
+    hull: tuple[Tensor, Tensor]  #: hull vertices x, y from the hull origin [6, 1]
+    inverse_mass: Tensor  #: the linear part of the contact-space inverse mass [4, 4, 1]
+    identity: Tensor  #: [4, 4, 1]
+    units: Tensor  #: contact impulse units, `FRICTION` for the tangents (`leg_impulses`) [4, 1]
+    unit_ratio: Tensor  #: units[X] / units[Y] [4, 4, 1]
+    spin_cos2: Tensor  #: 0-d `Airframe.side_dw_cos2`
+    lowest_tip: Tensor  #: 0-d: `airborne`'s clearance at obs y = 0, at rest (m)
 
 
-def leg_ground(
-    x: Tensor, phi: Tensor, tx: Tensor, ty: Tensor, heights: Tensor, flags: Tensor
+_CONSTANTS: dict[tuple[torch.device, torch.dtype], _Constants] = {}
+
+
+def _constants(like: Tensor) -> _Constants:
+    """`_Constants` on ``like``'s device and dtype, built once per pair."""
+    key = (like.device, like.dtype)
+    if key not in _CONSTANTS:
+        a = AIRFRAME
+        f64 = lambda v: torch.tensor(v, dtype=torch.float64)
+        pair = lambda vx, vy: f64([[vx], [vy]])
+        corners = f64(a.leg_points).transpose(0, 1).reshape(4, 2)  # [corner, leg] -> rows
+        corners[:, 1] -= a.com
+        hull = f64(a.hull_points)
+        linear = f64([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]] * 2) / a.mass
+        gap = LEG_DOWN - PAD_CONTACT
+        units = f64([[1.0], [FRICTION], [1.0], [FRICTION]])
+        tensors = _Constants(
+            obs_to_si=pair(1.0 / VX_OBS, 1.0 / VY_OBS),
+            si_to_obs=pair(VX_OBS, VY_OBS),
+            metres=pair(HALF_W, HALF_H),
+            origin=pair(0.0, gap),
+            euler=pair(DT / HALF_W, DT / HALF_H),
+            hull_shift=pair(-a.hull_com / HALF_W, -a.hull_com / HALF_H),
+            corners=(corners[:, 0, None, None], corners[:, 1, None, None]),
+            hull=(hull[:, 0, None], hull[:, 1, None]),
+            inverse_mass=linear[..., None],
+            identity=torch.eye(4, dtype=torch.float64)[..., None],
+            units=units,
+            unit_ratio=units[:, None] / units[None],
+            spin_cos2=f64(a.side_dw_cos2),
+            lowest_tip=f64(gap - abs(a.com) - TIP_REACH - CONTACT_BAND - 1e-3),  # 1 mm: round-off
+        )
+        move = lambda t: t.to(dtype=like.dtype, device=like.device)
+        _CONSTANTS[key] = _Constants(
+            *(tuple(map(move, t)) if isinstance(t, tuple) else move(t) for t in tensors)
+        )
+    return _CONSTANTS[key]
+
+
+def body_step(
+    s: Tensor, main: Tensor, side: Tensor, gravity: float, out: Tensor | None = None
 ) -> Tensor:
-    """The ground height (m above the pad) each leg tip can touch ``[..., 2]``.
+    """One step ``[N, 8]`` of ``s = [x, y, ẋ, ẏ, φ, φ̇, leg_0, leg_1]`` (obs units, ``s [N, >= 8]``).
 
-    Over the pad (between the flags) the model knows it: `PAD_CONTACT`. Elsewhere the
-    terrain is unknown; a leg that is down is taken to stand on ground at its tip's current
-    height, a leg that is up meets no ground (``-inf``).
+    ``main, side [N]`` are the engines' powers (`engine_powers`); the result is written to
+    ``out[:, :8]`` when given (``out [N, >= 8]``, not overlapping ``s``).
+
+    1. `engine_kick`: the hull's velocity (what Box2D reports) is moved to the joint centre
+       of mass and kicked by the engines' mean impulses and gravity.
+    2. `leg_contacts`: ground contact, from the pose at the start of the step, as Box2D's
+       contact solver; skipped when the batch is `airborne`.
+    3. `euler_step`: Box2D's semi-implicit Euler step of the hull's centre of mass; the
+       hull origin (the observed position) and its velocity follow from the joint com.
+    4. `leg_flags`, with a hysteresis of `LEG_RELEASE`.
     """
-    sin, cos = torch.sin(phi)[..., None], torch.cos(phi)[..., None]
-    over_pad = (x[..., None] + (tx * cos - ty * sin) / HALF_W).abs() <= PAD_HALF_WIDTH
-    off_pad = torch.where(flags, heights, torch.full_like(heights, -math.inf))
-    return torch.where(over_pad, torch.full_like(heights, PAD_CONTACT), off_pad)
+    n = s.shape[0]
+    state = s.new_empty(8, n).copy_(s[:, :8].t())  # one strided read, then contiguous rows
+    result = torch.empty_like(state)
+    trig = rotation(state[4])
+    # rows: the joint body's velocity (vx, vy in m/s, ω in rad/s), then the leg tips'
+    # offsets from its centre of mass (rx, ry per leg, m) and their target speeds (m/s)
+    work = s.new_empty(9, n)
+    engine_kick(state, trig, main, side, gravity, out=work[0:3])
+    legs = None if airborne(state, work[0:3]) else leg_contacts(state, trig, work)
+    trig1 = euler_step(state, trig, work[0:3], out=result[0:6])
+    if legs is None:
+        result[6:8] = 0.0
+    else:
+        result[6:8] = leg_flags(result[1], trig1, *legs)
+    out = s.new_empty(n, 8) if out is None else out
+    out[:, :8] = result.t()
+    return out
 
 
-def leg_impulses(
-    vx: Tensor, vy: Tensor, w: Tensor, sin: Tensor, cos: Tensor, gap: Tensor, tx: Tensor, ty: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Ground reaction at the two leg tips on the joint body's velocity (m/s, rad/s).
+def engine_kick(
+    state: Tensor, trig: Tensor, main: Tensor, side: Tensor, gravity: float, out: Tensor
+) -> Tensor:
+    """The joint body's velocity ``[3, N]`` (vx, vy in m/s, ω in rad/s) after the engines and gravity.
+
+    ``state [8, N]`` (`body_step`'s rows), ``trig [4, N]`` (`rotation` of φ), ``main, side [N]``.
+    """
+    a, c = AIRFRAME, _constants(state)
+    v, w = out[0:2], out[2]
+    w0 = state[5] * (1.0 / W_OBS)
+    lever = a.hull_com - a.com  # ω × (hull com - joint com) = -ω·lever·(cos φ, sin φ)
+    across = torch.add(w0 * lever, side, alpha=a.side_dv)  # Δv along (cos φ, sin φ)
+    torch.mul(state[2:4], c.obs_to_si, out=v).addcmul_(across, trig[0:2])
+    v.addcmul_(main, trig[2:4], value=a.main_dv)[1].add_(gravity * DT)
+    spin = torch.add(c.spin_cos2, trig[1] * trig[1], alpha=a.side_dw_sin2 - a.side_dw_cos2)
+    torch.addcmul(w0, side, spin, value=-1.0, out=w)
+    return out
+
+
+def airborne(state: Tensor, velocity: Tensor) -> bool:
+    """True when no leg is down and no tip can reach the pad's surface this step, in any row.
+
+    The tips stay within `TIP_REACH` of the joint centre of mass, which sinks by at most
+    ``DT·max(-vy, 0)`` (``velocity [3, N]`` from `engine_kick`) and, with them, turns them
+    down at up to ``|ω|·TIP_REACH``. Then `leg_contacts` would find no impulse and
+    `leg_flags` no leg down: this shortcut changes no result.
+    """
+    if state.shape[1] == 0:
+        return True
+    c = _constants(state)
+    sink = torch.add(velocity[1].clamp(max=0.0), velocity[2].abs(), alpha=-TIP_REACH)
+    clearance = torch.addcmul(c.lowest_tip, state[1], c.metres[1]).add_(sink, alpha=DT)
+    return bool(torch.minimum(clearance.amin(), 0.5 - state[6:8].amax()) > 0)
+
+
+def leg_contacts(state: Tensor, trig: Tensor, work: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Ground reaction (`leg_impulses`) on ``work[0:3]``, the velocity, on the rows that meet it.
+
+    ``work [9, N]`` (`body_step`'s rows: the velocity from `engine_kick`, then rows that this
+    fills in). Returns the legs' flags, their tips' heights and ground heights (m above
+    `PAD_CONTACT`), ``[2, N]`` each, for `leg_flags`.
+    """
+    a, c = AIRFRAME, _constants(state)
+    n = state.shape[1]
+    tips, targets = work[3:7].view(2, 2, n), work[7:9]
+    flags = state[6:8] > 0.5
+    com = torch.addcmul(c.origin, state[0:2], c.metres).add_(trig[2:4], alpha=a.com)  # [2, N]
+    tip = leg_tips(trig, out=tips) + com  # [leg, (x, y), N]: m from the pad centre / contact
+    height = tip[:, 1]
+    ground = leg_ground(tip[:, 0], height, flags)
+    leg_targets(height - ground, out=targets)
+    closing = torch.addcmul(work[1], work[2], tips[:, 0])  # the tips' vertical speed [2, N]
+    rows = ((targets - closing).amax(0) > 0).nonzero()[:, 0]  # elsewhere no impulse lands
+    if rows.numel():
+        solved = work.index_select(1, rows)
+        work[0:3].index_copy_(1, rows, leg_impulses(solved[0:3], solved[3:7], solved[7:9]))
+    return flags, height, ground
+
+
+def euler_step(state: Tensor, trig: Tensor, velocity: Tensor, out: Tensor) -> Tensor:
+    """Writes ``[x, y, ẋ, ẏ, φ, φ̇]`` after the step (obs units) to ``out [6, N]``; returns `rotation` of φ.
+
+    ``velocity [3, N]``: the joint body's, from `engine_kick` and `leg_contacts`.
+    """
+    a, c = AIRFRAME, _constants(state)
+    v, w = velocity[0:2], velocity[2]
+    phi1 = torch.add(state[4], w, alpha=DT, out=out[4])
+    trig1 = rotation(phi1)
+    v_hull = torch.addcmul(v, w, trig1[0:2], value=a.com - a.hull_com)
+    torch.mul(v_hull, c.si_to_obs, out=out[2:4])
+    pos1 = torch.addcmul(state[0:2], v_hull, c.euler, out=out[0:2])
+    pos1.addcmul_(trig1[2:4] - trig[2:4], c.hull_shift)
+    torch.mul(w, W_OBS, out=out[5])
+    return trig1
+
+
+def leg_flags(y1: Tensor, trig1: Tensor, flags: Tensor, height: Tensor, ground: Tensor) -> Tensor:
+    """The legs' flags after the step ``[2, N]`` (bool), from `leg_contacts`' outputs.
+
+    A leg comes down when its tip ends the step at or below the ground it knows (having
+    started it less than `LEG_RELEASE` below), and stays down until its tip rises
+    `LEG_RELEASE` above that ground. ``y1 [N]``, ``trig1 [4, N]``: the pose after the step.
+    """
+    c = _constants(y1)
+    com_height1 = torch.addcmul(c.origin[1], y1, c.metres[1]).add_(trig1[3], alpha=AIRFRAME.com)
+    height1 = leg_lowest(trig1, com_height1)
+    near = flags | (height > ground - LEG_RELEASE)  # deeper: a folded leg, whose flag stays put
+    limit = torch.add(ground, flags.to(y1.dtype), alpha=LEG_RELEASE)
+    return (height1 <= limit) & near
+
+
+def rotation(phi: Tensor) -> Tensor:
+    """``[cos φ, sin φ, -sin φ, cos φ]`` ``[4, N]``: the rotation's columns, for ``φ [N]``."""
+    trig = phi.new_empty(4, phi.shape[0])
+    torch.cos(phi, out=trig[0])
+    torch.sin(phi, out=trig[1])
+    torch.neg(trig[1], out=trig[2])
+    trig[3] = trig[0]
+    return trig
+
+
+def leg_tips(trig: Tensor, out: Tensor) -> Tensor:
+    """Each leg's lowest corner: its world-frame offset (m) from the joint centre of mass.
+
+    ``trig [4, N]`` from `rotation`; writes and returns ``out [leg, (x, y), N]``.
+    """
+    cx, cy = _constants(trig).corners
+    corner = torch.mul(cx, trig[0:2]).addcmul_(cy, trig[2:4])  # [4, 2, N]
+    second = (corner[0:2, 1] - corner[2:4, 1]).sign_().clamp_(min=0.0)  # 1: it is the lower
+    return torch.lerp(corner[0:2], corner[2:4], second[:, None], out=out)
+
+
+def leg_lowest(trig: Tensor, com_height: Tensor) -> Tensor:
+    """The heights (m above `PAD_CONTACT`) ``[2, N]`` of each leg's lowest corner (`leg_tips`)."""
+    cx, cy = _constants(trig).corners
+    height = torch.mul(cx[..., 0], trig[1]).addcmul_(cy[..., 0], trig[3])  # [4, N]
+    return torch.minimum(height[0:2], height[2:4]).add_(com_height)
+
+
+def leg_ground(tip_x: Tensor, height: Tensor, flags: Tensor) -> Tensor:
+    """The ground height (m above `PAD_CONTACT`) each leg tip can touch ``[2, N]``.
+
+    Over the pad (between the flags) the model knows it: 0. Elsewhere the terrain is
+    unknown; a leg that is down is taken to stand on ground at its tip's current height, a
+    leg that is up meets no ground (``-inf``). ``tip_x, height, flags [2, N]``: the tips' x
+    (m from the pad centre) and heights, the legs' flags.
+    """
+    over_pad = tip_x.abs() <= PAD_HALF_WIDTH * HALF_W
+    return height.masked_fill(~flags, -math.inf).masked_fill_(over_pad, 0.0)
+
+
+def leg_targets(gap: Tensor, out: Tensor | None = None) -> Tensor:
+    """The tips' target vertical speeds (m/s) ``[2, N]`` at ``gap`` m above their ground.
 
     A leg is held out by its joint motor, which gives way when the ground folds the leg in:
-    the ground pushes a tip up by at most `LEG_MAX_IMPULSE` per step, enough to stop its
-    fall (a tip ``gap`` m above the ground may fall by ``gap`` this step) or to unfold a
-    folded leg (``gap < 0``) at the motor's speed; plus Coulomb friction. ``gap, tx, ty
-    [..., 2]``; dead band `CONTACT_BAND`; `CONTACT_ITERATIONS` sweeps of sequential
-    impulses, as Box2D. Left out: the joint limit's rigid stop when a lander heeled far over
-    lands on a leg (its timing is unpredictable; modelling it raised the one-step error).
+    a tip ``gap`` m above the ground may fall by ``gap`` this step, a folded leg (``gap <
+    0``) unfolds at the motor's speed; dead band `CONTACT_BAND` (no ground: ``-inf``).
     """
-    a = AIRFRAME
-    r, k_n, k_t, target, p_n, p_t = [], [], [], [], [], []
-    for i in range(2):
-        px, py = tx[..., i], ty[..., i] - a.com  # tip from the joint com, body frame
-        rx, ry = px * cos - py * sin, px * sin + py * cos
-        r.append((rx, ry))
-        k_n.append(1.0 / (1.0 / a.mass + rx**2 / a.inertia))
-        k_t.append(1.0 / (1.0 / a.mass + ry**2 / a.inertia))
-        g = gap[..., i]
-        fall = -(g - CONTACT_BAND).clamp(min=0.0) / DT
-        rise = (-g - CONTACT_BAND).clamp(min=0.0) * LEG_EXTEND_RATE / DT
-        rise = rise.clamp(max=LEG_MOTOR_SPEED * LEG_LEVER)
-        target.append(torch.where(torch.isfinite(g), fall + rise, -math.inf))
-        p_n.append(torch.zeros_like(g))
-        p_t.append(torch.zeros_like(g))
+    band, rise = CONTACT_BAND, LEG_EXTEND_RATE / DT
+    gap = gap.clamp(min=-band - LEG_MOTOR_SPEED * LEG_LEVER / rise)  # unfolding at full speed
+    excess = gap - gap.clamp(-band, band)  # beyond the dead band, signed
+    return torch.add(excess * -rise, excess.clamp(min=0.0), alpha=rise - 1.0 / DT, out=out)
+
+
+def leg_impulses(velocity: Tensor, r: Tensor, targets: Tensor) -> Tensor:
+    """Ground reaction at the two leg tips on the joint body's velocity ``[3, n]`` (vx, vy, ω).
+
+    The ground pushes a tip up by at most `LEG_MAX_IMPULSE` per step, enough to bring its
+    vertical speed to its target (`leg_targets`), plus Coulomb friction. ``r [4, n]``: the
+    tips' offsets from the joint com (``rx, ry`` of leg 0, then of leg 1); ``targets [2, n]``.
+    Left out: the joint limit's rigid stop when a lander heeled far over lands on a leg (its
+    timing is unpredictable; modelling it raised the one-step error).
+
+    `CONTACT_ITERATIONS` sweeps of sequential impulses, as Box2D, solved in contact space
+    (rows `CONTACTS`, tangent impulses in units of `FRICTION`, so that a tangent's bounds
+    are its normal's impulse): ``q`` holds, per contact, its impulse so far plus the impulse
+    that would bring it to its target, which only the other contacts' impulses change,
+    through the inverse mass ``W``.
+    """
+    a, c = AIRFRAME, _constants(r)
+    W = torch.addcmul(c.inverse_mass, r[:, None], r[None], value=1.0 / a.inertia)  # [4, 4, n]
+    W.mul_(c.unit_ratio)
+    neg_k = W.diagonal(0, 0, 1).reciprocal().neg_().t()  # [4, n]: -(effective mass)
+    coupling = torch.addcmul(c.identity, W, neg_k).unbind(0)  # [4][4, n]: Δq per impulse
+    q = torch.empty_like(r)
+    torch.sub(velocity[1], targets, out=q[0::2])  # normal speed - target: vy + ω·rx - target
+    torch.neg(velocity[0:1].expand(2, -1), out=q[1::2])  # tangent speed: -vx + ω·ry
+    q.addcmul_(r, velocity[2]).mul_(neg_k).div_(c.units)
+    rows = q.unbind(0)
+    impulse: list[Tensor | None] = [None] * 4
     for _ in range(CONTACT_ITERATIONS):
-        for i in range(2):
-            rx, ry = r[i]
-            v_n = vy + w * rx
-            new = (p_n[i] + k_n[i] * (target[i] - v_n)).clamp(0.0, LEG_MAX_IMPULSE)
-            d, p_n[i] = new - p_n[i], new
-            vy, w = vy + d / a.mass, w + rx * d / a.inertia
-            v_t = vx - w * ry
-            new = p_t[i] - k_t[i] * v_t
-            new = torch.maximum(torch.minimum(new, FRICTION * p_n[i]), -FRICTION * p_n[i])
-            d, p_t[i] = new - p_t[i], new
-            vx, w = vx + d / a.mass, w - ry * d / a.inertia
-    return vx, vy, w
+        for normal in (0, 2):
+            for k in (normal, normal + 1):
+                if k == normal:
+                    total = rows[k].clamp(0.0, LEG_MAX_IMPULSE)
+                else:
+                    total = torch.clamp(rows[k], -impulse[normal], impulse[normal])
+                q.addcmul_(total if impulse[k] is None else total - impulse[k], coupling[k])
+                impulse[k] = total
+    p_n0, p_t0, p_n1, p_t1 = impulse
+    out = torch.empty_like(velocity)
+    torch.add(velocity[0], p_t0 + p_t1, alpha=-FRICTION / a.mass, out=out[0])
+    torch.add(velocity[1], p_n0 + p_n1, alpha=1.0 / a.mass, out=out[1])
+    spin = (torch.stack(impulse).mul_(c.units).mul_(r)).sum(0)
+    torch.add(velocity[2], spin, alpha=1.0 / a.inertia, out=out[2])
+    return out
 
 
-def point_heights(y: Tensor, phi: Tensor, points: Tensor) -> Tensor:
-    """Heights above the pad (m) ``[..., P]`` of body-frame ``points [P, 2]`` at obs ``y``, ``φ``."""
-    sin, cos = torch.sin(phi)[..., None], torch.cos(phi)[..., None]
-    base = (y * HALF_H + LEG_DOWN)[..., None]
-    return base + points[:, 0] * sin + points[:, 1] * cos
+def hull_clearance(y: Tensor, phi: Tensor) -> Tensor:
+    """The hull's lowest vertex, m above `PAD_CONTACT`, ``[N]`` at obs ``y``, ``φ [N]``."""
+    c = _constants(y)
+    (hx, hy), sin, cos = c.hull, torch.sin(phi), torch.cos(phi)
+    lowest = torch.addcmul(hx * sin, hy, cos).amin(0)
+    return torch.addcmul(c.origin[1], y, c.metres[1]).add_(lowest)
 
 
-def engine_powers(u: Tensor) -> Tensor:
-    """gymnasium's throttle map ``[..., 2]``: main power in ``{0} ∪ [0.5, 1]``, signed side power.
+def engine_powers(u: Tensor) -> tuple[Tensor, Tensor]:
+    """gymnasium's throttle map: main power in ``{0} ∪ [0.5, 1]``, signed side power, ``[N]`` each.
 
-    Main: ``u_main <= 0`` off, else ``(1 + u_main)/2``. Side: ``|u_lat| <= 0.5`` off, else
-    ``sign(u_lat)·|u_lat|`` (positive fires the engine that pushes the lander to +x).
+    ``u [N, 2]``. Main: ``u_main <= 0`` off, else ``(1 + u_main)/2``. Side: ``|u_lat| <= 0.5``
+    off, else ``sign(u_lat)·|u_lat|`` (positive fires the engine that pushes the lander to
+    +x). Controls are clipped to ``[-1, 1]`` first.
     """
-    main = torch.where(u[..., 0] > 0, (u[..., 0].clamp(0.0, 1.0) + 1.0) * 0.5, 0.0)
-    side = torch.where(u[..., 1].abs() > 0.5, u[..., 1].clamp(-1.0, 1.0), 0.0)
-    return torch.stack(torch.broadcast_tensors(main, side), -1)
+    main, side = torch.clamp(u.t(), -1.0, 1.0, out=u.new_empty(2, u.shape[0]))
+    main = torch.where(main > 0, main.mul(0.5).add_(0.5), 0.0)
+    return main, torch.where(side.abs() > 0.5, side, 0.0)

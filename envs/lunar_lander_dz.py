@@ -33,16 +33,14 @@ from torch import Tensor
 from envs.base import PlannerModel, check_action
 from envs.danger import DangerZone
 from envs.lunar_lander_body import (
-    AIRFRAME,
     HALF_H,
     HALF_W,
     LEG_DOWN,
-    PAD_CONTACT,
     PAD_HALF_WIDTH,
     body_state,
     body_step,
     engine_powers,
-    point_heights,
+    hull_clearance,
 )
 
 ZONE_PENALTY = 5.0  #: subtracted per step that ends with the lander inside the zone
@@ -100,13 +98,22 @@ class LunarLanderModel(PlannerModel):
         self.gravity = float(gravity)
 
     def dynamics(self, x: Tensor, u: Tensor) -> Tensor:
+        return self._step(x, u)[0]
+
+    def _step(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(next state ``[..., nx]``, main and side engine powers ``[...]``) of x and u."""
         _check_last(x, self.nx, "x")
         _check_last(u, self.nu, "u")
-        lo, hi = self.bounds(u)
-        u = torch.minimum(torch.maximum(u, lo), hi)
-        phys = body_step(x[..., :8], engine_powers(u), self.gravity)
-        zone = x[..., self.zone_slice].expand(*phys.shape[:-1], 4)
-        return torch.cat([phys, zone], -1)
+        shape = x.shape[:-1]
+        if u.shape[:-1] != shape:
+            shape = torch.broadcast_shapes(shape, u.shape[:-1])
+            x, u = x.expand(*shape, self.nx), u.expand(*shape, self.nu)
+        x = x.reshape(-1, self.nx)
+        main, side = engine_powers(u.reshape(-1, self.nu).to(x.dtype))
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        out[:, 8:] = x[:, 8:]
+        body_step(x, main, side, self.gravity, out=out)
+        return out.view(*shape, self.nx), main.view(shape), side.view(shape)
 
     def reward(self, x: Tensor, u: Tensor) -> Tensor:
         """r̂(x_t, u_t): gymnasium's dense reward, no ±100 terminal terms (App. B.2).
@@ -114,11 +121,10 @@ class LunarLanderModel(PlannerModel):
         ``shaping(x_{t+1}) - shaping(x_t) - 0.3·main power - 0.03·side power``, and ``-5``
         if ``x_{t+1}`` is inside the zone.
         """
-        main, side = engine_powers(u.clamp(-1.0, 1.0)).unbind(-1)
-        x1 = self.dynamics(x, u)
-        fuel = 0.3 * main + 0.03 * side.abs()
-        danger = ZONE_PENALTY * self.in_danger(x1).to(x.dtype)
-        return shaping(x1) - shaping(x) - fuel - danger
+        x1, main, side = self._step(x, u)
+        danger = ZONE_PENALTY * self.in_danger(x1).to(x1.dtype)
+        fuel = torch.add(main * 0.3, side.abs(), alpha=0.03).add_(danger)
+        return (shaping(x1) - shaping(x)).sub_(fuel)
 
     def observe(self, x: Tensor) -> Tensor:
         """ψ: the observation is the planner state."""
@@ -149,8 +155,8 @@ class LunarLanderModel(PlannerModel):
         surface; off the pad the terrain is unknown and taken as level with it), or a leg
         is down while descending faster than `CRASH_SPEED`. Coming to rest is not predicted.
         """
-        hull = torch.tensor(AIRFRAME.hull_points, dtype=x.dtype, device=x.device)
-        clearance = point_heights(x[..., 1], x[..., 4], hull).amin(-1) - PAD_CONTACT
+        flat = x.reshape(-1, self.nx)
+        clearance = hull_clearance(flat[:, 1], flat[:, 4]).view(x.shape[:-1])
         touching = (x[..., 6] > 0.5) | (x[..., 7] > 0.5)
         hard = touching & (x[..., 3] < -CRASH_SPEED)
         return (x[..., 0].abs() >= 1.0) | (clearance <= 0.0) | hard
@@ -158,12 +164,9 @@ class LunarLanderModel(PlannerModel):
 
 def shaping(x: Tensor) -> Tensor:
     """gymnasium's potential ``[...]``: ``-100·|(x, y)| - 100·|(ẋ, ẏ)| - 100·|φ| + 10·legs``."""
-    return (
-        -100.0 * torch.hypot(x[..., 0], x[..., 1])
-        - 100.0 * torch.hypot(x[..., 2], x[..., 3])
-        - 100.0 * x[..., 4].abs()
-        + 10.0 * (x[..., 6] + x[..., 7])
-    )
+    distance = torch.hypot(x[..., 0], x[..., 1]).add_(torch.hypot(x[..., 2], x[..., 3]))
+    distance.add_(x[..., 4].abs())
+    return torch.add(x[..., 6], x[..., 7]).mul_(10.0).sub_(distance, alpha=100.0)
 
 
 def _check_last(t: Tensor, n: int, name: str) -> None:

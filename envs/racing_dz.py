@@ -197,17 +197,20 @@ class RacingDZEnv(gym.Env):
 
 
 class _Tables(NamedTuple):
-    """`envs.racing_task.Track` tables (same names) and the lookahead distances as tensors."""
+    """`envs.racing_task.Track`'s tables as tensors, packed for `RacingModel._lookup`.
 
-    s: Tensor  # [N+1]
-    points: Tensor  # [N, 2]
-    seg: Tensor  # [N, 2]
-    seg_len: Tensor  # [N]
-    heading: Tensor  # [N]
-    dheading: Tensor  # [N]
-    normal: Tensor  # [N, 2]
-    curvature: Tensor  # [N]
+    Per segment ``i`` (``[k, N]``): ``s_i``, ``1 / length_i``, then each interpolated
+    quantity's value at vertex ``i`` and its change along the segment (to vertex ``i + 1``).
+    """
+
+    bucket: Tensor  # [nb] int32: the segment holding arc-length (b·width - margin)
+    per_metre: float  # buckets per metre: 1 / width
+    end: Tensor  # [N]: s_{i+1}
+    curvature: Tensor  # [4, N]: s, 1/len, κ, Δκ
+    centre: Tensor  # [6, N]: s, 1/len, x, y, Δx, Δy
+    frame: Tensor  # [12, N]: s, 1/len, x, y, normal x, y, heading, and their changes
     lookahead: Tensor  # [5]
+    one: Tensor  # 0-d
 
 
 class RacingModel(PlannerModel):
@@ -272,67 +275,94 @@ class RacingModel(PlannerModel):
     def _tables(self, like: Tensor) -> _Tables:
         key = (like.device, like.dtype)
         if key not in self._cache:
-            arrays = (getattr(self.track, name) for name in _Tables._fields[:-1])
+            tr = self.track
+            # buckets narrower than the shortest segment less a margin: each bucket's arc-lengths
+            # lie on its segment or the next, whatever the float round-off in finding the bucket
+            margin = 1e-3 * tr.seg_len.min()
+            width = tr.seg_len.min() - 2 * margin
+            start = np.arange(math.ceil(tr.length / width) + 1) * width - margin
+            bucket = np.clip(np.searchsorted(tr.s, start, side="right") - 1, 0, len(tr.seg_len) - 1)
+            nxt = lambda a: np.roll(a, -1, axis=0) - a
+            seg = np.concatenate([tr.points, tr.normal, tr.heading[:, None]], 1).T
+            dseg = np.concatenate([tr.seg, nxt(tr.normal), tr.dheading[:, None]], 1).T
+            locate = np.stack([tr.s[:-1], 1.0 / tr.seg_len])
+            rows = lambda *a: torch.as_tensor(
+                np.concatenate(a), dtype=like.dtype, device=like.device
+            )
             self._cache[key] = _Tables(
-                *(torch.as_tensor(a, dtype=like.dtype, device=like.device) for a in arrays),
-                torch.tensor(self.task.lookahead, dtype=like.dtype, device=like.device),
+                torch.as_tensor(bucket, dtype=torch.int32, device=like.device),
+                1.0 / width,
+                rows(tr.s[1:]),
+                rows(locate, tr.curvature[None], nxt(tr.curvature)[None]),
+                rows(locate, seg[0:2], dseg[0:2]),
+                rows(locate, seg, dseg),
+                rows(self.task.lookahead),
+                rows([1.0])[0],
             )
         return self._cache[key]
 
-    def _frame(self, s: Tensor, tb: _Tables) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(centre [..., 2], normal [..., 2], heading [...], curvature [...]) at arc-length s [...]."""
-        sm = torch.remainder(s, self.track.length).contiguous()
-        i = (torch.searchsorted(tb.s, sm, right=True) - 1).clamp(0, tb.seg_len.shape[0] - 1)
-        f = (sm - tb.s[i]) / tb.seg_len[i]
-        j = torch.remainder(i + 1, tb.seg_len.shape[0])
-        fc = f[..., None]
-        centre = tb.points[i] + fc * tb.seg[i]
-        normal = (1 - fc) * tb.normal[i] + fc * tb.normal[j]
-        heading = tb.heading[i] + f * tb.dheading[i]
-        return centre, normal, heading, (1 - f) * tb.curvature[i] + f * tb.curvature[j]
+    def _lookup(self, s: Tensor, table: str) -> Tensor:
+        """`_Tables` ``table``'s values ``[(k - 2) / 2, ...]`` interpolated at arc-lengths ``s [...]``.
+
+        The segment holding ``s`` modulo the lap, as `envs.racing_task.Track.frame` finds it:
+        from `_Tables.bucket`, or the next one.
+        """
+        tb = self._tables(s)
+        sm = torch.remainder(s.reshape(-1), self.track.length)
+        i = (sm * tb.per_metre).to(torch.int32).clamp_(0, tb.bucket.shape[0] - 1)
+        i = tb.bucket.index_select(0, i)
+        i.add_(sm >= tb.end.index_select(0, i)).clamp_(max=tb.end.shape[0] - 1)
+        rows = getattr(tb, table).index_select(1, i)
+        f = (sm - rows[0]).mul_(rows[1])
+        half = (rows.shape[0] - 2) // 2
+        return torch.addcmul(rows[2 : 2 + half], f, rows[2 + half :]).view(half, *s.shape)
 
     def dynamics(self, x: Tensor, u: Tensor) -> Tensor:
-        tb, c, dt = self._tables(x), self.car, self.task.dt
-        lo, hi = self.bounds(x)
-        u = torch.maximum(torch.minimum(u, hi), lo)
-        delta, throttle = c.max_steer * u[..., 0], u[..., 1]
-        beta = torch.atan(c.lr / (c.lf + c.lr) * torch.tan(delta))
-        accel = torch.where(throttle >= 0, c.drive_force, c.brake_force) * throttle / c.mass
-        s, ey, epsi, s_o, v_o = x[..., 6], x[..., 7], x[..., 8], x[..., 9], x[..., 10]
-        v = torch.hypot(x[..., 3], x[..., 4])
-        h = dt / self.substeps
+        tb, c, dt, h = self._tables(x), self.car, self.task.dt, self.task.dt / self.substeps
+        shape = x.shape[:-1]
+        if u.shape[:-1] != shape:
+            shape = torch.broadcast_shapes(shape, u.shape[:-1])
+            x, u = x.expand(*shape, self.nx), u.expand(*shape, self.nu)
+        x, u = x.reshape(-1, self.nx), u.reshape(-1, self.nu).to(x.dtype)
+        steer, throttle = torch.clamp(u.t(), -1.0, 1.0, out=u.new_empty(2, u.shape[0]))
+        beta = torch.atan(torch.tan(steer * c.max_steer).mul_(c.lr / (c.lf + c.lr)))
+        sin_beta, cos_beta = torch.sin(beta), torch.cos(beta)
+        brake, drive = c.brake_force / c.mass, c.drive_force / c.mass
+        accel = torch.add(throttle * brake, throttle.clamp(min=0.0), alpha=drive - brake)
+        state = x.new_empty(8, x.shape[0]).copy_(x[:, 3:11].t())  # vx vy r s ey eψ s_o v_o
+        v, yaw_rate = torch.hypot(state[0], state[1]), sin_beta * (1.0 / c.lr)
+        s, ey, epsi = state[3], state[4], state[5]
         for _ in range(self.substeps):
-            kappa = self._frame(s, tb)[3]
-            s_dot = v * torch.cos(epsi + beta) / (1 - kappa * ey).clamp_min(0.1)
+            kappa = self._lookup(s, "curvature")[0]
+            heading = epsi + beta
+            progress = torch.addcmul(tb.one, kappa, ey, value=-1.0).clamp_(min=0.1)
+            s_dot = torch.cos(heading).mul_(v).div_(progress)
             s, ey, epsi, v = (
-                s + h * s_dot,
-                ey + h * v * torch.sin(epsi + beta),
-                epsi + h * (v * torch.sin(beta) / c.lr - kappa * s_dot),
-                (v + h * accel).clamp_min(0.0),
+                torch.add(s, s_dot, alpha=h),
+                torch.addcmul(ey, torch.sin(heading), v, value=h),
+                torch.addcmul(epsi, yaw_rate, v, value=h).sub_(kappa * s_dot, alpha=h),
+                torch.add(v, accel, alpha=h).clamp_(min=0.0),
             )
-        centre, normal, heading, _ = self._frame(s, tb)
-        xy = centre + ey[..., None] * normal
-        vy = v * torch.sin(beta)
-        ego = (
-            xy[..., 0],
-            xy[..., 1],
-            heading + epsi,
-            v * torch.cos(beta),
-            vy,
-            vy / c.lr,
-            s,
-            ey,
-            epsi,
-        )
-        zone = x[..., self.zone_slice].unbind(-1)
-        return torch.stack((*ego, s_o + v_o * dt, v_o, *zone), dim=-1)
+        centre_x, centre_y, normal_x, normal_y, heading = self._lookup(s, "frame")
+        ego = x.new_empty(10, x.shape[0])  # X Y ψ vx vy r s ey eψ s_o
+        torch.addcmul(centre_x, ey, normal_x, out=ego[0])
+        torch.addcmul(centre_y, ey, normal_y, out=ego[1])
+        torch.add(heading, epsi, out=ego[2])
+        torch.mul(v, cos_beta, out=ego[3])
+        torch.mul(v, sin_beta, out=ego[4])
+        torch.mul(v, yaw_rate, out=ego[5])
+        torch.stack([s, ey, epsi], out=ego[6:9])
+        torch.add(state[6], state[7], alpha=dt, out=ego[9])
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        out[:, :10] = ego.t()
+        out[:, 10:] = x[:, 10:]
+        return out.view(*shape, self.nx)
 
     def _events(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        d = self.position(x) - self.opponent_position(x)
+        opponent_x, opponent_y = self._lookup(x[..., 9], "centre")
+        distance = torch.hypot(x[..., 0] - opponent_x, x[..., 1] - opponent_y)
         b = x[..., 7] / self.track.half_width
-        return rt.episode_end(
-            b, torch.linalg.vector_norm(d, dim=-1), x[..., 6], self.goal_length, self.task
-        )
+        return rt.episode_end(b, distance, x[..., 6], self.goal_length, self.task)
 
     def reward(self, x: Tensor, u: Tensor) -> Tensor:
         x1 = self.dynamics(x, u)
@@ -346,24 +376,35 @@ class RacingModel(PlannerModel):
         )
 
     def observe(self, x: Tensor) -> Tensor:
-        tb, hw = self._tables(x), self.track.half_width
-        px, py, psi, vx, vy, r, s, ey, epsi, s_o, v_o, cx, cy, w, _ = x.unbind(-1)
-        c, sn = torch.cos(psi), torch.sin(psi)
-        centre, normal, _, _ = self._frame(s[..., None] + tb.lookahead, tb)  # [..., 5, 2]
-        bounds = (
-            torch.stack((centre + hw * normal, centre - hw * normal), dim=-2)
-            - x[..., None, None, 0:2]
-        )
-        c2, s2 = c[..., None, None], sn[..., None, None]
-        bx, by = bounds[..., 0], bounds[..., 1]
-        bounds_v = torch.stack((c2 * bx + s2 * by, -s2 * bx + c2 * by), dim=-1).flatten(-3)
-        d = self.opponent_position(x) - x[..., 0:2]
-        v_t = self.tracked(x)[..., 0]
-        head = (px, py, vx, vy, c, sn, r, ey / hw, rt.wrap_angle(epsi))
-        opp = (rt.wrap_gap(s_o - s, self.track.length), c * d[..., 0] + sn * d[..., 1])
-        opp = (*opp, -sn * d[..., 0] + c * d[..., 1], v_o - v_t)
-        tail = (s / self.goal_length, cx, cy, w)
-        return torch.cat((torch.stack(head, -1), bounds_v, torch.stack((*opp, *tail), -1)), dim=-1)
+        tb, hw, shape = self._tables(x), self.track.half_width, x.shape[:-1]
+        x = x.reshape(-1, self.nx)
+        out = x.new_empty(x.shape[0], self.nobs)  # columns: `envs.racing_task.observation`
+        px, py, psi, s, ey, epsi, s_o = x[:, 0:1], x[:, 1:2], *x[:, [2, 6, 7, 8, 9]].unbind(1)
+        c, sn = torch.cos(psi, out=out[:, 4]), torch.sin(psi, out=out[:, 5])
+        out[:, 0:2], out[:, 2:4], out[:, 6] = x[:, 0:2], x[:, 3:5], x[:, 5]
+        torch.mul(ey, 1.0 / hw, out=out[:, 7])
+        out[:, 8] = rt.wrap_angle(epsi)
+        # TrackPoints: centre - car ± hw·normal, in the vehicle frame, per lookahead
+        cx, cy, nx, ny, _ = self._lookup(s[:, None] + tb.lookahead, "frame")  # [M, 5] each
+        cx, cy, c5, s5 = cx.sub_(px), cy.sub_(py), c[:, None], sn[:, None]
+        along = torch.addcmul(cx * c5, cy, s5)  # the centre, vehicle x
+        across = torch.addcmul(cy * c5, cx, s5, value=-1.0)  # vehicle y
+        n_along = torch.addcmul(nx * c5, ny, s5).mul_(hw)
+        n_across = torch.addcmul(ny * c5, nx, s5, value=-1.0).mul_(hw)
+        points = out[:, 9:29].view(-1, tb.lookahead.shape[0], 4)  # left x, y, right x, y
+        torch.add(along, n_along, out=points[..., 0])
+        torch.add(across, n_across, out=points[..., 1])
+        torch.sub(along, n_along, out=points[..., 2])
+        torch.sub(across, n_across, out=points[..., 3])
+        ox, oy = self._lookup(s_o, "centre")
+        ox, oy = ox.sub_(px[:, 0]), oy.sub_(py[:, 0])
+        out[:, 29] = rt.wrap_gap(s_o - s, self.track.length)
+        torch.addcmul(ox * c, oy, sn, out=out[:, 30])
+        torch.addcmul(oy * c, ox, sn, value=-1.0, out=out[:, 31])
+        torch.sub(x[:, 10], self.tracked(x)[:, 0], out=out[:, 32])
+        torch.mul(s, 1.0 / self.goal_length, out=out[:, 33])
+        out[:, 34:37] = x[:, 11:14]
+        return out.view(*shape, self.nobs)
 
     def planner_state(self, env: Any) -> np.ndarray:
         e = env.unwrapped
@@ -376,7 +417,7 @@ class RacingModel(PlannerModel):
 
     def opponent_position(self, x: Tensor) -> Tensor:
         """The opponent's point ``[..., 2]`` on the centreline (eq. 44's p_opponent)."""
-        return self._frame(x[..., 9], self._tables(x))[0]
+        return self._lookup(x[..., 9], "centre").movedim(0, -1)
 
     def boundary_proportion(self, x: Tensor) -> Tensor:
         """BP of eq. (45): ``|ey| / half_width`` ``[...]``, 1 on the boundary."""
@@ -393,7 +434,10 @@ class RacingModel(PlannerModel):
         """Track-frame velocity ``[v_t, v_n]`` ``[..., 2]`` (along the tangent, to the left)."""
         vx, vy, epsi = x[..., 3], x[..., 4], x[..., 8]
         c, s = torch.cos(epsi), torch.sin(epsi)
-        return torch.stack((vx * c - vy * s, vx * s + vy * c), -1)
+        out = x.new_empty(*x.shape[:-1], 2)
+        torch.mul(vx, c, out=out[..., 0]).addcmul_(vy, s, value=-1.0)
+        torch.mul(vx, s, out=out[..., 1]).addcmul_(vy, c)
+        return out
 
     def terminated(self, x: Tensor) -> Tensor:
         off, coll, goal = self._events(x)
