@@ -81,7 +81,11 @@ class PPOConfig:
     vf_coef: float = 0.5
     """Value loss coefficient, >= 0 (the value loss is the plain MSE, as in SB3)."""
     max_grad_norm: float = 0.5
-    """Global gradient-norm clip, > 0."""
+    """Gradient-norm clip, > 0 (per network or global: see clip_grad_per_network)."""
+    clip_grad_per_network: bool = True
+    """Clip the policy's and the value ensemble's gradients separately, each to max_grad_norm.
+    With unnormalised returns (hundreds here) the value loss's gradients dominate a joint norm
+    and a joint clip (SB3's, False) shrinks the policy's step with them."""
     normalize_advantage: bool = True
     """Normalise advantages to zero mean, unit std, separately per buffer."""
     adam_eps: float = 1e-5
@@ -225,6 +229,7 @@ class PPOLearner:
             policy, values = build_networks(nobs, na, networks)
         self.policy, self.values = policy.to(self.device), values.to(self.device)
         self.params = [*self.policy.parameters(), *self.values.parameters()]
+        self._param_groups = [list(self.policy.parameters()), list(self.values.parameters())]
         self.dtype = self.params[0].dtype
         # fused Adam: one kernel over all parameters instead of ~10 ops per parameter
         self._adam_flags = {"fused": True if self.device.type in ("cpu", "cuda") else None}
@@ -303,6 +308,14 @@ class PPOLearner:
             perms.append(torch.randperm(n_virtual, generator=self.generators["virtual"]))
             have += n_virtual
         return torch.cat(perms)[:need].view(n_chunks, size)
+
+    def _clip_gradients(self) -> Tensor:
+        """Clip to ``max_grad_norm`` (jointly, or per network); returns the total norm before."""
+        clip = torch.nn.utils.clip_grad_norm_
+        if not self.config.clip_grad_per_network:
+            return clip(self.params, self.config.max_grad_norm)
+        norms = [clip(group, self.config.max_grad_norm) for group in self._param_groups]
+        return torch.linalg.vector_norm(torch.stack(norms))
 
     # ---- the update ----------------------------------------------------------------------
     def _minibatch_loss(
@@ -419,7 +432,7 @@ class PPOLearner:
                     skipped += 1
                     continue
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                grad_norm = self._clip_gradients()
                 if not bool(torch.isfinite(grad_norm)):
                     self.optimizer.zero_grad(set_to_none=True)
                     skipped += 1

@@ -1,8 +1,11 @@
-"""Throughput benchmarks: ``python -m rlmpc.bench planner [options]``.
+"""Throughput benchmarks: ``python -m rlmpc.bench {planner,system} [options]``.
 
 One subcommand per benchmark, each a ``run_<name>(args) -> dict[str, float]`` registered by an
 ``add_<name>_parser(subparsers)``; `main` prints whatever it prints and ends with one
 ``key: value`` line per figure (DESIGN.md "Benchmark output").
+
+``system``: end-to-end training throughput against the paper-faithful loop (see
+`rlmpc.bench_system`).
 
 ``planner``: env steps per second of one planner call for B states (one call = B env steps),
 M candidates, K samples, H steps, on an env's planner model with its Table-5 cost, for the
@@ -161,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     )
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     add_planner_parser(subparsers)
+    from rlmpc.bench_system import add_system_parser
+
+    add_system_parser(subparsers)
     args = parser.parse_args(argv)
     figures = args.run(args)
     for key, value in figures.items():

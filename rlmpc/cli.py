@@ -19,23 +19,29 @@ import yaml
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
-from planners.costs import PLANNER_CONFIGS
 from rlmpc.cliargs import add_dataclass_args, build_dataclass
-from rlmpc.config import ENV_CHOICES, PRESETS, RunConfig, TrainConfig
+from rlmpc.config import ENV_CHOICES, PRESETS, RunConfig, TrainConfig, planner_class
 from rlmpc.runlog import WandbConfig
 
 _SECTIONS: list[tuple[str, type, str, str]] = [
     # (config section, class, help title, flag prefix)
     ("run", RunConfig, "run", ""),
     ("ppo", PPOConfig, "PPO (Table 3)", ""),
-    ("influence_ratio", InfluenceRatioConfig, "influence ratio ρ (§4.2, Alg. 2)", "influence-ratio-"),
+    (
+        "influence_ratio",
+        InfluenceRatioConfig,
+        "influence ratio ρ (§4.2, Alg. 2)",
+        "influence-ratio-",
+    ),
     ("networks", NetworkConfig, "networks", ""),
     ("planner", None, "MPPI planner (App. C, Table 5)", ""),
     ("wandb", WandbConfig, "Weights & Biases", ""),
 ]
 
 
-def build_parser(env: str, defaults: dict[str, dict[str, Any]] | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    env: str, defaults: dict[str, dict[str, Any]] | None = None
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="launch.py",
         description="Train PPO-MPPI (Hori et al., arXiv 2512.17091) on an embedded local Ray, "
@@ -49,7 +55,7 @@ def build_parser(env: str, defaults: dict[str, dict[str, Any]] | None = None) ->
                         "`ray submit`); default: $RAY_ADDRESS if set, else an embedded local Ray")  # fmt: skip
     defaults = defaults or {}
     for section, cls, title, prefix in _SECTIONS:
-        cls = cls or PLANNER_CONFIGS[env]
+        cls = cls or planner_class(env)
         preset = {**PRESETS.get(env, {}).get(section, {}), **defaults.get(section, {})}
         if section == "run":
             preset["env"] = env
@@ -73,25 +79,29 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None, str 
         stored = yaml.safe_load(cfg_file.read_text())
     env = known.env or stored.get("run", {}).get("env", "acrobot")
     if env not in ENV_CHOICES:
-        build_parser("acrobot").error(f"argument --env: invalid choice {env!r} (choose from {', '.join(ENV_CHOICES)})")
+        build_parser("acrobot").error(
+            f"argument --env: invalid choice {env!r} (choose from {', '.join(ENV_CHOICES)})"
+        )
     parser = build_parser(env, stored)
     ns = parser.parse_args(argv)
     try:
         parts = {}
         for section, cls, _, _ in _SECTIONS:
-            parts[section] = build_dataclass(cls or PLANNER_CONFIGS[env], ns)
+            parts[section] = build_dataclass(cls or planner_class(env), ns)
         cfg = TrainConfig(**parts)
     except (ValueError, TypeError) as e:
         parser.error(_name_option(str(e)))
     if resume is not None and stored.get("run", {}).get("env") not in (None, env):
-        parser.error(f"argument --env: the run in {resume} trains {stored['run']['env']!r}, not {env!r}")
+        parser.error(
+            f"argument --env: the run in {resume} trains {stored['run']['env']!r}, not {env!r}"
+        )
     return cfg, resume, ns.ray_address
 
 
 def _name_option(message: str) -> str:
     """Prefix a validation message with the command-line option of the field it names."""
     for _, cls, _, prefix in _SECTIONS:
-        classes = [cls] if cls else list(PLANNER_CONFIGS.values())
+        classes = [cls] if cls else [planner_class(e) for e in ENV_CHOICES]
         for c in classes:
             for f in dataclasses.fields(c):
                 for spelled in (f"{c.__name__}.{f.name} ", f"{f.name} must", f"{f.name} ("):

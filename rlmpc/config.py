@@ -25,26 +25,31 @@ from typing import Any, Literal
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
-from planners.costs import PlannerConfig, planner_config
+from planners.costs import PLANNER_CONFIGS, PlannerConfig
 from rlmpc.runlog import WandbConfig
 
-ENV_CHOICES = ("acrobot", "lunarlander", "racing")
+ENV_CHOICES = ("acrobot", "lunarlander", "racing", "carla-racing")
+
+
+def planner_class(env: str) -> type[PlannerConfig]:
+    """The Table-5 planner preset of an env (CARLA racing plans like the embedded racing)."""
+    return PLANNER_CONFIGS["racing" if env == "carla-racing" else env]
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """The run: environment, scale, budget, evaluation, checkpoints, output."""
 
-    env: Literal["acrobot", "lunarlander", "racing"] = "acrobot"
-    """task environment (App. B)"""
+    env: Literal["acrobot", "lunarlander", "racing", "carla-racing"] = "acrobot"
+    """task environment (App. B); carla-racing needs CARLA servers (cluster/README.md)"""
     num_candidates: int = 4
     """M, high-level candidates per step (eq. 4), 1..64; one is executed, M-1 become virtual data"""
-    num_actors: int = 2
+    num_actors: int = 1
     """rollout actors (Ray actors), 1..1024"""
-    envs_per_actor: int = 4
+    envs_per_actor: int = 64
     """envs stepped together by each actor (one batched planner call per step), 1..4096"""
     total_env_steps: int = 300_000
-    """real env steps to train for, >= 1 (ppo n_steps per iteration)"""
+    """real env steps to train for, >= 1 (whole iterations of n_steps, rounded down)"""
     max_policy_lag: int = 1
     """policy versions a fragment may lag behind the learner, 0..4: 0 acts with the newest
     weights only (actors idle while the learner updates); 1 lets actors collect the next
@@ -65,13 +70,19 @@ class RunConfig:
     eval_episodes: int = 10
     """episodes of each periodic evaluation, >= 1"""
     final_eval_episodes: int = 50
-    """episodes of the final evaluation (the paper's tables use 50), >= 1"""
+    """episodes of the final evaluation (the paper's tables use 50); 0 skips it"""
     checkpoint_every: int = 10
     """write a checkpoint every this many iterations (and at the end), >= 1"""
     stop_after: int = 0
     """stop (with a checkpoint) after this many iterations of this invocation; 0: run to the end"""
     max_actor_failures: int = 10
     """restarts allowed per actor before it is dropped (the run goes on with the others), >= 0"""
+    actor_restart_timeout: float = 120.0
+    """seconds to wait for Ray to bring a dead actor back (e.g. its node is gone and no
+    other node has room) before dropping it, > 0"""
+    actor_resources: tuple[str, ...] = ()
+    """extra Ray resources each rollout actor needs, as NAME=AMOUNT (carla-racing adds
+    carla=<envs_per_actor>: one CARLA server per env)"""
     run_name: str | None = None
     """run directory name under runs_dir (default: <env>-<time>)"""
     runs_dir: str = "runs"
@@ -96,10 +107,15 @@ class RunConfig:
         check("threads", 1, 64)
         check("eval_every", 0)
         check("eval_episodes", 1)
-        check("final_eval_episodes", 1)
+        check("final_eval_episodes", 0)
         check("checkpoint_every", 1)
         check("stop_after", 0)
         check("max_actor_failures", 0)
+        if not self.actor_restart_timeout > 0:
+            raise ValueError(
+                f"actor_restart_timeout must be > 0, got {self.actor_restart_timeout!r}"
+            )
+        _ = self.actor_resource_dict  # validates the NAME=AMOUNT entries
         if not self.actor_cpus > 0:
             raise ValueError(f"actor_cpus must be > 0, got {self.actor_cpus!r}")
         for name in ("learner_device", "actor_device"):
@@ -109,7 +125,28 @@ class RunConfig:
                 allowed = "auto | cpu | cuda[:N]" if name == "learner_device" else "cpu | cuda[:N]"
                 raise ValueError(f"{name} must be {allowed}, got {dev!r}")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):
-            raise ValueError(f"run_name must be a non-empty name without '/', got {self.run_name!r}")
+            raise ValueError(
+                f"run_name must be a non-empty name without '/', got {self.run_name!r}"
+            )
+
+    @property
+    def actor_resource_dict(self) -> dict[str, float]:
+        """``actor_resources`` parsed, plus the CARLA servers a carla-racing actor drives."""
+        out: dict[str, float] = {}
+        for item in self.actor_resources:
+            name, sep, amount = item.partition("=")
+            try:
+                value = float(amount)
+            except ValueError:
+                value = float("nan")
+            if not sep or not name or not value > 0:
+                raise ValueError(
+                    f"actor_resources must be NAME=AMOUNT entries with AMOUNT > 0, got {item!r}"
+                )
+            out[name] = value
+        if self.env == "carla-racing":
+            out.setdefault("carla", float(self.envs_per_actor))
+        return out
 
     @property
     def envs_total(self) -> int:
@@ -147,8 +184,9 @@ class TrainConfig:
 
     @property
     def iterations(self) -> int:
-        """Learner iterations in the whole run (the last may be cut short of total_env_steps)."""
-        return -(-self.run.total_env_steps // self.ppo.n_steps)
+        """Learner iterations in the whole run: total_env_steps in whole iterations, rounded
+        down (so a run never exceeds its budget), at least one."""
+        return max(1, self.run.total_env_steps // self.ppo.n_steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -164,7 +202,7 @@ class TrainConfig:
             ppo=PPOConfig(**tup(d["ppo"])),
             influence_ratio=InfluenceRatioConfig(**tup(d["influence_ratio"])),
             networks=NetworkConfig(**tup(d["networks"])),
-            planner=planner_config(run.env, **tup(d["planner"])),
+            planner=planner_class(run.env)(**tup(d["planner"])),
             wandb=WandbConfig(**tup(d["wandb"])),
         )
 
@@ -174,4 +212,5 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "acrobot": {"run": {"total_env_steps": 300_000}},
     "lunarlander": {"run": {"total_env_steps": 1_000_000}},
     "racing": {"run": {"total_env_steps": 1_000_000}},
+    "carla-racing": {"run": {"total_env_steps": 1_000_000, "envs_per_actor": 1, "num_actors": 4}},
 }

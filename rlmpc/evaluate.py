@@ -22,7 +22,6 @@ from planners.mppi import shift_warm_start
 from rlmpc.fragments import EpisodeStats
 from rlmpc.worker import RolloutWorker, WorkerSpec, _Episodes
 
-
 #: the actor id that seeds evaluation (apart from every rollout actor)
 EVAL_ACTOR_ID = 1_000_000
 

@@ -48,7 +48,8 @@ class RealArrays(NamedTuple):
     next_obs: np.ndarray
 
     def to_batch(self) -> RealBatch:
-        return RealBatch.from_numpy(**self._asdict())
+        # arrays fetched from the object store are read-only views; torch wants its own
+        return RealBatch.from_numpy(**{k: np.array(v) for k, v in self._asdict().items()})
 
 
 class VirtualArrays(NamedTuple):
@@ -62,7 +63,7 @@ class VirtualArrays(NamedTuple):
     path_terminated: np.ndarray
 
     def to_batch(self) -> VirtualBatch:
-        return VirtualBatch.from_numpy(**self._asdict())
+        return VirtualBatch.from_numpy(**{k: np.array(v) for k, v in self._asdict().items()})
 
 
 class EpisodeStats(NamedTuple):
@@ -94,3 +95,5 @@ class CollectResult(NamedTuple):
     episodes: EpisodeStats
     snapshot: bytes | None
     """the worker's state at the end of the fragment, when asked for (checkpoints)"""
+    seconds: float = 0.0
+    """wall time the worker spent collecting the fragment"""

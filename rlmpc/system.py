@@ -27,6 +27,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,23 @@ from rlmpc.worker import RolloutWorker, WorkerSpec
 class RolloutActor:
     """Ray shell of `RolloutWorker`: hands its fragments to the shards (which own them)."""
 
-    def __init__(self, actor_id: int, spec: WorkerSpec, real_shard: Any, virtual_shard: Any) -> None:
-        restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        self.worker = RolloutWorker(actor_id, spec, seed_offset=os.getpid() if restarted else 0)
+    def __init__(
+        self, actor_id: int, spec: WorkerSpec, real_shard: Any, virtual_shard: Any
+    ) -> None:
+        with warnings.catch_warnings():  # Ray's own use of a deprecated property
+            warnings.simplefilter("ignore")
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        env_kwargs = None
+        if spec.env == "carla-racing":  # one CARLA server of this node per env
+            from rlmpc.carla_servers import claim_server
+
+            env_kwargs = []
+            for _ in range(spec.n_envs):
+                host, port, tm_port = claim_server()
+                env_kwargs.append({"host": host, "port": port, "tm_port": tm_port})
+        self.worker = RolloutWorker(
+            actor_id, spec, seed_offset=os.getpid() if restarted else 0, env_kwargs=env_kwargs
+        )
         self.real_shard, self.virtual_shard = real_shard, virtual_shard
 
     def collect(self, fid: FragmentId, steps: int, weights: dict[str, Any], version: int,
@@ -72,11 +87,16 @@ class RolloutActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
 
 class LearnerActor:
     """Ray shell of `Learner`: fetches the fragments the driver names from the two shards."""
 
-    def __init__(self, cfg: TrainConfig, nobs: int, na: int, real_shard: Any, virtual_shard: Any) -> None:
+    def __init__(
+        self, cfg: TrainConfig, nobs: int, na: int, real_shard: Any, virtual_shard: Any
+    ) -> None:
         self.learner = Learner(
             nobs, na, cfg.ppo, cfg.networks, cfg.influence_ratio,
             device=cfg.run.learner_device, seed=cfg.run.seed, threads=cfg.run.threads,
@@ -84,6 +104,7 @@ class LearnerActor:
         self.real_shard, self.virtual_shard = real_shard, virtual_shard
 
     def train(self, metas: list[FragmentMeta], min_version: int) -> tuple[dict[str, float], dict]:
+        start = time.perf_counter()
         fids = [m.fid for m in metas]
         reals = ray.get([r[0] for r in ray.get(self.real_shard.take.remote(fids, min_version))])
         vfids = [m.fid for m in metas if m.virtual_samples > 0]
@@ -91,7 +112,10 @@ class LearnerActor:
         if vfids:
             refs = ray.get(self.virtual_shard.take.remote(vfids, min_version))
             virtuals = ray.get([r[0] for r in refs])
+        fetched = time.perf_counter()
         metrics = self.learner.train(reals, virtuals)
+        metrics["time/fetch_s"] = fetched - start
+        metrics["time/update_s"] = time.perf_counter() - fetched
         return metrics, self.learner.get_weights()
 
     def get_weights(self) -> dict[str, Any]:
@@ -189,7 +213,10 @@ class Driver:
                     self.nobs, self.na, self.real_shard, self.virtual_shard)
         )  # fmt: skip
         Actor = ray.remote(RolloutActor).options(
-            num_cpus=run.actor_cpus, max_restarts=run.max_actor_failures, max_task_retries=0
+            num_cpus=run.actor_cpus,
+            resources=run.actor_resource_dict or None,
+            max_restarts=run.max_actor_failures,
+            max_task_retries=0,
         )
         self.actors = [
             Actor.remote(i, replace(self.spec, seed=run.seed), self.real_shard, self.virtual_shard)
@@ -197,9 +224,13 @@ class Driver:
         ]
         self.live = list(range(run.num_actors))
         self.failures = [0] * run.num_actors
-        self.slots: dict[int, collections.deque[_Slot]] = {a: collections.deque() for a in self.live}
-        self.evaluator = ray.remote(EvalActor).options(num_cpus=0).remote(
-            replace(self.spec, n_envs=min(10, run.eval_episodes), device="cpu")
+        self.slots: dict[int, collections.deque[_Slot]] = {
+            a: collections.deque() for a in self.live
+        }
+        self.evaluator = (
+            ray.remote(EvalActor)
+            .options(num_cpus=0)
+            .remote(replace(self.spec, n_envs=min(10, run.eval_episodes), device="cpu"))
         )
         self.pending_eval: tuple[Any, int] | None = None
         self.counters = _Counters()
@@ -237,14 +268,16 @@ class Driver:
         slots = self.slots[actor]
         # let every call of the dead instance settle before resubmitting, in order
         ray.wait([s.ref for s in slots], num_returns=len(slots), timeout=60)
-        if self.failures[actor] > self.cfg.run.max_actor_failures:
+        back = self.failures[actor] <= self.cfg.run.max_actor_failures and self._restarted(actor)
+        if not back:
             self.live.remove(actor)
             self.counters.lost_fragments += len(slots)
             slots.clear()
+            ray.kill(self.actors[actor], no_restart=True)
             self.logger.event(
                 f"iteration {self.counters.iteration}: actor {actor} failed "
-                f"{self.failures[actor]} times ({type(error).__name__}); dropped, "
-                f"{len(self.live)} actors left"
+                f"{self.failures[actor]} times ({type(error).__name__}) and is not back; "
+                f"dropped, {len(self.live)} actors left"
             )
             if not self.live:
                 raise RuntimeError("every rollout actor has failed; stopping the run") from error
@@ -256,6 +289,21 @@ class Driver:
         for slot in slots:
             slot.attempt += 1
             self._submit(actor, slot)
+
+    def _restarted(self, actor: int) -> bool:
+        """Whether Ray brought the actor back within ``actor_restart_timeout`` seconds."""
+        deadline = time.monotonic() + self.cfg.run.actor_restart_timeout
+        while time.monotonic() < deadline:
+            ref = self.actors[actor].pid.remote()
+            ready, _ = ray.wait([ref], timeout=max(0.1, deadline - time.monotonic()))
+            if not ready:
+                return False
+            try:
+                ray.get(ready[0])
+                return True
+            except RayActorError:
+                time.sleep(0.2)
+        return False
 
     def _gather(self, index: int) -> dict[int, CollectResult]:
         """The fragment of every live actor for ``index`` (re-collecting after failures)."""
@@ -327,10 +375,12 @@ class Driver:
         else:
             for index in range(c.iteration, min(c.iteration + max(lag, 1), cfg.iterations)):
                 self._submit_index(index)
-        start, start_steps = time.perf_counter(), c.env_steps
+        self._times = collections.deque([(time.perf_counter(), c.env_steps)], maxlen=11)
         while c.iteration < cfg.iterations:
             i = c.iteration
+            t0 = time.perf_counter()
             results = self._gather(i)
+            waited = time.perf_counter() - t0
             if lag >= 1 and i + lag < cfg.iterations:
                 self._submit_index(i + lag)
             metas = [results[a].meta for a in sorted(results)]
@@ -351,19 +401,31 @@ class Driver:
             episodes = EpisodeStats.concat([results[a].episodes for a in sorted(results)])
             c.episodes += len(episodes.returns)
             c.recent.extend(zip(episodes.returns.tolist(), episodes.success.tolist(), strict=True))
-            self._log({**metrics, **self._poll_eval()}, metas, start, start_steps)
-            if run.eval_every and c.iteration % run.eval_every == 0 and c.iteration < cfg.iterations:
+            metrics["time/wait_actors_s"] = waited
+            metrics["time/collect_s"] = float(np.mean([r.seconds for r in results.values()]))
+            metrics["time/iteration_s"] = time.perf_counter() - t0
+            self._log({**metrics, **self._poll_eval()}, metas)
+            if (
+                run.eval_every
+                and c.iteration % run.eval_every == 0
+                and c.iteration < cfg.iterations
+            ):
                 self._start_eval(run.eval_episodes)
             if any(r.snapshot is not None for r in results.values()):
                 self._checkpoint(results)
             if run.stop_after and c.iteration - self.first_index >= run.stop_after:
                 break
-        if c.iteration < cfg.iterations:
+        if c.iteration < cfg.iterations or run.final_eval_episodes == 0:
             return None
         return self._final_eval()
 
-    def _log(self, metrics: dict[str, float], metas: list[FragmentMeta], start: float,
-             start_steps: int) -> None:  # fmt: skip
+    def _rate(self, env_steps: int) -> float:
+        """Env steps per second over the last (up to) 10 iterations."""
+        self._times.append((time.perf_counter(), env_steps))
+        (t0, s0), (t1, s1) = self._times[0], self._times[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else float("nan")
+
+    def _log(self, metrics: dict[str, float], metas: list[FragmentMeta]) -> None:
         c = self.counters
         recent = list(c.recent)
         row = {
@@ -373,7 +435,7 @@ class Driver:
             "episodes": c.episodes,
             "episode_return": float(np.mean([r for r, _ in recent])) if recent else float("nan"),
             "success_rate": float(np.mean([s for _, s in recent])) if recent else float("nan"),
-            "sps": (c.env_steps - start_steps) / max(time.perf_counter() - start, 1e-9),
+            "sps": self._rate(c.env_steps),
             "policy_lag": float(np.mean([self.version - 1 - m.version for m in metas])),
             "actors_live": len(self.live),
             "actor_restarts": c.actor_restarts,
@@ -402,12 +464,15 @@ class Driver:
         for k in ("success_rate", "steps", "reward", "distance_to_pad", "collision_or_offtrack"):
             if s.get(k):
                 row[f"eval/{k}"] = s[k]["mean"]
+                row[f"eval/{k}_std"] = s[k]["std"]
         return row
 
     def _final_eval(self) -> dict[str, Any]:
         run = self.cfg.run
         weights = ray.get(self.weights_by_version[self.version])
-        evaluator = Evaluator(replace(self.spec, n_envs=min(10, run.final_eval_episodes), device="cpu"))
+        evaluator = Evaluator(
+            replace(self.spec, n_envs=min(10, run.final_eval_episodes), device="cpu")
+        )
         result = evaluator.run(weights, run.final_eval_episodes, seed=10_000, record=3)
         summary = summarize(run.env, result.episodes)
         summary["env_steps"] = self.counters.env_steps
@@ -448,7 +513,9 @@ def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None 
     finally:
         driver.close()
     curves = plot_curves(run_dir)
-    if summary is None:
+    if summary is None and driver.counters.iteration >= cfg.iterations:
+        print(f"finished; run directory: {run_dir.resolve()}")
+    elif summary is None:
         print(f"stopped after iteration {driver.counters.iteration}; continue with "
               f"`python launch.py --resume {run_dir}`")  # fmt: skip
     else:

@@ -16,6 +16,7 @@ This is a plain class: tests drive it in-process; `rlmpc.system` wraps it with `
 from __future__ import annotations
 
 import pickle
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +59,9 @@ def _episode_extras(info: dict[str, Any]) -> dict[str, float]:
     if "distance_to_pad" in info:
         extra["distance_to_pad"] = float(info["distance_to_pad"])
     if "collision" in info or "off_track" in info:
-        extra["collision_or_offtrack"] = float(bool(info.get("collision")) or bool(info.get("off_track")))
+        extra["collision_or_offtrack"] = float(
+            bool(info.get("collision")) or bool(info.get("off_track"))
+        )
     return extra
 
 
@@ -82,7 +85,13 @@ class _Episodes:
 
     def end(self, b: int, info: dict[str, Any]) -> None:
         self.ended.append(
-            (self.ret[b], int(self.len[b]), _success(info), int(self.danger[b]), _episode_extras(info))
+            (
+                self.ret[b],
+                int(self.len[b]),
+                _success(info),
+                int(self.danger[b]),
+                _episode_extras(info),
+            )
         )
         self.ret[b], self.len[b], self.danger[b] = 0.0, 0, 0
 
@@ -102,10 +111,14 @@ class RolloutWorker:
     """Acts in ``spec.n_envs`` envs with the policy + MPPI and returns fragments of T steps.
 
     ``seed_offset`` separates restarted instances (Ray reconstructs an actor with the same
-    arguments; the system passes the restart count here) from the original.
+    arguments; the system passes a fresh number here) from the original. ``env_kwargs`` gives
+    each env its constructor arguments (a CARLA env its server's host and ports).
     """
 
-    def __init__(self, actor_id: int, spec: WorkerSpec, seed_offset: int = 0) -> None:
+    def __init__(
+        self, actor_id: int, spec: WorkerSpec, seed_offset: int = 0,
+        env_kwargs: list[dict[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
         if spec.n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {spec.n_envs}")
         if spec.num_candidates < 1:
@@ -113,11 +126,16 @@ class RolloutWorker:
         torch.set_num_threads(spec.threads)
         self.actor_id, self.spec = actor_id, spec
         self.device = torch.device(spec.device)
-        self.envs = [envs.make(spec.env) for _ in range(spec.n_envs)]
+        kwargs = env_kwargs or [{}] * spec.n_envs
+        if len(kwargs) != spec.n_envs:
+            raise ValueError(f"env_kwargs must hold one dict per env ({spec.n_envs}), got {len(kwargs)}")
+        self.envs = [envs.make(spec.env, **kw) for kw in kwargs]
         self.model = self.envs[0].unwrapped.planner_model()
         self.planner = build_planner(self.model, spec.planner)
         self.horizon = spec.planner.planning_horizon
-        self.policy = build_networks(self.model.nobs, self.model.na, spec.networks)[0].to(self.device)
+        self.policy = build_networks(self.model.nobs, self.model.na, spec.networks)[0].to(
+            self.device
+        )
         self.policy.eval()
         seq = np.random.SeedSequence([spec.seed, actor_id, seed_offset])
         env_seed, torch_seed, np_seed = seq.generate_state(3)
@@ -201,6 +219,7 @@ class RolloutWorker:
         snapshot: bool = False,
     ) -> tuple[RealArrays, VirtualArrays | None, CollectResult]:  # fmt: skip
         """``steps`` steps of every env under ``weights`` (version ``version``)."""
+        start = time.perf_counter()
         if weights is not None:
             self.set_weights(weights, version)
         reals, virtuals = [], []
@@ -221,7 +240,10 @@ class RolloutWorker:
             )
         n_virtual = 0 if virtual_arrays is None else len(virtual_arrays.obs)
         meta = FragmentMeta(fid, self.version, steps * self.spec.n_envs, n_virtual)
-        result = CollectResult(meta, self.episodes.pop(), self.snapshot() if snapshot else None)
+        result = CollectResult(
+            meta, self.episodes.pop(), self.snapshot() if snapshot else None,
+            time.perf_counter() - start,
+        )  # fmt: skip
         return real_arrays, virtual_arrays, result
 
     # ---- snapshots (exact resume) -----------------------------------------------------

@@ -443,3 +443,26 @@ def test_learner_follows_the_device_and_matches_cpu():
     assert all(t.device.type == "cpu" for t in gpu.get_weights()["policy"].values())
     assert m_g["rho"] == pytest.approx(m_c["rho"], rel=1e-5)
     assert m_g["loss/value"] == pytest.approx(m_c["loss/value"], rel=1e-3)
+
+
+@pytest.mark.parametrize("per_network", [True, False])
+def test_gradient_clipping_per_network_keeps_the_policy_step(per_network):
+    """A value loss in the hundreds must not shrink the policy's step (per-network clip)."""
+    learner = PPOLearner(4, 2, PPOConfig(clip_grad_per_network=per_network))
+    policy, values = learner._param_groups
+    for group, norm in ((policy, 0.3), (values, 100.0)):
+        for p in group:
+            p.grad = torch.ones_like(p)
+        scale = norm / torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in group]))
+        for p in group:
+            p.grad *= scale
+    total = learner._clip_gradients()
+    assert float(total) == pytest.approx((0.3**2 + 100.0**2) ** 0.5, rel=1e-5)
+    after = lambda group: float(
+        torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in group]))
+    )
+    if per_network:
+        assert after(policy) == pytest.approx(0.3, rel=1e-4)
+        assert after(values) == pytest.approx(0.5, rel=1e-4)
+    else:  # SB3's joint clip: both shrink by the same factor 0.5 / 100.0004
+        assert after(policy) == pytest.approx(0.3 * 0.5 / 100.00045, rel=1e-4)

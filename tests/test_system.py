@@ -21,6 +21,7 @@ from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from planners.costs import planner_config
 from rlmpc.config import RunConfig, TrainConfig
+from rlmpc.evaluate import main as evaluate_main
 from rlmpc.runlog import WandbConfig
 from rlmpc.system import Driver, train
 
@@ -82,6 +83,12 @@ def test_training_run_counters_weights_rho_and_run_dir(tmp_path):
     ev = json.loads((run_dir / "eval.json").read_text())
     assert ev["episodes"] == 2 and set(ev["success_rate"]) == {"mean", "std"}
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["num_candidates"] == 4
+    # the evaluation command on the run's newest checkpoint
+    out = tmp_path / "evaluated"
+    evaluate_main(["--checkpoint", str(run_dir), "--episodes", "3", "--out", str(out), "--record", "2"])
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["episodes"] == 3 and ev["env_steps"] == 256 and ev["steps"]["mean"] > 0
+    assert (out / "eval_episodes.png").stat().st_size > 10_000
 
 
 def test_killed_actor_is_restarted_and_counters_stay_exact(tmp_path):
@@ -141,3 +148,11 @@ def test_bad_options_are_refused_before_ray_starts(args, option):
     assert proc.returncode == 2, proc.stderr
     assert option in proc.stderr
     assert "Ray" not in proc.stderr and "ray" not in proc.stdout.lower()
+
+
+def test_evaluate_refuses_bad_options(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlmpc.evaluate", "--checkpoint", str(tmp_path), "--episodes", "0"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--episodes" in proc.stderr
