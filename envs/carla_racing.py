@@ -141,16 +141,8 @@ class RacingSimEnv(gym.Env):
         )
         self.s, self.ey, self.epsi = res.s, res.ey, res.epsi
         self.steps += 1
-        terminated = res.off_track or res.collided or res.goal
-        truncated = self.steps >= self.task.max_steps and not terminated
-        info = {
-            "is_success": res.goal,
-            "off_track": res.off_track,
-            "collision": res.collided,
-            "in_danger": res.in_zone,
-            "server_lost": False,
-            "s": res.s,
-        }
+        terminated, truncated, info = res.episode_flags(self.steps, self.task)
+        info["server_lost"] = False
         return self._obs(), res.reward, terminated, truncated, info
 
     def _server_lost(self, err: RuntimeError):

@@ -171,15 +171,7 @@ class RacingDZEnv(gym.Env):
         )
         self.s, self.ey, self.epsi = out.s, out.ey, out.epsi
         self.steps += 1
-        terminated = out.off_track or out.collided or out.goal
-        truncated = self.steps >= self.task.max_steps and not terminated
-        info = {
-            "is_success": out.goal,
-            "off_track": out.off_track,
-            "collision": out.collided,
-            "in_danger": out.in_zone,
-            "s": out.s,
-        }
+        terminated, truncated, info = out.episode_flags(self.steps, self.task)
         return self._obs(), out.reward, terminated, truncated, info
 
     def _obs(self) -> np.ndarray:

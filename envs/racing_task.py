@@ -289,6 +289,20 @@ class StepOutcome(NamedTuple):
     goal: bool
     in_zone: bool
 
+    def episode_flags(self, steps: int, p: TaskParams) -> tuple[bool, bool, dict[str, Any]]:
+        """``(terminated, truncated, info)`` after the ``steps``-th step (App. B.3: off-track,
+        collision and goal terminate; the time limit truncates, never terminates)."""
+        terminated = self.off_track or self.collided or self.goal
+        truncated = steps >= p.max_steps and not terminated
+        info = {
+            "is_success": self.goal,
+            "off_track": self.off_track,
+            "collision": self.collided,
+            "in_danger": self.in_zone,
+            "s": self.s,
+        }
+        return terminated, truncated, info
+
 
 def forward_speed(vx: Any, vy: Any, epsi: Any) -> Any:
     """Speed along the track tangent of a body-frame velocity (numpy or float)."""
