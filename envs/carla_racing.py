@@ -39,7 +39,7 @@ from envs.base import check_action
 from envs.carla_route import ROUTES, RouteSpec
 from envs.carla_sim import CarlaSim, CarlaUnavailable, ClientParams, SimStep, VehicleSim
 from envs.danger import DangerZone
-from envs.racing_dz import CarParams, RacingModel, _draw, dynamic_bicycle_step
+from envs.racing_dz import CarParams, RacingTaskEnv, dynamic_bicycle_step
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class BicycleSim:
         """Nothing to release."""
 
 
-class RacingSimEnv(gym.Env):
+class RacingSimEnv(RacingTaskEnv):
     """The Racing task of App. B.3 on a `VehicleSim` (see the module docstring)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -152,19 +152,6 @@ class RacingSimEnv(gym.Env):
         self.sim.reconnect()
         info = {**dict.fromkeys(_FLAGS, False), "server_lost": True, "s": self.s}
         return self._obs(), 0.0, False, True, info
-
-    def _obs(self) -> np.ndarray:
-        ego = (self.state, self.s, self.ey, self.epsi)
-        obs = rt.observation(self.track, self.task, *ego, self.opp_s, self.opp_v, self.zone)
-        return obs.astype(np.float32)
-
-    def planner_model(self) -> RacingModel:
-        return RacingModel(self.track, self.task, self.car)
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode != "rgb_array" or self.state is None:
-            return None
-        return _draw(self)
 
     def close(self) -> None:
         self.sim.close()

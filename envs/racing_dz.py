@@ -119,7 +119,30 @@ def dynamic_bicycle_step(
     return rt.VehicleState(x, y, psi, vx, vy, r)
 
 
-class RacingDZEnv(gym.Env):
+class RacingTaskEnv(gym.Env):
+    """What every racing env shares on top of `envs.racing_task`, whatever moves the cars:
+    the observation, the planner model and the picture of the current state."""
+
+    track: rt.Track
+    task: rt.TaskParams
+    car: CarParams
+    state: rt.VehicleState | None
+
+    def _obs(self) -> np.ndarray:
+        ego = (self.state, self.s, self.ey, self.epsi)
+        obs = rt.observation(self.track, self.task, *ego, self.opp_s, self.opp_v, self.zone)
+        return obs.astype(np.float32)
+
+    def planner_model(self) -> RacingModel:
+        return RacingModel(self.track, self.task, self.car)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array" or self.state is None:
+            return None
+        return _draw(self)
+
+
+class RacingDZEnv(RacingTaskEnv):
     """``rlmpc/RacingDZ-v0``; see the module docstring for the task table."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -173,19 +196,6 @@ class RacingDZEnv(gym.Env):
         self.steps += 1
         terminated, truncated, info = out.episode_flags(self.steps, self.task)
         return self._obs(), out.reward, terminated, truncated, info
-
-    def _obs(self) -> np.ndarray:
-        ego = (self.state, self.s, self.ey, self.epsi)
-        obs = rt.observation(self.track, self.task, *ego, self.opp_s, self.opp_v, self.zone)
-        return obs.astype(np.float32)
-
-    def planner_model(self) -> RacingModel:
-        return RacingModel(self.track, self.task, self.car)
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode != "rgb_array" or self.state is None:
-            return None
-        return _draw(self)
 
 
 class _Tables(NamedTuple):
