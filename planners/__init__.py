@@ -15,6 +15,8 @@ One call, ``planner.plan(x [B, nx], a [B, M, na], warm [B, H, nu])``, returns a 
 ``first [B, M, nu]``, ``controls [B, M, H, nu]``, ``paths [B, M, H+1, nx]``, ``costs [B, M]``,
 ``weights [B, M, K]``. The warm start goes in and out (`shift_warm_start` makes the next
 one); the planner holds no state between calls; dtype and device follow ``x``.
+``planner.plan_controls(...)`` returns the same plans without rolling them out and scoring
+them (`PlannedControls`); ``planner.paths(x, controls)`` rolls out plans later, many at once.
 
 Modules:
 
@@ -22,6 +24,7 @@ Modules:
   `make_planner` (``backend="batched" | "pytorch_mppi"``) and the eq. (2)/(3) functions;
 * `planners.costs`: the cost terms, eqs. (38)–(46), the Table-5 presets per env and
   `build_planner(model, config)`;
+* `planners.checks`: validation of the planner's options and of `plan`'s inputs;
 * `planners.pytorch_mppi_backend`: one ``pytorch_mppi.MPPI`` per state and candidate, the
   paper-faithful (slow) backend and the tests' oracle.
 """
@@ -38,7 +41,15 @@ from planners.costs import (
     planner_config,
     running_cost,
 )
-from planners.mppi import BACKENDS, MPPI, PlanResult, make_planner, rollout, shift_warm_start
+from planners.mppi import (
+    BACKENDS,
+    MPPI,
+    PlannedControls,
+    PlanResult,
+    make_planner,
+    rollout,
+    shift_warm_start,
+)
 
 __all__ = [
     "BACKENDS",
@@ -48,6 +59,7 @@ __all__ = [
     "CompositeCost",
     "LunarLanderPlannerConfig",
     "PlanResult",
+    "PlannedControls",
     "PlannerConfig",
     "RacingPlannerConfig",
     "ValueTerminalCost",

@@ -34,13 +34,13 @@ def squared_norm(v: Tensor) -> Tensor:
     parts = v.unbind(-1)
     total = parts[0] * parts[0]
     for c in parts[1:]:
-        total = total + c * c
+        total.addcmul_(c, c)
     return total
 
 
 def tracking_cost(model: Any, x: Tensor, target: Tensor) -> Tensor:
     """Eq. (39): ``J_RL^track = ||x̂ − x*(a)||`` on the tracked features (angles wrapped)."""
-    return torch.sqrt(squared_norm(model.tracking_error(x, target)))
+    return squared_norm(model.tracking_error(x, target)).sqrt_()
 
 
 def _tracking_term(model: Any, x: Tensor, u: Tensor, target: Tensor) -> Tensor:
@@ -123,10 +123,23 @@ class CompositeCost:
         self.rl_term, self.other = rl_term, other
 
     def __call__(self, x: Tensor, u: Tensor, target: Tensor) -> Tensor:
-        state_terms = self.w_danger * danger_cost(self.model, x)
-        if self.other is not None:
-            state_terms = state_terms + self.other(x, u)
-        return state_terms + self.w_rl * self.rl_term(x, u, target)
+        return self.state_terms(x, u) + self.w_rl * self.rl_term(x, u, target)
+
+    def state_terms(self, x: Tensor, u: Tensor) -> Tensor:
+        """The target-free part ``w_D J_danger(x) + J_other(x, u)`` ``[...]``."""
+        terms = self.w_danger * danger_cost(self.model, x)
+        return terms if self.other is None else terms + self.other(x, u)
+
+    def horizon_sum(self, x: Tensor, u: Tensor, target: Tensor) -> Tensor:
+        """``Σ_t`` of the summand along the horizon: ``x [..., H, nx]``, ``u [..., H, nu]``,
+        ``target [..., 1, nt]`` -> ``[...]`` (`planners.mppi.path_cost` uses it).
+
+        Each part is summed over H at its own shape and weighted after the sum, so the
+        broadcast over the M candidates costs one weighted add of ``[..., K]`` sums instead
+        of a multiply and an add of ``[..., K, H]`` terms.
+        """
+        rl = self.rl_term(x, u, target).sum(-1)
+        return torch.add(self.state_terms(x, u).sum(-1), rl, alpha=self.w_rl)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,10 @@ The arithmetic is pytorch-mppi's (``pytorch_mppi.MPPI.command``), which the pape
 * ``w_k = exp(−(J_k − min_j J_j)/λ) / Σ_j exp(−(J_j − min_j J_j)/λ)`` and
   ``U ← U + Σ_k w_k ε_k``.
 
+For speed, the K sample rollouts are stored component-major (`sample_rollout`), so the
+cost terms read each state component as one contiguous block; `plan_controls` skips the
+candidates' rollouts for callers that roll them out later (`MPPI.paths`).
+
 Differences, all on purpose: the warm start ``U`` goes in and the plans come out (no hidden
 state, no internal shift; `shift_warm_start` is the shift); samples whose cost or rollout is
 non-finite get zero weight (pytorch-mppi would return NaN), and a call where every sample of
@@ -23,11 +27,14 @@ some (state, candidate) is non-finite raises.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
+
+from planners.checks import check_plan_inputs, check_planner_options, control_bound, covariance
 
 Dynamics = Callable[[Tensor, Tensor], Tensor]
 """``P̂(x [..., nx], u [..., nu]) -> x' [..., nx]``, batched over any leading dims."""
@@ -39,6 +46,9 @@ class RunningCost(Protocol):
 
         The leading dims broadcast: the planner passes states ``[B, 1, K, H, nx]`` and targets
         ``[B, M, 1, 1, nt]``, so terms that do not depend on the target are computed once.
+        A running cost may also have a method ``horizon_sum(x, u, target)`` giving the sum of
+        its values over the H axis (``x [..., H, nx]``, ``u [..., H, nu]``, ``target
+        [..., 1, nt]`` -> ``[...]``) more cheaply; `path_cost` then uses it.
         """
         ...
 
@@ -65,6 +75,17 @@ class PlanResult(NamedTuple):
     """``[B, M, K]`` the normalised sample weights w̃ of eq. (3); each row sums to 1."""
 
 
+class PlannedControls(NamedTuple):
+    """What `MPPI.plan_controls` returns: `PlanResult` without ``paths`` and ``costs``."""
+
+    first: Tensor
+    """``[B, M, nu]`` as `PlanResult.first`."""
+    controls: Tensor
+    """``[B, M, H, nu]`` as `PlanResult.controls`; `MPPI.paths` rolls them out."""
+    weights: Tensor
+    """``[B, M, K]`` as `PlanResult.weights`."""
+
+
 def shift_warm_start(controls: Tensor, u_init: float | Tensor = 0.0) -> Tensor:
     """The next step's warm start ``[..., H, nu]``: drop the first control, append ``u_init``.
 
@@ -85,10 +106,30 @@ def rollout(dynamics: Dynamics, x: Tensor, u: Tensor) -> Tensor:
     return states
 
 
-def perturb(warm: Tensor, noise: Tensor, u_min: Tensor, u_max: Tensor) -> tuple[Tensor, Tensor]:
+def sample_rollout(dynamics: Dynamics, x: Tensor, u: Tensor) -> Tensor:
+    """`rollout` of ``x [..., nx]`` under ``u [..., H, nu]``: the same states ``[..., H+1, nx]``,
+    stored component-major (memory ``[nx, H+1, ...]``).
+
+    Cost terms then read each state component at each step as one contiguous block, and
+    broadcasting it against targets ``[B, M, 1, 1, nt]`` runs over whole blocks instead of
+    ``nt``-element rows; the values are `rollout`'s.
+    """
+    lead, horizon, nx = u.shape[:-2], u.shape[-2], x.shape[-1]
+    store = x.new_empty(nx, horizon + 1, *lead)
+    states = store.permute(*range(2, 2 + len(lead)), 1, 0)
+    states[..., 0, :] = x
+    for t in range(horizon):
+        states[..., t + 1, :] = dynamics(states[..., t, :], u[..., t, :])
+    return states
+
+
+def perturb(
+    warm: Tensor, noise: Tensor, u_min: float | Tensor, u_max: float | Tensor
+) -> tuple[Tensor, Tensor]:
     """Bounded samples ``v = clamp(U + ε)`` and the noise actually applied ``ε = v − U``.
 
-    ``warm [B, H, nu]``, ``noise [B, K, H, nu]`` -> ``(v, ε)``, both ``[B, K, H, nu]``.
+    ``warm [B, H, nu]``, ``noise [B, K, H, nu]`` -> ``(v, ε)``, both ``[B, K, H, nu]``; the
+    bounds are ``[nu]`` tensors or numbers (the same for every control: a faster clamp).
     """
     warm = warm.unsqueeze(1)
     perturbed = torch.clamp(warm + noise, u_min, u_max)
@@ -115,7 +156,11 @@ def path_cost(
     ``states [..., H+1, nx]``, ``controls [..., H, nu]``, ``target [..., nt]``; leading dims
     broadcast (the result has their broadcast shape).
     """
-    cost = running_cost(states[..., 1:, :], controls, target.unsqueeze(-2)).sum(-1)
+    summed = getattr(running_cost, "horizon_sum", None)
+    if summed is not None:
+        cost = summed(states[..., 1:, :], controls, target.unsqueeze(-2))
+    else:
+        cost = running_cost(states[..., 1:, :], controls, target.unsqueeze(-2)).sum(-1)
     if terminal_cost is not None:
         cost = cost + terminal_cost(states[..., -1, :], target)
     return cost.expand(torch.broadcast_shapes(states.shape[:-2], target.shape[:-1]))
@@ -126,6 +171,11 @@ def mppi_weights(costs: Tensor, lambda_temp: float) -> Tensor:
 
     ``w̃_k = exp(−(J_k − min J)/λ) / Σ_j exp(−(J_j − min J)/λ)``; non-finite costs get zero
     weight. Raises `ValueError` where every cost of a row is non-finite.
+
+    A weight below e times the dtype's smallest normal number (before normalising: the best
+    sample's is 1) is set to 0 rather than computed: on CPU, ``exp`` of an argument whose
+    result underflows runs ~10x slower, and with Table 5's weights many samples' costs lie
+    that far above the best one (about half of them on Lunar Lander, a fifth on Acrobot).
     """
     finite = torch.isfinite(costs)
     costs = torch.where(finite, costs, torch.inf)
@@ -133,7 +183,10 @@ def mppi_weights(costs: Tensor, lambda_temp: float) -> Tensor:
     if not bool(finite.any(-1).all()):
         rows = (~finite.any(-1)).nonzero().tolist()
         raise ValueError(f"all K sample costs are non-finite for (state, candidate) rows {rows}")
-    w = torch.exp((beta - costs) / lambda_temp)
+    arg = (beta - costs) / lambda_temp  # <= 0; -inf for the non-finite costs
+    floor = math.log(torch.finfo(arg.dtype).tiny) + 1.0  # + 1: clear of rounding in the dtype
+    small = arg < floor
+    w = arg.clamp_(min=floor).exp_().masked_fill_(small, 0.0)
     return w / w.sum(-1, keepdim=True)
 
 
@@ -143,33 +196,6 @@ def mppi_update(warm: Tensor, eps: Tensor, weights: Tensor) -> Tensor:
     ``warm [B, H, nu]`` (shared), ``eps [B, K, H, nu]`` (shared), ``weights [B, M, K]``.
     """
     return warm.unsqueeze(1) + torch.einsum("bmk,bkhu->bmhu", weights, eps)
-
-
-def covariance(noise_sigma: float | Sequence[float] | Tensor, nu: int) -> Tensor:
-    """Σ ``[nu, nu]`` (float64) from a scalar ``s`` (``s·I``), a diagonal ``[nu]`` or a matrix."""
-    sigma = torch.as_tensor(noise_sigma, dtype=torch.float64)
-    if sigma.ndim == 0:
-        sigma = sigma * torch.eye(nu, dtype=torch.float64)
-    elif sigma.ndim == 1:
-        sigma = torch.diag(sigma)
-    if sigma.shape != (nu, nu):
-        raise ValueError(
-            f"noise_sigma must be a scalar, [nu] or [nu, nu] with nu={nu}, got {tuple(sigma.shape)}"
-        )
-    if not torch.isfinite(sigma).all() or not torch.allclose(sigma, sigma.T):
-        raise ValueError("noise_sigma must be a finite symmetric covariance")
-    if torch.linalg.eigvalsh(sigma).min() <= 0:
-        raise ValueError("noise_sigma must be positive definite")
-    return sigma
-
-
-def check_planner_options(num_samples: int, horizon: int, lambda_temp: float, nu: int) -> None:
-    """`ValueError` naming the option when K, H, λ or nu is out of range."""
-    for name, value in (("num_samples", num_samples), ("horizon", horizon), ("nu", nu)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if not lambda_temp > 0 or not torch.isfinite(torch.tensor(float(lambda_temp))):
-        raise ValueError(f"lambda_temp must be a finite number > 0, got {lambda_temp!r}")
 
 
 class MPPI:
@@ -216,10 +242,15 @@ class MPPI:
         self.nu, self.num_samples, self.horizon = nu, num_samples, horizon
         self.lambda_temp = float(lambda_temp)
         self.sigma = covariance(noise_sigma, nu)
-        self.u_min = _bound(u_min, nu, -torch.inf, "u_min")
-        self.u_max = _bound(u_max, nu, torch.inf, "u_max")
+        self.u_min = control_bound(u_min, nu, -torch.inf, "u_min")
+        self.u_max = control_bound(u_max, nu, torch.inf, "u_max")
         if (self.u_min > self.u_max).any():
             raise ValueError(f"u_min must be <= u_max, got {self.u_min} and {self.u_max}")
+        lo, hi = self.u_min, self.u_max
+        uniform = bool((lo == lo[0]).all() and (hi == hi[0]).all())
+        #: ``(u_min, u_max)`` as numbers where each bound is the same for every control
+        self.scalar_bounds = (float(lo[0]), float(hi[0])) if uniform else None
+        self.diagonal_sigma = bool((self.sigma == torch.diag(self.sigma.diagonal())).all())
         self._constants: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
 
     def constants(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -243,6 +274,8 @@ class MPPI:
             batch, self.num_samples, self.horizon, self.nu,
             generator=generator, dtype=like.dtype, device=like.device,
         )  # fmt: skip
+        if self.diagonal_sigma:  # z @ chol.T, product for product (the zeros add nothing)
+            return z.mul_(chol.diagonal())
         return z @ chol.T
 
     def plan(
@@ -261,16 +294,46 @@ class MPPI:
         """
         x, a, warm, noise = check_plan_inputs(self, x, a, warm, noise)
         with torch.no_grad():
-            return self._plan(x, a, warm, generator, noise)
+            target, controls, weights = self._update(x, a, warm, generator, noise)
+            return finish_plan(self, x, target, controls, weights)
 
-    def _plan(
+    def plan_controls(
+        self,
+        x: Tensor,
+        a: Tensor,
+        warm: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> PlannedControls:
+        """`plan` without rolling out and scoring the M plans: the same controls and weights.
+
+        For callers that act on the first controls now and need the planned paths later, if
+        at all: `paths` rolls out many steps' plans in one batched call.
+        """
+        x, a, warm, noise = check_plan_inputs(self, x, a, warm, noise)
+        with torch.no_grad():
+            _, controls, weights = self._update(x, a, warm, generator, noise)
+        return PlannedControls(controls[:, :, 0], controls, weights)
+
+    def paths(self, x: Tensor, controls: Tensor) -> Tensor:
+        """P̂ from ``x [..., nx]`` under ``controls [..., H, nu]``: states ``[..., H+1, nx]``.
+
+        `PlanResult.paths` of plans from `plan_controls` (``x`` expanded over the candidates).
+        """
+        with torch.no_grad():
+            return rollout(self.dynamics, x, controls)
+
+    def _update(
         self,
         x: Tensor,
         a: Tensor,
         warm: Tensor,
         generator: torch.Generator | None,
         noise: Tensor | None,
-    ) -> PlanResult:
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Eqs. (2)–(3) for checked inputs: targets ``[B, M, nt]``, controls ``[B, M, H, nu]``
+        (bounded) and weights ``[B, M, K]``."""
         B = x.shape[0]
         _, sigma_inv, u_min, u_max = self.constants(x)
         target = self.target_fn(a)  # [B, M, nt]
@@ -278,10 +341,8 @@ class MPPI:
             raise ValueError(f"target_fn(a) must be [B, M, nt], got {tuple(target.shape)}")
         if noise is None:
             noise = self.sample_noise(B, x, generator)
-        perturbed, eps = perturb(warm, noise, u_min, u_max)
-        states = rollout(
-            self.dynamics, x.unsqueeze(1).expand(B, self.num_samples, x.shape[1]), perturbed
-        )
+        perturbed, eps = perturb(warm, noise, *(self.scalar_bounds or (u_min, u_max)))
+        states = sample_rollout(self.dynamics, x.unsqueeze(1), perturbed)  # [B, K, H+1, nx]
         # eq. (2) for every candidate: states shared, targets differ -> [B, M, K]
         sample_cost = path_cost(
             self.running_cost, self.terminal_cost,
@@ -289,11 +350,11 @@ class MPPI:
         )  # fmt: skip
         sample_cost = sample_cost + action_cost(warm, eps, sigma_inv, self.lambda_temp).unsqueeze(1)
         # a sum is non-finite iff a term is (or it overflows): one cheap pass over the states
-        finite_rollout = torch.isfinite(states.flatten(-2).sum(-1))  # [B, K]
+        finite_rollout = torch.isfinite(states.sum((-2, -1)))  # [B, K]
         sample_cost = torch.where(finite_rollout.unsqueeze(1), sample_cost, torch.inf)
         weights = mppi_weights(sample_cost, self.lambda_temp)
         controls = torch.clamp(mppi_update(warm, eps, weights), u_min, u_max)
-        return finish_plan(self, x, target, controls, weights)
+        return target, controls, weights
 
 
 def finish_plan(
@@ -306,60 +367,8 @@ def finish_plan(
     return PlanResult(controls[:, :, 0], controls, paths, costs, weights)
 
 
-def check_plan_inputs(
-    planner: MPPI, x: Tensor, a: Tensor, warm: Tensor, noise: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """Shapes, finiteness and devices of `MPPI.plan`'s arguments; `ValueError` naming the argument."""
-    for name, value in (("x", x), ("a", a), ("warm", warm), ("noise", noise)):
-        if value is not None and not isinstance(value, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if x.ndim != 2 or x.shape[0] < 1 or not x.is_floating_point():
-        raise ValueError(
-            f"x must be a floating [B, nx] tensor with B >= 1, got {x.dtype} {tuple(x.shape)}"
-        )
-    B, H, nu, K = x.shape[0], planner.horizon, planner.nu, planner.num_samples
-    if a.ndim != 3 or a.shape[0] != B or a.shape[1] < 1:
-        raise ValueError(f"a must be [B={B}, M, na] with M >= 1, got {tuple(a.shape)}")
-    if warm.shape != (B, H, nu):
-        raise ValueError(f"warm must be [B={B}, H={H}, nu={nu}], got {tuple(warm.shape)}")
-    if noise is not None and noise.shape != (B, K, H, nu):
-        raise ValueError(f"noise must be [B={B}, K={K}, H={H}, nu={nu}], got {tuple(noise.shape)}")
-    out = []
-    for name, value in (("x", x), ("a", a), ("warm", warm), ("noise", noise)):
-        if value is None:
-            out.append(None)
-            continue
-        if value.device != x.device:
-            raise ValueError(
-                f"{name} is on {value.device} but x is on {x.device}; put both on one device"
-            )
-        if not bool(torch.isfinite(value).all()):
-            raise ValueError(
-                f"{name} must be finite, got non-finite values in rows {_bad_rows(value)}"
-            )
-        out.append(value.to(x.dtype))
-    return out[0], out[1], out[2], out[3]
-
-
 def _identity(a: Tensor) -> Tensor:
     return a
-
-
-def _bad_rows(value: Tensor) -> list[int]:
-    return (~torch.isfinite(value)).flatten(1).any(1).nonzero().flatten().tolist()
-
-
-def _bound(
-    value: float | Sequence[float] | Tensor | None, nu: int, default: float, name: str
-) -> Tensor:
-    if value is None:
-        return torch.full((nu,), default, dtype=torch.float64)
-    bound = torch.as_tensor(value, dtype=torch.float64).flatten()
-    if bound.numel() == 1:
-        bound = bound.expand(nu).clone()
-    if bound.shape != (nu,) or torch.isnan(bound).any():
-        raise ValueError(f"{name} must be a number or [nu={nu}] numbers, got {value!r}")
-    return bound
 
 
 BACKENDS = ("batched", "pytorch_mppi")

@@ -14,7 +14,7 @@ import pytorch_mppi
 import torch
 from torch import Tensor
 
-from planners.mppi import MPPI, PlanResult, finish_plan
+from planners.mppi import MPPI
 
 
 class PytorchMPPIPlanner(MPPI):
@@ -25,14 +25,14 @@ class PytorchMPPIPlanner(MPPI):
     whose cost or rollout is non-finite and raises only when all K of a row are).
     """
 
-    def _plan(
+    def _update(
         self,
         x: Tensor,
         a: Tensor,
         warm: Tensor,
         generator: torch.Generator | None,
         noise: Tensor | None,
-    ) -> PlanResult:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         B, K, H = x.shape[0], self.num_samples, self.horizon
         target = self.target_fn(a)
         if target.ndim != 3 or target.shape[:2] != a.shape[:2]:
@@ -55,7 +55,7 @@ class PytorchMPPIPlanner(MPPI):
                 f"{bad.nonzero().tolist()}: some sample costs are NaN or all are infinite"
             )
         _, _, u_min, u_max = self.constants(x)
-        return finish_plan(self, x, target, torch.clamp(controls, u_min, u_max), weights)
+        return target, torch.clamp(controls, u_min, u_max), weights
 
     def controller(
         self, like: Tensor, target: Tensor, warm: Tensor, noise: Tensor

@@ -18,7 +18,6 @@ import torch
 
 import envs
 
-
 #: the envs that run without a simulator server (carla-racing needs CARLA)
 EMBEDDED = ("acrobot", "lunarlander", "racing")
 

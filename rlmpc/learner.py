@@ -16,6 +16,7 @@ from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig, PPOLearner
 from learners.rho import InfluenceRatioConfig
 from rlmpc.fragments import RealArrays, VirtualArrays
+from rlmpc.worker import keep_freed_memory
 
 
 def resolve_device(device: str) -> str:
@@ -42,6 +43,7 @@ class Learner:
         threads: int = 1,
     ) -> None:
         torch.set_num_threads(threads)
+        keep_freed_memory()  # minibatch tensors come and go thousands of times an iteration
         self.ppo = PPOLearner(
             nobs, na, ppo, networks, influence_ratio, device=resolve_device(device), seed=seed
         )

@@ -185,6 +185,7 @@ def init_ray(cfg: TrainConfig, address: str | None) -> None:
         return
     need = cfg.run.num_actors * cfg.run.actor_cpus + 2
     ray.init(
+        address="local",  # a fresh embedded Ray, even when a cluster runs on this machine
         num_cpus=max(os.cpu_count() or 1, math.ceil(need)),
         num_gpus=1 if resolve_device(cfg.run.learner_device).startswith("cuda") else 0,
         include_dashboard=False,

@@ -9,16 +9,19 @@ Per step (Alg. 1's inner loop, batched over the worker's B envs):
    re-scored with r̂ and mapped to observations with ψ (eq. 6), for the learner's targets.
 
 The warm start of each env is the executed candidate's plan, shifted (zero after a reset).
+Acting needs only the plans' controls (`planners.MPPI.plan_controls`); the kept candidates'
+paths are rolled out, re-scored and observed once per fragment, for all T steps together.
 Every ``T`` steps the fragment goes to the two replay shards through the object store.
 This is a plain class: tests drive it in-process; `rlmpc.system` wraps it with ``ray.remote``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import pickle
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -51,6 +54,25 @@ class WorkerSpec:
     device: str = "cpu"
     threads: int = 1
     keep_virtual: bool = True
+
+
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
+    """Have glibc's malloc keep freed blocks of up to ``mmap_threshold`` bytes for reuse.
+
+    Every planner call allocates and frees tensors of a few MB. glibc's defaults map such
+    blocks afresh (or trim them off the heap) over and over, and touching the new pages
+    costs ~2,000 page faults per Lunar Lander step, about as long as the step's arithmetic.
+    Process-wide, like ``torch.set_num_threads``; at most ``trim_threshold`` bytes of freed
+    heap are kept. Returns False (and changes nothing) where the C library is not glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, mmap_threshold)) and bool(
+        mallopt(m_trim_threshold, trim_threshold)
+    )
 
 
 def _episode_extras(info: dict[str, Any]) -> dict[str, float]:
@@ -107,6 +129,21 @@ class _Episodes:
         )
 
 
+class _Kept(NamedTuple):
+    """One step's M-1 candidates that were not executed, before their paths are rolled out."""
+
+    obs: np.ndarray
+    """``[B, nobs]`` s_t, where every kept candidate was drawn."""
+    x: torch.Tensor
+    """``[B, nx]`` the planner states the plans start from."""
+    actions: torch.Tensor
+    """``[B, M-1, na]`` the candidates a^(m)."""
+    logp: torch.Tensor
+    """``[B, M-1]`` their log-probabilities."""
+    controls: torch.Tensor
+    """``[B, M-1, H, nu]`` their planned control sequences."""
+
+
 class RolloutWorker:
     """Acts in ``spec.n_envs`` envs with the policy + MPPI and returns fragments of T steps.
 
@@ -124,11 +161,14 @@ class RolloutWorker:
         if spec.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {spec.num_candidates}")
         torch.set_num_threads(spec.threads)
+        keep_freed_memory()
         self.actor_id, self.spec = actor_id, spec
         self.device = torch.device(spec.device)
         kwargs = env_kwargs or [{}] * spec.n_envs
         if len(kwargs) != spec.n_envs:
-            raise ValueError(f"env_kwargs must hold one dict per env ({spec.n_envs}), got {len(kwargs)}")
+            raise ValueError(
+                f"env_kwargs must hold one dict per env ({spec.n_envs}), got {len(kwargs)}"
+            )
         self.envs = [envs.make(spec.env, **kw) for kw in kwargs]
         self.model = self.envs[0].unwrapped.planner_model()
         self.planner = build_planner(self.model, spec.planner)
@@ -162,11 +202,19 @@ class RolloutWorker:
     @torch.inference_mode()
     def step(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
         """One step of every env (module doc, 1-4); returns the real and virtual arrays."""
+        real, kept = self._act()
+        if kept is None:
+            return real, None
+        return real, {k: v[0] for k, v in self._virtual([kept]).items()}
+
+    def _act(self) -> tuple[dict[str, np.ndarray], _Kept | None]:
+        """Steps 1-3 of the module doc, and the M-1 candidates kept for step 4 (None: none)."""
         B, M = self.spec.n_envs, self.spec.num_candidates
         obs = torch.as_tensor(self.obs, device=self.device)
         actions, logp = self.policy.sample(obs, M, generator=self.gen)  # [B, M, na], [B, M]
         x = self._planner_states()
-        plan = self.planner.plan(x, actions, self.warm, generator=self.gen)
+        # the paths are rolled out later, for many steps at once (`_virtual`)
+        plan = self.planner.plan_controls(x, actions, self.warm, generator=self.gen)
         chosen = self.rng.integers(M, size=B)
         rows = np.arange(B)
         controls = plan.first[rows, chosen].cpu().numpy()
@@ -203,16 +251,33 @@ class RolloutWorker:
         keep[rows, chosen] = False
         idx = torch.as_tensor(np.nonzero(keep)[1].reshape(B, M - 1), device=self.device)
         take = lambda t: torch.take_along_dim(t, idx.view(B, M - 1, *([1] * (t.ndim - 2))), dim=1)
-        paths, seqs = take(plan.paths), take(plan.controls)  # [B, M-1, H+1, nx], [B, M-1, H, nu]
-        virtual = {
-            "obs": np.repeat(real["obs"][:, None], M - 1, axis=1),
-            "actions": take(actions).cpu().numpy(),
-            "logp": take(logp).cpu().numpy(),
-            "path_obs": self.model.observe(paths).cpu().numpy(),
-            "path_rewards": self.model.reward(paths[:, :, :-1], seqs).cpu().numpy(),
-            "path_terminated": self.model.terminated(paths[:, :, 1:]).cpu().numpy(),
+        return real, _Kept(real["obs"], x, take(actions), take(logp), take(plan.controls))
+
+    @torch.inference_mode()
+    def _virtual(self, steps: list[_Kept]) -> dict[str, np.ndarray]:
+        """Step 4 for T steps' kept candidates at once: arrays ``[T, B, M-1, ...]``.
+
+        The planned paths (`PlanResult.paths` of the kept candidates) and r̂ along them are
+        one batched rollout of ``T·B·(M-1)`` rows instead of T rollouts of ``B·M``.
+        """
+        model = self.model
+        seqs = torch.stack([s.controls for s in steps])  # [T, B, M-1, H, nu]
+        x = torch.stack([s.x for s in steps]).unsqueeze(2)  # [T, B, 1, nx]
+        paths = self.planner.paths(x.expand(*seqs.shape[:3], x.shape[-1]), seqs)
+        reward_after = getattr(model, "reward_after", None)  # r̂ read off x_{t+1}, no re-stepping
+        if reward_after is not None:
+            path_rewards = reward_after(paths[..., 1:, :])
+        else:
+            path_rewards = model.reward(paths[..., :-1, :], seqs)
+        M1 = seqs.shape[2]
+        return {
+            "obs": np.repeat(np.stack([s.obs for s in steps])[:, :, None], M1, axis=2),
+            "actions": torch.stack([s.actions for s in steps]).cpu().numpy(),
+            "logp": torch.stack([s.logp for s in steps]).cpu().numpy(),
+            "path_obs": model.observe(paths).cpu().numpy(),
+            "path_rewards": path_rewards.cpu().numpy(),
+            "path_terminated": model.terminated(paths[..., 1:, :]).cpu().numpy(),
         }
-        return real, virtual
 
     def collect(
         self, fid: FragmentId, steps: int, weights: dict[str, Any] | None, version: int,
@@ -222,21 +287,19 @@ class RolloutWorker:
         start = time.perf_counter()
         if weights is not None:
             self.set_weights(weights, version)
-        reals, virtuals = [], []
-        for _ in range(steps):
-            real, virtual = self.step()
-            reals.append(real)
-            if virtual is not None:
-                virtuals.append(virtual)
+        reals, kept = [], []
+        with torch.inference_mode():
+            for _ in range(steps):
+                real, k = self._act()
+                reals.append(real)
+                if k is not None:
+                    kept.append(k)
         real_arrays = RealArrays(**{k: np.stack([r[k] for r in reals]) for k in reals[0]})
         virtual_arrays = None
-        if virtuals:
+        if kept:
             # [T, B, M-1, ...] -> [T·B·(M-1), ...]
             virtual_arrays = VirtualArrays(
-                **{
-                    k: np.concatenate([v[k].reshape(-1, *v[k].shape[2:]) for v in virtuals])
-                    for k in virtuals[0]
-                }
+                **{k: v.reshape(-1, *v.shape[3:]) for k, v in self._virtual(kept).items()}
             )
         n_virtual = 0 if virtual_arrays is None else len(virtual_arrays.obs)
         meta = FragmentMeta(fid, self.version, steps * self.spec.n_envs, n_virtual)

@@ -11,12 +11,14 @@ import torch
 
 from planners.mppi import (
     MPPI,
+    PlannedControls,
     PlanResult,
     make_planner,
     mppi_update,
     mppi_weights,
     path_cost,
     rollout,
+    sample_rollout,
     shift_warm_start,
 )
 
@@ -108,6 +110,71 @@ def test_weights_and_update_match_a_plain_loop():
             ref_u = warm[b] + sum(ref[k] * eps[b, k] for k in range(K))
             torch.testing.assert_close(U[b, m], ref_u)
     assert w[0, 1, 3] == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weights_of_samples_far_above_the_best(dtype):
+    """Weights that underflow are 0 (not computed); the others are eq. (3)'s, to rounding."""
+    costs = torch.tensor([[0.0, 1.0, 50.0, 80.0, 86.0, 100.0, 800.0, 1e4, torch.inf]], dtype=dtype)
+    w = mppi_weights(costs, 1.0)
+    ref = torch.exp(-costs.double())
+    ref = ref / ref.sum()
+    torch.testing.assert_close(w.double(), ref, rtol=1e-6, atol=3 * torch.finfo(dtype).tiny)
+    assert w.dtype == dtype and (w[0, -3:] == 0).all() and (w[0, :5] > 0).all()
+
+
+def test_diagonal_noise_is_the_cholesky_product():
+    planner = toy(noise_sigma=[0.5, 0.2])
+    assert planner.diagonal_sigma and not toy().diagonal_sigma
+    x = toy_inputs()[0]
+    noise = planner.sample_noise(3, x, torch.Generator().manual_seed(13))
+    z = torch.randn(3, K, H, 2, generator=torch.Generator().manual_seed(13), dtype=x.dtype)
+    chol = torch.linalg.cholesky(planner.sigma)
+    torch.testing.assert_close(noise, z @ chol.T, rtol=0, atol=0)
+
+
+def test_sample_rollout_is_rollout_stored_component_major():
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 1, 4, generator=g, dtype=torch.float64)
+    u = torch.randn(3, 5, H, 2, generator=g, dtype=torch.float64)
+    states = sample_rollout(dynamics, x, u)
+    torch.testing.assert_close(states, rollout(dynamics, x.expand(3, 5, 4), u), rtol=0, atol=0)
+    assert states.permute(3, 2, 0, 1).is_contiguous()  # memory [nx, H+1, B, K]
+
+
+@pytest.mark.parametrize("backend", ["batched", "pytorch_mppi"])
+def test_plan_controls_and_paths_are_the_parts_of_plan(backend):
+    planner = toy(backend)
+    x, a, warm = toy_inputs()
+    full = planner.plan(x, a, warm, generator=torch.Generator().manual_seed(12))
+    part = planner.plan_controls(x, a, warm, generator=torch.Generator().manual_seed(12))
+    for name in PlannedControls._fields:
+        torch.testing.assert_close(getattr(part, name), getattr(full, name), rtol=0, atol=0)
+    paths = planner.paths(x.unsqueeze(1).expand(3, 4, 4), part.controls)
+    torch.testing.assert_close(paths, full.paths, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["acrobot", "lunarlander", "racing"])
+@pytest.mark.parametrize("rl_term", ["track", "quad"])
+def test_path_cost_with_horizon_sum_is_the_summed_running_cost(name, rl_term):
+    """`CompositeCost.horizon_sum` (weights applied after the sum over H) is Σ_t of eq. (38)."""
+    import envs
+    from planners.costs import planner_config, running_cost
+
+    env = envs.make(name)
+    model = env.unwrapped.planner_model()
+    env.reset(seed=0)
+    x = torch.as_tensor(model.planner_state(env), dtype=torch.float64)
+    g = torch.Generator().manual_seed(14)
+    u = 2 * torch.rand(2, 1, 5, H, model.nu, generator=g, dtype=torch.float64) - 1
+    states = rollout(model.dynamics, x.expand(2, 1, 5, model.nx), u)
+    target = model.target(2 * torch.rand(2, 3, 1, model.na, generator=g, dtype=torch.float64) - 1)
+    cost = running_cost(model, planner_config(name, rl_term=rl_term))
+    assert hasattr(cost, "horizon_sum")
+    per_step = lambda s, c, t: cost(s, c, t)  # the plain running cost: no horizon_sum
+    summed = path_cost(cost, None, states, u, target)
+    assert summed.shape == (2, 3, 5)
+    torch.testing.assert_close(summed, path_cost(per_step, None, states, u, target))
 
 
 # --- known answers on the linear-quadratic toy -------------------------------------------

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=6, include_dashboard=False, object_store_memory=200 * 1024**2,
+    ray.init(address="local", num_cpus=6, include_dashboard=False, object_store_memory=200 * 1024**2,
              log_to_driver=False)  # fmt: skip
     yield
     ray.shutdown()

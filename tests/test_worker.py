@@ -8,6 +8,7 @@ import torch
 
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
+from planners.mppi import PlannedControls
 from rlmpc.fragments import FragmentId, FragmentMeta
 from rlmpc.replay import ReplayShard
 from rlmpc.worker import RolloutWorker, WorkerSpec
@@ -42,7 +43,55 @@ def test_fragment_shapes_and_virtual_data(env):
     p = torch.as_tensor(virtual.path_obs)
     assert np.all(np.isfinite(virtual.path_rewards)) and torch.isfinite(p).all()
     # the executed candidate and the kept ones are distinct draws of the same policy
-    assert not np.any(np.isin(virtual.actions.reshape(T, B, M - 1, na)[..., 0], real.actions[..., 0]))
+    assert not np.any(
+        np.isin(virtual.actions.reshape(T, B, M - 1, na)[..., 0], real.actions[..., 0])
+    )
+
+
+@pytest.mark.parametrize("env", ["acrobot", "lunarlander"])
+def test_virtual_data_are_each_steps_plan_rescored(env):
+    """Rolled out once per fragment, the virtual data are what each step's full `plan` gives:
+    the kept candidates' paths through ψ, r̂ of their transitions, the model's termination."""
+    w = RolloutWorker(0, _spec(env, K=8))
+    plans = []
+
+    def plan_and_record(x, a, warm, *, generator):  # `plan`, for `_act`'s `plan_controls`
+        plan = w.planner.plan(x, a, warm, generator=generator)
+        plans.append((a, plan))
+        return PlannedControls(plan.first, plan.controls, plan.weights)
+
+    w.planner.plan_controls = plan_and_record
+    T, B, M, H = 3, w.spec.n_envs, w.spec.num_candidates, w.horizon
+    real, virtual, _ = w.collect(FragmentId(0, 0), T, None, 0)
+    assert len(plans) == T
+    for t, (a, plan) in enumerate(plans):
+        chosen = (a == torch.as_tensor(real.actions[t])[:, None]).all(-1)  # [B, M]
+        assert (chosen.sum(1) == 1).all()
+        paths = plan.paths[~chosen].view(B, M - 1, H + 1, w.model.nx)  # candidate order
+        seqs = plan.controls[~chosen].view(B, M - 1, H, w.model.nu)
+        rows = slice(t * B * (M - 1), (t + 1) * B * (M - 1))
+        np.testing.assert_array_equal(virtual.actions[rows], a[~chosen].numpy())
+        expected = {
+            "path_obs": w.model.observe(paths),
+            "path_rewards": w.model.reward(paths[:, :, :-1], seqs),
+        }
+        for name, value in expected.items():
+            np.testing.assert_allclose(
+                getattr(virtual, name)[rows], value.flatten(0, 1).numpy(), rtol=1e-5, atol=1e-5
+            )
+        np.testing.assert_array_equal(
+            virtual.path_terminated[rows], w.model.terminated(paths[:, :, 1:]).flatten(0, 1)
+        )
+
+
+def test_bench_worker_command_ends_with_key_value_lines(capsys):
+    from rlmpc import bench_worker
+
+    argv = ["--envs", "acrobot", "--n-envs", "2", "--steps", "2", "--repeats", "1"]
+    figures = bench_worker.main(argv)
+    key, value = capsys.readouterr().out.strip().splitlines()[-1].split(": ")
+    assert key == "worker_acrobot_B2_env_steps_per_s" and list(figures) == [key]
+    assert float(value) > 0
 
 
 def test_single_candidate_ships_no_virtual_data():
