@@ -36,6 +36,7 @@ import numpy as np
 import ray
 import yaml
 from ray.exceptions import RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import envs
 from rlmpc.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -203,13 +204,18 @@ class Driver:
         self.spec = worker_spec(cfg)
         probe = envs.make(run.env).unwrapped.planner_model()
         self.nobs, self.na = probe.nobs, probe.na
-        Shard = ray.remote(ReplayShard).options(num_cpus=0)
+        # shards live on the driver's node (the head under `ray submit`): losing a worker node
+        # must cost its actors' fragments, not the replay; the learner prefers it too
+        here = ray.get_runtime_context().get_node_id()
+        pinned = NodeAffinitySchedulingStrategy(here, soft=False)
+        near = NodeAffinitySchedulingStrategy(here, soft=True)
+        Shard = ray.remote(ReplayShard).options(num_cpus=0, scheduling_strategy=pinned)
         self.real_shard = Shard.remote("real", put=ray.put)
         self.virtual_shard = Shard.remote("virtual", put=ray.put)
         gpu = resolve_device(run.learner_device).startswith("cuda")
         self.learner = (
             ray.remote(LearnerActor)
-            .options(num_cpus=1, num_gpus=1 if gpu else 0)
+            .options(num_cpus=1, num_gpus=1 if gpu else 0, scheduling_strategy=near)
             .remote(replace(cfg, run=replace(run, learner_device="cuda" if gpu else "cpu")),
                     self.nobs, self.na, self.real_shard, self.virtual_shard)
         )  # fmt: skip
@@ -230,7 +236,7 @@ class Driver:
         }
         self.evaluator = (
             ray.remote(EvalActor)
-            .options(num_cpus=0)
+            .options(num_cpus=0, scheduling_strategy=near)
             .remote(replace(self.spec, n_envs=min(10, run.eval_episodes), device="cpu"))
         )
         self.pending_eval: tuple[Any, int] | None = None
@@ -460,7 +466,11 @@ class Driver:
             return {}
         ref, steps = self.pending_eval
         self.pending_eval = None
-        s = summarize(self.cfg.run.env, ray.get(ref).episodes)
+        try:
+            s = summarize(self.cfg.run.env, ray.get(ref).episodes)
+        except RayActorError as e:  # its node went away: skip this one, the next one retries
+            self.logger.event(f"periodic evaluation lost ({type(e).__name__}); skipped")
+            return {}
         row = {"eval/env_steps": steps}
         for k in ("success_rate", "steps", "reward", "distance_to_pad", "collision_or_offtrack"):
             if s.get(k):
