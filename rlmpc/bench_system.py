@@ -29,10 +29,18 @@ def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--env", default="lunarlander", choices=["acrobot", "lunarlander", "racing"])
-    p.add_argument("--iterations", type=int, default=16, help="learner iterations of the system run (>= 4)")
-    p.add_argument("--num-actors", type=int, default=None, help="rollout actors (default: launch.py's)")
-    p.add_argument("--envs-per-actor", type=int, default=None, help="envs per actor (default: launch.py's)")
-    p.add_argument("--reference-steps", type=int, default=60, help="acting steps timed for the reference")
+    p.add_argument(
+        "--iterations", type=int, default=16, help="learner iterations of the system run (>= 4)"
+    )
+    p.add_argument(
+        "--num-actors", type=int, default=None, help="rollout actors (default: launch.py's)"
+    )
+    p.add_argument(
+        "--envs-per-actor", type=int, default=None, help="envs per actor (default: launch.py's)"
+    )
+    p.add_argument(
+        "--reference-steps", type=int, default=60, help="acting steps timed for the reference"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_system)
 
@@ -118,6 +126,3 @@ def run_system(args: argparse.Namespace) -> dict[str, float]:
         "system_minutes_per_1M_steps": 1e6 / sps / 60,
         "reference_hours_per_1M_steps": 1e6 / ref_sps / 3600,
     }
-
-
-

@@ -100,7 +100,9 @@ def add_dataclass_args(
             if seq:
                 kwargs["nargs"] = "*"
             kwargs["metavar"] = (
-                "{" + ",".join(map(str, kwargs["choices"])) + "}" if literal else tp.__name__.upper()
+                "{" + ",".join(map(str, kwargs["choices"])) + "}"
+                if literal
+                else tp.__name__.upper()
             )
         group.add_argument(flag(prefix + f.name), dest=f"{cls.__name__}.{f.name}", **kwargs)
 
@@ -116,8 +118,10 @@ def build_dataclass(cls: type, ns: argparse.Namespace, **fixed: Any) -> Any:
         value = getattr(ns, key)
         if isinstance(value, list):
             value = tuple(value)
-        if value is None and typing.get_origin(hints[f.name]) not in (typing.Union, types.UnionType):
+        if value is None and typing.get_origin(hints[f.name]) not in (
+            typing.Union,
+            types.UnionType,
+        ):
             continue
         values[f.name] = value
     return cls(**values)
-

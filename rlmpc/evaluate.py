@@ -63,7 +63,14 @@ def summarize(env: str, stats: EpisodeStats) -> dict[str, Any]:
 def format_table(summary: dict[str, Any]) -> str:
     """A few lines with mean ± std per column."""
     lines = [f"evaluation on {summary['env']}: {summary['episodes']} episodes"]
-    for key in ("success_rate", "steps", "reward", "distance_to_pad", "collision_or_offtrack", "danger_steps"):
+    for key in (
+        "success_rate",
+        "steps",
+        "reward",
+        "distance_to_pad",
+        "collision_or_offtrack",
+        "danger_steps",
+    ):
         v = summary.get(key)
         if v:
             lines.append(f"  {key:22s} {v['mean']:10.3f} ± {v['std']:.3f}")
@@ -162,7 +169,9 @@ def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path
         centre = getattr(track, "centreline", None)
         if centre is not None:
             c = np.asarray(centre)
-            ax.plot(c[:, 0], c[:, 1], color="0.8", lw=6 * float(getattr(track, "half_width", 1)) / 6)
+            ax.plot(
+                c[:, 0], c[:, 1], color="0.8", lw=6 * float(getattr(track, "half_width", 1)) / 6
+            )
         cx, cy, w, h = tr.zone
         ax.add_patch(patches.Rectangle((cx - w / 2, cy - h / 2), w, h, color="tab:red", alpha=0.3,
                                        label="danger zone"))  # fmt: skip
@@ -173,7 +182,9 @@ def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path
         ax.plot(tr.positions[:, 0], tr.positions[:, 1], color="tab:blue", lw=1.5, label="executed")
         ax.plot(*tr.positions[0], "ko", ms=4)
         ax.set_aspect("equal", adjustable="datalim")
-        ax.set_title(f"return {tr.ret:.1f}, {'success' if tr.success else 'no success'}", fontsize=9)
+        ax.set_title(
+            f"return {tr.ret:.1f}, {'success' if tr.success else 'no success'}", fontsize=9
+        )
     axes[0][0].legend(loc="best", fontsize=7)
     fig.suptitle(f"{result.env}: executed path (blue), planned candidates (green: executed, orange: others)",
                  fontsize=9)  # fmt: skip

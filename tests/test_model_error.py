@@ -11,7 +11,10 @@ from envs.model_error import one_step_errors
 @pytest.fixture(scope="module")
 def errors():
     # planner-driven states (the ones virtual data starts from); 300 steps keep this quick
-    return {name: one_step_errors(name, steps=300, seed=1) for name in ("acrobot", "lunarlander", "racing")}
+    return {
+        name: one_step_errors(name, steps=300, seed=1)
+        for name in ("acrobot", "lunarlander", "racing")
+    }
 
 
 def test_acrobot_model_is_exact(errors):

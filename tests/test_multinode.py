@@ -69,7 +69,9 @@ def test_carla_actors_land_on_carla_nodes_and_survive_a_lost_node(cluster, tmp_p
     run_dir.mkdir()
     driver = Driver(cfg, run_dir, resume=False)
     placed = ray.get([a.node_id.remote() for a in driver.actors])
-    assert sorted(placed) == sorted(n.node_id for n in nodes)  # one per CARLA node, none on the head
+    assert sorted(placed) == sorted(
+        n.node_id for n in nodes
+    )  # one per CARLA node, none on the head
     lost = next(n for n in nodes if n.node_id == placed[1])
     thread = threading.Thread(target=driver.run, args=(False,))
     thread.start()
@@ -84,7 +86,9 @@ def test_carla_actors_land_on_carla_nodes_and_survive_a_lost_node(cluster, tmp_p
     assert len(rows) == 10 and rows[-1]["actors_live"] == 1
     # every iteration learned on exactly the fragments it counted: 2 actors' worth, then 1's
     steps = [r["env_steps"] for r in rows]
-    assert all(b - a == r["real_samples"] for a, b, r in zip([0, *steps], steps, rows, strict=False))
+    assert all(
+        b - a == r["real_samples"] for a, b, r in zip([0, *steps], steps, rows, strict=False)
+    )
     assert {r["real_samples"] for r in rows} == {64, 32} and rows[-1]["real_samples"] == 32
     assert all(r["virtual_samples"] == 3 * r["env_steps"] for r in rows)
     assert "actor 1" in (run_dir / "events.log").read_text()

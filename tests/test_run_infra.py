@@ -81,9 +81,18 @@ def test_cli_generated_from_dataclass():
 
 def test_run_logger_writes_metrics_and_wandb_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    log = RunLogger(tmp_path, {"seed": 1}, WandbConfig(), total_steps=100, run_name="t", progress=False)
+    log = RunLogger(
+        tmp_path, {"seed": 1}, WandbConfig(), total_steps=100, run_name="t", progress=False
+    )
     for i in range(1, 4):
-        log.log({"env_steps": 10 * i, "episode_return": float(i), "rho": 0.3, "loss/value": float("nan")})
+        log.log(
+            {
+                "env_steps": 10 * i,
+                "episode_return": float(i),
+                "rho": 0.3,
+                "loss/value": float("nan"),
+            }
+        )
     log.event("actor 0 restarted")
     log.close()
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]

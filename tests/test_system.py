@@ -85,7 +85,9 @@ def test_training_run_counters_weights_rho_and_run_dir(tmp_path):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["num_candidates"] == 4
     # the evaluation command on the run's newest checkpoint
     out = tmp_path / "evaluated"
-    evaluate_main(["--checkpoint", str(run_dir), "--episodes", "3", "--out", str(out), "--record", "2"])
+    evaluate_main(
+        ["--checkpoint", str(run_dir), "--episodes", "3", "--out", str(out), "--record", "2"]
+    )
     ev = json.loads((out / "eval.json").read_text())
     assert ev["episodes"] == 3 and ev["env_steps"] == 256 and ev["steps"]["mean"] > 0
     assert (out / "eval_episodes.png").stat().st_size > 10_000
