@@ -21,6 +21,17 @@ from rlmpc.learner import Learner
 from rlmpc.worker import RolloutWorker, WorkerSpec
 
 
+def node_env_kwargs(spec: WorkerSpec) -> list[dict[str, Any]] | None:
+    """Per-env constructor arguments on this node: a CARLA server of the node for each
+    carla-racing env (claimed for this process), nothing for the embedded envs."""
+    if spec.env != "carla-racing":
+        return None
+    from rlmpc.carla_servers import claim_server
+
+    claims = [claim_server() for _ in range(spec.n_envs)]
+    return [{"host": c.host, "port": c.port, "tm_port": c.tm_port} for c in claims]
+
+
 class RolloutActor:
     """Ray shell of `RolloutWorker`: hands its fragments to the shards (which own them)."""
 
@@ -30,17 +41,10 @@ class RolloutActor:
         with warnings.catch_warnings():  # Ray's own use of a deprecated property
             warnings.simplefilter("ignore")
             restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        env_kwargs = None
-        if spec.env == "carla-racing":  # one CARLA server of this node per env
-            from rlmpc.carla_servers import claim_server
-
-            env_kwargs = []
-            for _ in range(spec.n_envs):
-                host, port, tm_port = claim_server()
-                env_kwargs.append({"host": host, "port": port, "tm_port": tm_port})
         self.worker = RolloutWorker(
-            actor_id, spec, seed_offset=os.getpid() if restarted else 0, env_kwargs=env_kwargs
-        )
+            actor_id, spec, seed_offset=os.getpid() if restarted else 0,
+            env_kwargs=node_env_kwargs(spec),
+        )  # fmt: skip
         self.real_shard, self.virtual_shard = real_shard, virtual_shard
 
     def collect(self, fid: FragmentId, steps: int, weights: dict[str, Any], version: int,
@@ -103,7 +107,7 @@ class EvalActor:
     """Ray shell of `Evaluator` (periodic evaluations run beside training)."""
 
     def __init__(self, spec: WorkerSpec) -> None:
-        self.evaluator = Evaluator(spec)
+        self.evaluator = Evaluator(spec, env_kwargs=node_env_kwargs(spec))
 
     def run(self, weights: dict[str, Any], episodes: int, seed: int, record: int) -> EvalResult:
         return self.evaluator.run(weights, episodes, seed=seed, record=record)

@@ -80,8 +80,10 @@ def format_table(summary: dict[str, Any]) -> str:
 class Evaluator:
     """Runs the mean policy + MPPI in ``spec.n_envs`` envs at once until N episodes ended."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.worker = RolloutWorker(EVAL_ACTOR_ID, replace(spec, keep_virtual=False))
+    def __init__(self, spec: WorkerSpec, env_kwargs: list[dict[str, Any]] | None = None) -> None:
+        self.worker = RolloutWorker(
+            EVAL_ACTOR_ID, replace(spec, keep_virtual=False), env_kwargs=env_kwargs
+        )
         self.spec = spec
 
     @torch.inference_mode()

@@ -112,7 +112,9 @@ class Driver:
         self.cfg, self.run_dir = cfg, run_dir
         run = cfg.run
         self.spec = worker_spec(cfg)
-        probe = envs.make(run.env).unwrapped.planner_model()
+        # CARLA racing has racing's spaces; probing it would need a server on this node
+        self.carla = run.env == "carla-racing"
+        probe = envs.make("racing" if self.carla else run.env).unwrapped.planner_model()
         self.nobs, self.na = probe.nobs, probe.na
         # shards live on the driver's node (the head under `ray submit`): losing a worker node
         # must cost its actors' fragments, not the replay; the learner prefers it too
@@ -146,8 +148,17 @@ class Driver:
         }
         self.evaluator = (
             ray.remote(EvalActor)
-            .options(num_cpus=0, scheduling_strategy=near)
-            .remote(replace(self.spec, n_envs=min(10, run.eval_episodes), device="cpu"))
+            .options(
+                num_cpus=0,
+                # a CARLA evaluator drives one server of a carla node; the others stay near
+                resources={"carla": 1} if self.carla else None,
+                scheduling_strategy=None if self.carla else near,
+            )
+            .remote(
+                replace(
+                    self.spec, n_envs=1 if self.carla else min(10, run.eval_episodes), device="cpu"
+                )
+            )  # fmt: skip
         )
         self.pending_eval: tuple[Any, int] | None = None
         self.counters = _Counters()
@@ -390,15 +401,19 @@ class Driver:
 
     def _final_eval(self) -> dict[str, Any]:
         run = self.cfg.run
-        weights = ray.get(self.weights_by_version[self.version])
-        evaluator = Evaluator(
-            replace(self.spec, n_envs=min(10, run.final_eval_episodes), device="cpu")
-        )
-        result = evaluator.run(weights, run.final_eval_episodes, seed=10_000, record=3)
+        weights = self.weights_by_version[self.version]
+        if self.carla:  # on the evaluator actor, next to a CARLA server
+            result = ray.get(self.evaluator.run.remote(weights, run.final_eval_episodes, 10_000, 3))
+            model = None
+        else:
+            spec = replace(self.spec, n_envs=min(10, run.final_eval_episodes), device="cpu")
+            evaluator = Evaluator(spec)
+            result = evaluator.run(ray.get(weights), run.final_eval_episodes, seed=10_000, record=3)
+            model = evaluator.worker.model
         summary = summarize(run.env, result.episodes)
         summary["env_steps"] = self.counters.env_steps
         (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
-        plot_traces(result, self.run_dir / "eval_episodes.png", evaluator.worker.model)
+        plot_traces(result, self.run_dir / "eval_episodes.png", model)
         self.logger.summary({f"final/{k}": v["mean"] for k, v in summary.items()
                              if isinstance(v, dict)})  # fmt: skip
         return summary

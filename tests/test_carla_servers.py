@@ -6,6 +6,7 @@ its child and waits for it, and the child listens on ``-carla-rpc-port`` (loopba
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -319,3 +320,19 @@ def test_cli_start_status_stop(carla_root: Path, state_dir: Path) -> None:
     assert stopped.returncode == 0 and "stopped 2 server(s)" in stopped.stdout
     after = run("status")
     assert after.returncode == 1 and "no servers registered" in after.stdout
+
+
+def test_carla_racing_actor_gets_one_server_per_env(three, state_dir: Path, monkeypatch) -> None:
+    """What a carla-racing rollout actor hands its envs: distinct servers of its node."""
+    from learners.policy import NetworkConfig
+    from planners.costs import planner_config
+    from rlmpc.actors import node_env_kwargs
+    from rlmpc.worker import WorkerSpec
+
+    monkeypatch.setenv("RLMPC_CARLA_STATE_DIR", str(state_dir))
+    spec = WorkerSpec("carla-racing", 2, 4, planner_config("racing"), NetworkConfig(), seed=0)
+    kwargs = node_env_kwargs(spec)
+    ports = {s.record.rpc_port for s in three}
+    assert len(kwargs) == 2 and len({k["port"] for k in kwargs}) == 2
+    assert {k["port"] for k in kwargs} <= ports and all(k["host"] == "127.0.0.1" for k in kwargs)
+    assert node_env_kwargs(dataclasses.replace(spec, env="racing")) is None
