@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import ray
+import torch
 import yaml
 from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -442,6 +443,8 @@ def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None 
     else:
         run_dir = new_run_dir(cfg)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    # the final evaluation runs here: the same thread count as the actors, the same numbers
+    torch.set_num_threads(cfg.run.threads)
     init_ray(cfg, ray_address)
     driver = Driver(cfg, run_dir, resume=resume is not None)
     try:
