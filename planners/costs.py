@@ -168,6 +168,9 @@ class PlannerConfig:
     """eq. (40): weight of the squared control."""
     backend: Literal["batched", "pytorch_mppi"] = "batched"
     """'batched' (this package's MPPI) or 'pytorch_mppi' (one pytorch_mppi.MPPI per state and candidate)."""
+    w_value: float = 0.0
+    """Weight of eq. (41)'s terminal cost −V(x_H) (the learner's value ensemble, mean, on ψ(x_H)),
+    added to either RL term; 0 leaves it out."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -171,8 +171,14 @@ class RolloutWorker:
             )
         self.envs = [envs.make(spec.env, **kw) for kw in kwargs]
         self.model = self.envs[0].unwrapped.planner_model()
-        self.planner = build_planner(self.model, spec.planner)
         self.horizon = spec.planner.planning_horizon
+        self.values = None
+        value_fn = None
+        if spec.planner.w_value > 0:  # eq. (41): -w_value V(ψ(x_H)), V from the learner's weights
+            self.values = build_networks(self.model.nobs, self.model.na, spec.networks)[1]
+            self.values.to(self.device).eval()
+            value_fn = self._terminal_value
+        self.planner = build_planner(self.model, spec.planner, value_fn=value_fn)
         self.policy = build_networks(self.model.nobs, self.model.na, spec.networks)[0].to(
             self.device
         )
@@ -192,7 +198,14 @@ class RolloutWorker:
     def set_weights(self, weights: dict[str, Any], version: int) -> None:
         """Load the policy part of `PPOLearner.get_weights()` (at fragment boundaries)."""
         self.policy.load_state_dict(weights["policy"])
+        if self.values is not None:
+            self.values.load_state_dict(weights["values"])
         self.version = version
+
+    def _terminal_value(self, x: torch.Tensor) -> torch.Tensor:
+        """w_value · V̄(ψ(x)) for eq. (41)'s terminal cost −V(x_H), in x's dtype."""
+        v = self.values.mean(self.model.observe(x).to(torch.float32))
+        return self.spec.planner.w_value * v.to(x.dtype)
 
     # ---- acting -------------------------------------------------------------------------
     def _planner_states(self) -> torch.Tensor:

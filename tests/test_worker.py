@@ -158,3 +158,27 @@ def test_replay_shard_take_prune_and_lag():
         shard.take([FragmentId(0, 0)], min_version=1)
     assert shard.prune(max_index=0) == 2
     assert shard.stats() == {"held": 2, "added": 6, "taken": 2, "pruned": 2}
+
+
+def test_value_terminal_cost_uses_the_shipped_critic():
+    """Eq. (41) in the worker: -w_value V(ψ(x_H)) with the learner's value ensemble."""
+    from learners.policy import build_networks
+
+    spec = WorkerSpec("acrobot", 2, 3, planner_config("acrobot", num_samples=16, w_value=5.0),
+                      NetworkConfig(hidden_sizes=(16,)), seed=0)  # fmt: skip
+    w = RolloutWorker(0, spec)
+    assert w.planner.terminal_cost is not None
+    policy, values = build_networks(w.model.nobs, w.model.na, spec.networks)
+    x = w._planner_states()
+    a = torch.zeros(2, 3, w.model.na)
+    noise = w.planner.sample_noise(2, x, torch.Generator().manual_seed(0))
+    plans = []
+    for scale in (0.0, 50.0):  # a flat critic (weights zeroed), then a steep one
+        shipped = {k: v * scale if ".w" in k else v for k, v in values.state_dict().items()}
+        w.set_weights({"policy": policy.state_dict(), "values": shipped}, version=1)
+        for k, v in w.values.state_dict().items():
+            torch.testing.assert_close(v, shipped[k])
+        plans.append(w.planner.plan(x, a, w.warm, noise=noise).controls)
+    assert not torch.allclose(plans[0], plans[1])
+    real, _, _ = w.collect(FragmentId(0, 0), 2, None, 1)  # and it acts with it
+    assert np.all(np.isfinite(real.obs))
