@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from learners.policy import NetworkConfig
@@ -91,6 +92,10 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None, str 
         cfg = TrainConfig(**parts)
     except (ValueError, TypeError) as e:
         parser.error(_name_option(str(e)))
+    for option, device in (("--learner-device", cfg.run.learner_device),
+                           ("--actor-device", cfg.run.actor_device)):  # fmt: skip
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            parser.error(f"argument {option}: {device!r} asked for, but torch sees no CUDA device")
     if resume is not None and stored.get("run", {}).get("env") not in (None, env):
         parser.error(
             f"argument --env: the run in {resume} trains {stored['run']['env']!r}, not {env!r}"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 import yaml
 
 from learners.policy import NetworkConfig
@@ -136,6 +137,11 @@ def test_resume_continues_exactly(tmp_path):
         (["--influence-ratio-rho0", "1.5"], "--influence-ratio-rho0"),
         (["--influence-ratio-lam", "1.0"], "--influence-ratio-lam"),
         (["--learner-device", "tpu"], "--learner-device"),
+        pytest.param(
+            ["--actor-device", "cuda"],
+            "--actor-device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+        ),
         (["--num-samples", "0"], "--num-samples"),
         (["--n-steps", "100", "--num-actors", "3"], "n_steps"),
         (["--env", "pong"], "--env"),
