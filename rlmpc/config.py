@@ -66,7 +66,8 @@ class RunConfig:
     actor_cpus: float = 1.0
     """CPUs each rollout actor reserves in Ray's scheduler, > 0"""
     eval_every: int = 25
-    """run a periodic evaluation every this many iterations (0: only the final one)"""
+    """run a periodic evaluation every this many iterations (0: only the final one); with
+    carla-racing it needs a spare CARLA server (one free `carla` unit) and waits for one"""
     eval_episodes: int = 10
     """episodes of each periodic evaluation, >= 1"""
     final_eval_episodes: int = 50

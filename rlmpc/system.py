@@ -139,7 +139,7 @@ class Driver:
             max_task_retries=0,
         )
         self.actors = [
-            Actor.remote(i, replace(self.spec, seed=run.seed), self.real_shard, self.virtual_shard)
+            Actor.remote(i, self.spec, self.real_shard, self.virtual_shard)
             for i in range(run.num_actors)
         ]
         self.live = list(range(run.num_actors))
@@ -403,7 +403,9 @@ class Driver:
     def _final_eval(self) -> dict[str, Any]:
         run = self.cfg.run
         weights = self.weights_by_version[self.version]
-        if self.carla:  # on the evaluator actor, next to a CARLA server
+        if self.carla:  # on the evaluator actor, next to a CARLA server the actors now free
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
             result = ray.get(self.evaluator.run.remote(weights, run.final_eval_episodes, 10_000, 3))
             model = None
         else:
