@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from learners.normalize import ObsNormalizer, ValueScale
+
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -37,6 +39,14 @@ class NetworkConfig:
     """β: each head adds β × a fixed random prior network (Osband et al. 2018); 0 disables."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (SB3's default 0)."""
+    normalize_obs: bool = False
+    """Normalise observations by their running mean and std, clipped to ±clip_obs
+    (`learners.normalize.ObsNormalizer`), for the policy and every value head."""
+    clip_obs: float = 10.0
+    """Clip of the normalised observations, > 0 (RLlib's and SB3's default 10)."""
+    normalize_values: bool = False
+    """The value heads fit returns scaled by their running mean and std, PopArt-style
+    (`learners.normalize.ValueScale`); Alg. 2 then reads the heads in these units."""
 
     def __post_init__(self) -> None:
         if len(self.hidden_sizes) < 1 or any(int(h) < 1 for h in self.hidden_sizes):
@@ -49,6 +59,8 @@ class NetworkConfig:
             raise ValueError(f"NetworkConfig.prior_scale must be >= 0, got {self.prior_scale}")
         if not math.isfinite(self.log_std_init):
             raise ValueError(f"NetworkConfig.log_std_init must be finite, got {self.log_std_init}")
+        if not (math.isfinite(self.clip_obs) and self.clip_obs > 0):
+            raise ValueError(f"NetworkConfig.clip_obs must be finite and > 0, got {self.clip_obs}")
 
 
 def _mlp(sizes: Sequence[int], out_gain: float) -> nn.Sequential:
@@ -71,19 +83,25 @@ class GaussianPolicy(nn.Module):
     """π_θ(a | s) = N(μ_θ(s), diag σ²) over the normalised high-level action a ∈ R^na."""
 
     def __init__(
-        self, nobs: int, na: int, hidden_sizes: Sequence[int] = (64, 64), log_std_init: float = 0.0
+        self,
+        nobs: int,
+        na: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        log_std_init: float = 0.0,
+        normalizer: ObsNormalizer | None = None,
     ) -> None:
         super().__init__()
         if nobs < 1 or na < 1:
             raise ValueError(f"nobs and na must be >= 1, got nobs={nobs}, na={na}")
         self.nobs, self.na = nobs, na
+        self.normalizer = normalizer or ObsNormalizer(nobs, enabled=False)
         self.mean_net = _mlp([nobs, *hidden_sizes, na], out_gain=0.01)
         self.log_std = nn.Parameter(torch.full((na,), float(log_std_init)))
 
     def forward(self, obs: Tensor) -> Tensor:
-        """μ_θ(s): ``[..., na]`` from ``obs [..., nobs]`` (differentiable)."""
+        """μ_θ(s): ``[..., na]`` from raw ``obs [..., nobs]`` (normalised inside; differentiable)."""
         _check_obs(obs, self.nobs)
-        return self.mean_net(obs)
+        return self.mean_net(self.normalizer(obs))
 
     def log_prob(self, obs: Tensor, actions: Tensor) -> Tensor:
         """log π_θ(a | s) ``[...]`` of ``actions [..., na]`` at ``obs [..., nobs]``."""
@@ -247,17 +265,22 @@ class ValueEnsemble(nn.Module):
         ensemble_size: int = 5,
         hidden_sizes: Sequence[int] = (64, 64),
         prior_scale: float = 1.0,
+        normalizer: ObsNormalizer | None = None,
+        value_scale: ValueScale | None = None,
     ) -> None:
         super().__init__()
         if nobs < 1 or ensemble_size < 1:
             raise ValueError(f"nobs and ensemble_size must be >= 1, got {nobs}, {ensemble_size}")
         self.nobs, self.ensemble_size, self.prior_scale = nobs, ensemble_size, float(prior_scale)
+        self.normalizer = normalizer or ObsNormalizer(nobs, enabled=False)
+        self.scale = value_scale or ValueScale(enabled=False)
         sizes = [nobs, *hidden_sizes, 1]
         self.heads = _StackedMLP(ensemble_size, sizes, out_gain=1.0, trainable=True)
         self.prior = _StackedMLP(ensemble_size, sizes, out_gain=1.0, trainable=False)
 
     def forward(self, obs: Tensor, prior: Tensor | None = None) -> Tensor:
-        """V_d(s) for every head: ``[..., D]`` from ``obs [..., nobs]``.
+        """V_d(s) for every head, in the heads' units (`ValueScale`; raw returns when value
+        scaling is off): ``[..., D]`` from raw ``obs [..., nobs]``.
 
         ``prior [..., D]``, when given, is `prior_values` of the same ``obs`` computed earlier:
         the prior networks are fixed, so a learner evaluates them once per batch instead of
@@ -282,23 +305,37 @@ class ValueEnsemble(nn.Module):
             return self.prior_scale * self._stacked(self.prior, obs)
 
     def _stacked(self, net: _StackedMLP, obs: Tensor) -> Tensor:
-        """``net`` on ``obs [..., nobs]`` as ``[..., D]``."""
+        """``net`` on the normalised ``obs [..., nobs]`` as ``[..., D]``."""
         lead = obs.shape[:-1]
-        return net(obs.reshape(-1, self.nobs)).squeeze(-1).T.reshape(*lead, self.ensemble_size)
+        flat = self.normalizer(obs.reshape(-1, self.nobs))
+        return net(flat).squeeze(-1).T.reshape(*lead, self.ensemble_size)
 
     def values(self, obs: Tensor) -> Tensor:
-        """Same as calling the module: ``[..., D]``."""
+        """Same as calling the module: ``[..., D]`` in the heads' units."""
         return self(obs)
 
     def mean(self, obs: Tensor) -> Tensor:
-        """The critic V̄(s) = (1/D) Σ_d V_d(s), ``[...]``."""
-        return self(obs).mean(-1)
+        """The critic V̄(s) = (1/D) Σ_d V_d(s) in raw return units, ``[...]``."""
+        return self.scale.denormalize(self(obs).mean(-1))
+
+    @torch.no_grad()
+    def rescale_heads(self, a: float, b: float) -> None:
+        """Map every trained head's output ``f_d`` to ``a·f_d + b`` (its last layer), e.g. the
+        `ValueScale.update` map that preserves V. A head's fixed prior ``β p_d`` is not
+        rescaled, so V moves by ``(std_new - std_old)·β p_d``: small while the scale moves slowly."""
+        last = self.heads.num_layers - 1
+        getattr(self.heads, f"w{last}").mul_(a)
+        getattr(self.heads, f"b{last}").mul_(a).add_(b)
 
 
 def build_networks(
     nobs: int, na: int, config: NetworkConfig
 ) -> tuple[GaussianPolicy, ValueEnsemble]:
     """The policy and value ensemble a `NetworkConfig` describes (global torch RNG for init)."""
-    policy = GaussianPolicy(nobs, na, config.hidden_sizes, config.log_std_init)
-    values = ValueEnsemble(nobs, config.ensemble_size, config.hidden_sizes, config.prior_scale)
+    normalizer = ObsNormalizer(nobs, config.normalize_obs, config.clip_obs)  # one, shared
+    policy = GaussianPolicy(nobs, na, config.hidden_sizes, config.log_std_init, normalizer)
+    values = ValueEnsemble(
+        nobs, config.ensemble_size, config.hidden_sizes, config.prior_scale, normalizer,
+        ValueScale(config.normalize_values),
+    )  # fmt: skip
     return policy, values

@@ -2,10 +2,15 @@
 
 One learner iteration (`PPOLearner.update`) runs, top to bottom:
 
+0. the observation statistics take in the fragment's real observations
+   (`learners.normalize.ObsNormalizer`, when ``NetworkConfig.normalize_obs``);
 1. targets with the *current* critic V̄ (ensemble mean): GAE on the real fragment
    (`learners.targets.gae`) and λ-returns along each virtual sample's planned path
    (`learners.targets.virtual_lambda_return`); advantages are normalised per buffer, over
    the whole buffer (not per minibatch: a virtual minibatch may hold a single sample);
+   with ``NetworkConfig.normalize_values`` the critic's units then take in the real
+   targets, the heads are rescaled to keep V, and both buffers' targets are expressed in
+   those units (`learners.normalize.ValueScale`, PopArt-style);
 2. ρ from its schedule (Alg. 2 on the heads' values at the fresh real observations, before
    any gradient step on them), unless it is updated per minibatch;
 3. ``n_epochs`` passes of minibatch steps on either
@@ -254,11 +259,12 @@ class PPOLearner:
 
     @torch.no_grad()
     def _real_targets(self, real: RealBatch) -> tuple[Samples, Tensor, float]:
-        """Flat real samples with GAE targets, the heads' values ``[T·B, D]``, explained variance."""
+        """Flat real samples with GAE targets (raw units), the heads' values ``[T·B, D]`` (the
+        heads' units), the explained variance."""
         cfg = self.config
         prior = self.values.prior_values(real.obs)
         v = self.values(real.obs, prior)
-        v_bar = v.mean(-1)
+        v_bar = self.values.scale.denormalize(v.mean(-1))
         adv, ret = gae(
             real.rewards, v_bar, self.values.mean(real.next_obs), real.terminated,
             real.truncated, cfg.gamma, cfg.gae_lambda,
@@ -275,10 +281,10 @@ class PPOLearner:
 
     @torch.no_grad()
     def _virtual_targets(self, virtual: VirtualBatch) -> tuple[Samples, float]:
-        """Virtual samples with path λ-return targets, and the explained variance."""
+        """Virtual samples with path λ-return targets (raw units), and the explained variance."""
         cfg = self.config
         prior = self.values.prior_values(virtual.obs)
-        v_bar = self.values(virtual.obs, prior).mean(-1)
+        v_bar = self.values.scale.denormalize(self.values(virtual.obs, prior).mean(-1))
         # the λ-return never reads V(path_obs[:, 0]) (it cancels): evaluate the critic on the
         # H later path observations only and put V̄(s_t) in column 0
         path_values = torch.cat((v_bar[:, None], self.values.mean(virtual.path_obs[:, 1:])), 1)
@@ -292,6 +298,19 @@ class PPOLearner:
             self._boot(virtual.size, self.generators["virtual"]),
         )  # fmt: skip
         return Samples(tb, prior), explained_variance(v_bar, ret)
+
+    def _scale_values(self, train: Samples, virt: Samples | None) -> tuple[Samples, Samples | None]:
+        """Update the critic's units from the real targets (preserving V), and express both
+        buffers' targets in them (`learners.normalize.ValueScale`; identity when off)."""
+        scale = self.values.scale
+        if not scale.enabled:
+            return train, virt
+        a, b = scale.update(train.batch.returns)
+        self.values.rescale_heads(a, b)
+        in_units = lambda s: Samples(
+            s.batch._replace(returns=scale.normalize(s.batch.returns)), s.prior
+        )
+        return in_units(train), None if virt is None else in_units(virt)
 
     def _update_rho(self, values: Tensor) -> int:
         """Step the ρ schedule on ``values [B, D]``; 1 when skipped for non-finite values."""
@@ -395,6 +414,7 @@ class PPOLearner:
                 "non-empty VirtualBatch or set InfluenceRatioConfig.rho0=0"
             )
         real = real.to(self.device, self.dtype)
+        self.policy.normalizer.update(real.obs)  # shared with the value heads
         train, real_values, ev = self._real_targets(real)
         metrics: dict[str, float] = {"ensemble_var": ensemble_variance(real_values)}
         rho_skipped = 0
@@ -403,6 +423,7 @@ class PPOLearner:
         virt = None
         if virtual is not None:
             virt, metrics["explained_variance_virtual"] = self._virtual_targets(virtual)
+        train, virt = self._scale_values(train, virt)
         if cfg.mixing == "sample" and virt is not None:
             z, idx = bernoulli_mix(
                 train.batch.size, self.rho, virt.batch.size, self.generators["mix"]
@@ -457,6 +478,9 @@ class PPOLearner:
         )
         if self.rho_schedule.kind == "adaptive":
             metrics["omega"] = self.rho_schedule.omega
+        if self.values.scale.enabled:
+            metrics["value_scale/mean"] = float(self.values.scale.shift)
+            metrics["value_scale/std"] = float(self.values.scale.std)
         return metrics
 
     # ---- state ---------------------------------------------------------------------------
