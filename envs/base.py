@@ -25,7 +25,8 @@ Conventions (all envs follow them; the planner and learner rely on them):
   and returns tensors on the same device and dtype; no hidden state, no in-place writes to
   inputs. float32 and float64 both work.
 * ``reward(x, u)`` is the paper's r̂ for the transition ``x --u--> dynamics(x, u)``: the
-  env's dense reward without terminal bonuses (App. B, "reward model").
+  env's dense reward without terminal bonuses (App. B, "reward model"); those are
+  ``terminal_reward(x')`` on the states ``terminated(x')`` flags, one rule for every env.
 """
 
 from __future__ import annotations
@@ -90,12 +91,41 @@ class PlannerModel(abc.ABC):
         """``tracked(x) - target`` ``[..., nt]``; models with angles override it to wrap them."""
         return self.tracked(x) - target
 
+    def scripted_action(self, obs: Tensor) -> Tensor:
+        """A hand-written high-level policy: actions ``[..., na]`` for observations ``[..., nobs]``.
+
+        App. E's "MPPI used alone" check of the low level (`rlmpc.planner_alone`): the
+        planner, driven by these targets, should solve the task. Not every env has one.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no scripted high-level policy")
+
     def terminated(self, x: Tensor) -> Tensor:
         """Where the model deems an episode over (goal reached, crash...) ``[...]`` bool.
 
         Used to stop virtual targets at terminal planned states; default: never.
         """
         return torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
+
+    def terminal_reward(self, x: Tensor) -> Tensor:
+        """The env's terminal reward for reaching ``x [..., nx]``, ``[...]`` (0 where not terminal).
+
+        What the real env pays for the terminal event the model predicts at ``x`` (a crash,
+        leaving the track, a collision, the goal). `reward` never includes it (App. B: "we
+        exclude the terminal reward"); the rollout worker adds it to a virtual path's last
+        transition when the run keeps terminal rewards (``--virtual-terminal reward``).
+        Default: no terminal rewards.
+        """
+        return torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+
+    def others(self, x: Tensor) -> Tensor:
+        """Positions ``[..., k, 2]`` of the other agents in the plane of `position` (an
+        opponent car); default none (k = 0). Evaluation pictures draw their paths."""
+        return x.new_zeros((*x.shape[:-1], 0, 2))
+
+    def draw(self, ax: Any) -> None:
+        """Draw the env's fixed scene (track boundaries, a landing pad) on a matplotlib axis,
+        in the plane of `position`; default nothing."""
+        return None
 
     def danger_zone(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The zone ``(cx, cy, w, h)`` carried in ``x``, each ``[...]``."""

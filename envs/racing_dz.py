@@ -240,9 +240,9 @@ class RacingModel(PlannerModel):
     speeding up to overtake and sidestepping a zone or the opponent need.
     ``a ∈ [-1, 1]^2`` maps to ``v_t* ∈ target_speed``, ``v_n* ∈ ±target_lateral_speed``.
 
-    ``reward`` is the env's reward without the +1000 goal (App. B.3 "reward model"); the -100
-    off-track and -1000 collision terms are kept, so virtual data still sees crashes as bad.
-    ``terminated``: off-track, collision or goal (as the env).
+    ``reward`` is the env's dense reward (App. B.3 "reward model"); the -100 off-track, -1000
+    collision and +1000 goal are ``terminal_reward``'s, on the states ``terminated`` flags
+    (off-track, collision or goal, as the env), the rule every env follows.
     """
 
     nx, nu, na, nt, nobs = 15, 2, 2, 2, rt.NOBS
@@ -367,15 +367,23 @@ class RacingModel(PlannerModel):
         return rt.episode_end(b, distance, x[..., 6], self.goal_length, self.task)
 
     def reward(self, x: Tensor, u: Tensor) -> Tensor:
+        """App. B.3's dense reward (progress, passing, boundary, zone); the -100 off-track,
+        -1000 collision and +1000 goal are `terminal_reward`'s."""
         x1 = self.dynamics(x, u)
-        off, coll, _ = self._events(x1)
         v_rel = self.tracked(x1)[..., 0] - x1[..., 10]
         gap = rt.wrap_gap(x1[..., 6] - x1[..., 9], self.track.length)
         b = x1[..., 7] / self.track.half_width
         progress = x1[..., 6] - x[..., 6]
         return rt.step_reward(
-            progress, v_rel, gap, b, self.in_danger(x1), off, coll, 0.0, self.task
+            progress, v_rel, gap, b, self.in_danger(x1), False, False, False, self.task
         )
+
+    def terminal_reward(self, x: Tensor) -> Tensor:
+        """App. B.3's -100 off-track, -1000 collision, +1000 goal for the events at ``x``."""
+        off, coll, goal = self._events(x)
+        p = self.task
+        f = lambda flag, r: flag.to(x.dtype) * r
+        return f(off, p.r_off_track) + f(coll, p.r_collision) + f(goal, p.r_goal)
 
     def observe(self, x: Tensor) -> Tensor:
         tb, hw, shape = self._tables(x), self.track.half_width, x.shape[:-1]
@@ -421,9 +429,49 @@ class RacingModel(PlannerModel):
         """The opponent's point ``[..., 2]`` on the centreline (eq. 44's p_opponent)."""
         return self._lookup(x[..., 9], "centre").movedim(0, -1)
 
-    def boundary_proportion(self, x: Tensor) -> Tensor:
-        """BP of eq. (45): ``|ey| / half_width`` ``[...]``, 1 on the boundary."""
-        return x[..., 7].abs() / self.track.half_width
+    def scripted_action(self, obs: Tensor) -> Tensor:
+        """A hand-written high-level policy ``[..., na]`` for checking the planner alone (App. E).
+
+        Speed: at most 18 m/s, and at most ``sqrt(4 m/s² / κ)`` for the sharpest curvature κ
+        read off the TrackPoints 10-30 m ahead. Line: the centreline, or 3 m to the left of
+        it while the opponent is 0-25 m ahead, or 2 m clear of the danger zone while it lies
+        0-25 m ahead across the car's path; ``v_n* = clip(ey* - ey, ±3)`` m/s.
+        """
+        hw, lo, hi = self.track.half_width, *self.target_speed
+        ey = obs[..., 7] * hw
+        lookahead = torch.as_tensor(self.task.lookahead, dtype=obs.dtype, device=obs.device)
+        points = obs[..., 9:29].unflatten(-1, (len(self.task.lookahead), 4))
+        centre_y = 0.5 * (points[..., 1] + points[..., 3])  # the centre's lateral offset [..., 5]
+        kappa = (2.0 * centre_y / lookahead.square())[..., 1:4].abs().amax(-1)
+        speed = torch.sqrt(4.0 / kappa.clamp(min=1e-4)).clamp(max=18.0)
+        aim = torch.zeros_like(ey)
+        gap = obs[..., 29]
+        aim = torch.where((gap > 0) & (gap < 25.0), torch.full_like(aim, 3.0), aim)
+        dx, dy = obs[..., 34] - obs[..., 0], obs[..., 35] - obs[..., 1]
+        c, s, half = obs[..., 4], obs[..., 5], 0.5 * obs[..., 36]
+        along, across = dx * c + dy * s, dy * c - dx * s
+        blocking = (along > 0) & (along < 25.0) & (across.abs() < half + 1.5)
+        side = torch.where(across >= 0, -1.0, 1.0)  # pass on the side away from the zone
+        aim = torch.where(blocking, (ey + across + side * (half + 2.0)).clamp(-4.0, 4.0), aim)
+        lateral = (aim - ey).clamp(-3.0, 3.0)
+        a0 = 2.0 * (speed - lo) / (hi - lo) - 1.0
+        return torch.stack((a0, lateral / self.target_lateral_speed), -1).clamp(-1.0, 1.0)
+
+    def others(self, x: Tensor) -> Tensor:
+        return self.opponent_position(x).unsqueeze(-2)
+
+    def draw(self, ax: Any) -> None:
+        """The centreline (dashed) and both boundaries of the closed track."""
+        tr = self.track
+        loop = lambda p: np.concatenate([p, p[:1]])
+        ax.plot(*loop(tr.points).T, color="0.6", lw=0.8, ls="--")
+        for side in (1.0, -1.0):
+            ax.plot(*loop(tr.points + side * tr.half_width * tr.normal).T, color="0.2", lw=1.0)
+
+    def boundary_proportion(self, x: Tensor, margin: float = 0.0) -> Tensor:
+        """BP of eq. (45): ``|ey| / (half_width - margin)`` ``[...]``, 1 on the boundary
+        (``margin`` m inside it)."""
+        return x[..., 7].abs() / (self.track.half_width - margin)
 
     def target(self, a: Tensor) -> Tensor:
         a = a.clamp(-1.0, 1.0)

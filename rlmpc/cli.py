@@ -116,7 +116,8 @@ def _name_option(message: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
     cfg, resume, address = parse(argv)
     from rlmpc.system import train
 
-    train(cfg, resume=resume, ray_address=address)
+    train(cfg, resume=resume, ray_address=address, argv=argv)

@@ -55,8 +55,17 @@ class RunConfig:
     weights only (actors idle while the learner updates); 1 lets actors collect the next
     fragment during the update (PPO's ratio stays valid: it divides by the logged
     probability of the policy that acted, and the clip bounds the step)"""
+    virtual_terminal: Literal["reward", "exclude"] = "reward"
+    """terminal events on virtual paths, the same rule for every env: 'reward' pays the env's
+    terminal reward (crash -100, off-track -100, collision -1000, goal +1000) on the planned
+    transition into a state the model deems terminal; 'exclude' leaves it out (App. B's r̂).
+    Either way the path's λ-return stops at that state"""
     seed: int = 0
     """base seed of the run (actors, learner, evaluation)"""
+    eval_seed: int | None = None
+    """seed of the first evaluation episode (episode i uses eval_seed + i); default
+    1_000_000 + 10_000·seed, so runs of different seeds are judged on different episodes,
+    none of them a training episode"""
     learner_device: str = "auto"
     """learner device: auto (cuda when visible) | cpu | cuda[:N]"""
     actor_device: str = "cpu"
@@ -100,6 +109,10 @@ class RunConfig:
 
         if self.env not in ENV_CHOICES:
             raise ValueError(f"env must be one of {ENV_CHOICES}, got {self.env!r}")
+        if self.virtual_terminal not in ("reward", "exclude"):
+            raise ValueError(
+                f"virtual_terminal must be 'reward' or 'exclude', got {self.virtual_terminal!r}"
+            )
         check("num_candidates", 1, 64)
         check("num_actors", 1, 1024)
         check("envs_per_actor", 1, 4096)
@@ -148,6 +161,11 @@ class RunConfig:
         if self.env == "carla-racing":
             out.setdefault("carla", float(self.envs_per_actor))
         return out
+
+    @property
+    def first_eval_seed(self) -> int:
+        """`eval_seed`, or the one derived from `seed`."""
+        return 1_000_000 + 10_000 * self.seed if self.eval_seed is None else self.eval_seed
 
     @property
     def envs_total(self) -> int:
@@ -211,7 +229,13 @@ class TrainConfig:
 #: per-env defaults that differ from the dataclasses' (section -> field -> value)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "acrobot": {"run": {"total_env_steps": 300_000}},
-    "lunarlander": {"run": {"total_env_steps": 1_000_000}},
+    # Lunar Lander acts at 50 Hz and lands after 300-700 steps: γ = 0.99 sees ~2 s ahead, so
+    # steering to the pad (and its +100) is worth next to nothing to the critic; rl-zoo's
+    # γ = 0.999, λ = 0.98 for LunarLander. README "Lunar Lander" has the measurements.
+    "lunarlander": {
+        "run": {"total_env_steps": 1_000_000},
+        "ppo": {"gamma": 0.999, "gae_lambda": 0.98},
+    },
     "racing": {"run": {"total_env_steps": 1_000_000}},
     "carla-racing": {"run": {"total_env_steps": 1_000_000, "envs_per_actor": 1, "num_actors": 4}},
 }

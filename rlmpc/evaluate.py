@@ -30,6 +30,7 @@ class Trace(NamedTuple):
     """One recorded episode, in the plane the danger zone lives in."""
 
     positions: np.ndarray  # [T+1, 2]
+    others: np.ndarray  # [T+1, k, 2] the other agents' positions (`PlannerModel.others`)
     plan_steps: np.ndarray  # [P] steps at which candidates were recorded
     plans: np.ndarray  # [P, M, H+1, 2] candidates' planned positions (candidate 0 executed)
     zone: np.ndarray  # [4] (cx, cy, w, h)
@@ -87,12 +88,14 @@ class Evaluator:
         self.spec = spec
 
     @torch.inference_mode()
-    def run(self, weights: dict[str, Any], episodes: int, seed: int = 10_000, record: int = 0,
-            plan_every: int = 10) -> EvalResult:  # fmt: skip
+    def run(self, weights: dict[str, Any] | None, episodes: int, seed: int = 10_000,
+            record: int = 0, plan_every: int = 10) -> EvalResult:  # fmt: skip
+        """N episodes with the policy's mean; ``weights`` None keeps the worker's policy as is."""
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
         w = self.worker
-        w.set_weights(weights, version=-1)
+        if weights is not None:
+            w.set_weights(weights, version=-1)
         model, M = w.model, self.spec.num_candidates
         n = min(self.spec.n_envs, episodes)
         envs_, started = w.envs[:n], n
@@ -122,9 +125,10 @@ class Evaluator:
             for j, r in enumerate(rows):
                 ep = episode_of[r]
                 if ep < record:
-                    rec = recs.setdefault(ep, {"pos": [], "steps": [], "plans": []})
+                    rec = recs.setdefault(ep, {"pos": [], "others": [], "steps": [], "plans": []})
                     if not rec["pos"]:
                         rec["pos"].append(model.position(x[j]).numpy())
+                        rec["others"].append(model.others(x[j]).numpy())
                         rec["zone"] = torch.stack(model.danger_zone(x[j])).numpy()
                     if t[r] % plan_every == 0:
                         rec["steps"].append(int(t[r]))
@@ -136,12 +140,13 @@ class Evaluator:
                 if ep < record:
                     x2 = torch.as_tensor(model.planner_state(env), dtype=torch.float32)
                     recs[ep]["pos"].append(model.position(x2).numpy())
+                    recs[ep]["others"].append(model.others(x2).numpy())
                 if term or trunc:
                     tracker.end(r, info)
                     if ep < record:
                         rec = recs.pop(ep)
                         traces[ep] = Trace(
-                            np.stack(rec["pos"]), np.array(rec["steps"]),
+                            np.stack(rec["pos"]), np.stack(rec["others"]), np.array(rec["steps"]),
                             np.stack(rec["plans"]) if rec["plans"] else np.zeros((0, 1, 1, 2)),
                             rec["zone"], float(tracker.ended[-1][0]), bool(tracker.ended[-1][2]),
                         )  # fmt: skip
@@ -157,7 +162,8 @@ class Evaluator:
 
 
 def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path:
-    """Recorded episodes: executed path, candidates' planned paths, the danger zone."""
+    """Recorded episodes: the env's scene (`PlannerModel.draw`: track, pad), the danger zone,
+    the candidates' planned paths, the executed path and the other agents' paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,13 +173,8 @@ def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path
     n = max(1, len(result.traces))
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), squeeze=False)
     for ax, tr in zip(axes[0], result.traces, strict=False):
-        track = getattr(model, "track", None)
-        centre = getattr(track, "centreline", None)
-        if centre is not None:
-            c = np.asarray(centre)
-            ax.plot(
-                c[:, 0], c[:, 1], color="0.8", lw=6 * float(getattr(track, "half_width", 1)) / 6
-            )
+        if model is not None:
+            model.draw(ax)
         cx, cy, w, h = tr.zone
         ax.add_patch(patches.Rectangle((cx - w / 2, cy - h / 2), w, h, color="tab:red", alpha=0.3,
                                        label="danger zone"))  # fmt: skip
@@ -182,6 +183,10 @@ def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path
                 ax.plot(p[m, :, 0], p[m, :, 1], lw=0.8, alpha=0.6,
                         color="tab:green" if m == 0 else "tab:orange")  # fmt: skip
         ax.plot(tr.positions[:, 0], tr.positions[:, 1], color="tab:blue", lw=1.5, label="executed")
+        for k in range(tr.others.shape[1]):
+            ax.plot(tr.others[:, k, 0], tr.others[:, k, 1], color="tab:purple", lw=1.0, ls=":",
+                    label="other agent" if k == 0 else None)  # fmt: skip
+            ax.plot(*tr.others[-1, k], "s", color="tab:purple", ms=4)
         ax.plot(*tr.positions[0], "ko", ms=4)
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_title(
@@ -198,16 +203,25 @@ def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path
 
 
 def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out: str | Path | None = None,
-                        seed: int = 10_000, record: int = 3, n_envs: int = 10) -> dict[str, Any]:  # fmt: skip
-    """Evaluate a checkpoint (file or run directory); writes eval.json and the PNG to ``out``."""
+                        seed: int | None = None, record: int = 3, n_envs: int = 10) -> dict[str, Any]:  # fmt: skip
+    """Evaluate a checkpoint (file or run directory); writes eval.json and the PNG to ``out``.
+
+    ``seed`` None: the run's own evaluation episodes (`RunConfig.first_eval_seed`)."""
     from rlmpc.checkpoint import load_checkpoint
+    from rlmpc.config import RunConfig
 
     state = load_checkpoint(checkpoint)
+    if seed is None:
+        run = state["config"]["run"]
+        seed = RunConfig(
+            env=run["env"], seed=run["seed"], eval_seed=run.get("eval_seed")
+        ).first_eval_seed
     spec: WorkerSpec = replace(state["worker_spec"], n_envs=min(n_envs, episodes))
     evaluator = Evaluator(spec)
     result = evaluator.run(state["learner"]["weights"], episodes, seed=seed, record=record)
     summary = summarize(spec.env, result.episodes)
     summary["checkpoint"] = str(checkpoint)
+    summary["eval_seed"] = seed
     summary["env_steps"] = int(state["counters"]["env_steps"])
     ckpt_path = Path(checkpoint)
     out = Path(out) if out else (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent.parent)
@@ -222,7 +236,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes (1..10000)")
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
-    parser.add_argument("--seed", type=int, default=10_000, help="seed of the first episode")
+    parser.add_argument(
+        "--seed", type=int, default=None,
+        help="seed of the first episode (default: the run's own evaluation episodes)",
+    )  # fmt: skip
     parser.add_argument("--record", type=int, default=3, help="episodes drawn in the PNG (0..8)")
     parser.add_argument("--n-envs", type=int, default=10, help="episodes run side by side (1..256)")
     args = parser.parse_args(argv)

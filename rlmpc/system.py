@@ -47,6 +47,7 @@ from rlmpc.evaluate import Evaluator, format_table, plot_traces, summarize
 from rlmpc.fragments import CollectResult, EpisodeStats, FragmentId, FragmentMeta
 from rlmpc.learner import resolve_device
 from rlmpc.replay import ReplayShard
+from rlmpc.results import run_meta
 from rlmpc.runlog import RunLogger, plot_curves
 from rlmpc.worker import WorkerSpec
 
@@ -84,6 +85,7 @@ def worker_spec(cfg: TrainConfig) -> WorkerSpec:
         seed=cfg.run.seed,
         device=cfg.run.actor_device,
         threads=cfg.run.threads,
+        virtual_terminal=cfg.run.virtual_terminal,
     )
 
 
@@ -378,7 +380,7 @@ class Driver:
     def _start_eval(self, episodes: int) -> None:
         if self.pending_eval is None:
             ref = self.evaluator.run.remote(
-                self.weights_by_version[self.version], episodes, 10_000, 0
+                self.weights_by_version[self.version], episodes, self.cfg.run.first_eval_seed, 0
             )
             self.pending_eval = (ref, self.counters.env_steps)
 
@@ -406,15 +408,20 @@ class Driver:
         if self.carla:  # on the evaluator actor, next to a CARLA server the actors now free
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
-            result = ray.get(self.evaluator.run.remote(weights, run.final_eval_episodes, 10_000, 3))
+            result = ray.get(
+                self.evaluator.run.remote(weights, run.final_eval_episodes, run.first_eval_seed, 3)
+            )
             model = None
         else:
             spec = replace(self.spec, n_envs=min(10, run.final_eval_episodes), device="cpu")
             evaluator = Evaluator(spec)
-            result = evaluator.run(ray.get(weights), run.final_eval_episodes, seed=10_000, record=3)
+            result = evaluator.run(
+                ray.get(weights), run.final_eval_episodes, seed=run.first_eval_seed, record=3
+            )
             model = evaluator.worker.model
         summary = summarize(run.env, result.episodes)
         summary["env_steps"] = self.counters.env_steps
+        summary["seed"], summary["eval_seed"] = run.seed, run.first_eval_seed
         (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
         plot_traces(result, self.run_dir / "eval_episodes.png", model)
         self.logger.summary({f"final/{k}": v["mean"] for k, v in summary.items()
@@ -436,8 +443,12 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     return path
 
 
-def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None = None) -> Path:
-    """Train (or continue) a run; returns its directory. Ray is started here if needed."""
+def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None = None,
+          argv: list[str] | None = None) -> Path:  # fmt: skip
+    """Train (or continue) a run; returns its directory. Ray is started here if needed.
+
+    ``argv`` (the command line, for the record) goes to ``meta.json`` with the git commit and
+    the machine; the wall time is added when the run ends."""
     if resume is not None:
         run_dir = resume
         if latest_checkpoint(run_dir) is None:
@@ -445,6 +456,12 @@ def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None 
     else:
         run_dir = new_run_dir(cfg)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    meta_file = run_dir / "meta.json"
+    meta = json.loads(meta_file.read_text()) if resume is not None and meta_file.is_file() else {}
+    meta.setdefault("invocations", []).append(run_meta(argv if argv is not None else []))
+    meta.update(meta["invocations"][0])
+    meta_file.write_text(json.dumps(meta, indent=1))
+    started = time.perf_counter()
     # the final evaluation runs here: the same thread count as the actors, the same numbers
     torch.set_num_threads(cfg.run.threads)
     init_ray(cfg, ray_address)
@@ -453,6 +470,8 @@ def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None 
         summary = driver.run(resume=resume is not None)
     finally:
         driver.close()
+    meta["wall_time_s"] = meta.get("wall_time_s", 0.0) + time.perf_counter() - started
+    meta_file.write_text(json.dumps(meta, indent=1))
     curves = plot_curves(run_dir)
     if summary is None and driver.counters.iteration >= cfg.iterations:
         print(f"finished; run directory: {run_dir.resolve()}")

@@ -54,6 +54,9 @@ class WorkerSpec:
     device: str = "cpu"
     threads: int = 1
     keep_virtual: bool = True
+    virtual_terminal: str = "reward"
+    """'reward': a virtual path's transition into a terminal planned state earns the env's
+    terminal reward (`envs.base.PlannerModel.terminal_reward`); 'exclude': App. B's r̂ alone."""
 
 
 def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
@@ -282,6 +285,9 @@ class RolloutWorker:
             path_rewards = reward_after(paths[..., 1:, :])
         else:
             path_rewards = model.reward(paths[..., :-1, :], seqs)
+        terminated = model.terminated(paths[..., 1:, :])
+        if self.spec.virtual_terminal == "reward":
+            path_rewards = path_rewards + model.terminal_reward(paths[..., 1:, :])
         M1 = seqs.shape[2]
         return {
             "obs": np.repeat(np.stack([s.obs for s in steps])[:, :, None], M1, axis=2),
@@ -289,7 +295,7 @@ class RolloutWorker:
             "logp": torch.stack([s.logp for s in steps]).cpu().numpy(),
             "path_obs": model.observe(paths).cpu().numpy(),
             "path_rewards": path_rewards.cpu().numpy(),
-            "path_terminated": model.terminated(paths[..., 1:, :]).cpu().numpy(),
+            "path_terminated": terminated.cpu().numpy(),
         }
 
     def collect(

@@ -48,7 +48,9 @@ def test_table5_presets():
         assert c.rl_term == "track" and c.backend == "batched"
     a, ll, r = planner_config("acrobot"), planner_config("lunarlander"), planner_config("racing")
     assert (a.w_rl, a.w_danger, a.horizon_qp) == (50.0, 50.0, 3)
-    assert (ll.w_rl, ll.w_danger, ll.w_act, ll.w_y, ll.horizon_qp) == (50.0, 400.0, 20.0, 10.0, 3)
+    assert (ll.w_rl, ll.w_danger, ll.w_y, ll.horizon_qp) == (50.0, 400.0, 10.0, 3)
+    # the documented departures from Table 5 (LunarLanderPlannerConfig's docstring)
+    assert (ll.w_act, ll.effort, ll.w_attitude, ll.attitude_rate) == (0.5, "power", 50.0, 0.1)
     assert (r.w_rl, r.w_danger, r.w_bound, r.w_coll, r.horizon_qp) == (1.0, 300.0, 500.0, 300.0, 2)
     assert planner_config("racing", rl_term="quad").planning_horizon == 2
 
@@ -56,7 +58,8 @@ def test_table5_presets():
 @pytest.mark.parametrize(
     ("field", "value"),
     [("horizon", 0), ("num_samples", -3), ("lambda_temp", 0.0), ("noise_sigma", float("inf")),
-     ("w_rl", -1.0), ("w_danger", float("nan")), ("rl_term", "cubic"), ("backend", "jax"), ("w_y", -2)],
+     ("w_rl", -1.0), ("w_danger", float("nan")), ("rl_term", "cubic"), ("backend", "jax"), ("w_y", -2),
+     ("effort", "fuel"), ("w_attitude", -1.0)],
 )  # fmt: skip
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -118,6 +121,26 @@ def test_danger_and_lunar_lander_terms():
     torch.testing.assert_close(
         lunar_lander_other_cost(model, x, u, 10.0, 20.0), torch.tensor(27.5, dtype=F64)
     )
+    # on engine power: main at 1 fires at power 1, |u_lat| = 0.5 leaves the side engines off
+    torch.testing.assert_close(
+        lunar_lander_other_cost(model, x, u, 10.0, 20.0, effort="power"),
+        torch.tensor(2.5 + 20.0, dtype=F64),
+    )
+    # + 50 (φ² + 0.1 φ̇²) with φ = 0.2, φ̇ = -1: 50 · (0.04 + 0.1) = 7
+    x[4], x[5] = 0.2, -1.0
+    torch.testing.assert_close(
+        lunar_lander_other_cost(model, x, u, 10.0, 20.0, 50.0, 0.1, effort="power"),
+        torch.tensor(2.5 + 20.0 + 7.0, dtype=F64),
+    )
+
+
+def test_lunar_lander_effort_on_power_is_free_when_the_engines_are_off():
+    """An idle throttle (u_main <= 0, |u_lat| <= 0.5) costs nothing; gymnasium's map otherwise."""
+    model, _ = model_and_state("lunarlander")
+    u = torch.tensor([[-0.7, 0.4], [0.0, -0.5], [0.2, 0.0], [-1.0, 0.8], [0.6, -0.9]], dtype=F64)
+    expected = torch.tensor([0.0, 0.0, 0.6**2, 0.8**2, 0.8**2 + 0.9**2], dtype=F64)
+    torch.testing.assert_close(model.control_effort(u), expected)
+    torch.testing.assert_close(model.control_effort(u.view(5, 1, 2)), expected.view(5, 1))
 
 
 def test_racing_collision_and_boundary_terms():

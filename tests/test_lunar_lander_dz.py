@@ -220,6 +220,10 @@ def test_terminated_cases():
     }
     for name, (state, expected) in states.items():
         assert bool(model.terminated(torch.tensor(state))) is expected, name
+    # gymnasium's -100 on exactly those states (the +100 of coming to rest is not predicted)
+    x = torch.tensor([state for state, _ in states.values()], dtype=torch.float64)
+    flags = torch.tensor([expected for _, expected in states.values()])
+    torch.testing.assert_close(model.terminal_reward(x), -100.0 * flags.double())
 
 
 def test_reward_terms_match_the_env_and_the_zone_costs_five():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -49,10 +51,12 @@ def test_fragment_shapes_and_virtual_data(env):
 
 
 @pytest.mark.parametrize("env", ["acrobot", "lunarlander"])
-def test_virtual_data_are_each_steps_plan_rescored(env):
+@pytest.mark.parametrize("terminal", ["reward", "exclude"])
+def test_virtual_data_are_each_steps_plan_rescored(env, terminal):
     """Rolled out once per fragment, the virtual data are what each step's full `plan` gives:
-    the kept candidates' paths through ψ, r̂ of their transitions, the model's termination."""
-    w = RolloutWorker(0, _spec(env, K=8))
+    the kept candidates' paths through ψ, r̂ of their transitions (plus the env's terminal
+    reward on a transition into a terminal state, unless excluded), the model's termination."""
+    w = RolloutWorker(0, replace(_spec(env, K=8), virtual_terminal=terminal))
     plans = []
 
     def plan_and_record(x, a, warm, *, generator):  # `plan`, for `_act`'s `plan_controls`
@@ -73,7 +77,8 @@ def test_virtual_data_are_each_steps_plan_rescored(env):
         np.testing.assert_array_equal(virtual.actions[rows], a[~chosen].numpy())
         expected = {
             "path_obs": w.model.observe(paths),
-            "path_rewards": w.model.reward(paths[:, :, :-1], seqs),
+            "path_rewards": w.model.reward(paths[:, :, :-1], seqs)
+            + (terminal == "reward") * w.model.terminal_reward(paths[:, :, 1:]),
         }
         for name, value in expected.items():
             np.testing.assert_allclose(
