@@ -39,12 +39,12 @@ class NetworkConfig:
     """β: each head adds β × a fixed random prior network (Osband et al. 2018); 0 disables."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian policy (SB3's default 0)."""
-    normalize_obs: bool = False
+    normalize_obs: bool = True
     """Normalise observations by their running mean and std, clipped to ±clip_obs
     (`learners.normalize.ObsNormalizer`), for the policy and every value head."""
     clip_obs: float = 10.0
     """Clip of the normalised observations, > 0 (RLlib's and SB3's default 10)."""
-    normalize_values: bool = False
+    normalize_values: bool = True
     """The value heads fit returns scaled by their running mean and std, PopArt-style
     (`learners.normalize.ValueScale`); Alg. 2 then reads the heads in these units."""
 

@@ -301,12 +301,14 @@ class PPOLearner:
 
     def _scale_values(self, train: Samples, virt: Samples | None) -> tuple[Samples, Samples | None]:
         """Update the critic's units from the real targets (preserving V), and express both
-        buffers' targets in them (`learners.normalize.ValueScale`; identity when off)."""
+        buffers' targets in them (`learners.normalize.ValueScale`; identity when off). Real
+        targets that are not all finite leave the units as they are."""
         scale = self.values.scale
         if not scale.enabled:
             return train, virt
-        a, b = scale.update(train.batch.returns)
-        self.values.rescale_heads(a, b)
+        if bool(torch.isfinite(train.batch.returns).all()):
+            a, b = scale.update(train.batch.returns)
+            self.values.rescale_heads(a, b)
         in_units = lambda s: Samples(
             s.batch._replace(returns=scale.normalize(s.batch.returns)), s.prior
         )

@@ -146,7 +146,7 @@ def test_normalisation_statistics_survive_a_checkpoint_round_trip():
 def test_alg2_reads_the_heads_in_normalised_units():
     """ρ after one iteration equals Alg. 2 by hand on the heads' outputs (the critic's units)
     at the fresh real observations: returns ×1000 leave ω where raw heads would make it ~0."""
-    nets = NetworkConfig(hidden_sizes=(8,), ensemble_size=3, normalize_values=True)
+    nets = NetworkConfig(hidden_sizes=(8,), ensemble_size=3, normalize_obs=False)
     cfg = InfluenceRatioConfig(mode="adaptive", rho0=0.3, lam=0.9)
     lrn = PPOLearner(NOBS, NA, PPOConfig(batch_size=16, n_epochs=1), nets, cfg, seed=0)
     real = real_batch(seed=4)
@@ -158,3 +158,19 @@ def test_alg2_reads_the_heads_in_normalised_units():
     assert lrn.rho == pytest.approx(rho) and lrn.rho_schedule.omega == pytest.approx(omega)
     var = float(heads.double().var(-1, correction=0).mean())
     assert omega == pytest.approx(0.1 * 1.0 / (1.0 + var))  # Ω0 = 0, λ = 0.9
+
+
+def test_nonfinite_real_targets_leave_the_value_units_alone():
+    lrn = PPOLearner(NOBS, NA, PPOConfig(batch_size=16, n_epochs=1), NORM,
+                     InfluenceRatioConfig(rho0=0.3), seed=0)  # fmt: skip
+    lrn.update(real_batch(seed=0), virtual_batch())
+    before = {k: v.clone() for k, v in lrn.values.scale.state_dict().items()}
+    heads = {k: v.clone() for k, v in lrn.values.heads.state_dict().items()}
+    bad = real_batch(seed=1)
+    bad.rewards[3, 1] = float("nan")
+    m = lrn.update(bad, virtual_batch())
+    assert m["minibatch_updates"] == 0
+    for k, v in lrn.values.scale.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in lrn.values.heads.state_dict().items():
+        assert torch.equal(v, heads[k]), k

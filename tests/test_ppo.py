@@ -148,7 +148,11 @@ def test_construction_refuses_single_head_adaptive_and_sample_per_minibatch():
 
 
 def test_nonfinite_loss_skips_the_update_and_keeps_the_weights():
-    lrn, ref = learner(0.5), learner(0.5)
+    """(Raw units: the statistics take in the data of a skipped update; test_normalize.)"""
+    raw = NetworkConfig(
+        hidden_sizes=(8,), ensemble_size=3, normalize_obs=False, normalize_values=False
+    )
+    lrn, ref = learner(0.5, nets=raw), learner(0.5, nets=raw)
     real = real_batch()
     bad = real._replace(rewards=real.rewards.clone())
     bad.rewards[3, 1] = float("nan")
@@ -165,7 +169,10 @@ def test_nonfinite_loss_skips_the_update_and_keeps_the_weights():
 
 
 def test_nonfinite_gradient_skips_the_update():
-    lrn, ref = learner(0.5), learner(0.5)
+    raw = NetworkConfig(
+        hidden_sizes=(8,), ensemble_size=3, normalize_obs=False, normalize_values=False
+    )
+    lrn, ref = learner(0.5, nets=raw), learner(0.5, nets=raw)
     lrn.policy.log_std.register_hook(lambda g: g * float("inf"))  # finite loss, inf gradient
     m = lrn.update(real_batch(), virtual_batch())
     assert m["skipped_updates"] == 4 and m["minibatch_updates"] == 0
