@@ -250,21 +250,23 @@ class LunarLanderPlannerConfig(PlannerConfig):
     with ``v = (ẋ, ẏ)`` (0.2 and 0.133 per m/s), J_danger ∈ {0, 1}, ``y`` in half-viewport
     heights (6.67 m), ``φ`` in rad, ``φ̇`` in 0.4 rad/s, engine powers in [0, 1].
 
-    Departures from Table 5 / eq. (43), measured with the planner alone under a scripted
-    target policy (`python -m rlmpc.planner_alone --env lunarlander`, 30 episodes with zones):
+    Departures from Table 5 / eq. (43), measured with the planner alone under the scripted
+    target policy (`python -m rlmpc.planner_alone --env lunarlander --episodes 50 [--set
+    ...]`, zones on; this preset lands 48 of 50; Table 5 and eq. 43 as written land 0):
 
     * ``w_act`` 20 → 0.5. In these units one step of full main engine changes ẏ by 0.047
       (0.02 net of gravity), so 20·||u||² outweighs 50·|v − v*| (≤ 50·1): the cost-optimal
-      throttle from ẏ = −0.5 towards ẏ* = 0 is ~15 % and the lander cannot brake (Table 5:
-      0/20 landed, 19/20 crashed). 0.5 puts w_act/w_RL = 0.01 near gymnasium's own
-      fuel-to-speed ratio (0.3 per step of main engine against 100·|v|).
+      throttle from ẏ = −0.5 towards ẏ* = 0 is ~15 % and the lander cannot brake (``--set
+      w_act=20``: 0 of 50 landed, all crashed within ~90 steps). 0.5 puts w_act/w_RL = 0.01
+      near gymnasium's own fuel-to-speed ratio (0.3 per step of main engine against 100·|v|).
     * ``effort="power"``: the effort is charged on engine power, not on ``u``. With
       ``||u||²`` the optimum for an idle engine is ``u_main = 0``, the throttle's edge,
-      where MPPI's averaged noise keeps firing it at ≥ 50 % power: landers that stood
-      still on the pad never came to rest (16/30 timed out; power: 0/30).
+      where MPPI's averaged noise keeps firing it at ≥ 50 % power, so a lander standing on
+      the pad does not come to rest (``--set effort=control``: 31 of 50 landed, the others
+      hovered or stood until the 1000-step limit).
     * ``w_attitude`` = 50 (with ``attitude_rate`` 0.1): eq. (43) has no tilt term, and a
-      planner free to fire the engines tips the lander over (w_attitude 0: 30/30 crashed;
-      20: 26/30 crashed; 50: 30/30 landed; 100: 28/30 landed, 2 timed out).
+      planner free to fire the engines tips the lander over (``--set w_attitude=0``: 0 of
+      50 landed, all crashed).
     """
 
     w_rl: float = 50.0
@@ -301,14 +303,15 @@ class RacingPlannerConfig(PlannerConfig):
     """Table 5, Racing: target velocities tracked; J_other is eq. (46).
 
     Units: J_RL = ``|v − v*|`` with ``v`` the track-frame velocity in m/s, J_coll ∈ {0, 1},
-    J_bound on BP (dimensionless). One departure from eq. (45), measured with an untrained
-    policy acting as training starts (`python -m rlmpc.planner_alone --env racing --policy
-    initial --episodes 30`): BP is taken against the half-width less ``boundary_margin`` =
-    2 m (half the car's width and ~1 m for the kinematic model's missing understeer), so
-    the cost rises before the car's centre leaves the track, where the episode ends, and
-    not after. With the edge itself (margin 0) the planner tracks a lateral velocity, not a
-    position, lets the real car drift out in the first turn, and the untrained policy left
-    the track in 25 of 30 episodes; with 2 m, 1 of 30 (23 finished).
+    J_bound on BP (dimensionless). One departure from eq. (45): BP is 1 where the car's
+    *side* reaches the track edge (``boundary_margin`` = 0.9 m, half the car's width), not
+    its centre. The episode ends when the centre crosses, so with eq. (45) as written the
+    cost only starts where the episode has already ended; the planner tracks a lateral
+    *velocity*, not a position, and lets the real (understeering) car drift out in the first
+    turn. An untrained policy acting as training starts (`python -m rlmpc.planner_alone
+    --env racing --policy initial --episodes 50`) finished 17 of 50 laps and left the track
+    or collided in 32 with margin 0; with 0.9 m, 44 finished and 1 left the track (1.5 m:
+    45 and 1; 2 m: 45 and 2).
     """
 
     horizon_qp: int = 2
@@ -321,9 +324,10 @@ class RacingPlannerConfig(PlannerConfig):
     """w_coll, the collision weight of eq. (46)."""
     w_bound: float = 500.0
     """w_bound, the boundary weight of eq. (46)."""
-    boundary_margin: float = 2.0
-    """m: eq. (45)'s BP is taken against the half-width less this margin (0: the track edge,
-    as eq. 45 is written; see the class docstring)."""
+    boundary_margin: float = 0.9
+    """m: eq. (45)'s BP is taken against the half-width less this margin: 0.9, half the car's
+    width, puts BP = 1 where the car's side reaches the edge (0: its centre, as eq. 45 is
+    written; see the class docstring)."""
 
     def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
         half_width = model.track.half_width

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from torch import Tensor
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
 from rlmpc.evaluate import Evaluator, format_table, plot_traces, summarize
+from rlmpc.results import run_meta
 from rlmpc.worker import WorkerSpec
 
 
@@ -64,7 +66,9 @@ def run_alone(env: str, episodes: int, seed: int = 20_000, n_envs: int = 50, rec
         env=env, n_envs=min(n_envs, episodes), num_candidates=1,
         planner=planner_config(env, **planner_options), networks=NetworkConfig(), seed=seed,
     )  # fmt: skip
-    evaluator = Evaluator(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the initial policy's weights: the same for the same seed
+        evaluator = Evaluator(spec)
     worker = evaluator.worker
     if policy == "scripted":
         worker.policy = ScriptedPolicy(worker.model)
@@ -85,6 +89,7 @@ def _number(text: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="lunarlander", choices=["lunarlander", "racing"])
     parser.add_argument("--episodes", type=int, default=50, help="episodes (1..10000)")
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     except (TypeError, ValueError) as err:
         parser.error(f"argument --set: {err}")
+    summary.update(run_meta(argv, "-m rlmpc.planner_alone"))
     print(format_table(summary))
     if args.out:
         out = Path(args.out)

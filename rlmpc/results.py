@@ -41,7 +41,7 @@ COLUMNS = {
 COLUMNS["carla-racing"] = COLUMNS["racing"]
 
 
-def run_meta(argv: list[str]) -> dict[str, Any]:
+def run_meta(argv: list[str], program: str = "launch.py") -> dict[str, Any]:
     """What reproduces a run: the command, the code's commit (and whether it had local
     changes) and the machine."""
 
@@ -63,7 +63,7 @@ def run_meta(argv: list[str]) -> dict[str, Any]:
     import os
 
     return {
-        "command": " ".join(["python", "launch.py", *argv]),
+        "command": " ".join(["python", program, *argv]),
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
