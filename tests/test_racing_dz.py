@@ -390,6 +390,26 @@ def test_model_reward_terms(live):
     assert model.contact_distance == pytest.approx(2.9)
 
 
+def test_model_turns_with_at_most_half_the_grip(live):
+    """Polack et al.'s bound: full steering at 20 m/s turns the path at a_max / v² (0.5 μ g),
+    not at the kinematic tan δ / L; at 5 m/s, where a_max allows more, nothing changes."""
+    env, model, xs, _ = live
+    free = RacingModel(model.track, model.task, model.car)
+    assert model.max_lateral_accel == pytest.approx(0.5 * 9.81) and free.max_lateral_accel is None
+    x = torch.as_tensor(xs[0]).clone()
+    x[6], x[8] = 40.0, 0.0  # mid-straight (κ = 0), along the track
+    u = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    for speed, bounded in ((20.0, True), (5.0, False)):
+        x[3], x[4] = speed, 0.0
+        turn = lambda m: float(m.dynamics(x, u)[8] - x[8])  # heading change in one step
+        if bounded:
+            # v² κ ≤ a_max: eψ changes by about v·κ·dt = a_max/v·dt
+            assert turn(model) == pytest.approx(0.5 * 9.81 / speed * model.task.dt, rel=0.05)
+            assert turn(free) > 3 * turn(model)
+        else:
+            assert turn(model) == pytest.approx(turn(free), rel=1e-9)
+
+
 def test_model_targets_are_track_frame_velocities(live):
     _, model, xs, _ = live
     a = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], [3.0, -3.0]])
