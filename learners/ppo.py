@@ -280,8 +280,12 @@ class PPOLearner:
         return Samples(tb, prior.reshape(n, -1)), v.reshape(n, -1), ev
 
     @torch.no_grad()
-    def _virtual_targets(self, virtual: VirtualBatch) -> tuple[Samples, float]:
-        """Virtual samples with path λ-return targets (raw units), and the explained variance."""
+    def _virtual_targets(self, virtual: VirtualBatch) -> tuple[Samples, dict[str, float]]:
+        """Virtual samples with path λ-return targets (raw units), and their diagnostics:
+        ``explained_variance_virtual``; ``virtual/advantage_mean`` and ``_std``, the raw
+        ``G − V̄(s_t)`` before normalisation (how much better than the real-data critic the
+        model scores the candidates: the virtual data's optimism); ``virtual/terminal_fraction``,
+        the share of planned paths the model ends (crash, off-track, goal)."""
         cfg = self.config
         prior = self.values.prior_values(virtual.obs)
         v_bar = self.values.scale.denormalize(self.values(virtual.obs, prior).mean(-1))
@@ -297,7 +301,13 @@ class PPOLearner:
             _normalise(adv) if cfg.normalize_advantage else adv, ret,
             self._boot(virtual.size, self.generators["virtual"]),
         )  # fmt: skip
-        return Samples(tb, prior), explained_variance(v_bar, ret)
+        diagnostics = {
+            "explained_variance_virtual": explained_variance(v_bar, ret),
+            "virtual/advantage_mean": float(adv.mean()),
+            "virtual/advantage_std": float(adv.std(correction=0)),
+            "virtual/terminal_fraction": float(virtual.path_terminated.any(-1).float().mean()),
+        }
+        return Samples(tb, prior), diagnostics
 
     def _scale_values(self, train: Samples, virt: Samples | None) -> tuple[Samples, Samples | None]:
         """Update the critic's units from the real targets (preserving V), and express both
@@ -424,7 +434,8 @@ class PPOLearner:
             rho_skipped += self._update_rho(real_values)
         virt = None
         if virtual is not None:
-            virt, metrics["explained_variance_virtual"] = self._virtual_targets(virtual)
+            virt, diagnostics = self._virtual_targets(virtual)
+            metrics.update(diagnostics)
         train, virt = self._scale_values(train, virt)
         if cfg.mixing == "sample" and virt is not None:
             z, idx = bernoulli_mix(
