@@ -251,7 +251,7 @@ class LunarLanderPlannerConfig(PlannerConfig):
     heights (6.67 m), ``φ`` in rad, ``φ̇`` in 0.4 rad/s, engine powers in [0, 1].
 
     Departures from Table 5 / eq. (43), measured with the planner alone under the scripted
-    target policy (`python -m rlmpc.planner_alone --env lunarlander --episodes 50 [--set
+    target policy (`python -m rlmpc.tools.planner_alone --env lunarlander --episodes 50 [--set
     ...]`, zones on; this preset lands 48 of 50; Table 5 and eq. 43 as written land 0):
 
     * ``w_act`` 20 → 0.5. In these units one step of full main engine changes ẏ by 0.047
@@ -308,7 +308,7 @@ class RacingPlannerConfig(PlannerConfig):
     its centre. The episode ends when the centre crosses, so with eq. (45) as written the
     cost only starts where the episode has already ended; the planner tracks a lateral
     *velocity*, not a position, and lets the real (understeering) car drift out in the first
-    turn. An untrained policy acting as training starts (`python -m rlmpc.planner_alone
+    turn. An untrained policy acting as training starts (`python -m rlmpc.tools.planner_alone
     --env racing --policy initial --episodes 50`) finished 17 of 50 laps and left the track
     or collided in 32 with margin 0; with 0.9 m, 44 finished and 1 left the track (1.5 m:
     45 and 1; 2 m: 45 and 2).

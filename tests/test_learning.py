@@ -7,8 +7,8 @@ import json
 import pytest
 import ray
 
-from rlmpc.cli import parse
-from rlmpc.system import train
+from rlmpc.run.cli import parse
+from rlmpc.system.driver import train
 
 
 @pytest.mark.slow

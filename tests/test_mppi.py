@@ -393,7 +393,7 @@ def test_matches_pytorch_mppi_on_env_models_with_table5_costs(name):
 
 
 def test_bench_planner_command_ends_with_key_value_lines(capsys):
-    from rlmpc import bench
+    from rlmpc.tools import bench
 
     argv = ["planner", "--batch-sizes", "1", "3", "--num-samples", "8", "--horizon", "4",
             "--repeats", "1", "--min-seconds", "0", "--threads", "1"]  # fmt: skip

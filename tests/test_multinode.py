@@ -20,9 +20,9 @@ from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from planners.costs import planner_config
-from rlmpc.config import RunConfig, TrainConfig
-from rlmpc.runlog import WandbConfig
-from rlmpc.system import Driver
+from rlmpc.run.config import RunConfig, TrainConfig
+from rlmpc.run.runlog import WandbConfig
+from rlmpc.system.driver import Driver
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from typing import Literal
 import pytest
 import torch
 
-from rlmpc import checkpoint as ckpt
-from rlmpc.cliargs import add_dataclass_args, build_dataclass, field_docs
-from rlmpc.runlog import RunLogger, WandbConfig, plot_curves
+from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, field_docs
+from rlmpc.run.runlog import RunLogger, WandbConfig, plot_curves
+from rlmpc.system import checkpoint as ckpt
 
 
 def test_atomic_save_roundtrip_and_prune(tmp_path):

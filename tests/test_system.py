@@ -21,10 +21,10 @@ from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from planners.costs import planner_config
-from rlmpc.config import RunConfig, TrainConfig
-from rlmpc.evaluate import main as evaluate_main
-from rlmpc.runlog import WandbConfig
-from rlmpc.system import Driver, train
+from rlmpc.run.config import RunConfig, TrainConfig
+from rlmpc.run.evaluate import main as evaluate_main
+from rlmpc.run.runlog import WandbConfig
+from rlmpc.system.driver import Driver, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,7 +160,7 @@ def test_bad_options_are_refused_before_ray_starts(args, option):
 
 def test_evaluate_refuses_bad_options(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "rlmpc.evaluate", "--checkpoint", str(tmp_path), "--episodes", "0"],
+        [sys.executable, "-m", "rlmpc.run.evaluate", "--checkpoint", str(tmp_path), "--episodes", "0"],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 2 and "--episodes" in proc.stderr

@@ -11,9 +11,9 @@ import torch
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
 from planners.mppi import PlannedControls
-from rlmpc.fragments import FragmentId, FragmentMeta
-from rlmpc.replay import ReplayShard
-from rlmpc.worker import RolloutWorker, WorkerSpec
+from rlmpc.system.records import FragmentId, FragmentMeta
+from rlmpc.system.replay import ReplayShard
+from rlmpc.system.worker import RolloutWorker, WorkerSpec
 
 
 def _spec(env: str = "acrobot", n_envs: int = 3, M: int = 4, K: int = 16) -> WorkerSpec:
@@ -90,7 +90,7 @@ def test_virtual_data_are_each_steps_plan_rescored(env, terminal):
 
 
 def test_bench_worker_command_ends_with_key_value_lines(capsys):
-    from rlmpc import bench_worker
+    from rlmpc.tools import bench_worker
 
     argv = ["--envs", "acrobot", "--n-envs", "2", "--steps", "2", "--repeats", "1"]
     figures = bench_worker.main(argv)

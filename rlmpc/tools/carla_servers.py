@@ -1,7 +1,7 @@
 """CARLA servers on one node: start k headless servers, check them, stop them by PID, and give
 each rollout actor a server of its own.
 
-``python -m rlmpc.carla_servers {start,stop,status} --help``; the cluster's worker nodes run
+``python -m rlmpc.tools.carla_servers {start,stop,status} --help``; the cluster's worker nodes run
 ``start`` before ``ray start`` and advertise ``resources: {"carla": k}`` (``cluster/cluster.yaml``).
 A rollout actor that reserved one unit of ``carla`` calls `claim_server()` on its node.
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from rlmpc.cliargs import add_dataclass_args, build_dataclass, flag
+from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag
 
 ENV_STATE_DIR = "RLMPC_CARLA_STATE_DIR"
 LOOPBACK = "127.0.0.1"
@@ -394,7 +394,7 @@ def claim_server(state_dir: Path | str | None = None) -> ServerClaim:
     if not records:
         raise CarlaServerError(
             f"no CARLA servers on node {socket.gethostname()}: {state_dir / REGISTRY} lists none; "
-            "start them with `python -m rlmpc.carla_servers start --count K` (cluster.yaml's "
+            "start them with `python -m rlmpc.tools.carla_servers start --count K` (cluster.yaml's "
             "worker_start_ray_commands do) and give the node the resource {'carla': K}"
         )
     running = [r for r in records if is_running(r)]
@@ -453,7 +453,7 @@ def _format(statuses: list[ServerStatus]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="python -m rlmpc.carla_servers", formatter_class=fmt,
+    p = argparse.ArgumentParser(prog="python -m rlmpc.tools.carla_servers", formatter_class=fmt,
                                 description=__doc__.split("\n\n")[0])  # fmt: skip
     sub = p.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)

@@ -12,7 +12,7 @@ The warm start of each env is the executed candidate's plan, shifted (zero after
 Acting needs only the plans' controls (`planners.MPPI.plan_controls`); the kept candidates'
 paths are rolled out, re-scored and observed once per fragment, for all T steps together.
 Every ``T`` steps the fragment goes to the two replay shards through the object store.
-This is a plain class: tests drive it in-process; `rlmpc.system` wraps it with ``ray.remote``.
+This is a plain class: tests drive it in-process; `rlmpc.system.driver` wraps it with ``ray.remote``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import envs
 from learners.policy import NetworkConfig, build_networks
 from planners.costs import PlannerConfig, build_planner
 from planners.mppi import shift_warm_start
-from rlmpc.fragments import (
+from rlmpc.system.records import (
     CollectResult,
     EpisodeStats,
     FragmentId,

@@ -1,9 +1,9 @@
 """Results as data: finished runs recorded as JSON cells under ``results/``, tables built from them.
 
-``python -m rlmpc.results add RUN_DIR --experiment E --method NAME`` records a finished run
+``python -m rlmpc.tools.results add RUN_DIR --experiment E --method NAME`` records a finished run
 (its ``eval.json``, resolved config, command, git commit, machine, wall time and learning
 curve) as ``results/E/<env>/NAME/seed<k>.json``, and copies its ``eval_episodes.png`` and
-``learning_curves.png`` beside it. ``python -m rlmpc.results table E`` prints the
+``learning_curves.png`` beside it. ``python -m rlmpc.tools.results table E`` prints the
 experiment's table (markdown): per method, the final evaluation's mean ± std over its 50
 episodes for each seed, and the mean ± std of the per-seed means across seeds. The README's
 result tables are this command's output.
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 #: columns of each env's table: (eval.json key, header)
 COLUMNS = {

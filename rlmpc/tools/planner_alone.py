@@ -1,9 +1,9 @@
 """App. E's "MPPI used alone": the batched planner driven by a fixed high-level policy.
 
-``python -m rlmpc.planner_alone --env lunarlander --episodes 50`` runs the env's hand-written
+``python -m rlmpc.tools.planner_alone --env lunarlander --episodes 50`` runs the env's hand-written
 target policy (`envs.base.PlannerModel.scripted_action`) through the training planner (the
 env's preset cost, K, H; M = 1) on the real env, with danger zones, through the evaluation
-loop (`rlmpc.evaluate.Evaluator`), and prints the paper's columns. It checks the low level on
+loop (`rlmpc.run.evaluate.Evaluator`), and prints the paper's columns. It checks the low level on
 its own: if the planner cannot carry out sensible targets, no high-level policy can learn to
 use it. ``--set NAME=VALUE`` overrides the planner preset (``--set w_act=20 effort=control``),
 so the same command measures every departure from Table 5.
@@ -27,9 +27,9 @@ from torch import Tensor
 
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
-from rlmpc.evaluate import Evaluator, format_table, plot_traces, summarize
-from rlmpc.results import run_meta
-from rlmpc.worker import WorkerSpec
+from rlmpc.run.evaluate import Evaluator, format_table, plot_traces, summarize
+from rlmpc.system.worker import WorkerSpec
+from rlmpc.tools.results import run_meta
 
 
 class ScriptedPolicy:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     except (TypeError, ValueError) as err:
         parser.error(f"argument --set: {err}")
-    summary.update(run_meta(argv, "-m rlmpc.planner_alone"))
+    summary.update(run_meta(argv, "-m rlmpc.tools.planner_alone"))
     print(format_table(summary))
     if args.out:
         out = Path(args.out)

@@ -1,6 +1,6 @@
 """``python launch.py``: parse and validate the whole configuration, then train.
 
-Options are generated from the component dataclasses (`rlmpc.config`); per-env presets
+Options are generated from the component dataclasses (`rlmpc.run.config`); per-env presets
 (``--env``) set their defaults, and ``--resume RUN_DIR`` makes the stored config of that run
 the defaults (any option given on the command line still wins). Every value is validated
 before Ray starts; a bad one ends the program with the option's name and allowed range.
@@ -20,9 +20,9 @@ import yaml
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
-from rlmpc.cliargs import add_dataclass_args, build_dataclass
-from rlmpc.config import ENV_CHOICES, PRESETS, RunConfig, TrainConfig, planner_class
-from rlmpc.runlog import WandbConfig
+from rlmpc.run.cliargs import add_dataclass_args, build_dataclass
+from rlmpc.run.config import ENV_CHOICES, PRESETS, RunConfig, TrainConfig, planner_class
+from rlmpc.run.runlog import WandbConfig
 
 _SECTIONS: list[tuple[str, type, str, str]] = [
     # (config section, class, help title, flag prefix)
@@ -118,6 +118,6 @@ def _name_option(message: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg, resume, address = parse(argv)
-    from rlmpc.system import train
+    from rlmpc.system.driver import train
 
     train(cfg, resume=resume, ray_address=address, argv=argv)

@@ -8,7 +8,7 @@ RolloutActor ×N ──fragments (object refs)──> ReplayShard "real" / Repla
 ```
 
 This module is the only place ``ray.remote`` is applied, to the thin shells of
-`rlmpc.actors` around the plain classes (`RolloutWorker`, `Learner`, `Evaluator`) and to
+`rlmpc.system.shells` around the plain classes (`RolloutWorker`, `Learner`, `Evaluator`) and to
 `ReplayShard`.
 
 The driver runs iteration ``i`` on the fragments meant for it (one per live actor, index
@@ -40,16 +40,16 @@ from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import envs
-from rlmpc.actors import EvalActor, LearnerActor, RolloutActor
-from rlmpc.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from rlmpc.config import TrainConfig
-from rlmpc.evaluate import Evaluator, format_table, plot_traces, summarize
-from rlmpc.fragments import CollectResult, EpisodeStats, FragmentId, FragmentMeta
-from rlmpc.learner import resolve_device
-from rlmpc.replay import ReplayShard
-from rlmpc.results import run_meta
-from rlmpc.runlog import RunLogger, plot_curves
-from rlmpc.worker import WorkerSpec
+from rlmpc.run.config import TrainConfig
+from rlmpc.run.evaluate import Evaluator, format_table, plot_traces, summarize
+from rlmpc.run.runlog import RunLogger, plot_curves
+from rlmpc.system.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlmpc.system.learner import resolve_device
+from rlmpc.system.records import CollectResult, EpisodeStats, FragmentId, FragmentMeta
+from rlmpc.system.replay import ReplayShard
+from rlmpc.system.shells import EvalActor, LearnerActor, RolloutActor
+from rlmpc.system.worker import WorkerSpec
+from rlmpc.tools.results import run_meta
 
 # ---- the driver --------------------------------------------------------------------------
 

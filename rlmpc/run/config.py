@@ -9,7 +9,7 @@ Components and their sections on the command line (``python launch.py --help``):
 | influence ratio | `learners.rho.InfluenceRatioConfig` | §4.2, Alg. 2 |
 | networks | `learners.policy.NetworkConfig` | §4.4 ensemble |
 | planner | `planners.costs.PlannerConfig` (per env) | App. C, Table 5 |
-| wandb | `rlmpc.runlog.WandbConfig` | |
+| wandb | `rlmpc.run.runlog.WandbConfig` | |
 
 Per-env presets (`PRESETS`) set the defaults that differ between envs; everything else is
 the papers' tables. Every class validates itself at construction, naming the field and its
@@ -26,7 +26,7 @@ from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from planners.costs import PLANNER_CONFIGS, PlannerConfig
-from rlmpc.runlog import WandbConfig
+from rlmpc.run.runlog import WandbConfig
 
 ENV_CHOICES = ("acrobot", "lunarlander", "racing", "carla-racing")
 

@@ -1,6 +1,6 @@
 """The learner wrapper: fragments in, one PPO iteration, metrics and weights out.
 
-`Learner` is the plain class around `learners.PPOLearner` (the math); `rlmpc.system` makes it a
+`Learner` is the plain class around `learners.PPOLearner` (the math); `rlmpc.system.driver` makes it a
 Ray actor that fetches the fragments from the replay shards. Fragments are joined in the
 order given (the driver's fixed actor order), so a run is reproducible.
 """
@@ -15,8 +15,8 @@ from learners.batches import RealBatch, VirtualBatch
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig, PPOLearner
 from learners.rho import InfluenceRatioConfig
-from rlmpc.fragments import RealArrays, VirtualArrays
-from rlmpc.worker import keep_freed_memory
+from rlmpc.system.records import RealArrays, VirtualArrays
+from rlmpc.system.worker import keep_freed_memory
 
 
 def resolve_device(device: str) -> str:

@@ -1,8 +1,8 @@
-"""``python -m rlmpc.bench system``: end-to-end training throughput against the paper's loop.
+"""``python -m rlmpc.tools.bench system``: end-to-end training throughput against the paper's loop.
 
 Two figures measured in the same run, on the same machine:
 
-* **system**: a real training run (`rlmpc.system.train`: Ray actors acting with the batched
+* **system**: a real training run (`rlmpc.system.driver.train`: Ray actors acting with the batched
   planner, the learner updating beside them) on Lunar Lander with M=4, K=100, H=10, timed in
   steady state (after the first iterations, which include actor start-up): env steps/s
   learned on.
@@ -46,7 +46,7 @@ def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace, run_dir: str):
-    from rlmpc.cli import parse
+    from rlmpc.run.cli import parse
 
     argv = [
         "--env", args.env, "--total-env-steps", str(args.iterations * 2048), "--eval-every", "0",
@@ -64,7 +64,7 @@ def measure_system(cfg) -> tuple[float, dict]:
     """Steady-state env steps/s of a real training run (iterations 3.. of the run)."""
     import ray
 
-    from rlmpc.system import train
+    from rlmpc.system.driver import train
 
     run_dir = train(cfg)
     rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
@@ -78,9 +78,9 @@ def measure_reference(cfg, steps: int, seed: int) -> tuple[float, float, float]:
     """(env steps/s, s per acting step, s per update) of the paper-faithful loop."""
     from dataclasses import replace
 
-    from rlmpc.fragments import FragmentId
-    from rlmpc.learner import Learner
-    from rlmpc.worker import RolloutWorker, WorkerSpec
+    from rlmpc.system.learner import Learner
+    from rlmpc.system.records import FragmentId
+    from rlmpc.system.worker import RolloutWorker, WorkerSpec
 
     torch.set_num_threads(1)
     spec = WorkerSpec(cfg.run.env, 1, cfg.run.num_candidates, replace(cfg.planner, backend="pytorch_mppi"),
@@ -103,9 +103,9 @@ def measure_reference(cfg, steps: int, seed: int) -> tuple[float, float, float]:
 
 def run_system(args: argparse.Namespace) -> dict[str, float]:
     if args.iterations < 4:
-        raise SystemExit("rlmpc.bench system: --iterations must be >= 4")
+        raise SystemExit("rlmpc.tools.bench system: --iterations must be >= 4")
     if args.reference_steps < 1:
-        raise SystemExit("rlmpc.bench system: --reference-steps must be >= 1")
+        raise SystemExit("rlmpc.tools.bench system: --reference-steps must be >= 1")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(args, tmp)
         run = cfg.run

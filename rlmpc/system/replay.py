@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rlmpc.fragments import FragmentId, FragmentMeta
+from rlmpc.system.records import FragmentId, FragmentMeta
 
 
 class ReplayShard:
-    """A keyed store of fragment refs (plain class; `rlmpc.system` makes it a Ray actor)."""
+    """A keyed store of fragment refs (plain class; `rlmpc.system.driver` makes it a Ray actor)."""
 
     def __init__(self, name: str, put: Callable[[Any], Any] | None = None) -> None:
         self.name = name

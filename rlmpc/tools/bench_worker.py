@@ -1,4 +1,4 @@
-"""Rollout-worker throughput: ``python -m rlmpc.bench_worker [--envs ...] [--repeats N]``.
+"""Rollout-worker throughput: ``python -m rlmpc.tools.bench_worker [--envs ...] [--repeats N]``.
 
 Env steps per second of one in-process `RolloutWorker` (B envs, M candidates, the env's
 Table-5 planner, one torch thread): a ``collect`` of T steps after a short warm-up, timed
@@ -17,8 +17,8 @@ import torch
 
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
-from rlmpc.fragments import FragmentId
-from rlmpc.worker import RolloutWorker, WorkerSpec
+from rlmpc.system.records import FragmentId
+from rlmpc.system.worker import RolloutWorker, WorkerSpec
 
 
 def worker_steps_per_s(

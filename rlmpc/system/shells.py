@@ -1,7 +1,7 @@
 """The Ray shells of the system's plain classes: thin, one method per remote call.
 
 Each shell wraps a plain class that tests drive in-process (`RolloutWorker`, `Learner`,
-`Evaluator`); `rlmpc.system` applies ``ray.remote`` to these shells when it assembles the
+`Evaluator`); `rlmpc.system.driver` applies ``ray.remote`` to these shells when it assembles the
 system, and `ReplayShard` is used as is.
 """
 
@@ -14,11 +14,11 @@ from typing import Any
 
 import ray
 
-from rlmpc.config import TrainConfig
-from rlmpc.evaluate import EvalResult, Evaluator
-from rlmpc.fragments import CollectResult, FragmentId, FragmentMeta
-from rlmpc.learner import Learner
-from rlmpc.worker import RolloutWorker, WorkerSpec
+from rlmpc.run.config import TrainConfig
+from rlmpc.run.evaluate import EvalResult, Evaluator
+from rlmpc.system.learner import Learner
+from rlmpc.system.records import CollectResult, FragmentId, FragmentMeta
+from rlmpc.system.worker import RolloutWorker, WorkerSpec
 
 
 def node_env_kwargs(spec: WorkerSpec) -> list[dict[str, Any]] | None:
@@ -26,7 +26,7 @@ def node_env_kwargs(spec: WorkerSpec) -> list[dict[str, Any]] | None:
     carla-racing env (claimed for this process), nothing for the embedded envs."""
     if spec.env != "carla-racing":
         return None
-    from rlmpc.carla_servers import claim_server
+    from rlmpc.tools.carla_servers import claim_server
 
     claims = [claim_server() for _ in range(spec.n_envs)]
     return [{"host": c.host, "port": c.port, "tm_port": c.tm_port} for c in claims]

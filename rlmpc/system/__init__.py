@@ -1,0 +1,1 @@
+"""The system: rollout workers, two replay shards, a learner, and the loop that drives them."""
