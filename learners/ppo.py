@@ -58,6 +58,7 @@ from learners.batches import (
     bernoulli_mix,
     mix_batches,
 )
+from learners.errors import ConfigError
 from learners.policy import GaussianPolicy, NetworkConfig, ValueEnsemble, build_networks
 from learners.rho import InfluenceRatioConfig, ensemble_variance, make_influence_ratio
 from learners.targets import gae, virtual_lambda_return
@@ -106,24 +107,31 @@ class PPOConfig:
         positive = ("learning_rate", "clip_range", "max_grad_norm", "adam_eps")
         for name in positive:
             if not getattr(self, name) > 0:
-                raise ValueError(f"PPOConfig.{name} must be > 0, got {getattr(self, name)}")
+                raise ConfigError(name, f"PPOConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("n_steps", "batch_size", "n_epochs"):
             if not getattr(self, name) >= 1:
-                raise ValueError(f"PPOConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"PPOConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"PPOConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(
+                    name, f"PPOConfig.{name} must be in [0, 1], got {getattr(self, name)}"
+                )
         for name in ("ent_coef", "vf_coef"):
             if not getattr(self, name) >= 0.0:
-                raise ValueError(f"PPOConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(name, f"PPOConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.mixing not in ("loss", "sample"):
-            raise ValueError(f"PPOConfig.mixing must be 'loss' or 'sample', got {self.mixing!r}")
+            raise ConfigError(
+                "mixing", f"PPOConfig.mixing must be 'loss' or 'sample', got {self.mixing!r}"
+            )
         if self.virtual_batch_size is not None and self.virtual_batch_size < 1:
-            raise ValueError(
-                f"PPOConfig.virtual_batch_size must be None or >= 1, got {self.virtual_batch_size}"
+            raise ConfigError(
+                "virtual_batch_size",
+                f"PPOConfig.virtual_batch_size must be None or >= 1, got {self.virtual_batch_size}",
             )
         if not 0.0 < self.bootstrap_p <= 1.0:
-            raise ValueError(f"PPOConfig.bootstrap_p must be in (0, 1], got {self.bootstrap_p}")
+            raise ConfigError(
+                "bootstrap_p", f"PPOConfig.bootstrap_p must be in (0, 1], got {self.bootstrap_p}"
+            )
 
 
 class LossTerms(NamedTuple):

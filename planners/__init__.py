@@ -30,7 +30,6 @@ Modules:
 """
 
 from planners.costs import (
-    PLANNER_CONFIGS,
     AcrobotPlannerConfig,
     CompositeCost,
     LunarLanderPlannerConfig,
@@ -54,7 +53,6 @@ from planners.mppi import (
 __all__ = [
     "BACKENDS",
     "MPPI",
-    "PLANNER_CONFIGS",
     "AcrobotPlannerConfig",
     "CompositeCost",
     "LunarLanderPlannerConfig",

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from planners.checks import ConfigError
 from planners.mppi import BACKENDS, MPPI, make_planner
 
 CostTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -202,25 +203,29 @@ class PlannerConfig:
             value = getattr(self, f.name)
             if f.name in ("horizon", "horizon_qp", "num_samples"):
                 if not isinstance(value, int) or value < 1:
-                    raise ValueError(f"{f.name} must be an integer >= 1, got {value!r}")
+                    raise ConfigError(f.name, f"{f.name} must be an integer >= 1, got {value!r}")
             elif f.name in ("lambda_temp", "noise_sigma"):
                 if (
                     isinstance(value, bool)
                     or not isinstance(value, (int, float))
                     or not 0 < value < float("inf")
                 ):
-                    raise ValueError(f"{f.name} must be a finite number > 0, got {value!r}")
+                    raise ConfigError(
+                        f.name, f"{f.name} must be a finite number > 0, got {value!r}"
+                    )
             elif f.name not in ("rl_term", "backend", "effort"):
                 if (
                     isinstance(value, bool)
                     or not isinstance(value, (int, float))
                     or not 0 <= value < float("inf")
                 ):
-                    raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
+                    raise ConfigError(
+                        f.name, f"{f.name} must be a finite number >= 0, got {value!r}"
+                    )
         if self.rl_term not in ("track", "quad"):
-            raise ValueError(f"rl_term must be 'track' or 'quad', got {self.rl_term!r}")
+            raise ConfigError("rl_term", f"rl_term must be 'track' or 'quad', got {self.rl_term!r}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise ConfigError("backend", f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
     @property
     def planning_horizon(self) -> int:
@@ -289,7 +294,7 @@ class LunarLanderPlannerConfig(PlannerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.effort not in ("power", "control"):
-            raise ValueError(f"effort must be 'power' or 'control', got {self.effort!r}")
+            raise ConfigError("effort", f"effort must be 'power' or 'control', got {self.effort!r}")
 
     def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
         return partial(
@@ -342,19 +347,12 @@ class RacingPlannerConfig(PlannerConfig):
         )  # fmt: skip
 
 
-#: Table 5 presets by env short name (as in `envs.ENV_IDS`)
-PLANNER_CONFIGS: dict[str, type[PlannerConfig]] = {
-    "acrobot": AcrobotPlannerConfig,
-    "lunarlander": LunarLanderPlannerConfig,
-    "racing": RacingPlannerConfig,
-}
-
-
 def planner_config(env: str, **overrides: Any) -> PlannerConfig:
-    """The Table-5 preset of ``env`` (``acrobot``, ``lunarlander``, ``racing``) with overrides."""
-    if env not in PLANNER_CONFIGS:
-        raise ValueError(f"env must be one of {sorted(PLANNER_CONFIGS)}, got {env!r}")
-    return PLANNER_CONFIGS[env](**overrides)
+    """The Table-5 preset of a registered env (`envs.registry.EnvSpec.planner`) with overrides;
+    `ValueError` for an env that is not registered."""
+    import envs  # the registry says which preset an env plans with; this package names no env
+
+    return envs.spec(env).planner(**overrides)
 
 
 def running_cost(model: Any, config: PlannerConfig) -> CompositeCost:

@@ -284,7 +284,7 @@ def three_index(three: list[cs.ServerStatus], port: int) -> int:
 
 
 def test_one_process_claims_several_servers_but_no_dead_one(three, state_dir: Path) -> None:
-    """A rollout actor driving n envs claims n servers, one call each (rlmpc.system.driver does)."""
+    """A rollout actor driving n envs claims n servers, one call each (what a rollout shell does)."""
     os.killpg(three[0].record.pid, signal.SIGKILL)
     assert wait_for(lambda: not cs.is_running(three[0].record))
     claims = [cs.claim_server(state_dir), cs.claim_server(state_dir)]

@@ -21,7 +21,7 @@ def test_atomic_save_roundtrip_and_prune(tmp_path):
         ckpt.save_checkpoint(tmp_path, it, {"it": it, "w": torch.full((3,), float(it))}, keep=2)
     names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
     assert names == ["ckpt_000004.pt", "ckpt_000005.pt"]
-    state = ckpt.load_checkpoint(tmp_path)
+    state = ckpt.load_plain(tmp_path)
     assert state["it"] == 5 and torch.equal(state["w"], torch.full((3,), 5.0))
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]
 

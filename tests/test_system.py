@@ -24,7 +24,8 @@ from planners.costs import planner_config
 from rlmpc.run.config import RunConfig, TrainConfig
 from rlmpc.run.evaluate import main as evaluate_main
 from rlmpc.run.runlog import WandbConfig
-from rlmpc.system.driver import Driver, train
+from rlmpc.run.train import Run, train
+from rlmpc.system.backend import actor_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,19 +99,20 @@ def test_killed_actor_is_restarted_and_counters_stay_exact(tmp_path):
     cfg = tiny(tmp_path, "fault", total_env_steps=64 * 8, eval_every=0, checkpoint_every=100)
     run_dir = Path(cfg.run.runs_dir) / "fault"
     run_dir.mkdir()
-    driver = Driver(cfg, run_dir, resume=False)
-    victim = ray.get(driver.actors[1].pid.remote())
+    run = Run(cfg, run_dir)
+    actor = run.backend.handles[actor_name(1)]
+    victim = ray.get(actor.pid.remote())
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("summary", driver.run(False)))
+    thread = threading.Thread(target=lambda: outcome.setdefault("summary", run.train()))
     thread.start()
     deadline = time.time() + 120
-    while driver.counters.iteration < 2 and time.time() < deadline:
+    while run.coordinator.counters.iteration < 2 and time.time() < deadline:
         time.sleep(0.05)
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=300)
-    driver.close()
     assert not thread.is_alive() and outcome["summary"] is not None
-    assert ray.get(driver.actors[1].pid.remote()) != victim  # Ray restarted it
+    assert ray.get(actor.pid.remote()) != victim  # Ray restarted it
+    run.close()
     r = rows(run_dir)
     assert [x["env_steps"] for x in r] == [64 * i for i in range(1, 9)]
     assert r[-1]["virtual_samples"] == 3 * 64 * 8
@@ -128,6 +130,34 @@ def test_resume_continues_exactly(tmp_path):
     for key in ("iteration", "env_steps", "virtual_samples", "rho", "episodes"):
         assert [x[key] for x in a] == [x[key] for x in b], key
     assert "resumed at iteration 2" in (part_dir / "events.log").read_text()
+
+
+def test_serial_and_ray_runs_give_the_same_metrics(tmp_path):
+    """The same config on Ray and in one process (--serial): the same rows, evaluations
+    included, and the same final evaluation."""
+    cfg = tiny(tmp_path, "on-ray", eval_every=1, eval_episodes=1, checkpoint_every=100)
+    cfg = replace(cfg, wandb=WandbConfig(wandb_mode="disabled"))
+    on_ray = train(cfg)
+    serial = train(replace(cfg, run=replace(cfg.run, run_name="serial")), serial=True)
+    numbers = lambda d: [
+        {k: v for k, v in r.items() if not (k.startswith("time/") or k in ("sps", "time"))}
+        for r in rows(d)
+    ]
+    assert numbers(on_ray) == numbers(serial)
+    assert [r["iteration"] for r in rows(serial) if "eval/reward" in r] == [2, 3, 4]
+    assert (on_ray / "eval.json").read_text() == (serial / "eval.json").read_text()
+
+
+def test_adaptive_rho_with_one_value_head_is_refused_naming_both_options():
+    """A rule between two sections (Alg. 2 reads the heads' variance), checked before Ray starts."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "--influence-ratio-mode", "adaptive",
+         "--ensemble-size", "1"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "--influence-ratio-mode" in proc.stderr and "--ensemble-size" in proc.stderr
+    assert "Ray" not in proc.stderr and "ray" not in proc.stdout.lower()
 
 
 @pytest.mark.parametrize(

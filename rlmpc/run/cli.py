@@ -1,31 +1,31 @@
 """``python launch.py``: parse and validate the whole configuration, then train.
 
-Options are generated from the component dataclasses (`rlmpc.run.config`); per-env presets
-(``--env``) set their defaults, and ``--resume RUN_DIR`` makes the stored config of that run
-the defaults (any option given on the command line still wins). Every value is validated
-before Ray starts; a bad one ends the program with the option's name and allowed range.
+Options are generated from the component dataclasses (`rlmpc.run.config`); the env's presets
+(``--env``, `envs.registry.EnvSpec.presets`) set their defaults, and ``--resume RUN_DIR``
+makes the stored config of that run the defaults (any option given on the command line still
+wins). Every value and every rule between values is checked before Ray starts; a bad one ends
+the program (status 2) naming its options, found from the error's ``fields``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import torch
 import yaml
 
+import envs
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
-from rlmpc.run.cliargs import add_dataclass_args, build_dataclass
-from rlmpc.run.config import ENV_CHOICES, PRESETS, RunConfig, TrainConfig, planner_class
+from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag
+from rlmpc.run.config import RunConfig, TrainConfig, check_runnable
 from rlmpc.run.runlog import WandbConfig
 
-_SECTIONS: list[tuple[str, type, str, str]] = [
-    # (config section, class, help title, flag prefix)
+_SECTIONS: list[tuple[str, type | None, str, str]] = [
+    # (config section, class (None: the env's planner preset), help title, flag prefix)
     ("run", RunConfig, "run", ""),
     ("ppo", PPOConfig, "PPO (Table 3)", ""),
     (
@@ -38,6 +38,16 @@ _SECTIONS: list[tuple[str, type, str, str]] = [
     ("planner", None, "MPPI planner (App. C, Table 5)", ""),
     ("wandb", WandbConfig, "Weights & Biases", ""),
 ]
+_PREFIX = {section: prefix for section, _, _, prefix in _SECTIONS}
+
+
+class Invocation(NamedTuple):
+    """A parsed command line: the run's config and how to run it."""
+
+    cfg: TrainConfig
+    resume: Path | None = None
+    ray_address: str | None = None
+    serial: bool = False
 
 
 def build_parser(
@@ -46,26 +56,47 @@ def build_parser(
     parser = argparse.ArgumentParser(
         prog="launch.py",
         description="Train PPO-MPPI (Hori et al., arXiv 2512.17091) on an embedded local Ray, "
-        "or on the Ray cluster this machine belongs to.",
+        "on the Ray cluster this machine belongs to, or in this one process (--serial).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue the run in RUN_DIR from its newest checkpoint")  # fmt: skip
-    parser.add_argument("--ray-address", default=None,
-                        help="Ray cluster to join ('auto': the one this machine is part of, as under "
-                        "`ray submit`); default: $RAY_ADDRESS if set, else an embedded local Ray")  # fmt: skip
+    backend = parser.add_mutually_exclusive_group()
+    backend.add_argument("--ray-address", default=None,
+                         help="Ray cluster to join ('auto': the one this machine is part of, as under "
+                         "`ray submit`); default: $RAY_ADDRESS if set, else an embedded local Ray")  # fmt: skip
+    backend.add_argument("--serial", action="store_true",
+                         help="run every component in this process, without Ray (debugging); "
+                         "the same numbers as on Ray")  # fmt: skip
     defaults = defaults or {}
+    spec = envs.spec(env)
     for section, cls, title, prefix in _SECTIONS:
-        cls = cls or planner_class(env)
-        preset = {**PRESETS.get(env, {}).get(section, {}), **defaults.get(section, {})}
+        cls = cls or spec.planner
+        preset = {**spec.presets.get(section, {}), **defaults.get(section, {})}
         if section == "run":
             preset["env"] = env
-        add_dataclass_args(parser, cls, title, defaults=preset, prefix=prefix)
+        add_dataclass_args(parser, cls, title, defaults=preset, prefix=prefix,
+                           choices={"env": envs.names()} if section == "run" else None)  # fmt: skip
     return parser
 
 
-def parse(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None, str | None]:
-    """Parse and validate; exits with a message naming the bad option."""
+def options(err: Exception, section: str) -> list[str]:
+    """The command-line options of the fields an error names (``err.fields``: ``name`` within
+    ``section``'s class, or ``section.name``)."""
+    out = []
+    for field in getattr(err, "fields", ()):
+        sec, _, name = field.rpartition(".")
+        out.append(flag(_PREFIX.get(sec or section, "") + name))
+    return out
+
+
+def _refuse(parser: argparse.ArgumentParser, err: Exception, section: str) -> None:
+    named = options(err, section)
+    parser.error(f"argument {'/'.join(named)}: {err}" if named else str(err))
+
+
+def parse(argv: list[str] | None = None) -> Invocation:
+    """Parse and validate; exits (status 2) with a message naming the bad options."""
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--env", default=None)
@@ -76,48 +107,37 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, Path | None, str 
     if resume is not None:
         cfg_file = resume / "config.yaml"
         if not cfg_file.is_file():
-            build_parser("acrobot").error(f"argument --resume: {cfg_file} does not exist")
+            build_parser(envs.DEFAULT_ENV).error(f"argument --resume: {cfg_file} does not exist")
         stored = yaml.safe_load(cfg_file.read_text())
-    env = known.env or stored.get("run", {}).get("env", "acrobot")
-    if env not in ENV_CHOICES:
-        build_parser("acrobot").error(
-            f"argument --env: invalid choice {env!r} (choose from {', '.join(ENV_CHOICES)})"
+    env = known.env or stored.get("run", {}).get("env", envs.DEFAULT_ENV)
+    if env not in envs.names():
+        build_parser(envs.DEFAULT_ENV).error(
+            f"argument --env: invalid choice {env!r} (choose from {', '.join(envs.names())})"
         )
     parser = build_parser(env, stored)
     ns = parser.parse_args(argv)
+    parts = {}
+    for section, cls, _, _ in _SECTIONS:
+        try:
+            parts[section] = build_dataclass(cls or envs.spec(env).planner, ns)
+        except (ValueError, TypeError) as err:
+            _refuse(parser, err, section)
     try:
-        parts = {}
-        for section, cls, _, _ in _SECTIONS:
-            parts[section] = build_dataclass(cls or planner_class(env), ns)
         cfg = TrainConfig(**parts)
-    except (ValueError, TypeError) as e:
-        parser.error(_name_option(str(e)))
-    for option, device in (("--learner-device", cfg.run.learner_device),
-                           ("--actor-device", cfg.run.actor_device)):  # fmt: skip
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            parser.error(f"argument {option}: {device!r} asked for, but torch sees no CUDA device")
+        check_runnable(cfg)
+    except ValueError as err:
+        _refuse(parser, err, "run")
     if resume is not None and stored.get("run", {}).get("env") not in (None, env):
         parser.error(
             f"argument --env: the run in {resume} trains {stored['run']['env']!r}, not {env!r}"
         )
-    return cfg, resume, ns.ray_address
-
-
-def _name_option(message: str) -> str:
-    """Prefix a validation message with the command-line option of the field it names."""
-    for _, cls, _, prefix in _SECTIONS:
-        classes = [cls] if cls else [planner_class(e) for e in ENV_CHOICES]
-        for c in classes:
-            for f in dataclasses.fields(c):
-                for spelled in (f"{c.__name__}.{f.name} ", f"{f.name} must", f"{f.name} ("):
-                    if message.startswith(spelled) or f" {spelled}" in message:
-                        return f"argument --{(prefix + f.name).replace('_', '-')}: {message}"
-    return message
+    return Invocation(cfg, resume, ns.ray_address, ns.serial)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg, resume, address = parse(argv)
-    from rlmpc.system.driver import train
+    invocation = parse(argv)
+    from rlmpc.run.train import train
 
-    train(cfg, resume=resume, ray_address=address, argv=argv)
+    train(invocation.cfg, resume=invocation.resume, ray_address=invocation.ray_address,
+          serial=invocation.serial, argv=argv)  # fmt: skip

@@ -11,9 +11,11 @@ Components and their sections on the command line (``python launch.py --help``):
 | planner | `planners.costs.PlannerConfig` (per env) | App. C, Table 5 |
 | wandb | `rlmpc.run.runlog.WandbConfig` | |
 
-Per-env presets (`PRESETS`) set the defaults that differ between envs; everything else is
-the papers' tables. Every class validates itself at construction, naming the field and its
-allowed range, so a bad option is refused before Ray starts.
+Per-env presets (`envs.registry.EnvSpec.presets`) set the defaults that differ between
+envs; everything else is the papers' tables. Every class validates itself at construction and
+`TrainConfig` checks the rules between sections; a bad value raises a `ConfigError` whose
+``fields`` name the offending fields, so the command line refuses it, naming its options,
+before Ray starts. `check_runnable` adds what depends on this machine (devices, packages).
 """
 
 from __future__ import annotations
@@ -22,26 +24,29 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
+
+import envs
+from learners.errors import ConfigError
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
-from planners.costs import PLANNER_CONFIGS, PlannerConfig
+from planners.costs import PlannerConfig
 from rlmpc.run.runlog import WandbConfig
+from rlmpc.system.coordinator import Schedule
+from rlmpc.system.learner import resolve_device
+from rlmpc.system.shells import LearnerSpec
+from rlmpc.system.worker import WorkerSpec
 
-ENV_CHOICES = ("acrobot", "lunarlander", "racing", "carla-racing")
-
-
-def planner_class(env: str) -> type[PlannerConfig]:
-    """The Table-5 planner preset of an env (CARLA racing plans like the embedded racing)."""
-    return PLANNER_CONFIGS["racing" if env == "carla-racing" else env]
+__all__ = ["ConfigError", "RunConfig", "TrainConfig", "check_runnable"]
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """The run: environment, scale, budget, evaluation, checkpoints, output."""
 
-    env: Literal["acrobot", "lunarlander", "racing", "carla-racing"] = "acrobot"
-    """task environment (App. B); carla-racing needs CARLA servers (cluster/README.md)"""
+    env: str = envs.DEFAULT_ENV
+    """task environment: a name in the env registry (`envs`; App. B)"""
     num_candidates: int = 4
     """M, high-level candidates per step (eq. 4), 1..64; one is executed, M-1 become virtual data"""
     num_actors: int = 1
@@ -75,8 +80,9 @@ class RunConfig:
     actor_cpus: float = 1.0
     """CPUs each rollout actor reserves in Ray's scheduler, > 0"""
     eval_every: int = 25
-    """run a periodic evaluation every this many iterations (0: only the final one); with
-    carla-racing it needs a spare CARLA server (one free `carla` unit) and waits for one"""
+    """run a periodic evaluation every this many iterations (0: only the final one); its
+    figures are logged eval_every iterations later. An env whose envs need cluster resources
+    (CARLA servers) needs one env's worth spare for the evaluator"""
     eval_episodes: int = 10
     """episodes of each periodic evaluation, >= 1"""
     final_eval_episodes: int = 50
@@ -91,8 +97,8 @@ class RunConfig:
     """seconds to wait for Ray to bring a dead actor back (e.g. its node is gone and no
     other node has room) before dropping it, > 0"""
     actor_resources: tuple[str, ...] = ()
-    """extra Ray resources each rollout actor needs, as NAME=AMOUNT (carla-racing adds
-    carla=<envs_per_actor>: one CARLA server per env)"""
+    """extra Ray resources each rollout actor needs, as NAME=AMOUNT (added to what its envs
+    need: carla-racing's one `carla` unit, a CARLA server, per env)"""
     run_name: str | None = None
     """run directory name under runs_dir (default: <env>-<time>)"""
     runs_dir: str = "runs"
@@ -105,13 +111,16 @@ class RunConfig:
             v = getattr(self, name)
             if not (v >= lo and (hi is None or v <= hi)):
                 rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-                raise ValueError(f"{name} must be {rng if hi is None else 'in ' + rng}, got {v!r}")
+                raise ConfigError(
+                    name, f"{name} must be {rng if hi is None else 'in ' + rng}, got {v!r}"
+                )
 
-        if self.env not in ENV_CHOICES:
-            raise ValueError(f"env must be one of {ENV_CHOICES}, got {self.env!r}")
+        if self.env not in envs.names():
+            raise ConfigError("env", f"env must be one of {envs.names()}, got {self.env!r}")
         if self.virtual_terminal not in ("reward", "exclude"):
-            raise ValueError(
-                f"virtual_terminal must be 'reward' or 'exclude', got {self.virtual_terminal!r}"
+            raise ConfigError(
+                "virtual_terminal",
+                f"virtual_terminal must be 'reward' or 'exclude', got {self.virtual_terminal!r}",
             )
         check("num_candidates", 1, 64)
         check("num_actors", 1, 1024)
@@ -126,26 +135,27 @@ class RunConfig:
         check("stop_after", 0)
         check("max_actor_failures", 0)
         if not self.actor_restart_timeout > 0:
-            raise ValueError(
-                f"actor_restart_timeout must be > 0, got {self.actor_restart_timeout!r}"
+            raise ConfigError(
+                "actor_restart_timeout",
+                f"actor_restart_timeout must be > 0, got {self.actor_restart_timeout!r}",
             )
         _ = self.actor_resource_dict  # validates the NAME=AMOUNT entries
         if not self.actor_cpus > 0:
-            raise ValueError(f"actor_cpus must be > 0, got {self.actor_cpus!r}")
+            raise ConfigError("actor_cpus", f"actor_cpus must be > 0, got {self.actor_cpus!r}")
         for name in ("learner_device", "actor_device"):
             dev = getattr(self, name)
             ok = dev in ("cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
             if not ok and not (name == "learner_device" and dev == "auto"):
                 allowed = "auto | cpu | cuda[:N]" if name == "learner_device" else "cpu | cuda[:N]"
-                raise ValueError(f"{name} must be {allowed}, got {dev!r}")
+                raise ConfigError(name, f"{name} must be {allowed}, got {dev!r}")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):
-            raise ValueError(
-                f"run_name must be a non-empty name without '/', got {self.run_name!r}"
+            raise ConfigError(
+                "run_name", f"run_name must be a non-empty name without '/', got {self.run_name!r}"
             )
 
     @property
     def actor_resource_dict(self) -> dict[str, float]:
-        """``actor_resources`` parsed, plus the CARLA servers a carla-racing actor drives."""
+        """``actor_resources`` parsed, plus what the actor's envs need (`EnvSpec.resources`)."""
         out: dict[str, float] = {}
         for item in self.actor_resources:
             name, sep, amount = item.partition("=")
@@ -154,12 +164,13 @@ class RunConfig:
             except ValueError:
                 value = float("nan")
             if not sep or not name or not value > 0:
-                raise ValueError(
-                    f"actor_resources must be NAME=AMOUNT entries with AMOUNT > 0, got {item!r}"
+                raise ConfigError(
+                    "actor_resources",
+                    f"actor_resources must be NAME=AMOUNT entries with AMOUNT > 0, got {item!r}",
                 )
             out[name] = value
-        if self.env == "carla-racing":
-            out.setdefault("carla", float(self.envs_per_actor))
+        for name, amount in envs.spec(self.env).resources(self.envs_per_actor).items():
+            out.setdefault(name, amount)
         return out
 
     @property
@@ -184,16 +195,36 @@ class TrainConfig:
     wandb: WandbConfig
 
     def __post_init__(self) -> None:
-        n, envs = self.ppo.n_steps, self.run.envs_total
-        if n % envs:
-            raise ValueError(
-                f"n_steps ({n}) must be a multiple of num_actors × envs_per_actor ({envs}): "
-                "each iteration takes n_steps real steps, fragment_len from every env"
+        n, total = self.ppo.n_steps, self.run.envs_total
+        if n % total:
+            raise ConfigError(
+                ("ppo.n_steps", "run.num_actors", "run.envs_per_actor"),
+                f"n_steps ({n}) must be a multiple of num_actors × envs_per_actor ({total}): "
+                "each iteration takes n_steps real steps, fragment_len from every env",
             )
         if self.influence_ratio.rho0 > 0 and self.run.num_candidates < 2:
-            raise ValueError(
-                f"rho0 > 0 needs virtual data, i.e. num_candidates >= 2 (got M={self.run.num_candidates}); "
-                "set --rho0 0 for M = 1"
+            raise ConfigError(
+                ("influence_ratio.rho0", "run.num_candidates"),
+                f"rho0 > 0 needs virtual data, i.e. num_candidates >= 2 (got "
+                f"M={self.run.num_candidates}); set rho0 = 0 for M = 1",
+            )
+        if self.influence_ratio.mode == "adaptive" and self.networks.ensemble_size < 2:
+            raise ConfigError(
+                ("influence_ratio.mode", "networks.ensemble_size"),
+                "the adaptive ρ (Alg. 2) reads the variance of the value heads: it needs "
+                f"ensemble_size >= 2, got {self.networks.ensemble_size}",
+            )
+        if self.ppo.mixing == "sample" and self.influence_ratio.update_every == "minibatch":
+            raise ConfigError(
+                ("influence_ratio.update_every", "ppo.mixing"),
+                "update_every='minibatch' needs mixing='loss': per-sample mixing draws the "
+                "unified buffer once per iteration",
+            )
+        if not isinstance(self.planner, envs.spec(self.run.env).planner):
+            raise ConfigError(
+                ("planner", "run.env"),
+                f"{self.run.env} plans with {envs.spec(self.run.env).planner.__name__}, "
+                f"got {type(self.planner).__name__}",
             )
 
     @property
@@ -210,32 +241,59 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> TrainConfig:
-        def tup(x: dict[str, Any]) -> dict[str, Any]:
-            return {k: tuple(v) if isinstance(v, list) else v for k, v in x.items()}
+    @property
+    def schedule(self) -> Schedule:
+        """The coordinator's loop numbers."""
+        run = self.run
+        return Schedule(
+            iterations=self.iterations, fragment_len=self.fragment_len,
+            num_actors=run.num_actors, max_policy_lag=run.max_policy_lag,
+            checkpoint_every=run.checkpoint_every, stop_after=run.stop_after,
+            max_actor_failures=run.max_actor_failures,
+            actor_restart_timeout=run.actor_restart_timeout, eval_every=run.eval_every,
+            eval_episodes=run.eval_episodes, final_eval_episodes=run.final_eval_episodes,
+            first_eval_seed=run.first_eval_seed,
+            final_eval_on_evaluator=bool(envs.spec(run.env).resources_per_env),
+        )  # fmt: skip
 
-        run = RunConfig(**tup(d["run"]))
-        return TrainConfig(
-            run=run,
-            ppo=PPOConfig(**tup(d["ppo"])),
-            influence_ratio=InfluenceRatioConfig(**tup(d["influence_ratio"])),
-            networks=NetworkConfig(**tup(d["networks"])),
-            planner=planner_class(run.env)(**tup(d["planner"])),
-            wandb=WandbConfig(**tup(d["wandb"])),
+    def worker_spec(self) -> WorkerSpec:
+        """What each rollout worker is built from."""
+        run = self.run
+        return WorkerSpec(
+            env=run.env, n_envs=run.envs_per_actor, num_candidates=run.num_candidates,
+            planner=self.planner, networks=self.networks, seed=run.seed,
+            device=run.actor_device, threads=run.threads, virtual_terminal=run.virtual_terminal,
+        )  # fmt: skip
+
+    def eval_spec(self, episodes: int) -> WorkerSpec:
+        """An evaluation worker's: up to 10 envs at once on the CPU, one where each env
+        needs cluster resources (a CARLA server)."""
+        needs = bool(envs.spec(self.run.env).resources_per_env)
+        n = 1 if needs else min(10, max(episodes, 1))
+        return dataclasses.replace(self.worker_spec(), n_envs=n, device="cpu")
+
+    def learner_spec(self) -> LearnerSpec:
+        """What the learner is built from: its sections, the env's sizes, its device."""
+        probe = envs.spec(self.run.env)
+        model = envs.make(probe.probe or probe.name).unwrapped.planner_model()
+        return LearnerSpec(
+            model.nobs, model.na, self.ppo, self.networks, self.influence_ratio,
+            device=resolve_device(self.run.learner_device), seed=self.run.seed,
+            threads=self.run.threads,
+        )  # fmt: skip
+
+
+def check_runnable(cfg: TrainConfig) -> None:
+    """What the config asks of this machine: its devices and the env's packages
+    (`ConfigError` naming the field)."""
+    for name in ("learner_device", "actor_device"):
+        device = getattr(cfg.run, name)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"run.{name}", f"{device!r} asked for, but torch sees no CUDA device")
+    missing = envs.spec(cfg.run.env).missing()
+    if missing:
+        raise ConfigError(
+            "run.env",
+            f"{cfg.run.env} needs the Python package(s) {', '.join(missing)}, which this "
+            "Python cannot import",
         )
-
-
-#: per-env defaults that differ from the dataclasses' (section -> field -> value)
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "acrobot": {"run": {"total_env_steps": 300_000}},
-    # Lunar Lander acts at 50 Hz and lands after 300-700 steps: γ = 0.99 sees ~2 s ahead, so
-    # steering to the pad (and its +100) is worth next to nothing to the critic; rl-zoo's
-    # γ = 0.999, λ = 0.98 for LunarLander. README "Lunar Lander" has the measurements.
-    "lunarlander": {
-        "run": {"total_env_steps": 1_000_000},
-        "ppo": {"gamma": 0.999, "gae_lambda": 0.98},
-    },
-    "racing": {"run": {"total_env_steps": 1_000_000}},
-    "carla-racing": {"run": {"total_env_steps": 1_000_000, "envs_per_actor": 1, "num_actors": 4}},
-}

@@ -1,6 +1,6 @@
 """Evaluation: the deterministic policy (its mean) + MPPI, N episodes, the paper's table columns.
 
-``python -m rlmpc.run.evaluate --checkpoint RUN_DIR_OR_FILE --episodes 50`` writes ``eval.json``
+``python -m rlmpc.evaluate --checkpoint RUN_DIR_OR_FILE --episodes 50`` writes ``eval.json``
 (success rate, steps, reward: mean and std over the episodes, as Tables 1–2, plus the
 env's own column: distance to the pad for Lunar Lander, collision/off-track for Racing) and
 ``eval_episodes.png``: recorded episodes with the executed path, the MPPI candidates'
@@ -11,165 +11,42 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import torch
 
-from planners.mppi import shift_warm_start
-from rlmpc.system.records import EpisodeStats
-from rlmpc.system.worker import RolloutWorker, WorkerSpec, _Episodes
+from rlmpc.system.records import EvalResult, Trace, summarize
+from rlmpc.system.worker import EVAL_ACTOR_ID, RolloutWorker
 
-#: the actor id that seeds evaluation (apart from every rollout actor)
-EVAL_ACTOR_ID = 1_000_000
+__all__ = ["EvalResult", "Trace", "evaluate_checkpoint", "format_table", "plot_traces", "summarize"]
 
-
-class Trace(NamedTuple):
-    """One recorded episode, in the plane the danger zone lives in."""
-
-    positions: np.ndarray  # [T+1, 2]
-    others: np.ndarray  # [T+1, k, 2] the other agents' positions (`PlannerModel.others`)
-    plan_steps: np.ndarray  # [P] steps at which candidates were recorded
-    plans: np.ndarray  # [P, M, H+1, 2] candidates' planned positions (candidate 0 executed)
-    zone: np.ndarray  # [4] (cx, cy, w, h)
-    ret: float
-    success: bool
-
-
-@dataclass
-class EvalResult:
-    env: str
-    episodes: EpisodeStats
-    traces: list[Trace]
-
-
-def summarize(env: str, stats: EpisodeStats) -> dict[str, Any]:
-    """The paper's columns: mean and (population) std over the episodes."""
-    ms = lambda a: {"mean": float(np.mean(a)), "std": float(np.std(a))} if len(a) else None
-    out = {
-        "env": env,
-        "episodes": int(len(stats.returns)),
-        "success_rate": ms(stats.success.astype(float)),
-        "steps": ms(stats.lengths),
-        "reward": ms(stats.returns),
-        "danger_steps": ms(stats.danger_steps),
-    }
-    for k, v in stats.extra.items():
-        out[k] = ms(v[np.isfinite(v)])
-    return out
+_FIRST, _LAST = ("success_rate", "steps", "reward"), ("danger_steps",)
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """A few lines with mean ± std per column."""
+    """A few lines with mean ± std per column: success, steps, reward, the env's own, danger."""
+    keys = [k for k, v in summary.items() if isinstance(v, dict) and k not in _FIRST + _LAST]
     lines = [f"evaluation on {summary['env']}: {summary['episodes']} episodes"]
-    for key in (
-        "success_rate",
-        "steps",
-        "reward",
-        "distance_to_pad",
-        "collision_or_offtrack",
-        "danger_steps",
-    ):
+    for key in (*_FIRST, *keys, *_LAST):
         v = summary.get(key)
         if v:
             lines.append(f"  {key:22s} {v['mean']:10.3f} ± {v['std']:.3f}")
     return "\n".join(lines)
 
 
-class Evaluator:
-    """Runs the mean policy + MPPI in ``spec.n_envs`` envs at once until N episodes ended."""
-
-    def __init__(self, spec: WorkerSpec, env_kwargs: list[dict[str, Any]] | None = None) -> None:
-        self.worker = RolloutWorker(
-            EVAL_ACTOR_ID, replace(spec, keep_virtual=False), env_kwargs=env_kwargs
-        )
-        self.spec = spec
-
-    @torch.inference_mode()
-    def run(self, weights: dict[str, Any] | None, episodes: int, seed: int = 10_000,
-            record: int = 0, plan_every: int = 10) -> EvalResult:  # fmt: skip
-        """N episodes with the policy's mean; ``weights`` None keeps the worker's policy as is."""
-        if episodes < 1:
-            raise ValueError(f"episodes must be >= 1, got {episodes}")
-        w = self.worker
-        if weights is not None:
-            w.set_weights(weights, version=-1)
-        model, M = w.model, self.spec.num_candidates
-        n = min(self.spec.n_envs, episodes)
-        envs_, started = w.envs[:n], n
-        obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs_)]).astype(np.float32)
-        episode_of = list(range(n))
-        warm = torch.zeros(n, w.horizon, model.nu)
-        tracker = _Episodes(n)
-        live = np.ones(n, bool)
-        recs: dict[int, dict[str, list]] = {}
-        traces: dict[int, Trace] = {}
-        t = np.zeros(n, np.int64)
-        while live.any():
-            rows = np.nonzero(live)[0]
-            o = torch.as_tensor(obs[rows])
-            mean = w.policy.mean(o)[:, None]  # [b, 1, na]
-            if M > 1 and record and any(episode_of[r] < record for r in rows):
-                extra, _ = w.policy.sample(o, M - 1, generator=w.gen)
-                cand = torch.cat([mean, extra], dim=1)
-            else:
-                cand = mean
-            x = torch.as_tensor(
-                np.stack([model.planner_state(envs_[r]) for r in rows]), dtype=torch.float32
-            )
-            plan = w.planner.plan(x, cand, warm[rows], generator=w.gen)
-            warm[rows] = shift_warm_start(plan.controls[:, 0])
-            u = plan.first[:, 0].numpy()
-            for j, r in enumerate(rows):
-                ep = episode_of[r]
-                if ep < record:
-                    rec = recs.setdefault(ep, {"pos": [], "others": [], "steps": [], "plans": []})
-                    if not rec["pos"]:
-                        rec["pos"].append(model.position(x[j]).numpy())
-                        rec["others"].append(model.others(x[j]).numpy())
-                        rec["zone"] = torch.stack(model.danger_zone(x[j])).numpy()
-                    if t[r] % plan_every == 0:
-                        rec["steps"].append(int(t[r]))
-                        rec["plans"].append(model.position(plan.paths[j]).numpy())
-                env = envs_[r]
-                o2, rew, term, trunc, info = env.step(u[j].astype(env.action_space.dtype))
-                tracker.step(r, float(rew), info)
-                t[r] += 1
-                if ep < record:
-                    x2 = torch.as_tensor(model.planner_state(env), dtype=torch.float32)
-                    recs[ep]["pos"].append(model.position(x2).numpy())
-                    recs[ep]["others"].append(model.others(x2).numpy())
-                if term or trunc:
-                    tracker.end(r, info)
-                    if ep < record:
-                        rec = recs.pop(ep)
-                        traces[ep] = Trace(
-                            np.stack(rec["pos"]), np.stack(rec["others"]), np.array(rec["steps"]),
-                            np.stack(rec["plans"]) if rec["plans"] else np.zeros((0, 1, 1, 2)),
-                            rec["zone"], float(tracker.ended[-1][0]), bool(tracker.ended[-1][2]),
-                        )  # fmt: skip
-                    if started < episodes:
-                        obs[r] = env.reset(seed=seed + started)[0]
-                        episode_of[r], started, t[r] = started, started + 1, 0
-                        warm[r] = 0.0
-                    else:
-                        live[r] = False
-                else:
-                    obs[r] = o2
-        return EvalResult(self.spec.env, tracker.pop(), [traces[k] for k in sorted(traces)])
-
-
 def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path:
     """Recorded episodes: the env's scene (`PlannerModel.draw`: track, pad), the danger zone,
-    the candidates' planned paths, the executed path and the other agents' paths."""
+    the candidates' planned paths, the executed path and the other agents' paths. ``model``
+    draws the scene (default: the one the evaluation sent)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.patches as patches
     import matplotlib.pyplot as plt
 
+    model = model if model is not None else result.model
     n = max(1, len(result.traces))
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), squeeze=False)
     for ax, tr in zip(axes[0], result.traces, strict=False):
@@ -212,22 +89,21 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out: str | Path |
 
     state = load_checkpoint(checkpoint)
     if seed is None:
-        run = state["config"]["run"]
+        run = state.config["run"]
         seed = RunConfig(
             env=run["env"], seed=run["seed"], eval_seed=run.get("eval_seed")
         ).first_eval_seed
-    spec: WorkerSpec = replace(state["worker_spec"], n_envs=min(n_envs, episodes))
-    evaluator = Evaluator(spec)
-    result = evaluator.run(state["learner"]["weights"], episodes, seed=seed, record=record)
+    spec = replace(state.worker, n_envs=min(n_envs, episodes), keep_virtual=False)
+    result = RolloutWorker(EVAL_ACTOR_ID, spec).evaluate(state.weights, episodes, seed, record)
     summary = summarize(spec.env, result.episodes)
     summary["checkpoint"] = str(checkpoint)
     summary["eval_seed"] = seed
-    summary["env_steps"] = int(state["counters"]["env_steps"])
+    summary["env_steps"] = int(state.counters["env_steps"])
     ckpt_path = Path(checkpoint)
     out = Path(out) if out else (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent.parent)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(summary, indent=2))
-    plot_traces(result, out / "eval_episodes.png", evaluator.worker.model)
+    plot_traces(result, out / "eval_episodes.png")
     return summary
 
 

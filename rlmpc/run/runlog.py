@@ -1,6 +1,6 @@
 """One observer for the metrics of a run: ``metrics.jsonl``, W&B, the progress bar, the plots.
 
-The learner's ``update()`` and the driver return dicts of plain floats; `RunLogger.log` is the
+The learner's ``update()`` and the coordinator return dicts of plain floats; `RunLogger.log` is the
 one place they go out. W&B runs offline (files under ``<run_dir>/wandb``) unless
 ``WANDB_API_KEY`` is set or the mode is forced; ``mode="disabled"`` turns it off.
 """
@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,34 @@ class WandbConfig:
         if self.wandb_mode != "auto":
             return self.wandb_mode
         return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def run_meta(argv: list[str], program: str = "launch.py") -> dict[str, Any]:
+    """What reproduces a run: the command, the code's commit (and whether it had local
+    changes) and the machine."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor()
+    return {
+        "command": " ".join(["python", program, *argv]),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()},
+    }
 
 
 def _jsonable(v: Any) -> Any:

@@ -1,8 +1,8 @@
 """The learner wrapper: fragments in, one PPO iteration, metrics and weights out.
 
-`Learner` is the plain class around `learners.PPOLearner` (the math); `rlmpc.system.driver` makes it a
-Ray actor that fetches the fragments from the replay shards. Fragments are joined in the
-order given (the driver's fixed actor order), so a run is reproducible.
+`Learner` is the plain class around `learners.PPOLearner` (the math); its shell
+(`rlmpc.system.shells.LearnerShell`) fetches the fragments from the replay shards. Fragments
+are joined in the order given (the coordinator's fixed actor order), so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from learners.batches import RealBatch, VirtualBatch
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig, PPOLearner
 from learners.rho import InfluenceRatioConfig
-from rlmpc.system.records import RealArrays, VirtualArrays
+from rlmpc.system.records import RealArrays, VirtualArrays, Weights
 from rlmpc.system.worker import keep_freed_memory
 
 
@@ -58,12 +58,9 @@ class Learner:
         metrics["version"] = float(self.version)
         return metrics
 
-    @property
-    def rho(self) -> float:
-        return self.ppo.rho
-
-    def get_weights(self) -> dict[str, Any]:
-        return self.ppo.get_weights()
+    def get_weights(self) -> Weights:
+        weights = self.ppo.get_weights()
+        return Weights(weights["policy"], weights["values"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"ppo": self.ppo.state_dict(), "version": self.version}

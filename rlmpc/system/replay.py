@@ -4,7 +4,7 @@ Two shards run per system, one for real data (D_RL) and one for virtual data (D_
 shard holds *references*: it puts each fragment it receives into the Ray object store
 itself (``put=ray.put``), so the shard owns it and it outlives the actor that produced it,
 and the learner fetches the arrays from the object store directly.
-The learner takes exactly the fragments the driver saw completed, in a fixed order, which
+The learner takes exactly the fragments the coordinator saw completed, in a fixed order, which
 keeps a run reproducible; the ρ-mixing of the two buffers (eq. 8 or eq. 10) is the
 learner's. Entries for fragments that will never be taken (an actor died after adding,
 a stale attempt) are pruned by fragment index.
@@ -19,7 +19,7 @@ from rlmpc.system.records import FragmentId, FragmentMeta
 
 
 class ReplayShard:
-    """A keyed store of fragment refs (plain class; `rlmpc.system.driver` makes it a Ray actor)."""
+    """A keyed store of fragment refs (plain class; `rlmpc.system.ray_backend` makes it a Ray actor)."""
 
     def __init__(self, name: str, put: Callable[[Any], Any] | None = None) -> None:
         self.name = name

@@ -1,6 +1,6 @@
 """The rollout worker: n_envs envs, one MPPI planner, and a copy of the high-level policy.
 
-Per step (Alg. 1's inner loop, batched over the worker's B envs):
+Per step (Alg. 1's inner loop, batched over the worker's B envs), `RolloutWorker._act`:
 
 1. draw M candidates ``a^(m) ~ π(·|s_t)`` (eq. 4) with their log-probs;
 2. plan once for all of them (`planners.MPPI`: shared K noise sequences, M cost updates);
@@ -11,8 +11,12 @@ Per step (Alg. 1's inner loop, batched over the worker's B envs):
 The warm start of each env is the executed candidate's plan, shifted (zero after a reset).
 Acting needs only the plans' controls (`planners.MPPI.plan_controls`); the kept candidates'
 paths are rolled out, re-scored and observed once per fragment, for all T steps together.
-Every ``T`` steps the fragment goes to the two replay shards through the object store.
-This is a plain class: tests drive it in-process; `rlmpc.system.driver` wraps it with ``ray.remote``.
+
+Evaluation is the same loop in its other mode (`rlmpc.system.episodes.Evaluation`): the
+policy's mean is the one candidate executed (M-1 draws beside it only while an episode is
+recorded for the pictures), planned in full, on seeded evaluation episodes. A worker that
+evaluates is built for that (`EVAL_ACTOR_ID`); it never trains.
+This is a plain class: tests drive it in-process; `rlmpc.system.shells` wraps it.
 """
 
 from __future__ import annotations
@@ -31,19 +35,26 @@ import envs
 from learners.policy import NetworkConfig, build_networks
 from planners.costs import PlannerConfig, build_planner
 from planners.mppi import shift_warm_start
+from rlmpc.system.episodes import EpisodeTracker, Evaluation, Training
 from rlmpc.system.records import (
     CollectResult,
-    EpisodeStats,
+    EvalResult,
     FragmentId,
     FragmentMeta,
     RealArrays,
+    RealStep,
     VirtualArrays,
+    Weights,
 )
+
+#: the actor id that seeds evaluation workers (apart from every rollout actor)
+EVAL_ACTOR_ID = 1_000_000
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a rollout worker is built from (shipped to Ray actors as is)."""
+    """Everything a rollout worker is built from (plain data; `rlmpc.system.checkpoint`
+    stores it)."""
 
     env: str
     n_envs: int
@@ -78,58 +89,14 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 
     )
 
 
-def _episode_extras(info: dict[str, Any]) -> dict[str, float]:
-    """The env-specific columns of the paper's tables, from an episode's last info."""
-    extra = {}
-    if "distance_to_pad" in info:
-        extra["distance_to_pad"] = float(info["distance_to_pad"])
-    if "collision" in info or "off_track" in info:
-        extra["collision_or_offtrack"] = float(
-            bool(info.get("collision")) or bool(info.get("off_track"))
-        )
-    return extra
+class _Acting:
+    """What the acting loop carries from step to step, for the envs it drives."""
 
-
-def _success(info: dict[str, Any]) -> bool:
-    return bool(info.get("is_success", info.get("success", False)))
-
-
-class _Episodes:
-    """Running sums of the episodes in flight, and the list of those that ended."""
-
-    def __init__(self, n: int) -> None:
-        self.ret = np.zeros(n)
-        self.len = np.zeros(n, np.int64)
-        self.danger = np.zeros(n, np.int64)
-        self.ended: list[tuple[float, int, bool, int, dict[str, float]]] = []
-
-    def step(self, b: int, reward: float, info: dict[str, Any]) -> None:
-        self.ret[b] += reward
-        self.len[b] += 1
-        self.danger[b] += int(bool(info.get("in_danger", False)))
-
-    def end(self, b: int, info: dict[str, Any]) -> None:
-        self.ended.append(
-            (
-                self.ret[b],
-                int(self.len[b]),
-                _success(info),
-                int(self.danger[b]),
-                _episode_extras(info),
-            )
-        )
-        self.ret[b], self.len[b], self.danger[b] = 0.0, 0, 0
-
-    def pop(self) -> EpisodeStats:
-        ended, self.ended = self.ended, []
-        keys = sorted({k for e in ended for k in e[4]})
-        return EpisodeStats(
-            np.array([e[0] for e in ended], dtype=np.float64),
-            np.array([e[1] for e in ended], dtype=np.int64),
-            np.array([e[2] for e in ended], dtype=bool),
-            np.array([e[3] for e in ended], dtype=np.int64),
-            {k: np.array([e[4].get(k, np.nan) for e in ended]) for k in keys},
-        )
+    def __init__(self, obs: np.ndarray, warm: torch.Tensor, episodes: EpisodeTracker) -> None:
+        self.obs = obs  # [B, nobs] float32: s_t of every env
+        self.warm = warm  # [B, H, nu]: each env's warm start
+        self.episodes = episodes
+        self.live = np.ones(len(obs), bool)  # the envs that act (an evaluation rests some)
 
 
 class _Kept(NamedTuple):
@@ -150,9 +117,9 @@ class _Kept(NamedTuple):
 class RolloutWorker:
     """Acts in ``spec.n_envs`` envs with the policy + MPPI and returns fragments of T steps.
 
-    ``seed_offset`` separates restarted instances (Ray reconstructs an actor with the same
-    arguments; the system passes a fresh number here) from the original. ``env_kwargs`` gives
-    each env its constructor arguments (a CARLA env its server's host and ports).
+    ``seed_offset`` separates restarted instances (a backend rebuilds an actor with the same
+    arguments and passes a fresh number here) from the original. ``env_kwargs`` gives each
+    env its constructor arguments (a CARLA env its server's host and ports).
     """
 
     def __init__(
@@ -191,18 +158,16 @@ class RolloutWorker:
         self.rng = np.random.default_rng(int(np_seed))
         self.gen = torch.Generator(device=self.device).manual_seed(int(torch_seed))
         self.version = -1
-        self.obs = np.stack(
-            [e.reset(seed=int(env_seed) + i)[0] for i, e in enumerate(self.envs)]
-        ).astype(np.float32)
-        self.warm = torch.zeros(spec.n_envs, self.horizon, self.model.nu, device=self.device)
-        self.episodes = _Episodes(spec.n_envs)
+        obs = np.stack([e.reset(seed=int(env_seed) + i)[0] for i, e in enumerate(self.envs)])
+        warm = torch.zeros(spec.n_envs, self.horizon, self.model.nu, device=self.device)
+        self.acting = _Acting(obs.astype(np.float32), warm, EpisodeTracker(spec.n_envs, spec.env))
 
     # ---- weights ----------------------------------------------------------------------
-    def set_weights(self, weights: dict[str, Any], version: int) -> None:
-        """Load the policy part of `PPOLearner.get_weights()` (at fragment boundaries)."""
-        self.policy.load_state_dict(weights["policy"])
+    def set_weights(self, weights: Weights, version: int) -> None:
+        """Load the learner's `Weights` (at fragment boundaries)."""
+        self.policy.load_state_dict(weights.policy)
         if self.values is not None:
-            self.values.load_state_dict(weights["values"])
+            self.values.load_state_dict(weights.values)
         self.version = version
 
     def _terminal_value(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,66 +176,76 @@ class RolloutWorker:
         return self.spec.planner.w_value * v.to(x.dtype)
 
     # ---- acting -------------------------------------------------------------------------
-    def _planner_states(self) -> torch.Tensor:
-        x = np.stack([self.model.planner_state(e) for e in self.envs])
+    def _planner_states(self, rows: np.ndarray | None = None) -> torch.Tensor:
+        rows = range(len(self.envs)) if rows is None else rows
+        x = np.stack([self.model.planner_state(self.envs[r]) for r in rows])
         return torch.as_tensor(x, dtype=torch.float32, device=self.device)
 
-    @torch.inference_mode()
-    def step(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-        """One step of every env (module doc, 1-4); returns the real and virtual arrays."""
-        real, kept = self._act()
-        if kept is None:
-            return real, None
-        return real, {k: v[0] for k, v in self._virtual([kept]).items()}
-
-    def _act(self) -> tuple[dict[str, np.ndarray], _Kept | None]:
-        """Steps 1-3 of the module doc, and the M-1 candidates kept for step 4 (None: none)."""
-        B, M = self.spec.n_envs, self.spec.num_candidates
-        obs = torch.as_tensor(self.obs, device=self.device)
-        actions, logp = self.policy.sample(obs, M, generator=self.gen)  # [B, M, na], [B, M]
-        x = self._planner_states()
-        # the paths are rolled out later, for many steps at once (`_virtual`)
-        plan = self.planner.plan_controls(x, actions, self.warm, generator=self.gen)
-        chosen = self.rng.integers(M, size=B)
-        rows = np.arange(B)
-        controls = plan.first[rows, chosen].cpu().numpy()
-        next_obs = np.empty_like(self.obs)
-        rewards = np.zeros(B, np.float32)
-        terminated = np.zeros(B, bool)
-        truncated = np.zeros(B, bool)
-        reset_obs = self.obs.copy()
-        self.warm = shift_warm_start(plan.controls[rows, chosen])
-        for b, env in enumerate(self.envs):
-            o, r, term, trunc, info = env.step(controls[b].astype(env.action_space.dtype))
-            next_obs[b], rewards[b], terminated[b], truncated[b] = o, r, term, trunc
-            self.episodes.step(b, float(r), info)
+    def _act(
+        self, st: _Acting, mode: Training | Evaluation
+    ) -> tuple[RealStep | None, _Kept | None]:
+        """One step of the live envs (module doc, 1-3); the real step and the M-1 candidates
+        kept for step 4 when training (None: none)."""
+        M, rows = self.spec.num_candidates, np.nonzero(st.live)[0]
+        n, ar = len(rows), np.arange(len(rows))
+        s_t = st.obs[rows]
+        obs = torch.as_tensor(s_t, device=self.device)
+        logp = None
+        if mode.explore:
+            actions, logp = self.policy.sample(obs, M, generator=self.gen)  # [n, M, na], [n, M]
+        else:
+            actions = self.policy.mean(obs)[:, None]  # [n, 1, na]: the one that is executed
+            if M > 1 and mode.wants_candidates(rows):
+                extra, _ = self.policy.sample(obs, M - 1, generator=self.gen)
+                actions = torch.cat([actions, extra], dim=1)
+        x = self._planner_states(rows)
+        if mode.explore:  # the paths are rolled out later, for many steps at once (`_virtual`)
+            plan = self.planner.plan_controls(x, actions, st.warm[rows], generator=self.gen)
+            chosen = self.rng.integers(M, size=n)
+        else:  # planned in full: the pictures draw the candidates' paths
+            plan = self.planner.plan(x, actions, st.warm[rows], generator=self.gen)
+            chosen = np.zeros(n, np.int64)
+            for j, r in enumerate(rows):
+                mode.before_step(j, r, x[j], plan.paths[j])
+        controls = plan.first[ar, chosen].cpu().numpy()
+        st.warm[rows] = shift_warm_start(plan.controls[ar, chosen])
+        next_obs = np.empty_like(s_t)
+        rewards = np.zeros(n, np.float32)
+        terminated = np.zeros(n, bool)
+        truncated = np.zeros(n, bool)
+        for j, r in enumerate(rows):
+            env = self.envs[r]
+            o, rew, term, trunc, info = env.step(controls[j].astype(env.action_space.dtype))
+            next_obs[j], rewards[j], terminated[j], truncated[j] = o, rew, term, trunc
+            st.episodes.step(r, float(rew), info)
+            mode.after_step(r, env)
             if term or trunc:
-                self.episodes.end(b, info)
-                reset_obs[b] = env.reset()[0]
-                self.warm[b] = 0.0
+                st.episodes.end(r, info)
+                first = mode.next_episode(r, env, st.episodes)
+                st.warm[r] = 0.0
+                if first is None:
+                    st.live[r] = False
+                else:
+                    st.obs[r] = first
             else:
-                reset_obs[b] = o
-        real = {
-            "obs": self.obs,
-            "actions": actions[rows, chosen].cpu().numpy(),
-            "logp": logp[rows, chosen].cpu().numpy(),
-            "rewards": rewards,
-            "terminated": terminated,
-            "truncated": truncated,
-            "next_obs": next_obs,
-        }
-        self.obs = reset_obs
+                st.obs[r] = o
+        if logp is None:
+            return None, None
+        real = RealStep(
+            s_t, actions[ar, chosen].cpu().numpy(), logp[ar, chosen].cpu().numpy(), rewards,
+            terminated, truncated, next_obs,
+        )  # fmt: skip
         if M == 1 or not self.spec.keep_virtual:
             return real, None
         # the M-1 candidates that were not executed, per env, in candidate order
-        keep = np.ones((B, M), bool)
-        keep[rows, chosen] = False
-        idx = torch.as_tensor(np.nonzero(keep)[1].reshape(B, M - 1), device=self.device)
-        take = lambda t: torch.take_along_dim(t, idx.view(B, M - 1, *([1] * (t.ndim - 2))), dim=1)
-        return real, _Kept(real["obs"], x, take(actions), take(logp), take(plan.controls))
+        keep = np.ones((n, M), bool)
+        keep[ar, chosen] = False
+        idx = torch.as_tensor(np.nonzero(keep)[1].reshape(n, M - 1), device=self.device)
+        take = lambda t: torch.take_along_dim(t, idx.view(n, M - 1, *([1] * (t.ndim - 2))), dim=1)
+        return real, _Kept(s_t, x, take(actions), take(logp), take(plan.controls))
 
     @torch.inference_mode()
-    def _virtual(self, steps: list[_Kept]) -> dict[str, np.ndarray]:
+    def _virtual(self, steps: list[_Kept]) -> VirtualArrays:
         """Step 4 for T steps' kept candidates at once: arrays ``[T, B, M-1, ...]``.
 
         The planned paths (`PlanResult.paths` of the kept candidates) and r̂ along them are
@@ -289,56 +264,75 @@ class RolloutWorker:
         if self.spec.virtual_terminal == "reward":
             path_rewards = path_rewards + model.terminal_reward(paths[..., 1:, :])
         M1 = seqs.shape[2]
-        return {
-            "obs": np.repeat(np.stack([s.obs for s in steps])[:, :, None], M1, axis=2),
-            "actions": torch.stack([s.actions for s in steps]).cpu().numpy(),
-            "logp": torch.stack([s.logp for s in steps]).cpu().numpy(),
-            "path_obs": model.observe(paths).cpu().numpy(),
-            "path_rewards": path_rewards.cpu().numpy(),
-            "path_terminated": terminated.cpu().numpy(),
-        }
+        return VirtualArrays(
+            obs=np.repeat(np.stack([s.obs for s in steps])[:, :, None], M1, axis=2),
+            actions=torch.stack([s.actions for s in steps]).cpu().numpy(),
+            logp=torch.stack([s.logp for s in steps]).cpu().numpy(),
+            path_obs=model.observe(paths).cpu().numpy(),
+            path_rewards=path_rewards.cpu().numpy(),
+            path_terminated=terminated.cpu().numpy(),
+        )
 
     def collect(
-        self, fid: FragmentId, steps: int, weights: dict[str, Any] | None, version: int,
+        self, fid: FragmentId, steps: int, weights: Weights | None, version: int,
         snapshot: bool = False,
     ) -> tuple[RealArrays, VirtualArrays | None, CollectResult]:  # fmt: skip
         """``steps`` steps of every env under ``weights`` (version ``version``)."""
         start = time.perf_counter()
         if weights is not None:
             self.set_weights(weights, version)
-        reals, kept = [], []
+        reals, kept, training = [], [], Training()
         with torch.inference_mode():
             for _ in range(steps):
-                real, k = self._act()
+                real, k = self._act(self.acting, training)
                 reals.append(real)
                 if k is not None:
                     kept.append(k)
-        real_arrays = RealArrays(**{k: np.stack([r[k] for r in reals]) for k in reals[0]})
-        virtual_arrays = None
-        if kept:
-            # [T, B, M-1, ...] -> [T·B·(M-1), ...]
-            virtual_arrays = VirtualArrays(
-                **{k: v.reshape(-1, *v.shape[3:]) for k, v in self._virtual(kept).items()}
-            )
-        n_virtual = 0 if virtual_arrays is None else len(virtual_arrays.obs)
+        virtual = self._virtual(kept).flatten() if kept else None
+        n_virtual = 0 if virtual is None else len(virtual.obs)
         meta = FragmentMeta(fid, self.version, steps * self.spec.n_envs, n_virtual)
         result = CollectResult(
-            meta, self.episodes.pop(), self.snapshot() if snapshot else None,
+            meta, self.acting.episodes.pop(), self.snapshot() if snapshot else None,
             time.perf_counter() - start,
         )  # fmt: skip
-        return real_arrays, virtual_arrays, result
+        return RealArrays.stack(reals), virtual, result
+
+    @torch.inference_mode()
+    def evaluate(self, weights: Weights | None, episodes: int, seed: int = 10_000,
+                 record: int = 0, plan_every: int = 10) -> EvalResult:  # fmt: skip
+        """N episodes (``seed``, ``seed + 1``...) with the policy's mean, up to ``n_envs`` at once;
+        the first ``record`` are recorded. ``weights`` None keeps the policy as it is."""
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
+        if weights is not None:
+            self.set_weights(weights, version=-1)
+        n = min(self.spec.n_envs, episodes)
+        obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(self.envs[:n])])
+        warm = torch.zeros(n, self.horizon, self.model.nu, device=self.device)
+        st = _Acting(obs.astype(np.float32), warm, EpisodeTracker(n, self.spec.env))
+        mode = Evaluation(self.model, n, episodes, seed, record, plan_every)
+        while st.live.any():
+            self._act(st, mode)
+        traces = mode.recorded()
+        return EvalResult(self.spec.env, st.episodes.pop(), traces, self.model if traces else None)
 
     # ---- snapshots (exact resume) -----------------------------------------------------
     def snapshot(self) -> bytes:
         """The worker's whole acting state: envs, observations, warm starts, RNGs, episodes."""
+        st = self.acting
         return pickle.dumps(
             {
                 "envs": self.envs,
-                "obs": self.obs,
-                "warm": self.warm.cpu(),
+                "obs": st.obs,
+                "warm": st.warm.cpu(),
                 "rng": self.rng.bit_generator.state,
                 "gen": self.gen.get_state(),
-                "episodes": self.episodes,
+                "episodes": (
+                    st.episodes.ret,
+                    st.episodes.len,
+                    st.episodes.danger,
+                    st.episodes.ended,
+                ),
                 "version": self.version,
             }
         )
@@ -347,15 +341,17 @@ class RolloutWorker:
         """Undo to a `snapshot`. Envs whose simulator cannot be pickled (Box2D: they raise
         gymnasium's `ResetNeeded` until reset) restart their episode here."""
         state = pickle.loads(blob)
-        self.envs, self.obs = state["envs"], state["obs"]
-        self.warm = state["warm"].to(self.device)
+        st = self.acting
+        self.envs, st.obs = state["envs"], state["obs"]
+        st.warm = state["warm"].to(self.device)
         self.rng.bit_generator.state = state["rng"]
         self.gen.set_state(state["gen"])
-        self.episodes, self.version = state["episodes"], state["version"]
+        st.episodes.ret, st.episodes.len, st.episodes.danger, st.episodes.ended = state["episodes"]
+        self.version = state["version"]
         for b, env in enumerate(self.envs):
             try:
                 self.model.planner_state(env)
             except ResetNeeded:
-                self.obs[b] = env.reset(seed=int(self.rng.integers(2**31)))[0]
-                self.warm[b] = 0.0
-                self.episodes.ret[b], self.episodes.len[b], self.episodes.danger[b] = 0.0, 0, 0
+                st.obs[b] = env.reset(seed=int(self.rng.integers(2**31)))[0]
+                st.warm[b] = 0.0
+                st.episodes.clear(b)

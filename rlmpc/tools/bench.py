@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+import envs
 from planners.costs import build_planner, planner_config
 from planners.mppi import MPPI
 
@@ -34,7 +35,7 @@ def add_planner_parser(subparsers: argparse._SubParsersAction) -> None:
         help="planner throughput, batched vs pytorch-mppi backend",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--env", default="lunarlander", choices=["acrobot", "lunarlander", "racing"])
+    p.add_argument("--env", default=envs.BENCHMARK_ENV, choices=envs.names(local=True))
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64], help="B values")
     p.add_argument("--num-candidates", type=int, default=4, help="M")
@@ -64,8 +65,6 @@ def planner_inputs(
     device: str, seed: int,
 ) -> tuple[object, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """The env's model and ``(x [B, nx], a [B, M, na], warm [B, H, nu])`` from real env resets."""
-    import envs
-
     try:
         env = envs.make(env_name)
         model = env.unwrapped.planner_model()

@@ -2,7 +2,7 @@
 
 Two figures measured in the same run, on the same machine:
 
-* **system**: a real training run (`rlmpc.system.driver.train`: Ray actors acting with the batched
+* **system**: a real training run (`rlmpc.run.train.train`: Ray actors acting with the batched
   planner, the learner updating beside them) on Lunar Lander with M=4, K=100, H=10, timed in
   steady state (after the first iterations, which include actor start-up): env steps/s
   learned on.
@@ -21,6 +21,8 @@ import time
 
 import torch
 
+import envs
+
 
 def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -28,7 +30,7 @@ def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
         help="end-to-end env steps/s (acting + learning) vs the paper-faithful loop",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--env", default="lunarlander", choices=["acrobot", "lunarlander", "racing"])
+    p.add_argument("--env", default=envs.BENCHMARK_ENV, choices=envs.names(local=True))
     p.add_argument(
         "--iterations", type=int, default=16, help="learner iterations of the system run (>= 4)"
     )
@@ -57,14 +59,14 @@ def _config(args: argparse.Namespace, run_dir: str):
         argv += ["--num-actors", str(args.num_actors)]
     if args.envs_per_actor:
         argv += ["--envs-per-actor", str(args.envs_per_actor)]
-    return parse(argv)[0]
+    return parse(argv).cfg
 
 
 def measure_system(cfg) -> tuple[float, dict]:
     """Steady-state env steps/s of a real training run (iterations 3.. of the run)."""
     import ray
 
-    from rlmpc.system.driver import train
+    from rlmpc.run.train import train
 
     run_dir = train(cfg)
     rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]

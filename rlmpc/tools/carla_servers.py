@@ -415,6 +415,12 @@ def claim_server(state_dir: Path | str | None = None) -> ServerClaim:
     )
 
 
+def claim_env_kwargs(n: int) -> list[dict[str, object]]:
+    """Constructor arguments of ``n`` CARLA envs on this node: a claimed server each."""
+    claims = [claim_server() for _ in range(n)]
+    return [{"host": c.host, "port": c.port, "tm_port": c.tm_port} for c in claims]
+
+
 def release_server(claim: ServerClaim, state_dir: Path | str | None = None) -> None:
     """Give back a claim made by this process (no-op if it holds none for that server)."""
     state_dir = Path(state_dir) if state_dir else default_state_dir()

@@ -1,8 +1,8 @@
-"""A short demo of the three task environments: roll out episodes, save filmstrips and a summary.
+"""``python -m rlmpc.tools.demo``: the task envs under random controls, as filmstrips.
 
-This is what ``python launch.py`` runs until the training system lands: it steps the real
-envs (Box2D Lunar Lander, the dynamic-bicycle race car, Acrobot) under a simple controller,
-renders frames with the danger zone drawn, and writes everything to a run directory.
+Steps every registered env that runs on this machine alone (no simulator server) under
+uniform random controls, renders frames with the danger zone drawn, and writes filmstrips and
+one summary line per episode (``episodes.jsonl``) to a run directory.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ import numpy as np
 import torch
 
 import envs
-
-#: the envs that run without a simulator server (carla-racing needs CARLA)
-EMBEDDED = ("acrobot", "lunarlander", "racing")
 
 
 @dataclass(frozen=True)
@@ -92,11 +89,11 @@ def run_episode(name: str, episode: int, seed: int, out: Path, n_frames: int = 6
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
-        description="rlmpc: demo the task environments (the training system lands with its own issue).",
+        description="rlmpc: roll out the task environments under random controls, as filmstrips.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--env", default="all", choices=["all", *sorted(EMBEDDED)], help="environment"
+        "--env", default="all", choices=["all", *sorted(envs.names(local=True))], help="environment"
     )
     parser.add_argument("--episodes", type=int, default=1, help="episodes per environment (1..100)")
     parser.add_argument("--seed", type=int, default=0, help="base seed")
@@ -107,7 +104,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     if not 1 <= args.episodes <= 100:
         parser.error(f"--episodes must be in [1, 100], got {args.episodes}")
-    names = sorted(EMBEDDED) if args.env == "all" else [args.env]
+    names = sorted(envs.names(local=True)) if args.env == "all" else [args.env]
     out = Path(args.runs_dir) / (args.run_name or time.strftime("demo-%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     summaries = []

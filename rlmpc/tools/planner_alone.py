@@ -3,7 +3,7 @@
 ``python -m rlmpc.tools.planner_alone --env lunarlander --episodes 50`` runs the env's hand-written
 target policy (`envs.base.PlannerModel.scripted_action`) through the training planner (the
 env's preset cost, K, H; M = 1) on the real env, with danger zones, through the evaluation
-loop (`rlmpc.run.evaluate.Evaluator`), and prints the paper's columns. It checks the low level on
+loop (`rlmpc.system.worker.RolloutWorker.evaluate`), and prints the paper's columns. It checks the low level on
 its own: if the planner cannot carry out sensible targets, no high-level policy can learn to
 use it. ``--set NAME=VALUE`` overrides the planner preset (``--set w_act=20 effort=control``),
 so the same command measures every departure from Table 5.
@@ -18,18 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+import envs
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
-from rlmpc.run.evaluate import Evaluator, format_table, plot_traces, summarize
-from rlmpc.system.worker import WorkerSpec
-from rlmpc.tools.results import run_meta
+from rlmpc.run.evaluate import format_table, plot_traces, summarize
+from rlmpc.run.runlog import run_meta
+from rlmpc.system.worker import EVAL_ACTOR_ID, RolloutWorker, WorkerSpec
 
 
 class ScriptedPolicy:
@@ -68,13 +69,12 @@ def run_alone(env: str, episodes: int, seed: int = 20_000, n_envs: int = 50, rec
     )  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the initial policy's weights: the same for the same seed
-        evaluator = Evaluator(spec)
-    worker = evaluator.worker
+        worker = RolloutWorker(EVAL_ACTOR_ID, replace(spec, keep_virtual=False))
     if policy == "scripted":
         worker.policy = ScriptedPolicy(worker.model)
     else:
         worker.policy = SampledPolicy(worker.policy, worker.gen)
-    result = evaluator.run(None, episodes, seed=seed, record=record)
+    result = worker.evaluate(None, episodes, seed=seed, record=record)
     summary = summarize(env, result.episodes)
     summary["planner"] = {f.name: getattr(spec.planner, f.name) for f in fields(spec.planner)}
     summary["seed"], summary["policy"] = seed, policy
@@ -91,7 +91,8 @@ def _number(text: str) -> Any:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", default="lunarlander", choices=["lunarlander", "racing"])
+    parser.add_argument("--env", default=envs.BENCHMARK_ENV, choices=envs.names(local=True),
+                        help="an env whose planner model has a scripted policy")  # fmt: skip
     parser.add_argument("--episodes", type=int, default=50, help="episodes (1..10000)")
     parser.add_argument("--seed", type=int, default=20_000, help="seed of the first episode")
     parser.add_argument(
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         summary, result, model = run_alone(
             args.env, args.episodes, args.seed, policy=args.policy, **options
         )
+    except NotImplementedError as err:
+        parser.error(f"argument --env: {err}")
     except (TypeError, ValueError) as err:
         parser.error(f"argument --set: {err}")
     summary.update(run_meta(argv, "-m rlmpc.tools.planner_alone"))

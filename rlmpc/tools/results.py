@@ -13,62 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import envs
+
 RESULTS = Path(__file__).resolve().parents[2] / "results"
-
-#: columns of each env's table: (eval.json key, header)
-COLUMNS = {
-    "acrobot": [("success_rate", "success"), ("steps", "steps"), ("reward", "reward")],
-    "lunarlander": [
-        ("success_rate", "success"),
-        ("distance_to_pad", "distance to pad"),
-        ("reward", "reward"),
-    ],  # fmt: skip
-    "racing": [
-        ("success_rate", "finish"),
-        ("collision_or_offtrack", "collision/off-track"),
-        ("reward", "reward"),
-    ],  # fmt: skip
-}
-COLUMNS["carla-racing"] = COLUMNS["racing"]
-
-
-def run_meta(argv: list[str], program: str = "launch.py") -> dict[str, Any]:
-    """What reproduces a run: the command, the code's commit (and whether it had local
-    changes) and the machine."""
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                                  cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor()
-    import os
-
-    return {
-        "command": " ".join(["python", program, *argv]),
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()},
-    }
 
 
 def learning_curve(run_dir: Path) -> list[dict[str, float]]:
@@ -128,7 +81,7 @@ def table(experiment: str, root: Path = RESULTS) -> str:
         by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
     lines = []
     for env, methods in by_env.items():
-        cols = COLUMNS[env]
+        cols = envs.spec(env).columns  # the env's table columns (registry)
         lines += [f"**{env}** (`results/{experiment}/{env}/`)", ""]
         lines.append("| method | seeds | env steps | " + " | ".join(h for _, h in cols) + " |")
         lines.append("|---|---|---|" + "---|" * len(cols))
