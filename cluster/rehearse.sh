@@ -113,7 +113,7 @@ ray.init(log_to_driver=False, logging_level="ERROR")
 @ray.remote(num_cpus=0, resources={"carla": 1})
 class Claimer:
     def claim(self):
-        from rlmpc.tools.carla_servers import claim_server
+        from envs.racing.carla_servers import claim_server
         c = claim_server()
         return ray.get_runtime_context().get_node_id()[:8], os.environ["RLMPC_CARLA_STATE_DIR"], tuple(c)
 

@@ -81,19 +81,19 @@ register(EnvSpec(
     episode_metrics=_lander_metrics, columns=_LANDER_COLUMNS,
 ))  # fmt: skip
 register(EnvSpec(
-    "racing", "rlmpc/RacingDZ-v0", "envs.racing_dz:RacingDZEnv", RacingPlannerConfig,
+    "racing", "rlmpc/RacingDZ-v0", "envs.racing.env:RacingDZEnv", RacingPlannerConfig,
     summary="racing with a danger zone on the embedded bicycle simulator (App. B.3)",
     presets={"run": {"total_env_steps": 1_000_000}},
     episode_metrics=_racing_metrics, columns=_RACING_COLUMNS,
 ))  # fmt: skip
 register(EnvSpec(
-    "carla-racing", "rlmpc/CarlaRacing-v0", "envs.carla_racing:CarlaRacingEnv",
+    "carla-racing", "rlmpc/CarlaRacing-v0", "envs.racing.carla_env:CarlaRacingEnv",
     RacingPlannerConfig,
     summary="racing with a danger zone on CARLA servers (cluster/README.md)",
     presets={"run": {"total_env_steps": 1_000_000, "envs_per_actor": 1, "num_actors": 4}},
     episode_metrics=_racing_metrics, columns=_RACING_COLUMNS,
     probe="racing",  # the same spaces; probing this env would need a server
     resources_per_env={"carla": 1.0},  # one CARLA server per env
-    node_env_kwargs="rlmpc.tools.carla_servers:claim_env_kwargs",
+    node_env_kwargs="envs.racing.carla_servers:claim_env_kwargs",
     requires=("carla",),
 ))  # fmt: skip

@@ -118,7 +118,7 @@ def boundary_cost(model: Any, x: Tensor, margin: float = 0.0) -> Tensor:
     """Eq. (45): ``max(0, BP(x) − 1)²`` with BP the boundary proportion (1 at the track edge).
 
     ``margin`` (m) moves the edge inwards: BP is taken against ``half_width − margin``
-    (`envs.racing_dz.RacingModel.boundary_proportion`); 0 is eq. (45) as written."""
+    (`envs.racing.model.RacingModel.boundary_proportion`); 0 is eq. (45) as written."""
     return torch.clamp(model.boundary_proportion(x, margin) - 1.0, min=0.0) ** 2
 
 

@@ -1,9 +1,9 @@
-"""CARLA servers on one node: start k headless servers, check them, stop them by PID, and give
-each rollout actor a server of its own.
+"""CARLA servers on one node: start k headless servers, check them, stop them by PID.
 
 ``python -m rlmpc.tools.carla_servers {start,stop,status} --help``; the cluster's worker nodes run
 ``start`` before ``ray start`` and advertise ``resources: {"carla": k}`` (``cluster/cluster.yaml``).
-A rollout actor that reserved one unit of ``carla`` calls `claim_server()` on its node.
+A rollout actor that reserved one unit of ``carla`` per env claims a server of its node for each
+(`envs.racing.carla_servers.claim_server`: the registry and the claims live with the env).
 
 Ports: server i listens on ``rpc_port = base_port + i * port_spacing``; CARLA also takes
 ``rpc_port + 1`` (streaming) and ``rpc_port + 2`` (secondary), hence ``port_spacing >= 3``.
@@ -31,28 +31,37 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fcntl
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from envs.racing.carla_servers import (  # noqa: F401  (the node's registry and claims, shared)
+    _HELD,
+    ENV_STATE_DIR,
+    LOOPBACK,
+    REGISTRY,
+    CarlaServerError,
+    ServerClaim,
+    ServerRecord,
+    _claimer,
+    _read_registry,
+    _write_registry,
+    claim_env_kwargs,
+    claim_server,
+    default_state_dir,
+    is_running,
+    proc_start_time,
+    release_server,
+)
 from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag
 
-ENV_STATE_DIR = "RLMPC_CARLA_STATE_DIR"
-LOOPBACK = "127.0.0.1"
-REGISTRY = "servers.json"
 _PORT_MIN, _PORT_MAX = 1024, 65535
-
-
-class CarlaServerError(RuntimeError):
-    """No usable server on this node, or the servers cannot be started."""
 
 
 @dataclass(frozen=True)
@@ -126,22 +135,6 @@ class ServerConfig:
         return cmd + list(self.extra_args)
 
 
-@dataclass(frozen=True)
-class ServerRecord:
-    """One server this tool started (a row of ``servers.json``)."""
-
-    index: int
-    pid: int
-    start_time: int
-    """the PID's start time (clock ticks after boot, /proc/<pid>/stat): guards against PID reuse"""
-    host: str
-    rpc_port: int
-    tm_port: int
-    command: tuple[str, ...]
-    log: str
-    restarts: int = 0
-
-
 ServerState = Literal["healthy", "unresponsive", "dead"]
 
 
@@ -153,34 +146,7 @@ class ServerStatus(NamedTuple):
     """PID holding the claim, None when free"""
 
 
-class ServerClaim(NamedTuple):
-    """A server of one's own: ``carla.Client(host, port)``, traffic manager on ``tm_port``."""
-
-    host: str
-    port: int
-    tm_port: int
-
-
-def default_state_dir() -> Path:
-    env = os.environ.get(ENV_STATE_DIR)
-    return Path(env) if env else Path(tempfile.gettempdir()) / "rlmpc-carla" / socket.gethostname()
-
-
 # ---------------------------------------------------------------- processes and ports
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Start time of a live process, None if there is none (or only its zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # fields from 3 (state) on
-    return None if fields[0] in "ZX" else int(fields[19])
-
-
-def is_running(rec: ServerRecord) -> bool:
-    return proc_start_time(rec.pid) == rec.start_time
 
 
 def port_open(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -268,20 +234,6 @@ def _terminate(records: list[ServerRecord], grace_s: float) -> None:
 
 
 # ---------------------------------------------------------------- registry
-
-
-def _read_registry(state_dir: Path) -> list[ServerRecord]:
-    path = state_dir / REGISTRY
-    if not path.is_file():
-        return []
-    rows = json.loads(path.read_text())["servers"]
-    return [ServerRecord(**{**row, "command": tuple(row["command"])}) for row in rows]
-
-
-def _write_registry(state_dir: Path, records: list[ServerRecord]) -> None:
-    tmp = state_dir / (REGISTRY + ".tmp")
-    tmp.write_text(json.dumps({"servers": [dataclasses.asdict(r) for r in records]}, indent=1))
-    os.replace(tmp, state_dir / REGISTRY)
 
 
 class _NodeLock:
@@ -378,71 +330,6 @@ def stop_servers(state_dir: Path | None = None, grace_s: float = 10.0) -> list[i
         _terminate(records, grace_s)
         (state_dir / REGISTRY).unlink(missing_ok=True)
     return running
-
-
-_HELD: dict[tuple[str, int], int] = {}  # (state dir, rpc port) -> fd holding the claim's flock
-
-
-def claim_server(state_dir: Path | str | None = None) -> ServerClaim:
-    """Claim a running server on this node for the calling process, exclusively.
-
-    The claim lasts until `release_server` or this process's exit. Raises `CarlaServerError`
-    when the node runs no servers or every running one is claimed.
-    """
-    state_dir = Path(state_dir) if state_dir else default_state_dir()
-    records = _read_registry(state_dir)
-    if not records:
-        raise CarlaServerError(
-            f"no CARLA servers on node {socket.gethostname()}: {state_dir / REGISTRY} lists none; "
-            "start them with `python -m rlmpc.tools.carla_servers start --count K` (cluster.yaml's "
-            "worker_start_ray_commands do) and give the node the resource {'carla': K}"
-        )
-    running = [r for r in records if is_running(r)]
-    for rec in running:
-        fd = os.open(state_dir / f"claim-{rec.index}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _HELD[(str(state_dir), rec.rpc_port)] = fd
-        return ServerClaim(rec.host, rec.rpc_port, rec.tm_port)
-    raise CarlaServerError(
-        f"all {len(running)} running CARLA servers of {len(records)} on {socket.gethostname()} "
-        f"are claimed; request the 'carla' resource so Ray places at most one claimer per server"
-    )
-
-
-def claim_env_kwargs(n: int) -> list[dict[str, object]]:
-    """Constructor arguments of ``n`` CARLA envs on this node: a claimed server each."""
-    claims = [claim_server() for _ in range(n)]
-    return [{"host": c.host, "port": c.port, "tm_port": c.tm_port} for c in claims]
-
-
-def release_server(claim: ServerClaim, state_dir: Path | str | None = None) -> None:
-    """Give back a claim made by this process (no-op if it holds none for that server)."""
-    state_dir = Path(state_dir) if state_dir else default_state_dir()
-    fd = _HELD.pop((str(state_dir), claim.port), None)
-    if fd is not None:
-        os.ftruncate(fd, 0)
-        os.close(fd)  # closing drops the flock
-
-
-def _claimer(state_dir: Path, index: int) -> int | None:
-    path = state_dir / f"claim-{index}.lock"
-    if not path.is_file():
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None  # nobody holds it
-    except BlockingIOError:
-        text = os.pread(fd, 32, 0).decode().strip()
-        return int(text) if text.isdigit() else -1
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- command line

@@ -1,11 +1,9 @@
-"""The racing env's vehicle-simulator interface, and CARLA behind it: client layer, vehicles.
+"""CARLA behind the racing env's `envs.racing.env.VehicleSim` interface: client layer, vehicles.
 
-`VehicleSim` is all that `envs.carla_racing.RacingSimEnv` asks of a simulator: place the ego and
-the opponent (`reset`), apply one control and advance one env step (`step`), get the server back
-after a loss (`reconnect`). `CarlaSim` implements it on a CARLA 0.9.16 server in synchronous mode
-(one ``world.tick()`` of ``fixed_delta_seconds = dt`` per env step); `envs.carla_racing.BicycleSim`
-implements it with the embedded dynamic bicycle. The route (the `Track` built from the map) is
-`envs.carla_route`.
+`CarlaSim` implements the interface on a CARLA 0.9.16 server in synchronous mode (one
+``world.tick()`` of ``fixed_delta_seconds = dt`` per env step); `envs.racing.bicycle.BicycleSim`
+implements it with the embedded dynamic bicycle. The route (the `Track` built from the map)
+is `envs.racing.carla_route`.
 
 Frames: CARLA's world is left-handed (x forward, y right, yaw in degrees, clockwise seen from
 above; steer > 0 turns right); the task's plane is right-handed (``y`` to the left, ``ψ`` in
@@ -24,41 +22,18 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import numpy as np
 
-from envs import racing_task as rt
-from envs.carla_route import RouteSpec, route_track
 from envs.danger import DangerZone
+from envs.racing import task as rt
+from envs.racing.carla_route import RouteSpec, route_track
+from envs.racing.task import SimStep
 
 #: the CARLA server version the client (``carla==0.9.16``) is built for
 SERVER_VERSION = "0.9.16"
 log = logging.getLogger(__name__)
-
-
-class SimStep(NamedTuple):
-    """What a simulator reports after a reset or a step."""
-
-    ego: rt.VehicleState
-    opp_s: float  # opponent arc-length along the track, unwrapped (m)
-    opp_v: float  # opponent speed along the track (m/s)
-
-
-class VehicleSim(Protocol):
-    """A vehicle simulator on a closed track; ``RuntimeError`` from `reset`/`step` = server lost."""
-
-    track: rt.Track
-
-    def reset(
-        self, ego: rt.VehicleState, opp_s: float, opp_v: float, zone: DangerZone
-    ) -> SimStep: ...
-
-    def step(self, u: np.ndarray) -> SimStep: ...
-
-    def reconnect(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class CarlaUnavailable(ConnectionError):

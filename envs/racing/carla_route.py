@@ -6,7 +6,7 @@ the branch the plan names (``"straight"``, ``"left"``, ``"right"``, judged by th
 15 m into each branch; ``"straight"`` once the plan is used up), until the route is back on the
 start lane within one spacing of the start. The centreline is that lane's centre shifted left by
 ``offset`` lane widths (0.5: the road's centre line on a two-lane road, so the track is both
-lanes), in the task's plane (`envs.carla_sim.to_plane`), resampled to even ``spacing``.
+lanes), in the task's plane (`envs.racing.carla_sim.to_plane`), resampled to even ``spacing``.
 `check_clearance` then makes sure the track never comes back within its own width (a figure-8
 overpass, as on Town04's highway, would make the nearest-point projection ambiguous).
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from envs import racing_task as rt
+from envs.racing import task as rt
 
 TURNS = ("straight", "left", "right")
 
@@ -138,7 +138,7 @@ def resample_closed(points: np.ndarray, spacing: float) -> np.ndarray:
 
 def check_clearance(track: rt.Track, chunk: int = 256) -> None:
     """`ValueError` unless every centre and near-boundary point projects back onto its own
-    stretch of track (the projection in `envs.racing_task.Track.project` is global)."""
+    stretch of track (the projection in `envs.racing.task.Track.project` is global)."""
     hw = track.half_width
     every = max(1, int(0.5 * hw / float(np.mean(track.seg_len))))
     idx = np.arange(0, len(track.points), every)

@@ -1,205 +1,26 @@
-"""Racing with a danger zone (App. B.3), embedded: a dynamic bicycle on a closed track, no CARLA.
+"""The racing planner's model P̂: a kinematic bicycle in track (Frenet) coordinates.
 
-The true system is a **dynamic bicycle with Pacejka lateral tire forces** (`dynamic_bicycle_step`);
-the planner's model (`RacingModel`) is a **kinematic bicycle** (Polack et al. 2017), a deliberate
-mismatch as in the paper. Task logic (track, reward, episode end, observation) is
-`envs.racing_task`, shared with a CARLA-backed env.
-
-| | |
-|---|---|
-| track | stadium: 80 m straights, 30 m turn radius, 6 m half-width, 348.5 m lap (`TrackParams`) |
-| car | 1.2 t, lf/lr 1.0/1.5 m, μ = 1, 80 kW; 10 Euler substeps of 10 ms (`CarParams`) |
-| ego | starts at the start line, ``ey ~ U(±1 m)``, along the track at ``U(8, 12)`` m/s |
-| opponent | drives the centreline at 10 m/s, starting ``U(15, 35)`` m ahead |
-| danger zone | square, side ``U(3, 5)`` m, centre at arc-length ``U(50, 300)`` m, inside the track |
-| action | ``[steer, throttle] ∈ [-1, 1]²``: wheel angle ``steer * 0.45`` rad; throttle > 0 drives, < 0 brakes |
-| observation | ``[37]`` float32, see `envs.racing_task.observation` |
-| reward | `envs.racing_task.step_reward`: passing, 10/m progress, -5·|b|, -150 zone, -100 off-track, -1000 collision, +1000 goal |
-| terminated | off-track (``|b| > 1``), collision (centres within 2.9 m), goal (one lap, 348.5 m) |
-| truncated | 600 steps (60 s at 10 Hz), never together with terminated |
-
-``info`` carries ``is_success`` (goal reached), ``in_danger``, ``off_track``, ``collision`` and ``s``.
+A deliberate mismatch with the true system (`envs.racing.bicycle`, a dynamic bicycle with tire
+forces), as in the paper. Built by every racing env from its own track, task and car
+(`envs.racing.env.RacingTaskEnv.planner_model`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
 
-from envs import racing_task as rt
-from envs.base import PlannerModel, check_action
-
-G = 9.81
-
-
-@dataclass(frozen=True)
-class CarParams:
-    """A small front-engine car (~1.2 t) on dry tarmac."""
-
-    mass: float = 1200.0  # kg
-    yaw_inertia: float = 1600.0  # kg m^2
-    lf: float = 1.0  # CoG to front axle (m)
-    lr: float = 1.5  # CoG to rear axle (m)
-    max_steer: float = 0.45  # road-wheel angle at |steer| = 1 (rad)
-    drive_force: float = 5000.0  # peak tractive force (N)
-    max_power: float = 80e3  # engine power limit (W)
-    brake_force: float = 10000.0  # peak braking force (N)
-    drag: float = 0.4  # 0.5 ρ C_d A (N s^2 / m^2)
-    rolling: float = 0.015  # rolling-resistance coefficient
-    mu: float = 1.0  # tire-road friction
-    tire_b: float = 10.0  # Pacejka B, C, E (dry tarmac)
-    tire_b_rear: float = 12.0  # stiffer rear: a road car's understeer
-    tire_c: float = 1.9
-    tire_e: float = 0.97
-    substeps: int = 10  # Euler substeps per env step
-    blend_speed: tuple[float, float] = (1.5, 3.0)  # kinematic below, dynamic above (m/s)
-
-    def __post_init__(self) -> None:
-        for name, value in self.__dict__.items():
-            values = value if isinstance(value, tuple) else (value,)
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
-                raise ValueError(f"CarParams.{name} must be finite and > 0, got {value!r}")
-        if not isinstance(self.substeps, int) or not self.max_steer < math.pi / 2:
-            raise ValueError("CarParams.substeps must be an int >= 1 and max_steer in (0, π/2)")
-        if not self.blend_speed[0] < self.blend_speed[1]:
-            raise ValueError(
-                f"CarParams.blend_speed must be (low, high), low < high, got {self.blend_speed}"
-            )
-
-
-def pacejka(alpha: float, peak: float, b: float, p: CarParams) -> float:
-    """Lateral tire force (N) of the Magic Formula (stiffness ``b``) at slip angle ``alpha`` (rad)."""
-    ba = b * alpha
-    return peak * math.sin(p.tire_c * math.atan(ba - p.tire_e * (ba - math.atan(ba))))
-
-
-def dynamic_bicycle_step(
-    car: rt.VehicleState, u: np.ndarray, p: CarParams, dt: float
-) -> rt.VehicleState:
-    """One env step of the true system: a dynamic bicycle with Pacejka lateral forces.
-
-    Body-frame equations (Rajamani, *Vehicle Dynamics and Control*, §2.3), ``p.substeps`` explicit
-    Euler substeps. Drive force ``min(F_drive, P / vx)`` (throttle > 0) or brake force
-    (throttle < 0, no reverse), less drag and rolling resistance. Below ``blend_speed`` the
-    lateral states relax to the kinematic ones (slip angles are ill-posed at standstill).
-    """
-    x, y, psi, vx, vy, r = car
-    delta, throttle = p.max_steer * float(u[0]), float(u[1])
-    wheelbase, h = p.lf + p.lr, dt / p.substeps
-    peak_f, peak_r = p.mu * p.mass * G * p.lr / wheelbase, p.mu * p.mass * G * p.lf / wheelbase
-    cd, sd, td = math.cos(delta), math.sin(delta), math.tan(delta)
-    lo, hi = p.blend_speed
-    for _ in range(p.substeps):
-        vxe = max(vx, 1.0)
-        fyf = pacejka(delta - math.atan2(vy + p.lf * r, vxe), peak_f, p.tire_b, p)
-        fyr = pacejka(-math.atan2(vy - p.lr * r, vxe), peak_r, p.tire_b_rear, p)
-        if throttle >= 0:
-            fx = throttle * min(p.drive_force, p.max_power / max(vx, 0.1))
-        else:
-            fx = throttle * p.brake_force
-        if vx > 0:
-            fx -= p.drag * vx * vx + p.rolling * p.mass * G
-        w = min(max((vx - lo) / (hi - lo), 0.0), 1.0)
-        ax = w * ((fx - fyf * sd) / p.mass + vy * r) + (1 - w) * fx / p.mass
-        ay = (fyr + fyf * cd) / p.mass - vx * r
-        yaw_acc = (p.lf * fyf * cd - p.lr * fyr) / p.yaw_inertia
-        c, s = math.cos(psi), math.sin(psi)
-        x, y, psi = x + h * (vx * c - vy * s), y + h * (vx * s + vy * c), psi + h * r
-        vx, vy, r = max(vx + h * ax, 0.0), vy + h * ay, r + h * yaw_acc
-        if w < 1.0:
-            vy = w * vy + (1 - w) * vx * td * p.lr / wheelbase
-            r = w * r + (1 - w) * vx * td / wheelbase
-    return rt.VehicleState(x, y, psi, vx, vy, r)
-
-
-class RacingTaskEnv(gym.Env):
-    """What every racing env shares on top of `envs.racing_task`, whatever moves the cars:
-    the observation, the planner model and the picture of the current state."""
-
-    track: rt.Track
-    task: rt.TaskParams
-    car: CarParams
-    state: rt.VehicleState | None
-
-    def _obs(self) -> np.ndarray:
-        ego = (self.state, self.s, self.ey, self.epsi)
-        obs = rt.observation(self.track, self.task, *ego, self.opp_s, self.opp_v, self.zone)
-        return obs.astype(np.float32)
-
-    def planner_model(self) -> RacingModel:
-        return RacingModel(self.track, self.task, self.car)
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode != "rgb_array" or self.state is None:
-            return None
-        return _draw(self)
-
-
-class RacingDZEnv(RacingTaskEnv):
-    """``rlmpc/RacingDZ-v0``; see the module docstring for the task table."""
-
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
-
-    def __init__(
-        self,
-        render_mode: str | None = None,
-        track: rt.TrackParams | None = None,
-        task: rt.TaskParams | None = None,
-        car: CarParams | None = None,
-    ) -> None:
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.render_mode = render_mode
-        self.track_params = track or rt.TrackParams()
-        self.task, self.car = task or rt.TaskParams(), car or CarParams()
-        self.track = rt.Track.stadium(self.track_params)
-        self.task.check_against(self.track)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (rt.NOBS,), np.float32)
-        self.goal_length = self.task.goal_laps * self.track.length
-        self.state: rt.VehicleState | None = None
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        rng, p = self.np_random, self.task
-        ey0 = float(rng.uniform(-p.start_lateral, p.start_lateral))
-        x0, y0 = self.track.to_xy(0.0, ey0)
-        psi0, v0 = float(self.track.heading[0]), float(rng.uniform(*p.start_speed))
-        self.state = rt.VehicleState(float(x0), float(y0), psi0, v0, 0.0, 0.0)
-        self.opp_s, self.opp_v = float(rng.uniform(*p.opponent_gap)), p.opponent_speed
-        self.zone = rt.sample_zone(rng, self.track, p)
-        s_mod, ey = self.track.project((x0, y0))
-        self.s, self.ey, self.epsi = float(rt.wrap_gap(s_mod, self.track.length)), float(ey), 0.0
-        self.steps = 0
-        flags = dict.fromkeys(("is_success", "in_danger", "off_track", "collision"), False)
-        return self._obs(), {**flags, "s": self.s}
-
-    def step(self, action):
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        u = check_action(
-            action, self.action_space.shape, self.action_space.low, self.action_space.high
-        )
-        self.state = dynamic_bicycle_step(self.state, u, self.car, self.task.dt)
-        self.opp_s += self.opp_v * self.task.dt
-        out = rt.evaluate_step(
-            self.track, self.task, self.s, self.state, self.opp_s, self.opp_v, self.zone
-        )
-        self.s, self.ey, self.epsi = out.s, out.ey, out.epsi
-        self.steps += 1
-        terminated, truncated, info = out.episode_flags(self.steps, self.task)
-        return self._obs(), out.reward, terminated, truncated, info
+from envs.base import PlannerModel
+from envs.racing import task as rt
+from envs.racing.bicycle import CarParams
 
 
 class _Tables(NamedTuple):
-    """`envs.racing_task.Track`'s tables as tensors, packed for `RacingModel._lookup`.
+    """`envs.racing.task.Track`'s tables as tensors, packed for `RacingModel._lookup`.
 
     Per segment ``i`` (``[k, N]``): ``s_i``, ``1 / length_i``, then each interpolated
     quantity's value at vertex ``i`` and its change along the segment (to vertex ``i + 1``).
@@ -306,7 +127,7 @@ class RacingModel(PlannerModel):
     def _lookup(self, s: Tensor, table: str) -> Tensor:
         """`_Tables` ``table``'s values ``[(k - 2) / 2, ...]`` interpolated at arc-lengths ``s [...]``.
 
-        The segment holding ``s`` modulo the lap, as `envs.racing_task.Track.frame` finds it:
+        The segment holding ``s`` modulo the lap, as `envs.racing.task.Track.frame` finds it:
         from `_Tables.bucket`, or the next one.
         """
         tb = self._tables(s)
@@ -388,7 +209,7 @@ class RacingModel(PlannerModel):
     def observe(self, x: Tensor) -> Tensor:
         tb, hw, shape = self._tables(x), self.track.half_width, x.shape[:-1]
         x = x.reshape(-1, self.nx)
-        out = x.new_empty(x.shape[0], self.nobs)  # columns: `envs.racing_task.observation`
+        out = x.new_empty(x.shape[0], self.nobs)  # columns: `envs.racing.task.observation`
         px, py, psi, s, ey, epsi, s_o = x[:, 0:1], x[:, 1:2], *x[:, [2, 6, 7, 8, 9]].unbind(1)
         c, sn = torch.cos(psi, out=out[:, 4]), torch.sin(psi, out=out[:, 5])
         out[:, 0:2], out[:, 2:4], out[:, 6] = x[:, 0:2], x[:, 3:5], x[:, 5]
@@ -492,39 +313,3 @@ class RacingModel(PlannerModel):
     def terminated(self, x: Tensor) -> Tensor:
         off, coll, goal = self._events(x)
         return off | coll | goal
-
-
-def _draw(env: RacingDZEnv, width: int = 800) -> np.ndarray:
-    """rgb_array frame ``[H, W, 3]`` uint8: track, start line, danger zone, opponent, ego."""
-    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    import pygame  # noqa: PLC0415  (only when rendering)
-
-    tr, margin = env.track, 20
-    left, right = tr.points + tr.half_width * tr.normal, tr.points - tr.half_width * tr.normal
-    lo, hi = np.minimum(left, right).min(0), np.maximum(left, right).max(0)
-    scale = (width - 2 * margin) / (hi[0] - lo[0])
-    height = int((hi[1] - lo[1]) * scale) + 2 * margin
-
-    def px(p: np.ndarray) -> list[tuple[float, float]]:
-        return [(margin + (a - lo[0]) * scale, height - margin - (b - lo[1]) * scale) for a, b in p]
-
-    def box(
-        xy: Any, half_length: float, half_width: float, psi: float
-    ) -> list[tuple[float, float]]:
-        corners = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * (half_length, half_width)
-        c, s = math.cos(psi), math.sin(psi)
-        return px(np.asarray(xy) + corners @ np.array([[c, s], [-s, c]]))
-
-    half_car = (env.task.car_length / 2, env.task.car_width / 2)
-    surf = pygame.Surface((width, height))
-    surf.fill((40, 120, 40))
-    outer, inner = (right, left) if tr.dheading.sum() > 0 else (left, right)  # CCW: left is inside
-    pygame.draw.polygon(surf, (90, 90, 90), px(outer))
-    pygame.draw.polygon(surf, (40, 120, 40), px(inner))
-    pygame.draw.line(surf, (255, 255, 255), *px(np.stack([left[0], right[0]])), 2)
-    z = env.zone
-    pygame.draw.polygon(surf, (200, 30, 30), box((z.cx, z.cy), z.w / 2, z.h / 2, 0.0))
-    opp_heading = float(tr.frame(env.opp_s)[2])
-    pygame.draw.polygon(surf, (30, 60, 220), box(tr.centre(env.opp_s), *half_car, opp_heading))
-    pygame.draw.polygon(surf, (250, 200, 0), box(env.state[:2], *half_car, env.state.psi))
-    return np.transpose(pygame.surfarray.array3d(surf), (1, 0, 2)).copy()
