@@ -108,6 +108,13 @@ def register(spec: EnvSpec) -> EnvSpec:
     return spec
 
 
+def ensure(spec: EnvSpec) -> None:
+    """Register ``spec`` in this process unless an env of its name is registered already (a
+    Ray actor's process knows only the envs its own imports register)."""
+    if spec.name not in _REGISTRY:
+        register(spec)
+
+
 def spec(name: str) -> EnvSpec:
     """The registered env of that short name (or gymnasium id); `ValueError` if none."""
     if name in _REGISTRY:

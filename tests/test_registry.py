@@ -13,11 +13,8 @@ from tests import toy_env
 
 @pytest.fixture
 def toy():
-    spec = toy_env.register()
-    yield spec
-    # leave the registry as the other tests expect it
-    envs.registry._REGISTRY.pop(spec.name)
-    envs.registry.ENV_IDS.pop(spec.name)
+    yield toy_env.register()
+    toy_env.unregister()
 
 
 def test_the_papers_envs_are_registered_with_their_presets_and_columns():

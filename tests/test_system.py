@@ -21,11 +21,13 @@ from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from planners.costs import planner_config
+from rlmpc.run.cli import parse
 from rlmpc.run.config import RunConfig, TrainConfig
 from rlmpc.run.evaluate import main as evaluate_main
 from rlmpc.run.runlog import WandbConfig
 from rlmpc.run.train import Run, train
-from rlmpc.system.backend import actor_name
+from rlmpc.system.backend import ComponentDied, actor_name
+from tests import toy_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,11 +136,20 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_serial_and_ray_runs_give_the_same_metrics(tmp_path):
     """The same config on Ray and in one process (--serial): the same rows, evaluations
-    included, and the same final evaluation."""
-    cfg = tiny(tmp_path, "on-ray", eval_every=1, eval_episodes=1, checkpoint_every=100)
-    cfg = replace(cfg, wandb=WandbConfig(wandb_mode="disabled"))
-    on_ray = train(cfg)
-    serial = train(replace(cfg, run=replace(cfg.run, run_name="serial")), serial=True)
+    included, and the same final evaluation. The env is the test suite's own (registered
+    here, shipped to the actors with its registry entry)."""
+    toy_env.register()
+    try:
+        cfg = parse(
+            ["--env", "toy-point", "--num-actors", "2", "--envs-per-actor", "2",
+             "--total-env-steps", "128", "--eval-every", "1", "--checkpoint-every", "100",
+             "--runs-dir", str(tmp_path), "--run-name", "on-ray", "--no-progress",
+             "--wandb-mode", "disabled"]
+        ).cfg  # fmt: skip
+        on_ray = train(cfg)
+        serial = train(replace(cfg, run=replace(cfg.run, run_name="serial")), serial=True)
+    finally:
+        toy_env.unregister()
     numbers = lambda d: [
         {k: v for k, v in r.items() if not (k.startswith("time/") or k in ("sps", "time"))}
         for r in rows(d)
@@ -158,6 +169,23 @@ def test_adaptive_rho_with_one_value_head_is_refused_naming_both_options():
     assert proc.returncode == 2, proc.stderr
     assert "--influence-ratio-mode" in proc.stderr and "--ensemble-size" in proc.stderr
     assert "Ray" not in proc.stderr and "ray" not in proc.stdout.lower()
+
+
+def test_a_learner_that_cannot_start_is_reported_as_the_learner(tmp_path):
+    """Past validation (forced here), the learner's constructor fails on its Ray actor: the run
+    stops naming the learner and its error, not the rollout actors that wait for weights."""
+    cfg = tiny(tmp_path, "no-learner", eval_every=0)
+    object.__setattr__(cfg, "networks", NetworkConfig(hidden_sizes=(32, 32), ensemble_size=1))
+    run_dir = Path(cfg.run.runs_dir) / "no-learner"
+    run_dir.mkdir()
+    run = Run(cfg, run_dir)
+    try:
+        with pytest.raises(ComponentDied) as err:
+            run.train()
+    finally:
+        run.close()
+    assert err.value.component == "learner" and "ensemble_size" in str(err.value.cause)
+    assert "learner died" in (run_dir / "events.log").read_text()
 
 
 @pytest.mark.parametrize(

@@ -128,3 +128,9 @@ SPEC = envs.EnvSpec(
 
 def register() -> envs.EnvSpec:
     return envs.register(SPEC)
+
+
+def unregister() -> None:
+    """Leave the registry as the other tests expect it."""
+    envs.registry._REGISTRY.pop(SPEC.name, None)
+    envs.registry.ENV_IDS.pop(SPEC.name, None)

@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     invocation = parse(argv)
     from rlmpc.run.train import train
+    from rlmpc.system.backend import ComponentDied, ComponentFailed
 
-    train(invocation.cfg, resume=invocation.resume, ray_address=invocation.ray_address,
-          serial=invocation.serial, argv=argv)  # fmt: skip
+    try:
+        train(invocation.cfg, resume=invocation.resume, ray_address=invocation.ray_address,
+              serial=invocation.serial, argv=argv)  # fmt: skip
+    except (ComponentDied, ComponentFailed) as err:  # the component and its error, no traceback
+        sys.exit(f"launch.py: the run stopped: {err}")

@@ -97,8 +97,8 @@ class RunConfig:
     """seconds to wait for Ray to bring a dead actor back (e.g. its node is gone and no
     other node has room) before dropping it, > 0"""
     actor_resources: tuple[str, ...] = ()
-    """extra Ray resources each rollout actor needs, as NAME=AMOUNT (added to what its envs
-    need: carla-racing's one `carla` unit, a CARLA server, per env)"""
+    """extra Ray resources each rollout actor needs, as NAME=AMOUNT, besides what its envs
+    need (the env registry's per-env resources: a `carla` unit, one CARLA server, per env)"""
     run_name: str | None = None
     """run directory name under runs_dir (default: <env>-<time>)"""
     runs_dir: str = "runs"

@@ -27,7 +27,8 @@ _FIRST, _LAST = ("success_rate", "steps", "reward"), ("danger_steps",)
 
 def format_table(summary: dict[str, Any]) -> str:
     """A few lines with mean ± std per column: success, steps, reward, the env's own, danger."""
-    keys = [k for k, v in summary.items() if isinstance(v, dict) and k not in _FIRST + _LAST]
+    figure = lambda v: isinstance(v, dict) and "mean" in v  # a column: mean and std
+    keys = [k for k, v in summary.items() if figure(v) and k not in _FIRST + _LAST]
     lines = [f"evaluation on {summary['env']}: {summary['episodes']} episodes"]
     for key in (*_FIRST, *keys, *_LAST):
         v = summary.get(key)

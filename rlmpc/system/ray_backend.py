@@ -33,6 +33,8 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+import envs
+from envs.registry import EnvSpec
 from rlmpc.system.backend import (
     EVALUATOR,
     FINAL_EVALUATOR,
@@ -109,9 +111,12 @@ class RayShards:
 
 
 class RolloutActor(RolloutShell):
-    """A rollout shell as a Ray actor; a restarted one draws fresh random streams."""
+    """A rollout shell as a Ray actor; a restarted one draws fresh random streams. ``env``
+    is the env's registry entry (an env registered outside `envs` is known here too)."""
 
-    def __init__(self, actor_id: int, spec: WorkerSpec, shards: tuple[str, str]) -> None:
+    def __init__(self, actor_id: int, spec: WorkerSpec, shards: tuple[str, str],
+                 env: EnvSpec) -> None:  # fmt: skip
+        envs.registry.ensure(env)
         with warnings.catch_warnings():  # Ray's own use of a deprecated property
             warnings.simplefilter("ignore")
             restarted = ray.get_runtime_context().was_current_actor_reconstructed
@@ -122,6 +127,12 @@ class RolloutActor(RolloutShell):
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
+
+
+class EvalActor(EvalShell):
+    def __init__(self, spec: WorkerSpec, env: EnvSpec) -> None:
+        envs.registry.ensure(env)
+        super().__init__(spec)
 
 
 class LearnerActor(LearnerShell):
@@ -177,13 +188,14 @@ class RayBackend:
             num_cpus=placement.actor_cpus, resources=placement.actor_resources or None,
             max_restarts=placement.max_restarts, max_task_retries=0,
         )  # fmt: skip
+        env = envs.spec(worker.env)
         for i in range(num_actors):
-            self.handles[actor_name(i)] = Actor.remote(i, worker, shards)
+            self.handles[actor_name(i)] = Actor.remote(i, worker, shards, env)
         res = placement.eval_resources
         self.handles[EVALUATOR] = (
-            ray.remote(EvalShell)
+            ray.remote(EvalActor)
             .options(num_cpus=0, resources=res, scheduling_strategy=None if res else near)
-            .remote(eval_worker)
+            .remote(eval_worker, env)
         )
         self.final_eval_worker = final_eval_worker
         self.local: dict[str, Any] = {}

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+import envs
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
 from rlmpc.system.records import FragmentId
@@ -41,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--envs", nargs="+", default=["lunarlander", "acrobot", "racing"])
+    local = envs.names(local=True)
+    p.add_argument("--envs", nargs="+", default=local, choices=local)
     p.add_argument("--n-envs", type=int, default=64, help="B")
     p.add_argument("--num-candidates", type=int, default=4, help="M")
     p.add_argument("--steps", type=int, default=32, help="T, steps per timed collect")

@@ -132,10 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         (out / f"alone_{args.policy}.json").write_text(json.dumps(summary, indent=2))
         plot_traces(result, out / f"alone_{args.policy}_episodes.png", model)
     key = f"planner_alone_{args.env}_{args.policy}"
+    for name in result.episodes.extra:  # the env's own figures (its registry entry), then success
+        if summary.get(name):
+            print(f"{key}_{name}: {summary[name]['mean']:.3f}")
     print(f"{key}_success_rate: {summary['success_rate']['mean']:.3f}")
-    extra = "collision_or_offtrack" if "collision_or_offtrack" in summary else None
-    if extra and summary[extra]:
-        print(f"{key}_{extra}: {summary[extra]['mean']:.3f}")
 
 
 if __name__ == "__main__":
