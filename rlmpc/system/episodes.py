@@ -66,12 +66,6 @@ class Training:
 
     explore = True
 
-    def wants_candidates(self, rows: np.ndarray) -> bool:
-        return True
-
-    def before_step(self, j: int, r: int, x: torch.Tensor, paths: Any) -> None:
-        return None
-
     def after_step(self, r: int, env: Any) -> None:
         return None
 
