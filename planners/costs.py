@@ -337,7 +337,8 @@ class RacingPlannerConfig(PlannerConfig):
     def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
         half_width = model.track.half_width
         if self.boundary_margin >= half_width:
-            raise ValueError(
+            raise ConfigError(
+                "boundary_margin",
                 f"boundary_margin must be below the track's half-width ({half_width} m), "
                 f"got {self.boundary_margin}"
             )

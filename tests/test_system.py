@@ -201,6 +201,7 @@ def test_a_learner_that_cannot_start_is_reported_as_the_learner(tmp_path):
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
         ),
         (["--num-samples", "0"], "--num-samples"),
+        (["--env", "racing", "--boundary-margin", "7"], "--boundary-margin"),  # the env's track
         (["--n-steps", "100", "--num-actors", "3"], "n_steps"),
         (["--env", "pong"], "--env"),
         (["--resume", "/nonexistent/run"], "--resume"),

@@ -284,16 +284,23 @@ class TrainConfig:
 
 
 def check_runnable(cfg: TrainConfig) -> None:
-    """What the config asks of this machine: its devices and the env's packages
-    (`ConfigError` naming the field)."""
+    """What the config asks of this machine and of the env: devices, the env's packages, the
+    planner's cost on the env's model (`ConfigError` naming the fields)."""
     for name in ("learner_device", "actor_device"):
         device = getattr(cfg.run, name)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"run.{name}", f"{device!r} asked for, but torch sees no CUDA device")
-    missing = envs.spec(cfg.run.env).missing()
+    spec = envs.spec(cfg.run.env)
+    missing = spec.missing()
     if missing:
         raise ConfigError(
             "run.env",
             f"{cfg.run.env} needs the Python package(s) {', '.join(missing)}, which this "
             "Python cannot import",
         )
+    model = envs.make(spec.probe or spec.name).unwrapped.planner_model()
+    try:
+        cfg.planner.other_cost(model)  # the cost terms that depend on the env (its track...)
+    except ValueError as err:
+        fields = tuple(f"planner.{f}" for f in getattr(err, "fields", ()))
+        raise ConfigError(fields, str(err)) from err

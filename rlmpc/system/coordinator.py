@@ -170,7 +170,9 @@ class Coordinator:
                 f"times ({error.cause!r}) and is not back; dropped, {len(self.live)} actors left"
             )
             if not self.live:
-                raise RuntimeError("every rollout actor has failed; stopping the run") from error
+                raise ComponentDied(
+                    name, f"{error.cause!r}; every rollout actor has failed, stopping the run"
+                ) from error
             return
         self.observer.event(
             f"iteration {self.counters.iteration}: {name} died ({error.cause!r}); "
