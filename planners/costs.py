@@ -340,7 +340,7 @@ class RacingPlannerConfig(PlannerConfig):
             raise ConfigError(
                 "boundary_margin",
                 f"boundary_margin must be below the track's half-width ({half_width} m), "
-                f"got {self.boundary_margin}"
+                f"got {self.boundary_margin}",
             )
         return partial(
             racing_other_cost, model, w_coll=self.w_coll, w_bound=self.w_bound,

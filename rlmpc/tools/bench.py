@@ -1,8 +1,8 @@
-"""Throughput benchmarks: ``python -m rlmpc.tools.bench {planner,system} [options]``.
+"""Throughput benchmarks: ``python -m rlmpc.bench {planner,system} [options]``.
 
 One subcommand per benchmark, each a ``run_<name>(args) -> dict[str, float]`` registered by an
 ``add_<name>_parser(subparsers)``; `main` prints whatever it prints and ends with one
-``key: value`` line per figure (DESIGN.md "Benchmark output").
+``key: value`` line per figure, so that scripts can compare runs.
 
 ``system``: end-to-end training throughput against the paper-faithful loop (see
 `rlmpc.tools.bench_system`).
@@ -70,7 +70,7 @@ def planner_inputs(
         model = env.unwrapped.planner_model()
     except (ImportError, AttributeError) as exc:  # an env module missing from the checkout
         raise SystemExit(
-            f"rlmpc.tools.bench planner: the {env_name!r} env or its planner model is not available: {exc!r}"
+            f"rlmpc.bench planner: the {env_name!r} env or its planner model is not available: {exc!r}"
         ) from exc
     states = []
     for i in range(min(batch, 8)):
@@ -113,15 +113,15 @@ def time_plan(
 def run_planner(args: argparse.Namespace) -> dict[str, float]:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(
-            "rlmpc.tools.bench planner: --device cuda asked for, but torch sees no CUDA device"
+            "rlmpc.bench planner: --device cuda asked for, but torch sees no CUDA device"
         )
     for name in ("num_candidates", "num_samples", "horizon", "repeats"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"rlmpc.tools.bench planner: --{name.replace('_', '-')} must be >= 1")
+            raise SystemExit(f"rlmpc.bench planner: --{name.replace('_', '-')} must be >= 1")
     if any(b < 1 for b in args.batch_sizes):
-        raise SystemExit("rlmpc.tools.bench planner: --batch-sizes must all be >= 1")
+        raise SystemExit("rlmpc.bench planner: --batch-sizes must all be >= 1")
     if args.threads < 0:
-        raise SystemExit("rlmpc.tools.bench planner: --threads must be >= 0")
+        raise SystemExit("rlmpc.bench planner: --threads must be >= 0")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     config = planner_config(args.env, num_samples=args.num_samples, horizon=args.horizon)

@@ -1,4 +1,4 @@
-"""``python -m rlmpc.tools.bench system``: end-to-end training throughput against the paper's loop.
+"""``python -m rlmpc.bench system``: end-to-end training throughput against the paper's loop.
 
 Two figures measured in the same run, on the same machine:
 
@@ -105,9 +105,9 @@ def measure_reference(cfg, steps: int, seed: int) -> tuple[float, float, float]:
 
 def run_system(args: argparse.Namespace) -> dict[str, float]:
     if args.iterations < 4:
-        raise SystemExit("rlmpc.tools.bench system: --iterations must be >= 4")
+        raise SystemExit("rlmpc.bench system: --iterations must be >= 4")
     if args.reference_steps < 1:
-        raise SystemExit("rlmpc.tools.bench system: --reference-steps must be >= 1")
+        raise SystemExit("rlmpc.bench system: --reference-steps must be >= 1")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(args, tmp)
         run = cfg.run

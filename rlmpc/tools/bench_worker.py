@@ -3,7 +3,7 @@
 Env steps per second of one in-process `RolloutWorker` (B envs, M candidates, the env's
 Table-5 planner, one torch thread): a ``collect`` of T steps after a short warm-up, timed
 ``--repeats`` times, median reported. Ends with one ``worker_<env>_B<B>_env_steps_per_s: v``
-line per env (DESIGN.md "Benchmark output").
+line per env, so that scripts can compare runs.
 """
 
 from __future__ import annotations
