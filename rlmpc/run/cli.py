@@ -75,8 +75,13 @@ def build_parser(
         preset = {**spec.presets.get(section, {}), **defaults.get(section, {})}
         if section == "run":
             preset["env"] = env
-        add_dataclass_args(parser, cls, title, defaults=preset, prefix=prefix,
-                           choices={"env": envs.names()} if section == "run" else None)  # fmt: skip
+        run = section == "run"
+        add_dataclass_args(
+            parser, cls, title, defaults=preset, prefix=prefix,
+            choices={"env": envs.names()} if run else None,
+            notes={"env": "; ".join(f"{n}: {envs.spec(n).summary}" for n in envs.names())}
+            if run else None,
+        )  # fmt: skip
     return parser
 
 

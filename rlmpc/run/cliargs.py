@@ -70,11 +70,13 @@ def add_dataclass_args(
     skip: tuple[str, ...] = (),
     prefix: str = "",
     choices: dict[str, list[Any]] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> None:
     """Add one option per field of ``cls`` in an argument group; ``defaults`` override its own.
 
     ``prefix`` scopes the flags (``prefix="influence-ratio-"`` gives ``--influence-ratio-lam``);
-    ``choices`` gives fields their allowed values (a ``Literal`` field has its own).
+    ``choices`` gives fields their allowed values (a ``Literal`` field has its own); ``notes``
+    adds to a field's help.
     """
     defaults = defaults or {}
     hints = typing.get_type_hints(cls)
@@ -92,7 +94,8 @@ def add_dataclass_args(
         else:
             default = None
         tp, seq = _base_type(hints[f.name])
-        kwargs: dict[str, Any] = {"default": default, "help": docs.get(f.name, "")}
+        help_text = " ".join(filter(None, (docs.get(f.name, ""), (notes or {}).get(f.name))))
+        kwargs: dict[str, Any] = {"default": default, "help": help_text}
         literal = typing.get_origin(hints[f.name]) is typing.Literal
         if literal:
             kwargs["choices"] = list(typing.get_args(hints[f.name]))

@@ -46,7 +46,7 @@ class RunConfig:
     """The run: environment, scale, budget, evaluation, checkpoints, output."""
 
     env: str = envs.DEFAULT_ENV
-    """task environment: a name in the env registry (`envs`; App. B)"""
+    """task environment, a name in the env registry (`envs`):"""
     num_candidates: int = 4
     """M, high-level candidates per step (eq. 4), 1..64; one is executed, M-1 become virtual data"""
     num_actors: int = 1
