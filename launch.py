@@ -5,7 +5,7 @@ it joins the running cluster. It imports the installed project only, so it also 
 it is the only file copied to a cluster's head node.
 """
 
-from rlmpc.cli import main
+from rlmpc.run.cli import main
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,7 @@
 # Rehearse cluster/cluster.yaml on one machine, with the same pieces it uses on AWS:
 #   1. a Ray head (`ray start --head`), and NODES "CARLA nodes": more raylets on this machine
 #      (`ray start --address ...`), each offering {"carla": K} and its own CARLA state directory;
-#   2. K CARLA servers per node, started by `python -m rlmpc.carla_servers start`: the real
+#   2. K CARLA servers per node, started by `python -m rlmpc.tools.carla_servers start`: the real
 #      CARLA when $CARLA_ROOT is set, otherwise a stand-in that only accepts connections;
 #   3. NODES*K Ray actors, each reserving one "carla", that claim_server() on their node: every
 #      one must get a server of its own, from the node it runs on;
@@ -34,7 +34,7 @@ export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$WORK/auth_token"
 cleanup() {
   set +e
   for n in $(seq 1 "$NODES"); do
-    "$PY" -m rlmpc.carla_servers stop --state-dir "$WORK/node$n" --grace 5 >/dev/null 2>&1
+    "$PY" -m rlmpc.tools.carla_servers stop --state-dir "$WORK/node$n" --grace 5 >/dev/null 2>&1
   done
   for ((i = ${#groups[@]} - 1; i >= 0; i--)); do  # workers first, the head last
     kill -TERM -- "-${groups[i]}" 2>/dev/null
@@ -99,7 +99,7 @@ EOF
   echo "(CARLA_ROOT is not set: using a stand-in server that only accepts connections)"
 fi
 for n in $(seq 1 "$NODES"); do
-  "$PY" -m rlmpc.carla_servers start --state-dir "$WORK/node$n" --count "$K" --carla-root "$CARLA" \
+  "$PY" -m rlmpc.tools.carla_servers start --state-dir "$WORK/node$n" --count "$K" --carla-root "$CARLA" \
     --base-port $((BASE_PORT + (n - 1) * 3 * K)) --tm-base-port $((BASE_PORT + 1000 + (n - 1) * K))
 done
 
@@ -113,7 +113,7 @@ ray.init(log_to_driver=False, logging_level="ERROR")
 @ray.remote(num_cpus=0, resources={"carla": 1})
 class Claimer:
     def claim(self):
-        from rlmpc.carla_servers import claim_server
+        from envs.racing.carla_servers import claim_server
         c = claim_server()
         return ray.get_runtime_context().get_node_id()[:8], os.environ["RLMPC_CARLA_STATE_DIR"], tuple(c)
 

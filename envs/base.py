@@ -94,7 +94,7 @@ class PlannerModel(abc.ABC):
     def scripted_action(self, obs: Tensor) -> Tensor:
         """A hand-written high-level policy: actions ``[..., na]`` for observations ``[..., nobs]``.
 
-        App. E's "MPPI used alone" check of the low level (`rlmpc.planner_alone`): the
+        App. E's "MPPI used alone" check of the low level (`rlmpc.tools.planner_alone`): the
         planner, driven by these targets, should solve the task. Not every env has one.
         """
         raise NotImplementedError(f"{type(self).__name__} has no scripted high-level policy")

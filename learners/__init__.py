@@ -21,7 +21,9 @@ Modules:
 * `learners.targets` — `gae` (real, ``[T, B]``) and `virtual_lambda_return` (virtual paths).
 * `learners.rho` — `FixedRho`, `AdaptiveRho` (Alg. 2), `InfluenceRatioConfig`.
 * `learners.batches` — `RealBatch`, `VirtualBatch`, `TrainBatch`; `bernoulli_mix` (eq. 8).
-* `learners.ppo` — `PPOConfig` (Table 3), `weighted_loss` (eq. 10), `PPOLearner`.
+* `learners.ppo_loss` — `PPOConfig` (Table 3), L_PPO's terms, `weighted_loss` (eq. 10).
+* `learners.ppo` — `PPOLearner` (one iteration: `update`), re-exporting `learners.ppo_loss`.
+* `learners.errors` — `ConfigError`, which every config raises naming its fields.
 """
 
 from learners.batches import RealBatch, TrainBatch, VirtualBatch, bernoulli_mix, mix_batches

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from learners.errors import ConfigError
 from learners.normalize import ObsNormalizer, ValueScale
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -50,17 +51,28 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         if len(self.hidden_sizes) < 1 or any(int(h) < 1 for h in self.hidden_sizes):
-            raise ValueError(
-                f"NetworkConfig.hidden_sizes must be one or more widths >= 1, got {self.hidden_sizes}"
+            raise ConfigError(
+                "hidden_sizes",
+                f"NetworkConfig.hidden_sizes must be one or more widths >= 1, got {self.hidden_sizes}",
             )
         if self.ensemble_size < 1:
-            raise ValueError(f"NetworkConfig.ensemble_size must be >= 1, got {self.ensemble_size}")
+            raise ConfigError(
+                "ensemble_size",
+                f"NetworkConfig.ensemble_size must be >= 1, got {self.ensemble_size}",
+            )
         if not self.prior_scale >= 0.0:
-            raise ValueError(f"NetworkConfig.prior_scale must be >= 0, got {self.prior_scale}")
+            raise ConfigError(
+                "prior_scale", f"NetworkConfig.prior_scale must be >= 0, got {self.prior_scale}"
+            )
         if not math.isfinite(self.log_std_init):
-            raise ValueError(f"NetworkConfig.log_std_init must be finite, got {self.log_std_init}")
+            raise ConfigError(
+                "log_std_init",
+                f"NetworkConfig.log_std_init must be finite, got {self.log_std_init}",
+            )
         if not (math.isfinite(self.clip_obs) and self.clip_obs > 0):
-            raise ValueError(f"NetworkConfig.clip_obs must be finite and > 0, got {self.clip_obs}")
+            raise ConfigError(
+                "clip_obs", f"NetworkConfig.clip_obs must be finite and > 0, got {self.clip_obs}"
+            )
 
 
 def _mlp(sizes: Sequence[int], out_gain: float) -> nn.Sequential:

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from torch import Tensor
 
+from learners.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class InfluenceRatioConfig:
@@ -42,32 +44,34 @@ class InfluenceRatioConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("fixed", "adaptive"):
-            raise ValueError(
-                f"InfluenceRatioConfig.mode must be 'fixed' or 'adaptive', got {self.mode!r}"
+            raise ConfigError(
+                "mode",
+                f"InfluenceRatioConfig.mode must be 'fixed' or 'adaptive', got {self.mode!r}",
             )
         _check_rho("InfluenceRatioConfig.rho0", self.rho0)
         _check_lam("InfluenceRatioConfig.lam", self.lam)
         _check_omega("InfluenceRatioConfig.omega0", self.omega0)
         if self.update_every not in ("iteration", "minibatch"):
-            raise ValueError(
+            raise ConfigError(
+                "update_every",
                 "InfluenceRatioConfig.update_every must be 'iteration' or 'minibatch', "
-                f"got {self.update_every!r}"
+                f"got {self.update_every!r}",
             )
 
 
 def _check_rho(name: str, rho: float) -> None:
     if not 0.0 <= rho <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {rho}")
+        raise ConfigError(name.split(".")[-1], f"{name} must be in [0, 1], got {rho}")
 
 
 def _check_lam(name: str, lam: float) -> None:
     if not 0.0 <= lam < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {lam}")
+        raise ConfigError(name.split(".")[-1], f"{name} must be in [0, 1), got {lam}")
 
 
 def _check_omega(name: str, omega: float) -> None:
     if not 0.0 <= omega <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {omega}")
+        raise ConfigError(name.split(".")[-1], f"{name} must be in [0, 1], got {omega}")
 
 
 def _check_values(values: Tensor, min_heads: int) -> None:

@@ -22,15 +22,15 @@ Modules:
 
 * `planners.mppi`: the batched `MPPI` (pytorch-mppi's arithmetic, batched over B × M),
   `make_planner` (``backend="batched" | "pytorch_mppi"``) and the eq. (2)/(3) functions;
-* `planners.costs`: the cost terms, eqs. (38)–(46), the Table-5 presets per env and
-  `build_planner(model, config)`;
-* `planners.checks`: validation of the planner's options and of `plan`'s inputs;
+* `planners.costs`: the cost terms, eqs. (38)–(46), the Table-5 preset classes (which env
+  plans with which is the env registry's, `envs`) and `build_planner(model, config)`;
+* `planners.checks`: validation of the planner's options and of `plan`'s inputs, and the
+  `ConfigError` a planner config raises naming its fields;
 * `planners.pytorch_mppi_backend`: one ``pytorch_mppi.MPPI`` per state and candidate, the
   paper-faithful (slow) backend and the tests' oracle.
 """
 
 from planners.costs import (
-    PLANNER_CONFIGS,
     AcrobotPlannerConfig,
     CompositeCost,
     LunarLanderPlannerConfig,
@@ -54,7 +54,6 @@ from planners.mppi import (
 __all__ = [
     "BACKENDS",
     "MPPI",
-    "PLANNER_CONFIGS",
     "AcrobotPlannerConfig",
     "CompositeCost",
     "LunarLanderPlannerConfig",

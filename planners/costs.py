@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from planners.checks import ConfigError
 from planners.mppi import BACKENDS, MPPI, make_planner
 
 CostTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -117,7 +118,7 @@ def boundary_cost(model: Any, x: Tensor, margin: float = 0.0) -> Tensor:
     """Eq. (45): ``max(0, BP(x) − 1)²`` with BP the boundary proportion (1 at the track edge).
 
     ``margin`` (m) moves the edge inwards: BP is taken against ``half_width − margin``
-    (`envs.racing_dz.RacingModel.boundary_proportion`); 0 is eq. (45) as written."""
+    (`envs.racing.model.RacingModel.boundary_proportion`); 0 is eq. (45) as written."""
     return torch.clamp(model.boundary_proportion(x, margin) - 1.0, min=0.0) ** 2
 
 
@@ -202,25 +203,29 @@ class PlannerConfig:
             value = getattr(self, f.name)
             if f.name in ("horizon", "horizon_qp", "num_samples"):
                 if not isinstance(value, int) or value < 1:
-                    raise ValueError(f"{f.name} must be an integer >= 1, got {value!r}")
+                    raise ConfigError(f.name, f"{f.name} must be an integer >= 1, got {value!r}")
             elif f.name in ("lambda_temp", "noise_sigma"):
                 if (
                     isinstance(value, bool)
                     or not isinstance(value, (int, float))
                     or not 0 < value < float("inf")
                 ):
-                    raise ValueError(f"{f.name} must be a finite number > 0, got {value!r}")
+                    raise ConfigError(
+                        f.name, f"{f.name} must be a finite number > 0, got {value!r}"
+                    )
             elif f.name not in ("rl_term", "backend", "effort"):
                 if (
                     isinstance(value, bool)
                     or not isinstance(value, (int, float))
                     or not 0 <= value < float("inf")
                 ):
-                    raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
+                    raise ConfigError(
+                        f.name, f"{f.name} must be a finite number >= 0, got {value!r}"
+                    )
         if self.rl_term not in ("track", "quad"):
-            raise ValueError(f"rl_term must be 'track' or 'quad', got {self.rl_term!r}")
+            raise ConfigError("rl_term", f"rl_term must be 'track' or 'quad', got {self.rl_term!r}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise ConfigError("backend", f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
     @property
     def planning_horizon(self) -> int:
@@ -251,7 +256,7 @@ class LunarLanderPlannerConfig(PlannerConfig):
     heights (6.67 m), ``φ`` in rad, ``φ̇`` in 0.4 rad/s, engine powers in [0, 1].
 
     Departures from Table 5 / eq. (43), measured with the planner alone under the scripted
-    target policy (`python -m rlmpc.planner_alone --env lunarlander --episodes 50 [--set
+    target policy (`python -m rlmpc.tools.planner_alone --env lunarlander --episodes 50 [--set
     ...]`, zones on; this preset lands 48 of 50; Table 5 and eq. 43 as written land 0):
 
     * ``w_act`` 20 → 0.5. In these units one step of full main engine changes ẏ by 0.047
@@ -289,7 +294,7 @@ class LunarLanderPlannerConfig(PlannerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.effort not in ("power", "control"):
-            raise ValueError(f"effort must be 'power' or 'control', got {self.effort!r}")
+            raise ConfigError("effort", f"effort must be 'power' or 'control', got {self.effort!r}")
 
     def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
         return partial(
@@ -308,10 +313,10 @@ class RacingPlannerConfig(PlannerConfig):
     its centre. The episode ends when the centre crosses, so with eq. (45) as written the
     cost only starts where the episode has already ended; the planner tracks a lateral
     *velocity*, not a position, and lets the real (understeering) car drift out in the first
-    turn. An untrained policy acting as training starts (`python -m rlmpc.planner_alone
+    turn. An untrained policy acting as training starts (`python -m rlmpc.tools.planner_alone
     --env racing --policy initial --episodes 50`) finished 39 of 50 laps and left the track
     in 11 with margin 0; with 0.9 m, 47 finished and 1 left the track (1.5 m: 45 and 2;
-    2 m: 43 and 2). (Before the model's lateral-acceleration bound, `envs.racing_dz`: 17
+    2 m: 43 and 2). (Before the model's lateral-acceleration bound, `envs.racing.model`: 17
     and 32 with margin 0, 44 and 1 with 0.9 m.)
     """
 
@@ -333,9 +338,10 @@ class RacingPlannerConfig(PlannerConfig):
     def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
         half_width = model.track.half_width
         if self.boundary_margin >= half_width:
-            raise ValueError(
+            raise ConfigError(
+                "boundary_margin",
                 f"boundary_margin must be below the track's half-width ({half_width} m), "
-                f"got {self.boundary_margin}"
+                f"got {self.boundary_margin}",
             )
         return partial(
             racing_other_cost, model, w_coll=self.w_coll, w_bound=self.w_bound,
@@ -343,19 +349,12 @@ class RacingPlannerConfig(PlannerConfig):
         )  # fmt: skip
 
 
-#: Table 5 presets by env short name (as in `envs.ENV_IDS`)
-PLANNER_CONFIGS: dict[str, type[PlannerConfig]] = {
-    "acrobot": AcrobotPlannerConfig,
-    "lunarlander": LunarLanderPlannerConfig,
-    "racing": RacingPlannerConfig,
-}
-
-
 def planner_config(env: str, **overrides: Any) -> PlannerConfig:
-    """The Table-5 preset of ``env`` (``acrobot``, ``lunarlander``, ``racing``) with overrides."""
-    if env not in PLANNER_CONFIGS:
-        raise ValueError(f"env must be one of {sorted(PLANNER_CONFIGS)}, got {env!r}")
-    return PLANNER_CONFIGS[env](**overrides)
+    """The Table-5 preset of a registered env (`envs.registry.EnvSpec.planner`) with overrides;
+    `ValueError` for an env that is not registered."""
+    import envs  # the registry says which preset an env plans with; this package names no env
+
+    return envs.spec(env).planner(**overrides)
 
 
 def running_cost(model: Any, config: PlannerConfig) -> CompositeCost:

@@ -10,8 +10,8 @@ the next ``fail_ticks`` ticks, and records controls, settings and connections.
 import math
 import types
 
-from envs import racing_task as rt
-from envs.carla_sim import from_plane
+from envs.racing import task as rt
+from envs.racing.carla_sim import from_plane
 
 
 class _Loc:

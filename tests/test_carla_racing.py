@@ -8,7 +8,6 @@ marked ``carla`` need a CARLA 0.9.16 server: start one with
 """
 
 import math
-import os
 import pickle
 import socket
 import subprocess
@@ -20,10 +19,11 @@ import numpy as np
 import pytest
 
 import envs
-from envs import racing_task as rt
-from envs.carla_racing import CARLA_TASK, BicycleSim, CarlaRacingEnv, RacingSimEnv
-from envs.carla_route import RouteSpec, check_clearance, trace_route, track_from_waypoints
-from envs.carla_sim import (
+from envs.racing import task as rt
+from envs.racing.bicycle import BicycleSim
+from envs.racing.carla_env import CarlaRacingEnv
+from envs.racing.carla_route import RouteSpec
+from envs.racing.carla_sim import (
     CarlaUnavailable,
     ClientParams,
     carla_control,
@@ -32,8 +32,7 @@ from envs.carla_sim import (
     plane_state,
     pursuit_control,
 )
-from envs.racing_dz import CarParams, RacingDZEnv
-from tests.carla_double import FakeWaypoint, fake_carla
+from envs.racing.env import RacingDZEnv, RacingTaskEnv
 
 FAST = ClientParams(timeout=0.2, attempts=3, backoff=0.01, max_backoff=0.02)
 
@@ -179,12 +178,14 @@ def test_pursuit_driver_keeps_the_opponent_on_the_centreline():
     assert abs(np.mean(speeds[-100:]) - 10.0) < 0.5
 
 
-# ---- the task path: identical to RacingDZ on the dynamic bicycle ------------------------------
+# ---- the task path: RacingDZ is the task env on the dynamic bicycle -----------------------------
 
 
-def bicycle_env(render_mode=None) -> RacingSimEnv:
+def bicycle_env(render_mode=None) -> RacingTaskEnv:
     ref = RacingDZEnv()
-    return RacingSimEnv(BicycleSim(ref.track, ref.car, ref.task.dt), ref.task, ref.car, render_mode)
+    return RacingTaskEnv(
+        BicycleSim(ref.track, ref.car, ref.task.dt), ref.task, ref.car, render_mode
+    )
 
 
 @pytest.mark.parametrize(
@@ -196,7 +197,8 @@ def bicycle_env(render_mode=None) -> RacingSimEnv:
     ],
 )
 def test_same_rewards_and_terminations_as_racing_dz(seed, driver, speed, end):
-    """Off-track, collision (after passing reward) and goal episodes, step for step."""
+    """Off-track, collision (after passing reward) and goal episodes, step for step: the task env
+    built from its parts on `BicycleSim` is RacingDZ (one simulator path)."""
     ref, env = RacingDZEnv(), bicycle_env()
     o_ref, i_ref = ref.reset(seed=seed)
     o, i = env.reset(seed=seed)
@@ -254,10 +256,10 @@ class FlakySim(BicycleSim):
             raise CarlaUnavailable("127.0.0.1", 2000, 3, "connection refused")
 
 
-def flaky_env(**kwargs) -> tuple[RacingSimEnv, FlakySim]:
+def flaky_env(**kwargs) -> tuple[RacingTaskEnv, FlakySim]:
     ref = RacingDZEnv()
     sim = FlakySim(ref.track, ref.car, ref.task.dt, **kwargs)
-    return RacingSimEnv(sim, ref.task, ref.car), sim
+    return RacingTaskEnv(sim, ref.task, ref.car), sim
 
 
 def test_server_loss_truncates_the_episode_and_the_next_reset_resumes():
@@ -297,119 +299,11 @@ def test_import_envs_without_the_carla_package():
     code = (
         "import sys; sys.modules['carla'] = None\n"
         "import numpy as np, envs\n"
-        "from envs.carla_racing import RacingSimEnv, BicycleSim\n"
-        "from envs.racing_dz import RacingDZEnv\n"
-        "r = RacingDZEnv(); e = RacingSimEnv(BicycleSim(r.track, r.car, 0.1), r.task, r.car)\n"
+        "from envs.racing.carla_env import CarlaRacingEnv\n"
+        "from envs.racing.bicycle import BicycleSim\n"
+        "from envs.racing.env import RacingDZEnv, RacingTaskEnv\n"
+        "r = RacingDZEnv(); e = RacingTaskEnv(BicycleSim(r.track, r.car, 0.1), r.task, r.car)\n"
         "e.reset(seed=0); e.step(np.zeros(2, np.float32)); print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
-
-
-# ---- route tracing on a map double ------------------------------------------------------------
-
-
-def test_route_follows_the_plan_and_closes_the_loop():
-    stadium = FakeWaypoint.TRACK
-    spec = RouteSpec(plan=("straight",), offset=0.0, half_width=6.0)
-    track, z = track_from_waypoints(trace_route(FakeWaypoint(1, 0.0), spec), spec)
-    assert math.isclose(track.length, stadium.length, rel_tol=2e-3)
-    assert np.all(z == 0.5) and len(z) == len(track.points)
-    _, ey = track.project(stadium.points)
-    assert np.max(np.abs(ey)) < 0.05  # the traced centreline is the stadium's
-    # offset 0.5 lane widths to the left of a counter-clockwise loop: a shorter lap inside it
-    inner = RouteSpec(plan=("straight",), offset=0.5)
-    track, _ = track_from_waypoints(trace_route(FakeWaypoint(1, 0.0), inner), inner)
-    assert math.isclose(track.length, stadium.length - 2 * math.pi * 1.75, rel_tol=2e-3)
-    assert track.half_width == 3.5
-    with pytest.raises(ValueError, match="lane ends"):
-        trace_route(FakeWaypoint(1, 0.0), RouteSpec(plan=("right",)))
-
-
-def test_clearance_rejects_a_track_that_crosses_itself():
-    check_clearance(rt.Track.stadium(rt.TrackParams()))
-    t = np.linspace(0, 2 * np.pi, 600, endpoint=False)
-    eight = np.stack([100 * np.sin(t), 50 * np.sin(2 * t)], -1)  # a figure 8
-    with pytest.raises(ValueError, match="within its width"):
-        check_clearance(rt.Track(eight, 3.5))
-
-
-def test_carla_task_defaults_are_racing_dz_but_for_zone_size_and_time_limit():
-    diff = {k for k, v in CARLA_TASK.__dict__.items() if v != getattr(rt.TaskParams(), k)}
-    assert diff == {"zone_size", "max_steps"}
-    assert isinstance(CarParams(), CarParams)
-
-
-def test_carla_sim_code_path_on_a_server_double(monkeypatch):
-    """CarlaSim's calls, in order, on a `carla` double: sync mode at dt, the route from the map,
-    controls in CARLA's convention, loss -> reconnect and respawn, close -> async mode."""
-    carla = fake_carla()
-    monkeypatch.setitem(sys.modules, "carla", carla)
-    env = CarlaRacingEnv(client=ClientParams(timeout=0.1, attempts=2, backoff=0.0))
-    world, server = carla.WORLD, carla.SERVER
-    assert world.settings.synchronous_mode and world.settings.fixed_delta_seconds == env.task.dt
-    stadium = FakeWaypoint.TRACK
-    assert math.isclose(env.track.length, stadium.length - 2 * math.pi * 1.75, rel_tol=2e-3)
-    assert math.isclose(env.car.lf + env.car.lr, 2.9) and math.isclose(
-        env.car.max_steer, 1.2217, rel_tol=1e-4
-    )
-    env.reset(seed=0)
-    assert world.boxes == 1  # the danger zone, drawn
-    ego, opp = world.actors
-    for _ in range(3):
-        *_, info = env.step(np.array([0.25, -0.5], np.float32))
-    assert vars(ego.controls[-1]) == {"throttle": 0.0, "steer": -0.25, "brake": 0.5}
-    assert len(opp.controls) == 2 + 3  # zeroed at spawn and reset, then the driver every step
-    assert env.opp_v == pytest.approx(CARLA_TASK.opponent_speed) and env.opp_s > 15.0
-    server.fail_ticks = 1
-    *_, truncated, info = env.step(np.zeros(2, np.float32))
-    assert truncated and info["server_lost"] and server.connects == 2
-    assert not ego.alive and len(world.actors) == 4  # old cars destroyed, new ones spawned
-    env.reset(seed=1)
-    assert not env.step(np.zeros(2, np.float32))[4]["server_lost"]
-    env.close()
-    assert not world.settings.synchronous_mode and not any(a.alive for a in world.actors)
-    server.up = False
-    with pytest.raises(CarlaUnavailable, match="2 attempt"):
-        CarlaRacingEnv(client=ClientParams(timeout=0.1, attempts=2, backoff=0.0))
-
-
-# ---- a real server ------------------------------------------------------------------------------
-
-HOST = os.environ.get("RLMPC_CARLA_HOST", "127.0.0.1")
-PORT = int(os.environ.get("RLMPC_CARLA_PORT", "2000"))
-HOW = (
-    f"needs a CARLA 0.9.16 server at {HOST}:{PORT}: start `./CarlaUE4.sh -RenderOffScreen "
-    "-carla-rpc-port=2000`, set RLMPC_CARLA_HOST/RLMPC_CARLA_PORT, run `pytest -m carla`"
-)
-
-
-@pytest.fixture
-def carla_env():
-    pytest.importorskip("carla")
-    try:
-        connect(HOST, PORT, ClientParams(timeout=5.0, attempts=1))
-    except CarlaUnavailable:
-        pytest.skip(HOW)
-    env = CarlaRacingEnv(host=HOST, port=PORT)
-    yield env
-    env.close()
-
-
-@pytest.mark.carla
-def test_episode_on_a_carla_server(carla_env):
-    env = carla_env
-    settings = env.sim.world.get_settings()
-    assert settings.synchronous_mode and math.isclose(settings.fixed_delta_seconds, env.task.dt)
-    obs, info = env.reset(seed=0)
-    assert obs.shape == (rt.NOBS,) and abs(info["s"]) < 5.0
-    model = env.planner_model()
-    assert model.planner_state(env).shape == (model.nx,)
-    s0 = env.s
-    for _ in range(30):
-        u = pursuit_control(env.track, env.state, 10.0, 2.9, env.car.max_steer)
-        obs, reward, terminated, truncated, info = env.step(u)
-        assert np.all(np.isfinite(obs)) and math.isfinite(reward) and not info["server_lost"]
-        if terminated or truncated:
-            break
-    assert env.s > s0 + 5.0  # it drove forward along the route

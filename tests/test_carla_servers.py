@@ -1,4 +1,4 @@
-"""rlmpc.carla_servers against a stand-in CarlaUE4.sh: real processes, ports, PIDs and claims.
+"""rlmpc.tools.carla_servers against a stand-in CarlaUE4.sh: real processes, ports, PIDs and claims.
 
 The stand-in behaves like the real script where the manager can tell: it runs the "server" as
 its child and waits for it, and the child listens on ``-carla-rpc-port`` (loopback only).
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from rlmpc import carla_servers as cs
-from rlmpc.carla_servers import CarlaServerError, ServerConfig
+from rlmpc.tools import carla_servers as cs
+from rlmpc.tools.carla_servers import CarlaServerError, ServerConfig
 
 STANDIN = '''\
 #!{python}
@@ -51,7 +51,7 @@ while time.monotonic() < deadline:
 
 CLAIMER = textwrap.dedent("""\
     import sys
-    from rlmpc.carla_servers import claim_server
+    from rlmpc.tools.carla_servers import claim_server
     print(claim_server(sys.argv[1]).port, flush=True)
     sys.stdin.read()  # hold the claim until the test closes stdin or kills us
 """)
@@ -284,7 +284,7 @@ def three_index(three: list[cs.ServerStatus], port: int) -> int:
 
 
 def test_one_process_claims_several_servers_but_no_dead_one(three, state_dir: Path) -> None:
-    """A rollout actor driving n envs claims n servers, one call each (rlmpc.system does)."""
+    """A rollout actor driving n envs claims n servers, one call each (what a rollout shell does)."""
     os.killpg(three[0].record.pid, signal.SIGKILL)
     assert wait_for(lambda: not cs.is_running(three[0].record))
     claims = [cs.claim_server(state_dir), cs.claim_server(state_dir)]
@@ -307,7 +307,7 @@ def test_claim_without_servers_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_cli_start_status_stop(carla_root: Path, state_dir: Path) -> None:
     base = free_base(9)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "rlmpc.carla_servers", *a, "--state-dir", str(state_dir)],
+    run = lambda *a: subprocess.run([sys.executable, "-m", "rlmpc.tools.carla_servers", *a, "--state-dir", str(state_dir)],
                                     capture_output=True, text=True, timeout=60)  # fmt: skip
     started = run(
         "start", "--count", "2", "--carla-root", str(carla_root), "--base-port", str(base)
@@ -326,8 +326,8 @@ def test_carla_racing_actor_gets_one_server_per_env(three, state_dir: Path, monk
     """What a carla-racing rollout actor hands its envs: distinct servers of its node."""
     from learners.policy import NetworkConfig
     from planners.costs import planner_config
-    from rlmpc.actors import node_env_kwargs
-    from rlmpc.worker import WorkerSpec
+    from rlmpc.system.shells import node_env_kwargs
+    from rlmpc.system.worker import WorkerSpec
 
     monkeypatch.setenv("RLMPC_CARLA_STATE_DIR", str(state_dir))
     spec = WorkerSpec("carla-racing", 2, 4, planner_config("racing"), NetworkConfig(), seed=0)

@@ -1,4 +1,4 @@
-"""The contract every env keeps (DESIGN.md "Environment module"), checked on all three."""
+"""The contract every env keeps (`envs.base.PlannerModel`, docs/architecture.md), checked on each."""
 
 from __future__ import annotations
 

@@ -7,19 +7,19 @@ import json
 import pytest
 import ray
 
-from rlmpc.cli import parse
-from rlmpc.system import train
+from rlmpc.run.cli import parse
+from rlmpc.run.train import train
 
 
 @pytest.mark.slow
 def test_ppo_mppi_solves_acrobot_within_300k_steps(tmp_path):
     """PPO-MPPI (ρ = 0.3, M = 4) on AcrobotDZ: ≥ 90 % success over 50 evaluation episodes
     within 300k env steps (the paper's Table 1 reports 100 %)."""
-    cfg, _, _ = parse(
+    cfg = parse(
         ["--env", "acrobot", "--total-env-steps", "300000", "--influence-ratio-rho0", "0.3",
          "--num-candidates", "4", "--runs-dir", str(tmp_path), "--run-name", "acrobot",
          "--wandb-mode", "offline", "--eval-every", "0", "--final-eval-episodes", "50"]
-    )  # fmt: skip
+    ).cfg  # fmt: skip
     try:
         run_dir = train(cfg)
     finally:

@@ -20,9 +20,10 @@ from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from planners.costs import planner_config
-from rlmpc.config import RunConfig, TrainConfig
-from rlmpc.runlog import WandbConfig
-from rlmpc.system import Driver
+from rlmpc.run.config import RunConfig, TrainConfig
+from rlmpc.run.runlog import WandbConfig
+from rlmpc.run.train import Run
+from rlmpc.system.backend import actor_name
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +68,21 @@ def test_carla_actors_land_on_carla_nodes_and_survive_a_lost_node(cluster, tmp_p
     cfg = config(tmp_path, iterations=10)
     run_dir = tmp_path / "multinode"
     run_dir.mkdir()
-    driver = Driver(cfg, run_dir, resume=False)
-    placed = ray.get([a.node_id.remote() for a in driver.actors])
+    run = Run(cfg, run_dir)
+    actors = [run.backend.handles[actor_name(i)] for i in range(cfg.run.num_actors)]
+    placed = ray.get([a.node_id.remote() for a in actors])
     assert sorted(placed) == sorted(
         n.node_id for n in nodes
     )  # one per CARLA node, none on the head
     lost = next(n for n in nodes if n.node_id == placed[1])
-    thread = threading.Thread(target=driver.run, args=(False,))
+    thread = threading.Thread(target=run.train)
     thread.start()
     deadline = time.time() + 120
-    while driver.counters.iteration < 3 and time.time() < deadline:
+    while run.coordinator.counters.iteration < 3 and time.time() < deadline:
         time.sleep(0.05)
     c.remove_node(lost)
     thread.join(timeout=300)
-    driver.close()
+    run.close()
     assert not thread.is_alive()
     rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     assert len(rows) == 10 and rows[-1]["actors_live"] == 1

@@ -1,14 +1,14 @@
 """App. E's "MPPI used alone": the low level, driven by fixed high-level policies, on the real envs.
 
-The figures of the slow tests are in the README (`python -m rlmpc.planner_alone`).
+The figures of the slow tests are in the README (`python -m rlmpc.tools.planner_alone`).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from rlmpc import planner_alone
-from rlmpc.planner_alone import run_alone
+from rlmpc.tools import planner_alone
+from rlmpc.tools.planner_alone import run_alone
 
 
 def test_scripted_targets_land_the_lander_and_the_command_prints_its_figures(capsys, tmp_path):

@@ -11,9 +11,13 @@ from typing import Literal
 import pytest
 import torch
 
-from rlmpc import checkpoint as ckpt
-from rlmpc.cliargs import add_dataclass_args, build_dataclass, field_docs
-from rlmpc.runlog import RunLogger, WandbConfig, plot_curves
+from learners.policy import NetworkConfig
+from planners.costs import planner_config
+from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, field_docs
+from rlmpc.run.runlog import RunLogger, WandbConfig, plot_curves
+from rlmpc.system import checkpoint as ckpt
+from rlmpc.system.records import Weights
+from rlmpc.system.worker import WorkerSpec
 
 
 def test_atomic_save_roundtrip_and_prune(tmp_path):
@@ -21,7 +25,7 @@ def test_atomic_save_roundtrip_and_prune(tmp_path):
         ckpt.save_checkpoint(tmp_path, it, {"it": it, "w": torch.full((3,), float(it))}, keep=2)
     names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
     assert names == ["ckpt_000004.pt", "ckpt_000005.pt"]
-    state = ckpt.load_checkpoint(tmp_path)
+    state = ckpt.load_plain(tmp_path)
     assert state["it"] == 5 and torch.equal(state["w"], torch.full((3,), 5.0))
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]
 
@@ -105,3 +109,30 @@ def test_run_logger_writes_metrics_and_wandb_offline(tmp_path, monkeypatch):
 def test_wandb_mode_validated():
     with pytest.raises(ValueError, match="wandb_mode"):
         WandbConfig(wandb_mode="sometimes")
+
+
+def test_checkpoint_schema_is_plain_data_and_round_trips(tmp_path):
+    """One schema for writer and readers: tensors and plain data (weights_only=True) on disk,
+    the typed record (worker spec with the env's planner preset included) back."""
+    spec = WorkerSpec("racing", 2, 4, planner_config("racing", num_samples=8),
+                      NetworkConfig(hidden_sizes=(8,)), seed=1)  # fmt: skip
+    state = ckpt.Checkpoint(
+        counters={"iteration": 3, "env_steps": 96}, recent=[(1.5, True)], version=3,
+        learner={"ppo": {"w": torch.ones(2)}, "version": 3},
+        weights=Weights({"w": torch.zeros(2)}, {"v": torch.ones(1)}),
+        inflight_weights={2: Weights({"w": torch.ones(2)})}, inflight={0: [(3, 2)], 1: []},
+        live=[0], snapshots={0: b"worker state"}, worker=spec, config={"run": {"env": "racing"}},
+    )  # fmt: skip
+    path = ckpt.save_checkpoint(tmp_path, state.iteration, state)
+    assert path.name == "ckpt_000003.pt"
+    torch.load(path, weights_only=True)  # no pickled objects with behaviour
+    back = ckpt.load_checkpoint(tmp_path)
+    assert back.worker == spec and type(back.worker.planner) is type(spec.planner)
+    assert (back.iteration, back.version, back.recent, back.live) == (3, 3, [(1.5, True)], [0])
+    assert back.inflight == {0: [(3, 2)], 1: []} and back.snapshots == {0: b"worker state"}
+    torch.testing.assert_close(back.weights.values["v"], torch.ones(1))
+    assert back.inflight_weights[2].values is None
+    plain = ckpt.load_plain(tmp_path)
+    plain["schema"] = 1
+    with pytest.raises(ValueError, match="another version"):
+        ckpt.Checkpoint.from_plain(plain)

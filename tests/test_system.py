@@ -21,10 +21,13 @@ from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from planners.costs import planner_config
-from rlmpc.config import RunConfig, TrainConfig
-from rlmpc.evaluate import main as evaluate_main
-from rlmpc.runlog import WandbConfig
-from rlmpc.system import Driver, train
+from rlmpc.run.cli import parse
+from rlmpc.run.config import RunConfig, TrainConfig
+from rlmpc.run.evaluate import main as evaluate_main
+from rlmpc.run.runlog import WandbConfig
+from rlmpc.run.train import Run, train
+from rlmpc.system.backend import ComponentDied, actor_name
+from tests import toy_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,19 +101,20 @@ def test_killed_actor_is_restarted_and_counters_stay_exact(tmp_path):
     cfg = tiny(tmp_path, "fault", total_env_steps=64 * 8, eval_every=0, checkpoint_every=100)
     run_dir = Path(cfg.run.runs_dir) / "fault"
     run_dir.mkdir()
-    driver = Driver(cfg, run_dir, resume=False)
-    victim = ray.get(driver.actors[1].pid.remote())
+    run = Run(cfg, run_dir)
+    actor = run.backend.handles[actor_name(1)]
+    victim = ray.get(actor.pid.remote())
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("summary", driver.run(False)))
+    thread = threading.Thread(target=lambda: outcome.setdefault("summary", run.train()))
     thread.start()
     deadline = time.time() + 120
-    while driver.counters.iteration < 2 and time.time() < deadline:
+    while run.coordinator.counters.iteration < 2 and time.time() < deadline:
         time.sleep(0.05)
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=300)
-    driver.close()
     assert not thread.is_alive() and outcome["summary"] is not None
-    assert ray.get(driver.actors[1].pid.remote()) != victim  # Ray restarted it
+    assert ray.get(actor.pid.remote()) != victim  # Ray restarted it
+    run.close()
     r = rows(run_dir)
     assert [x["env_steps"] for x in r] == [64 * i for i in range(1, 9)]
     assert r[-1]["virtual_samples"] == 3 * 64 * 8
@@ -130,6 +134,60 @@ def test_resume_continues_exactly(tmp_path):
     assert "resumed at iteration 2" in (part_dir / "events.log").read_text()
 
 
+def test_serial_and_ray_runs_give_the_same_metrics(tmp_path):
+    """The same config on Ray and in one process (--serial): the same rows, evaluations
+    included, and the same final evaluation. The env is the test suite's own (registered
+    here, shipped to the actors with its registry entry)."""
+    toy_env.register()
+    try:
+        cfg = parse(
+            ["--env", "toy-point", "--num-actors", "2", "--envs-per-actor", "2",
+             "--total-env-steps", "128", "--eval-every", "1", "--checkpoint-every", "100",
+             "--runs-dir", str(tmp_path), "--run-name", "on-ray", "--no-progress",
+             "--wandb-mode", "disabled"]
+        ).cfg  # fmt: skip
+        on_ray = train(cfg)
+        serial = train(replace(cfg, run=replace(cfg.run, run_name="serial")), serial=True)
+    finally:
+        toy_env.unregister()
+    numbers = lambda d: [
+        {k: v for k, v in r.items() if not (k.startswith("time/") or k in ("sps", "time"))}
+        for r in rows(d)
+    ]
+    assert numbers(on_ray) == numbers(serial)
+    assert [r["iteration"] for r in rows(serial) if "eval/reward" in r] == [2, 3, 4]
+    assert (on_ray / "eval.json").read_text() == (serial / "eval.json").read_text()
+
+
+def test_adaptive_rho_with_one_value_head_is_refused_naming_both_options():
+    """A rule between two sections (Alg. 2 reads the heads' variance), checked before Ray starts."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "--influence-ratio-mode", "adaptive",
+         "--ensemble-size", "1"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "--influence-ratio-mode" in proc.stderr and "--ensemble-size" in proc.stderr
+    assert "Ray" not in proc.stderr and "ray" not in proc.stdout.lower()
+
+
+def test_a_learner_that_cannot_start_is_reported_as_the_learner(tmp_path):
+    """Past validation (forced here), the learner's constructor fails on its Ray actor: the run
+    stops naming the learner and its error, not the rollout actors that wait for weights."""
+    cfg = tiny(tmp_path, "no-learner", eval_every=0)
+    object.__setattr__(cfg, "networks", NetworkConfig(hidden_sizes=(32, 32), ensemble_size=1))
+    run_dir = Path(cfg.run.runs_dir) / "no-learner"
+    run_dir.mkdir()
+    run = Run(cfg, run_dir)
+    try:
+        with pytest.raises(ComponentDied) as err:
+            run.train()
+    finally:
+        run.close()
+    assert err.value.component == "learner" and "ensemble_size" in str(err.value.cause)
+    assert "learner died" in (run_dir / "events.log").read_text()
+
+
 @pytest.mark.parametrize(
     "args, option",
     [
@@ -143,6 +201,7 @@ def test_resume_continues_exactly(tmp_path):
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
         ),
         (["--num-samples", "0"], "--num-samples"),
+        (["--env", "racing", "--boundary-margin", "7"], "--boundary-margin"),  # the env's track
         (["--n-steps", "100", "--num-actors", "3"], "n_steps"),
         (["--env", "pong"], "--env"),
         (["--resume", "/nonexistent/run"], "--resume"),
@@ -160,7 +219,7 @@ def test_bad_options_are_refused_before_ray_starts(args, option):
 
 def test_evaluate_refuses_bad_options(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "rlmpc.evaluate", "--checkpoint", str(tmp_path), "--episodes", "0"],
+        [sys.executable, "-m", "rlmpc.run.evaluate", "--checkpoint", str(tmp_path), "--episodes", "0"],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 2 and "--episodes" in proc.stderr

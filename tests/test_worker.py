@@ -11,9 +11,9 @@ import torch
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
 from planners.mppi import PlannedControls
-from rlmpc.fragments import FragmentId, FragmentMeta
-from rlmpc.replay import ReplayShard
-from rlmpc.worker import RolloutWorker, WorkerSpec
+from rlmpc.system.records import FragmentId, FragmentMeta, Weights
+from rlmpc.system.replay import ReplayShard
+from rlmpc.system.worker import RolloutWorker, WorkerSpec
 
 
 def _spec(env: str = "acrobot", n_envs: int = 3, M: int = 4, K: int = 16) -> WorkerSpec:
@@ -90,7 +90,7 @@ def test_virtual_data_are_each_steps_plan_rescored(env, terminal):
 
 
 def test_bench_worker_command_ends_with_key_value_lines(capsys):
-    from rlmpc import bench_worker
+    from rlmpc.tools import bench_worker
 
     argv = ["--envs", "acrobot", "--n-envs", "2", "--steps", "2", "--repeats", "1"]
     figures = bench_worker.main(argv)
@@ -117,16 +117,16 @@ def test_episode_stats_add_up():
         assert np.all(result.episodes.returns <= -result.episodes.lengths)  # -1 or -51 a step
         total -= float(result.episodes.returns.sum())
     assert ended >= 2  # the 500-step time limit falls inside 600 steps for both envs
-    assert total == pytest.approx(float(w.episodes.ret.sum()))
+    assert total == pytest.approx(float(w.acting.episodes.ret.sum()))
 
 
 def test_weights_and_version_are_taken_at_fragment_boundaries():
     w = RolloutWorker(0, _spec())
-    weights = {"policy": {k: v + 0.5 for k, v in w.policy.state_dict().items()}}
+    weights = Weights(policy={k: v + 0.5 for k, v in w.policy.state_dict().items()})
     _, _, result = w.collect(FragmentId(0, 0), 1, weights, version=7)
     assert result.meta.version == 7 and w.version == 7
     for k, v in w.policy.state_dict().items():
-        torch.testing.assert_close(v, weights["policy"][k])
+        torch.testing.assert_close(v, weights.policy[k])
 
 
 @pytest.mark.parametrize("env", ["acrobot", "racing"])
@@ -180,10 +180,10 @@ def test_value_terminal_cost_uses_the_shipped_critic():
     plans = []
     for scale in (0.0, 50.0):  # a flat critic (weights zeroed), then a steep one
         shipped = {k: v * scale if ".w" in k else v for k, v in values.state_dict().items()}
-        w.set_weights({"policy": policy.state_dict(), "values": shipped}, version=1)
+        w.set_weights(Weights(policy.state_dict(), shipped), version=1)
         for k, v in w.values.state_dict().items():
             torch.testing.assert_close(v, shipped[k])
-        plans.append(w.planner.plan(x, a, w.warm, noise=noise).controls)
+        plans.append(w.planner.plan(x, a, w.acting.warm, noise=noise).controls)
     assert not torch.allclose(plans[0], plans[1])
     real, _, _ = w.collect(FragmentId(0, 0), 2, None, 1)  # and it acts with it
     assert np.all(np.isfinite(real.obs))

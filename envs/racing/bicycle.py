@@ -1,0 +1,123 @@
+"""The racing env's true system without CARLA: a dynamic bicycle with Pacejka lateral tire forces.
+
+`dynamic_bicycle_step` is one env step of the car (`CarParams`: a small front-engine car on
+dry tarmac); `BicycleSim` is the `envs.racing.env.VehicleSim` that moves the ego with it and
+the opponent along the centreline at constant speed, the simulator of ``rlmpc/RacingDZ-v0``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.danger import DangerZone
+from envs.racing import task as rt
+from envs.racing.task import SimStep
+
+G = 9.81
+
+
+@dataclass(frozen=True)
+class CarParams:
+    """A small front-engine car (~1.2 t) on dry tarmac."""
+
+    mass: float = 1200.0  # kg
+    yaw_inertia: float = 1600.0  # kg m^2
+    lf: float = 1.0  # CoG to front axle (m)
+    lr: float = 1.5  # CoG to rear axle (m)
+    max_steer: float = 0.45  # road-wheel angle at |steer| = 1 (rad)
+    drive_force: float = 5000.0  # peak tractive force (N)
+    max_power: float = 80e3  # engine power limit (W)
+    brake_force: float = 10000.0  # peak braking force (N)
+    drag: float = 0.4  # 0.5 ρ C_d A (N s^2 / m^2)
+    rolling: float = 0.015  # rolling-resistance coefficient
+    mu: float = 1.0  # tire-road friction
+    tire_b: float = 10.0  # Pacejka B, C, E (dry tarmac)
+    tire_b_rear: float = 12.0  # stiffer rear: a road car's understeer
+    tire_c: float = 1.9
+    tire_e: float = 0.97
+    substeps: int = 10  # Euler substeps per env step
+    blend_speed: tuple[float, float] = (1.5, 3.0)  # kinematic below, dynamic above (m/s)
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            values = value if isinstance(value, tuple) else (value,)
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(f"CarParams.{name} must be finite and > 0, got {value!r}")
+        if not isinstance(self.substeps, int) or not self.max_steer < math.pi / 2:
+            raise ValueError("CarParams.substeps must be an int >= 1 and max_steer in (0, π/2)")
+        if not self.blend_speed[0] < self.blend_speed[1]:
+            raise ValueError(
+                f"CarParams.blend_speed must be (low, high), low < high, got {self.blend_speed}"
+            )
+
+
+def pacejka(alpha: float, peak: float, b: float, p: CarParams) -> float:
+    """Lateral tire force (N) of the Magic Formula (stiffness ``b``) at slip angle ``alpha`` (rad)."""
+    ba = b * alpha
+    return peak * math.sin(p.tire_c * math.atan(ba - p.tire_e * (ba - math.atan(ba))))
+
+
+def dynamic_bicycle_step(
+    car: rt.VehicleState, u: np.ndarray, p: CarParams, dt: float
+) -> rt.VehicleState:
+    """One env step of the true system: a dynamic bicycle with Pacejka lateral forces.
+
+    Body-frame equations (Rajamani, *Vehicle Dynamics and Control*, §2.3), ``p.substeps`` explicit
+    Euler substeps. Drive force ``min(F_drive, P / vx)`` (throttle > 0) or brake force
+    (throttle < 0, no reverse), less drag and rolling resistance. Below ``blend_speed`` the
+    lateral states relax to the kinematic ones (slip angles are ill-posed at standstill).
+    """
+    x, y, psi, vx, vy, r = car
+    delta, throttle = p.max_steer * float(u[0]), float(u[1])
+    wheelbase, h = p.lf + p.lr, dt / p.substeps
+    peak_f, peak_r = p.mu * p.mass * G * p.lr / wheelbase, p.mu * p.mass * G * p.lf / wheelbase
+    cd, sd, td = math.cos(delta), math.sin(delta), math.tan(delta)
+    lo, hi = p.blend_speed
+    for _ in range(p.substeps):
+        vxe = max(vx, 1.0)
+        fyf = pacejka(delta - math.atan2(vy + p.lf * r, vxe), peak_f, p.tire_b, p)
+        fyr = pacejka(-math.atan2(vy - p.lr * r, vxe), peak_r, p.tire_b_rear, p)
+        if throttle >= 0:
+            fx = throttle * min(p.drive_force, p.max_power / max(vx, 0.1))
+        else:
+            fx = throttle * p.brake_force
+        if vx > 0:
+            fx -= p.drag * vx * vx + p.rolling * p.mass * G
+        w = min(max((vx - lo) / (hi - lo), 0.0), 1.0)
+        ax = w * ((fx - fyf * sd) / p.mass + vy * r) + (1 - w) * fx / p.mass
+        ay = (fyr + fyf * cd) / p.mass - vx * r
+        yaw_acc = (p.lf * fyf * cd - p.lr * fyr) / p.yaw_inertia
+        c, s = math.cos(psi), math.sin(psi)
+        x, y, psi = x + h * (vx * c - vy * s), y + h * (vx * s + vy * c), psi + h * r
+        vx, vy, r = max(vx + h * ax, 0.0), vy + h * ay, r + h * yaw_acc
+        if w < 1.0:
+            vy = w * vy + (1 - w) * vx * td * p.lr / wheelbase
+            r = w * r + (1 - w) * vx * td / wheelbase
+    return rt.VehicleState(x, y, psi, vx, vy, r)
+
+
+class BicycleSim:
+    """`envs.racing.env.VehicleSim` with RacingDZ's true system: the dynamic bicycle, the
+    opponent on the centreline at constant speed."""
+
+    def __init__(self, track: rt.Track, car: CarParams, dt: float) -> None:
+        self.track, self.car, self.dt = track, car, dt
+        self.state: rt.VehicleState | None = None
+
+    def reset(self, ego: rt.VehicleState, opp_s: float, opp_v: float, zone: DangerZone) -> SimStep:
+        self.state, self.opp_s, self.opp_v = ego, opp_s, opp_v
+        return SimStep(ego, opp_s, opp_v)
+
+    def step(self, u: np.ndarray) -> SimStep:
+        self.state = dynamic_bicycle_step(self.state, u, self.car, self.dt)
+        self.opp_s += self.opp_v * self.dt
+        return SimStep(self.state, self.opp_s, self.opp_v)
+
+    def reconnect(self) -> None:
+        """Nothing to reconnect to."""
+
+    def close(self) -> None:
+        """Nothing to release."""

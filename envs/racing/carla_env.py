@@ -1,0 +1,110 @@
+"""Racing with a danger zone (App. B.3) on a CARLA server: ``rlmpc/CarlaRacing-v0``.
+
+`CarlaRacingEnv` is `envs.racing.env.RacingTaskEnv` (the task: action, observation, reward,
+episode end, reset distribution, server-loss handling) on a `envs.racing.carla_sim.CarlaSim`;
+``rlmpc/RacingDZ-v0`` is the same task env on the bicycle simulator.
+
+| | |
+|---|---|
+| server | CARLA 0.9.16 at ``host:port``, synchronous mode, ``fixed_delta_seconds = task.dt`` |
+| track | a closed route on ``town`` (`envs.racing.carla_route`; default Town07's outskirts lap), both lanes |
+| ego | ``vehicle.tesla.model3`` at the start line, ``ey ~ U(±start_lateral)``, ``U(start_speed)`` |
+| opponent | ``vehicle.audi.tt`` on the centreline at ``opponent_speed``, ``U(opponent_gap)`` ahead, driven by pure pursuit (or the traffic manager on ``tm_port``) |
+| danger zone | `envs.racing.task.sample_zone`, drawn in the world with ``world.debug`` |
+| action | ``[steer, throttle] ∈ [-1, 1]²``: CARLA steer ``-steer`` (its > 0 is right), throttle > 0 drives, < 0 brakes |
+| observation | ``[37]`` float32, `envs.racing.task.observation` |
+| reward, terminated | `envs.racing.task.evaluate_step`, as RacingDZ |
+| truncated | ``task.max_steps`` (default 1200 here: a CARLA lap is longer), or the server was lost |
+
+If a lost server does not come back, `envs.racing.carla_sim.CarlaUnavailable` is raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from envs.racing import task as rt
+from envs.racing.bicycle import CarParams
+from envs.racing.carla_route import ROUTES, RouteSpec
+from envs.racing.carla_sim import CarlaSim, ClientParams
+from envs.racing.env import RacingTaskEnv
+
+#: the CARLA env's default task: RacingDZ's, with zones that fit a lane-wide half-width and a
+#: time limit for a longer lap
+CARLA_TASK = rt.TaskParams(max_steps=1200, zone_size=(2.0, 2.5))
+
+
+def _check_port(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise ValueError(f"{name} must be an int in [1, 65535], got {value!r}")
+
+
+class CarlaRacingEnv(RacingTaskEnv):
+    """``rlmpc/CarlaRacing-v0``: the Racing task on a CARLA 0.9.16 server (module docstring).
+
+    Connects at construction (`envs.racing.carla_sim.CarlaUnavailable` after
+    ``client.attempts`` tries). ``route`` defaults to the town's built-in route
+    (`envs.racing.carla_route.ROUTES`);
+    ``car`` (the planner's kinematic-bicycle constants) defaults to `CarParams` with the ego's
+    wheelbase (split 45/55 front/rear) and steering range read from CARLA.
+    """
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 2000,
+        tm_port: int = 8000,
+        town: str = "Town07",
+        route: RouteSpec | None = None,
+        task: rt.TaskParams | None = None,
+        car: CarParams | None = None,
+        client: ClientParams | None = None,
+        vehicle: str = "vehicle.tesla.model3",
+        opponent_vehicle: str = "vehicle.audi.tt",
+        opponent_driver: str = "pursuit",
+    ) -> None:
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"host must be a non-empty string, got {host!r}")
+        _check_port("port", port)
+        _check_port("tm_port", tm_port)
+        if tm_port in (port, port + 1):
+            raise ValueError(f"tm_port must differ from port and port + 1 (CARLA's), got {tm_port}")
+        if route is None and town not in ROUTES:
+            raise ValueError(
+                f"town {town!r} has no built-in route (have {sorted(ROUTES)}); pass route=RouteSpec(...)"
+            )
+        if opponent_driver not in ("pursuit", "traffic_manager"):
+            raise ValueError(
+                f"opponent_driver must be 'pursuit' or 'traffic_manager', got {opponent_driver!r}"
+            )
+        for name, value in (("vehicle", vehicle), ("opponent_vehicle", opponent_vehicle)):
+            if not isinstance(value, str) or not value.startswith("vehicle."):
+                raise ValueError(f"{name} must be a CARLA blueprint id 'vehicle.*', got {value!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        task = task or CARLA_TASK
+        sim = CarlaSim(
+            host,
+            port,
+            town,
+            route or ROUTES[town],
+            task.dt,
+            client or ClientParams(),
+            tm_port=tm_port,
+            vehicle=vehicle,
+            opponent_vehicle=opponent_vehicle,
+            opponent_driver=opponent_driver,
+            zone_life=task.dt * task.max_steps,
+        )
+        if car is None:
+            lf = 0.45 * sim.wheelbase
+            car = dataclasses.replace(
+                CarParams(), lf=lf, lr=sim.wheelbase - lf, max_steer=sim.max_steer
+            )
+        try:
+            super().__init__(sim, task, car, render_mode)
+        except ValueError:
+            sim.close()
+            raise

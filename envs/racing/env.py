@@ -1,0 +1,188 @@
+"""Racing with a danger zone (App. B.3): one task env over any vehicle simulator.
+
+`RacingTaskEnv` is the task (reset distribution, reward, episode end, observation, the
+planner model) on a `VehicleSim`, the one interface a simulator implements: place the cars
+(`reset`), apply a control and advance one env step (`step`), get a lost server back
+(`reconnect`). ``rlmpc/RacingDZ-v0`` (`RacingDZEnv`) is it on the embedded simulator
+(`envs.racing.bicycle.BicycleSim`: a **dynamic bicycle with Pacejka lateral tire forces** on
+a stadium track); ``rlmpc/CarlaRacing-v0`` (`envs.racing.carla_env.CarlaRacingEnv`) is it on
+a CARLA server. The planner's model (`envs.racing.model.RacingModel`) is a **kinematic
+bicycle** (Polack et al. 2017), a deliberate mismatch as in the paper. Task logic is
+`envs.racing.task`. RacingDZ:
+
+| | |
+|---|---|
+| track | stadium: 80 m straights, 30 m turn radius, 6 m half-width, 348.5 m lap (`TrackParams`) |
+| car | 1.2 t, lf/lr 1.0/1.5 m, μ = 1, 80 kW; 10 Euler substeps of 10 ms (`CarParams`) |
+| ego | starts at the start line, ``ey ~ U(±1 m)``, along the track at ``U(8, 12)`` m/s |
+| opponent | drives the centreline at 10 m/s, starting ``U(15, 35)`` m ahead |
+| danger zone | square, side ``U(3, 5)`` m, centre at arc-length ``U(50, 300)`` m, inside the track |
+| action | ``[steer, throttle] ∈ [-1, 1]²``: wheel angle ``steer * 0.45`` rad; throttle > 0 drives, < 0 brakes |
+| observation | ``[37]`` float32, see `envs.racing.task.observation` |
+| reward | `envs.racing.task.step_reward`: passing, 10/m progress, -5·|b|, -150 zone, -100 off-track, -1000 collision, +1000 goal |
+| terminated | off-track (``|b| > 1``), collision (centres within 2.9 m), goal (one lap, 348.5 m) |
+| truncated | 600 steps (60 s at 10 Hz), never together with terminated |
+
+``info`` carries ``is_success`` (goal reached), ``in_danger``, ``off_track``, ``collision``,
+``s`` and ``server_lost``. A simulator that raises ``RuntimeError`` from `VehicleSim.step`
+has lost its server: the env reconnects and ends the episode as truncated with
+``server_lost = True`` (reward 0, the last observation); the next `reset` places the cars
+again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from envs.base import check_action
+from envs.danger import DangerZone
+from envs.racing import task as rt
+from envs.racing.bicycle import BicycleSim, CarParams, G
+from envs.racing.draw import draw_frame
+from envs.racing.model import KINEMATIC_LATERAL_LIMIT, RacingModel
+from envs.racing.task import SimStep
+
+log = logging.getLogger(__name__)
+
+_FLAGS = ("is_success", "in_danger", "off_track", "collision", "server_lost")
+
+
+class VehicleSim(Protocol):
+    """A vehicle simulator on a closed track; ``RuntimeError`` from `reset`/`step` = server lost."""
+
+    track: rt.Track
+
+    def reset(
+        self, ego: rt.VehicleState, opp_s: float, opp_v: float, zone: DangerZone
+    ) -> SimStep: ...
+
+    def step(self, u: np.ndarray) -> SimStep: ...
+
+    def reconnect(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RacingTaskEnv(gym.Env):
+    """The Racing task of App. B.3 on a `VehicleSim` (see the module docstring)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        sim: VehicleSim,
+        task: rt.TaskParams,
+        car: CarParams,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.sim, self.task, self.car, self.render_mode = sim, task, car, render_mode
+        self.track = sim.track
+        self.task.check_against(self.track)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (rt.NOBS,), np.float32)
+        self.goal_length = self.task.goal_laps * self.track.length
+        self.state: rt.VehicleState | None = None
+        self._lost = False  # the server was lost: step() needs a reset() first
+
+    def _reset_sim(self, *args: Any) -> SimStep:
+        """``sim.reset(*args)``; on a lost server: reconnect (or `CarlaUnavailable`), once more."""
+        try:
+            return self.sim.reset(*args)
+        except RuntimeError as err:
+            log.warning("simulator lost during reset (%s); reconnecting", err)
+            self.sim.reconnect()
+            return self.sim.reset(*args)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        rng, p, tr = self.np_random, self.task, self.track
+        ey0 = float(rng.uniform(-p.start_lateral, p.start_lateral))
+        x0, y0 = tr.to_xy(0.0, ey0)
+        psi0, v0 = float(tr.heading[0]), float(rng.uniform(*p.start_speed))
+        start = rt.VehicleState(float(x0), float(y0), psi0, v0, 0.0, 0.0)
+        opp_s = float(rng.uniform(*p.opponent_gap))
+        self.zone = rt.sample_zone(rng, tr, p)
+        out = self._reset_sim(start, opp_s, p.opponent_speed, self.zone)
+        self.state, self.opp_s, self.opp_v = out.ego, out.opp_s, out.opp_v
+        s_mod, ey = tr.project((self.state.x, self.state.y))
+        self.s, self.ey = float(rt.wrap_gap(s_mod, tr.length)), float(ey)
+        # heading error against the start line's heading (0 for a car set there)
+        self.epsi = float(rt.wrap_angle(self.state.psi - psi0))
+        self.steps, self._lost = 0, False
+        return self._obs(), {**dict.fromkeys(_FLAGS, False), "s": self.s}
+
+    def step(self, action):
+        if self.state is None or self._lost:
+            raise RuntimeError("call reset() before step()")
+        u = check_action(
+            action, self.action_space.shape, self.action_space.low, self.action_space.high
+        )
+        try:
+            out = self.sim.step(u)
+        except RuntimeError as err:
+            return self._server_lost(err)
+        self.state, self.opp_s, self.opp_v = out.ego, out.opp_s, out.opp_v
+        res = rt.evaluate_step(
+            self.track, self.task, self.s, self.state, self.opp_s, self.opp_v, self.zone
+        )
+        self.s, self.ey, self.epsi = res.s, res.ey, res.epsi
+        self.steps += 1
+        terminated, truncated, info = res.episode_flags(self.steps, self.task)
+        info["server_lost"] = False
+        return self._obs(), res.reward, terminated, truncated, info
+
+    def place(self, ego: rt.VehicleState, s: float, ey: float, epsi: float, opp_s: float,
+              opp_v: float, zone: DangerZone | None = None) -> None:  # fmt: skip
+        """Put the cars where a scenario wants them, mid-episode (``s`` unwrapped, the ego's
+        track coordinates as given); the simulator moves them on from there."""
+        self.zone = self.zone if zone is None else zone
+        out = self._reset_sim(ego, opp_s, opp_v, self.zone)
+        self.state, self.opp_s, self.opp_v = out.ego, out.opp_s, out.opp_v
+        self.s, self.ey, self.epsi = s, ey, epsi
+
+    def _server_lost(self, err: RuntimeError):
+        """End the episode (truncated, reward 0) after reconnecting; `CarlaUnavailable` if that fails."""
+        log.warning("simulator lost mid-episode (%s); reconnecting", err)
+        self._lost = True
+        self.sim.reconnect()
+        info = {**dict.fromkeys(_FLAGS, False), "server_lost": True, "s": self.s}
+        return self._obs(), 0.0, False, True, info
+
+    def close(self) -> None:
+        self.sim.close()
+
+    def _obs(self) -> np.ndarray:
+        ego = (self.state, self.s, self.ey, self.epsi)
+        obs = rt.observation(self.track, self.task, *ego, self.opp_s, self.opp_v, self.zone)
+        return obs.astype(np.float32)
+
+    def planner_model(self) -> RacingModel:
+        a_max = KINEMATIC_LATERAL_LIMIT * self.car.mu * G
+        return RacingModel(self.track, self.task, self.car, max_lateral_accel=a_max)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array" or self.state is None:
+            return None
+        return draw_frame(self)
+
+
+class RacingDZEnv(RacingTaskEnv):
+    """``rlmpc/RacingDZ-v0``: the task on the embedded bicycle simulator (module docstring)."""
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        track: rt.TrackParams | None = None,
+        task: rt.TaskParams | None = None,
+        car: CarParams | None = None,
+    ) -> None:
+        self.track_params = track or rt.TrackParams()
+        task, car = task or rt.TaskParams(), car or CarParams()
+        track = rt.Track.stadium(self.track_params)
+        super().__init__(BicycleSim(track, car, task.dt), task, car, render_mode)

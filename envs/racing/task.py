@@ -1,0 +1,282 @@
+"""The Racing task of App. B.3 without its vehicle simulator: reward, episode end, observation.
+
+Everything here takes vehicle states as numpy values (or Python floats) and never touches a
+simulator, so every racing env (`envs.racing.env.RacingTaskEnv`: on the bicycle simulator or
+on CARLA) shares the track (`envs.racing.track`, re-exported here), the projection onto it,
+the reward, the episode end and the observation.
+
+Track-frame conventions: arc-length ``s`` (m) along the centreline in the driving direction
+(counter-clockwise for the default stadium), 0 at the start line; lateral offset ``ey`` (m, positive to the left);
+heading error ``epsi`` (rad, wrapped to [-π, π)); boundary deviation ``b = ey / half_width``
+(``|b| = 1`` on the boundary). The env keeps ``s`` unwrapped (it grows past the lap length and
+every episode starts at the start line, ``s ≈ 0``), so ``s`` is the distance driven along the track.
+
+The reward and episode-end functions use only arithmetic that numpy arrays, torch tensors and
+Python floats share, so the planner's reward model calls the very functions the env uses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from envs.danger import DangerZone
+from envs.racing.track import (  # noqa: F401  (the task's vocabulary, one import for its users)
+    Track,
+    TrackParams,
+    _finite,
+    _require,
+    _require_pair,
+    stadium_centreline,
+    wrap_angle,
+    wrap_gap,
+)
+
+#: number of lookahead distances for the TrackPoint observation (fixed, so nobs is a constant)
+N_LOOKAHEAD = 5
+#: observation size: vehicle 7, TrackState 2, TrackPoint 4 per lookahead, opponent 4, progress 1,
+#: danger zone 3
+NOBS = 7 + 2 + 4 * N_LOOKAHEAD + 4 + 1 + 3
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """Episode layout, reward weights and episode end of the Racing task (App. B.3)."""
+
+    dt: float = 0.1  # seconds per env step
+    max_steps: int = 600  # time limit (steps) -> truncated
+    goal_laps: float = 1.0  # goal: this many laps of arc-length from the start
+    car_length: float = 4.0  # ego and opponent body length (m)
+    car_width: float = 1.8  # ego and opponent body width (m), < half_width
+    start_lateral: float = 1.0  # ego starts at ey ~ U(-start_lateral, start_lateral) (m)
+    start_speed: tuple[float, float] = (8.0, 12.0)  # ego start speed range (m/s)
+    opponent_speed: float = 10.0  # opponent's constant speed along the centreline (m/s)
+    opponent_gap: tuple[float, float] = (15.0, 35.0)  # opponent start, arc-length ahead (m)
+    zone_size: tuple[float, float] = (3.0, 5.0)  # danger-zone side s_D range (m), <= half_width
+    zone_s: tuple[float, float] = (50.0, 300.0)  # zone centre arc-length range (m), within a lap
+    lookahead: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 40.0)  # TrackPoint distances (m)
+    w_progress: float = 10.0  # reward per metre of forward arc-length progress
+    w_pass: float = 2.0  # passing reward per m/s of forward speed over the opponent's
+    pass_window: tuple[float, float] = (20.0, 10.0)  # passing counts from this far behind/ahead (m)
+    w_bound: float = 5.0  # boundary penalty per unit |b| per step
+    r_zone: float = -150.0  # per step inside the danger zone
+    r_off_track: float = -100.0
+    r_collision: float = -1000.0
+    r_goal: float = 1000.0
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            _require(_finite(value), f"TaskParams.{name}", "finite number(s)", value)
+        _require(self.dt > 0, "TaskParams.dt", "> 0", self.dt)
+        steps = self.max_steps
+        _require(
+            isinstance(steps, int) and steps >= 1, "TaskParams.max_steps", "an int >= 1", steps
+        )
+        for name in ("goal_laps", "car_length", "car_width"):
+            _require(getattr(self, name) > 0, f"TaskParams.{name}", "> 0", getattr(self, name))
+        for name in ("start_lateral", "opponent_speed", "w_progress", "w_pass", "w_bound"):
+            _require(getattr(self, name) >= 0, f"TaskParams.{name}", ">= 0", getattr(self, name))
+        _require_pair("TaskParams.start_speed", self.start_speed, 0.0, 100.0)
+        w = self.pass_window
+        _require(len(w) == 2 and min(w) >= 0, "TaskParams.pass_window", "(behind, ahead) >= 0", w)
+        la = self.lookahead
+        increasing = all(0 < a < b for a, b in zip(la, la[1:] + (math.inf,), strict=True))
+        _require(
+            len(la) == N_LOOKAHEAD and increasing,
+            "TaskParams.lookahead",
+            f"{N_LOOKAHEAD} increasing distances > 0",
+            la,
+        )
+
+    @property
+    def contact_distance(self) -> float:
+        """d_contact: centre distance at contact, each car a disc of diameter (length + width) / 2."""
+        return 0.5 * (self.car_length + self.car_width)
+
+    def check_against(self, track: Track) -> None:
+        """Validate the parameters that depend on the track (ValueError naming the parameter)."""
+        hw, lap, d = track.half_width, track.length, self.contact_distance
+        _require(self.car_width < hw, "track half_width", f"> car_width={self.car_width}", hw)
+        room = hw - self.car_width / 2
+        _require(
+            0 <= self.start_lateral <= room,
+            "TaskParams.start_lateral",
+            f"in [0, {room}]",
+            self.start_lateral,
+        )
+        _require_pair("TaskParams.zone_size", self.zone_size, 1e-3, hw)
+        _require_pair("TaskParams.zone_s", self.zone_s, 0.0, lap)
+        _require_pair("TaskParams.opponent_gap", self.opponent_gap, d, lap / 2)
+
+
+class VehicleState(NamedTuple):
+    """A car's planar state as any simulator reports it: world position and yaw, body-frame velocity."""
+
+    x: float  # m
+    y: float  # m
+    psi: float  # yaw (rad)
+    vx: float  # forward speed (m/s)
+    vy: float  # lateral speed, positive to the left (m/s)
+    r: float  # yaw rate (rad/s)
+
+
+class SimStep(NamedTuple):
+    """What a vehicle simulator reports after a reset or a step (`envs.racing.env.VehicleSim`)."""
+
+    ego: VehicleState
+    opp_s: float  # opponent arc-length along the track, unwrapped (m)
+    opp_v: float  # opponent speed along the track (m/s)
+
+
+class StepOutcome(NamedTuple):
+    """What one env step scores: the new track coordinates, the reward and the episode-end flags."""
+
+    s: float  # unwrapped arc-length
+    ey: float
+    epsi: float
+    reward: float
+    off_track: bool
+    collided: bool
+    goal: bool
+    in_zone: bool
+
+    def episode_flags(self, steps: int, p: TaskParams) -> tuple[bool, bool, dict[str, Any]]:
+        """``(terminated, truncated, info)`` after the ``steps``-th step (App. B.3: off-track,
+        collision and goal terminate; the time limit truncates, never terminates)."""
+        terminated = self.off_track or self.collided or self.goal
+        truncated = steps >= p.max_steps and not terminated
+        info = {
+            "is_success": self.goal,
+            "off_track": self.off_track,
+            "collision": self.collided,
+            "in_danger": self.in_zone,
+            "s": self.s,
+        }
+        return terminated, truncated, info
+
+
+def forward_speed(vx: Any, vy: Any, epsi: Any) -> Any:
+    """Speed along the track tangent of a body-frame velocity (numpy or float)."""
+    return vx * np.cos(epsi) - vy * np.sin(epsi)
+
+
+def step_reward(
+    progress: Any,
+    v_rel: Any,
+    gap: Any,
+    b: Any,
+    in_zone: Any,
+    off_track: Any,
+    collided: Any,
+    goal: Any,
+    p: TaskParams,
+) -> Any:
+    """The Racing reward of App. B.3, for numpy, torch or floats.
+
+    ``progress``: forward arc-length driven this step (m); ``v_rel``: ego forward speed minus the
+    opponent's (m/s); ``gap``: ego arc-length minus the opponent's, wrapped (m); ``b``: boundary
+    deviation after the step; the flags are booleans after the step. Terms: passing
+    ``w_pass * max(v_rel, 0)`` while ``-pass_window[0] <= gap <= pass_window[1]`` (overtaking: closing
+    in on, alongside or just past the opponent); progress ``w_progress * progress``; boundary
+    ``-w_bound * |b|``; -150 in the zone; -100 off-track; -1000 collision; +1000 goal.
+    """
+    overtaking = (gap >= -p.pass_window[0]) & (gap <= p.pass_window[1])
+    passing = p.w_pass * 0.5 * (v_rel + abs(v_rel)) * overtaking
+    return (
+        p.w_progress * progress
+        + passing
+        - p.w_bound * abs(b)
+        + p.r_zone * in_zone
+        + p.r_off_track * off_track
+        + p.r_collision * collided
+        + p.r_goal * goal
+    )
+
+
+def episode_end(
+    b: Any, distance: Any, driven: Any, goal_length: float, p: TaskParams
+) -> tuple[Any, Any, Any]:
+    """App. B.3 termination flags (off-track, collision, goal) for numpy, torch or floats.
+
+    Off-track: ``|b| > 1`` (the car's centre beyond a boundary); collision: ego-opponent centre
+    ``distance <= d_contact``; goal: arc-length ``driven`` from the start ``>= goal_length``.
+    """
+    return abs(b) > 1.0, distance <= p.contact_distance, driven >= goal_length
+
+
+def evaluate_step(
+    track: Track,
+    p: TaskParams,
+    s_prev: float,
+    car: VehicleState,
+    opp_s: float,
+    opp_v: float,
+    zone: DangerZone,
+) -> StepOutcome:
+    """Score a transition that ended in ``car`` (opponent at ``opp_s``), from arc-length ``s_prev``."""
+    s_mod, ey = track.project((car.x, car.y))
+    s = s_prev + float(wrap_gap(s_mod - s_prev, track.length))
+    _, _, heading, _ = track.frame(s)
+    epsi = float(wrap_angle(car.psi - heading))
+    opp_xy = track.centre(opp_s)
+    b = float(ey) / track.half_width
+    off, coll, goal = episode_end(
+        b, math.hypot(car.x - opp_xy[0], car.y - opp_xy[1]), s, p.goal_laps * track.length, p
+    )
+    inside = bool(zone.contains(car.x, car.y))
+    v_rel = float(forward_speed(car.vx, car.vy, epsi)) - opp_v
+    gap = float(wrap_gap(s - opp_s, track.length))
+    reward = step_reward(s - s_prev, v_rel, gap, b, inside, off, coll, goal, p)
+    return StepOutcome(s, float(ey), epsi, float(reward), bool(off), bool(coll), bool(goal), inside)
+
+
+def observation(
+    track: Track,
+    p: TaskParams,
+    car: VehicleState,
+    s: float,
+    ey: float,
+    epsi: float,
+    opp_s: float,
+    opp_v: float,
+    zone: DangerZone,
+) -> np.ndarray:
+    """The Racing observation ``[NOBS]`` (float64) of App. B.3:
+
+    | index | content |
+    |---|---|
+    | 0-6 | vehicle: x, y (m), vx, vy (m/s, body frame), cos ψ, sin ψ, yaw rate r (rad/s) |
+    | 7-8 | TrackState: b = ey / half_width, heading error Δψ (rad) |
+    | 9-28 | TrackPoint: per lookahead distance, left then right boundary (x, y), vehicle frame |
+    | 29-32 | opponent: arc-length gap (its s - ego s, wrapped), position (x, y) in the vehicle |
+    |       | frame, its speed minus the ego's forward speed |
+    | 33 | progress: arc-length driven / goal length |
+    | 34-36 | DangerZone: x_D, y_D, s_D |
+    """
+    c, s_, hw = math.cos(car.psi), math.sin(car.psi), track.half_width
+    to_vehicle = np.array([[c, -s_], [s_, c]])  # row vectors @ this = world -> vehicle frame
+    centre, normal, _, _ = track.frame(s + np.asarray(p.lookahead))  # [5, 2]
+    bounds = np.stack([centre + hw * normal, centre - hw * normal], axis=1) - (car.x, car.y)
+    opp = (track.centre(opp_s) - (car.x, car.y)) @ to_vehicle
+    v_t = float(forward_speed(car.vx, car.vy, epsi))
+    return np.concatenate(
+        [
+            [car.x, car.y, car.vx, car.vy, c, s_, car.r, ey / hw, wrap_angle(epsi)],
+            (bounds @ to_vehicle).reshape(-1),  # [5, 2 sides, 2] -> [20]
+            [wrap_gap(opp_s - s, track.length), opp[0], opp[1], opp_v - v_t],
+            [s / (p.goal_laps * track.length), zone.cx, zone.cy, zone.w],
+        ]
+    )
+
+
+def sample_zone(rng: np.random.Generator, track: Track, p: TaskParams) -> DangerZone:
+    """A square danger zone: side ~ U(zone_size), centre at arc-length ~ U(zone_s) and a lateral
+    offset ~ U(±(half_width - side/2)), so that it never covers the whole track width."""
+    side = float(rng.uniform(*p.zone_size))
+    s = float(rng.uniform(*p.zone_s))
+    ey = float(rng.uniform(-1.0, 1.0)) * (track.half_width - side / 2)
+    cx, cy = track.to_xy(s, ey)
+    return DangerZone(float(cx), float(cy), side, side)

@@ -1,0 +1,181 @@
+"""The racing track: a closed centreline with a half-width, and the frame along it.
+
+Track-frame conventions: arc-length ``s`` (m) along the centreline in the driving direction
+(counter-clockwise for the default stadium), 0 at the start line; lateral offset ``ey`` (m,
+positive to the left); heading error ``epsi`` (rad, wrapped to [-π, π)); boundary deviation
+``b = ey / half_width`` (``|b| = 1`` on the boundary). `Track.project` maps a point to
+``(s mod length, ey)``; `Track.frame` gives the centre, normal and heading at ``s``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def _require(ok: bool, name: str, allowed: str, value: Any) -> None:
+    """Raise ``ValueError`` naming the parameter and its allowed range unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _finite(value: Any) -> bool:
+    values = value if isinstance(value, tuple) else (value,)
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+def _require_pair(name: str, value: tuple[float, ...], lo: float, hi: float) -> None:
+    """``value`` must be a pair (low, high) with lo <= low <= high <= hi."""
+    ok = len(value) == 2 and lo <= value[0] <= value[1] <= hi
+    _require(ok, name, f"(low, high) with {lo} <= low <= high <= {hi}", value)
+
+
+@dataclass(frozen=True)
+class TrackParams:
+    """The default closed track: a stadium (two straights joined by two half-circles)."""
+
+    straight_length: float = 80.0  # length of each straight (m), >= 0
+    radius: float = 30.0  # centreline radius of the turns (m), > half_width
+    half_width: float = 6.0  # centre-to-edge distance (m), > 0
+    spacing: float = 1.0  # arc-length between centreline table points (m), (0, radius / 4]
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            _require(_finite(value), f"TrackParams.{name}", "a finite number", value)
+        r = self.radius
+        _require(r > 0, "TrackParams.radius", "> 0", r)
+        _require(
+            self.straight_length >= 0, "TrackParams.straight_length", ">= 0", self.straight_length
+        )
+        _require(
+            0 < self.half_width < r,
+            "TrackParams.half_width",
+            f"in (0, radius={r})",
+            self.half_width,
+        )
+        _require(
+            0 < self.spacing <= r / 4,
+            "TrackParams.spacing",
+            f"in (0, radius/4={r / 4}]",
+            self.spacing,
+        )
+
+
+def stadium_centreline(p: TrackParams) -> np.ndarray:
+    """Centreline points ``[N, 2]`` of the stadium, evenly spaced in arc-length, counter-clockwise.
+
+    The first point is the start of the bottom straight, ``(-straight/2, -radius)``, heading +x.
+    """
+    half, r = p.straight_length / 2, p.radius
+    length = 2 * p.straight_length + 2 * math.pi * r
+    s = np.arange(round(length / p.spacing)) * (length / round(length / p.spacing))
+    a1, a2, a3 = (
+        p.straight_length,
+        p.straight_length + math.pi * r,
+        2 * p.straight_length + math.pi * r,
+    )
+    th1 = (s - a1) / r - math.pi / 2  # angle on the right turn (centre (+half, 0))
+    th2 = (s - a3) / r + math.pi / 2  # angle on the left turn (centre (-half, 0))
+    x = np.select(
+        [s < a1, s < a2, s < a3],
+        [s - half, half + r * np.cos(th1), half - (s - a2)],
+        -half + r * np.cos(th2),
+    )
+    y = np.select(
+        [s < a1, s < a2, s < a3], [-r + 0 * s, r * np.sin(th1), r + 0 * s], r * np.sin(th2)
+    )
+    return np.stack([x, y], axis=-1)
+
+
+def wrap_angle(a: Any) -> Any:
+    """Angle wrapped to [-π, π) (numpy, torch or float)."""
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+def wrap_gap(ds: Any, length: float) -> Any:
+    """An arc-length difference wrapped to [-length/2, length/2) (numpy, torch or float)."""
+    return (ds + 0.5 * length) % length - 0.5 * length
+
+
+class Track:
+    """A closed track: a centreline polyline and a constant half-width, with precomputed tables.
+
+    Tables (N vertices, vertex ``i`` at arc-length ``s[i]``; segment ``i`` joins ``i`` and ``i+1``):
+    ``points [N, 2]``, ``seg [N, 2]`` (vertex i+1 minus vertex i), ``s [N+1]`` (``s[N]`` = length),
+    ``heading [N]`` and ``dheading [N]`` (vertex tangent angle and its change to the next vertex),
+    ``normal [N, 2]`` (vertex left normals), ``curvature [N]``. Between vertices, the centre runs
+    along the segment and heading, normal and curvature are interpolated linearly in ``s``.
+    """
+
+    def __init__(self, centreline: np.ndarray, half_width: float) -> None:
+        pts = np.asarray(centreline, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] < 8 or not np.all(np.isfinite(pts)):
+            raise ValueError(
+                f"centreline must be a finite [N >= 8, 2] array, got shape {pts.shape}"
+            )
+        if not (math.isfinite(half_width) and half_width > 0):
+            raise ValueError(f"half_width must be a finite number > 0, got {half_width}")
+        self.points, self.half_width = pts, float(half_width)
+        self.seg = np.roll(pts, -1, axis=0) - pts
+        self.seg_len = np.linalg.norm(self.seg, axis=1)
+        if np.any(self.seg_len <= 1e-9):
+            raise ValueError("centreline must not repeat consecutive points")
+        self.s = np.concatenate([[0.0], np.cumsum(self.seg_len)])
+        self.length = float(self.s[-1])
+        chord = np.roll(pts, -1, axis=0) - np.roll(pts, 1, axis=0)
+        self.heading = np.arctan2(chord[:, 1], chord[:, 0])
+        self.dheading = wrap_angle(np.roll(self.heading, -1) - self.heading)
+        self.normal = np.stack([-np.sin(self.heading), np.cos(self.heading)], axis=-1)
+        span = self.seg_len + np.roll(self.seg_len, 1)
+        self.curvature = wrap_angle(np.roll(self.heading, -1) - np.roll(self.heading, 1)) / span
+        self._seg_dir = self.seg / self.seg_len[:, None]
+
+    @classmethod
+    def stadium(cls, p: TrackParams) -> Track:
+        return cls(stadium_centreline(p), p.half_width)
+
+    def _locate(self, s: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Segment index and fraction ``[...]`` of (unwrapped) arc-lengths ``s``."""
+        sm = np.mod(np.asarray(s, dtype=np.float64), self.length)
+        i = np.clip(np.searchsorted(self.s, sm, side="right") - 1, 0, len(self.points) - 1)
+        return i, (sm - self.s[i]) / self.seg_len[i]
+
+    def centre(self, s: Any) -> np.ndarray:
+        """Centreline point ``[..., 2]`` at arc-length ``s [...]``."""
+        i, f = self._locate(s)
+        return self.points[i] + f[..., None] * self.seg[i]
+
+    def frame(self, s: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(centre ``[..., 2]``, left normal ``[..., 2]``, heading ``[...]``, curvature ``[...]``) at ``s``."""
+        i, f = self._locate(s)
+        j = (i + 1) % len(self.points)
+        fc = f[..., None]
+        centre = self.points[i] + fc * self.seg[i]
+        normal = (1 - fc) * self.normal[i] + fc * self.normal[j]
+        heading = self.heading[i] + f * self.dheading[i]
+        curvature = (1 - f) * self.curvature[i] + f * self.curvature[j]
+        return centre, normal, heading, curvature
+
+    def to_xy(self, s: Any, ey: Any) -> np.ndarray:
+        """World point ``[..., 2]`` at arc-length ``s`` and lateral offset ``ey``."""
+        centre, normal, _, _ = self.frame(s)
+        return centre + np.asarray(ey, dtype=np.float64)[..., None] * normal
+
+    def project(self, xy: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest point on the centreline polyline: (arc-length in [0, length), signed ``ey``).
+
+        ``xy [..., 2]``; vectorised over all segments (the track is assumed not to come within
+        two half-widths of itself, so the nearest segment is the right one).
+        """
+        q = np.asarray(xy, dtype=np.float64)[..., None, :] - self.points  # [..., N, 2]
+        t = np.clip(np.einsum("...nk,nk->...n", q, self._seg_dir), 0.0, self.seg_len)
+        d = q - t[..., None] * self._seg_dir
+        i = np.argmin(np.einsum("...nk,...nk->...n", d, d), axis=-1)
+        t_i = np.take_along_axis(t, i[..., None], -1)[..., 0]
+        d_i = np.take_along_axis(d, i[..., None, None], -2)[..., 0, :]
+        u = self._seg_dir[i]
+        side = np.sign(u[..., 0] * d_i[..., 1] - u[..., 1] * d_i[..., 0])
+        return np.mod(self.s[i] + t_i, self.length), side * np.linalg.norm(d_i, axis=-1)

@@ -1,0 +1,136 @@
+"""The env registry: what each task env declares once, and what the system asks it.
+
+An env enters the system with one `register(EnvSpec(...))`: its short name (``--env``), its
+gymnasium id and entry point, the Table-5 planner preset it plans with, the run defaults that
+differ for it, the figures of an ended episode (the paper's table columns beyond success,
+steps and reward), and what its actors need from a Ray cluster (CARLA servers). The system
+(`rlmpc`) reads only this; it names no env. `envs/__init__.py` registers the paper's envs;
+a test suite or a user module can register more the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+#: the columns every env's evaluation table has: (``eval.json`` key, header)
+BASE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("success_rate", "success"),
+    ("steps", "steps"),
+    ("reward", "reward"),
+)
+
+
+def info_success(info: dict[str, Any]) -> bool:
+    """An episode's success from its last ``info``: ``is_success`` (or ``success``)."""
+    return bool(info.get("is_success", info.get("success", False)))
+
+
+def no_metrics(info: dict[str, Any]) -> dict[str, float]:
+    """No env-specific figures."""
+    return {}
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """One task env, as the system sees it (see the module docstring)."""
+
+    name: str
+    """short name on the command line (``--env``)"""
+    id: str
+    """gymnasium id, ``<namespace>/<Name>-v<k>``"""
+    entry_point: str | Callable[..., gym.Env]
+    """``"module:Class"`` or a callable building the env (as `gymnasium.register`)"""
+    planner: type
+    """the env's planner preset: a `planners.costs.PlannerConfig` subclass (Table 5)"""
+    summary: str = ""
+    """one line for ``--help``"""
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """run defaults that differ for this env: config section -> field -> value"""
+    episode_metrics: Callable[[dict[str, Any]], dict[str, float]] = no_metrics
+    """the env's own figures of an ended episode, from its last ``info`` (name -> value)"""
+    success: Callable[[dict[str, Any]], bool] = info_success
+    """whether an ended episode succeeded, from its last ``info``"""
+    columns: tuple[tuple[str, str], ...] = BASE_COLUMNS
+    """the evaluation table's columns: (``eval.json`` key, header)"""
+    probe: str | None = None
+    """an env with the same spaces and planner-model sizes that builds without external
+    resources (the system probes it for the networks' sizes); None: this env itself"""
+    resources_per_env: Mapping[str, float] = field(default_factory=dict)
+    """Ray resources an actor needs per env it steps (one CARLA server each: ``carla=1``)"""
+    node_env_kwargs: str | Callable[[int], list[dict[str, Any]]] | None = None
+    """per-env constructor arguments for ``n`` envs on the node an actor runs on (a CARLA
+    server of that node each), or ``"module:function"`` naming such a callable"""
+    requires: tuple[str, ...] = ()
+    """Python modules the env needs (refused before a run starts when missing)"""
+
+    def make(self, **kwargs: Any) -> gym.Env:
+        return gym.make(self.id, **kwargs)
+
+    def env_kwargs(self, n: int) -> list[dict[str, Any]] | None:
+        """Constructor arguments for ``n`` envs on this node (None: none needed)."""
+        fn = self.node_env_kwargs
+        if fn is None:
+            return None
+        if isinstance(fn, str):
+            module, _, name = fn.partition(":")
+            fn = getattr(importlib.import_module(module), name)
+        return fn(n)
+
+    def resources(self, n_envs: int) -> dict[str, float]:
+        """The Ray resources of an actor stepping ``n_envs`` of these envs."""
+        return {k: v * n_envs for k, v in self.resources_per_env.items()}
+
+    def missing(self) -> list[str]:
+        """The `requires` modules that cannot be imported here."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+
+_REGISTRY: dict[str, EnvSpec] = {}
+#: short name -> gymnasium id, for every registered env
+ENV_IDS: dict[str, str] = {}
+
+
+def register(spec: EnvSpec) -> EnvSpec:
+    """Add an env (and its gymnasium id); registering the same name again replaces it."""
+    if not spec.name or "/" in spec.name:
+        raise ValueError(f"env name must be non-empty without '/', got {spec.name!r}")
+    _REGISTRY[spec.name] = spec
+    ENV_IDS[spec.name] = spec.id
+    if spec.id in gym.registry:
+        del gym.registry[spec.id]
+    gym.register(id=spec.id, entry_point=spec.entry_point, disable_env_checker=True)
+    return spec
+
+
+def ensure(spec: EnvSpec) -> None:
+    """Register ``spec`` in this process unless an env of its name is registered already (a
+    Ray actor's process knows only the envs its own imports register)."""
+    if spec.name not in _REGISTRY:
+        register(spec)
+
+
+def spec(name: str) -> EnvSpec:
+    """The registered env of that short name (or gymnasium id); `ValueError` if none."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for s in _REGISTRY.values():
+        if s.id == name:
+            return s
+    raise ValueError(f"unknown env {name!r}; choose one of {names()}")
+
+
+def names(local: bool = False) -> list[str]:
+    """Registered short names, in registration order; ``local``: only the envs that run on
+    this machine alone (their envs need no cluster resources such as simulator servers)."""
+    return [n for n, s in _REGISTRY.items() if not (local and s.resources_per_env)]
+
+
+def make(name: str, **kwargs: Any) -> gym.Env:
+    """Build an env by short name or gymnasium id."""
+    return spec(name).make(**kwargs)

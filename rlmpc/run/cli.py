@@ -1,0 +1,152 @@
+"""``python launch.py``: parse and validate the whole configuration, then train.
+
+Options are generated from the component dataclasses (`rlmpc.run.config`); the env's presets
+(``--env``, `envs.registry.EnvSpec.presets`) set their defaults, and ``--resume RUN_DIR``
+makes the stored config of that run the defaults (any option given on the command line still
+wins). Every value and every rule between values is checked before Ray starts; a bad one ends
+the program (status 2) naming its options, found from the error's ``fields``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+
+import envs
+from learners.policy import NetworkConfig
+from learners.ppo import PPOConfig
+from learners.rho import InfluenceRatioConfig
+from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag
+from rlmpc.run.config import RunConfig, TrainConfig, check_runnable
+from rlmpc.run.runlog import WandbConfig
+
+_SECTIONS: list[tuple[str, type | None, str, str]] = [
+    # (config section, class (None: the env's planner preset), help title, flag prefix)
+    ("run", RunConfig, "run", ""),
+    ("ppo", PPOConfig, "PPO (Table 3)", ""),
+    (
+        "influence_ratio",
+        InfluenceRatioConfig,
+        "influence ratio ρ (§4.2, Alg. 2)",
+        "influence-ratio-",
+    ),
+    ("networks", NetworkConfig, "networks", ""),
+    ("planner", None, "MPPI planner (App. C, Table 5)", ""),
+    ("wandb", WandbConfig, "Weights & Biases", ""),
+]
+_PREFIX = {section: prefix for section, _, _, prefix in _SECTIONS}
+
+
+class Invocation(NamedTuple):
+    """A parsed command line: the run's config and how to run it."""
+
+    cfg: TrainConfig
+    resume: Path | None = None
+    ray_address: str | None = None
+    serial: bool = False
+
+
+def build_parser(
+    env: str, defaults: dict[str, dict[str, Any]] | None = None
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="launch.py",
+        description="Train PPO-MPPI (Hori et al., arXiv 2512.17091) on an embedded local Ray, "
+        "on the Ray cluster this machine belongs to, or in this one process (--serial).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue the run in RUN_DIR from its newest checkpoint")  # fmt: skip
+    backend = parser.add_mutually_exclusive_group()
+    backend.add_argument("--ray-address", default=None,
+                         help="Ray cluster to join ('auto': the one this machine is part of, as under "
+                         "`ray submit`); default: $RAY_ADDRESS if set, else an embedded local Ray")  # fmt: skip
+    backend.add_argument("--serial", action="store_true",
+                         help="run every component in this process, without Ray (debugging); "
+                         "the same numbers as on Ray")  # fmt: skip
+    defaults = defaults or {}
+    spec = envs.spec(env)
+    for section, cls, title, prefix in _SECTIONS:
+        cls = cls or spec.planner
+        preset = {**spec.presets.get(section, {}), **defaults.get(section, {})}
+        if section == "run":
+            preset["env"] = env
+        run = section == "run"
+        add_dataclass_args(
+            parser, cls, title, defaults=preset, prefix=prefix,
+            choices={"env": envs.names()} if run else None,
+            notes={"env": "; ".join(f"{n}: {envs.spec(n).summary}" for n in envs.names())}
+            if run else None,
+        )  # fmt: skip
+    return parser
+
+
+def options(err: Exception, section: str) -> list[str]:
+    """The command-line options of the fields an error names (``err.fields``: ``name`` within
+    ``section``'s class, or ``section.name``)."""
+    out = []
+    for field in getattr(err, "fields", ()):
+        sec, _, name = field.rpartition(".")
+        out.append(flag(_PREFIX.get(sec or section, "") + name))
+    return out
+
+
+def _refuse(parser: argparse.ArgumentParser, err: Exception, section: str) -> None:
+    named = options(err, section)
+    parser.error(f"argument {'/'.join(named)}: {err}" if named else str(err))
+
+
+def parse(argv: list[str] | None = None) -> Invocation:
+    """Parse and validate; exits (status 2) with a message naming the bad options."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--env", default=None)
+    pre.add_argument("--resume", default=None)
+    known, _ = pre.parse_known_args(argv)
+    stored: dict[str, dict[str, Any]] = {}
+    resume = Path(known.resume) if known.resume else None
+    if resume is not None:
+        cfg_file = resume / "config.yaml"
+        if not cfg_file.is_file():
+            build_parser(envs.DEFAULT_ENV).error(f"argument --resume: {cfg_file} does not exist")
+        stored = yaml.safe_load(cfg_file.read_text())
+    env = known.env or stored.get("run", {}).get("env", envs.DEFAULT_ENV)
+    if env not in envs.names():
+        build_parser(envs.DEFAULT_ENV).error(
+            f"argument --env: invalid choice {env!r} (choose from {', '.join(envs.names())})"
+        )
+    parser = build_parser(env, stored)
+    ns = parser.parse_args(argv)
+    parts = {}
+    for section, cls, _, _ in _SECTIONS:
+        try:
+            parts[section] = build_dataclass(cls or envs.spec(env).planner, ns)
+        except (ValueError, TypeError) as err:
+            _refuse(parser, err, section)
+    try:
+        cfg = TrainConfig(**parts)
+        check_runnable(cfg)
+    except ValueError as err:
+        _refuse(parser, err, "run")
+    if resume is not None and stored.get("run", {}).get("env") not in (None, env):
+        parser.error(
+            f"argument --env: the run in {resume} trains {stored['run']['env']!r}, not {env!r}"
+        )
+    return Invocation(cfg, resume, ns.ray_address, ns.serial)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    invocation = parse(argv)
+    from rlmpc.run.train import train
+    from rlmpc.system.backend import ComponentDied, ComponentFailed
+
+    try:
+        train(invocation.cfg, resume=invocation.resume, ray_address=invocation.ray_address,
+              serial=invocation.serial, argv=argv)  # fmt: skip
+    except (ComponentDied, ComponentFailed) as err:  # the component and its error, no traceback
+        sys.exit(f"launch.py: the run stopped: {err}")

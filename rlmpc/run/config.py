@@ -1,0 +1,306 @@
+"""The run's configuration: one frozen dataclass per component, per-env presets, validation.
+
+Components and their sections on the command line (``python launch.py --help``):
+
+| section | class | paper |
+|---|---|---|
+| run | `RunConfig` (this module) | Alg. 1's loop: M, scale, budget, output |
+| ppo | `learners.ppo.PPOConfig` | Table 3 |
+| influence ratio | `learners.rho.InfluenceRatioConfig` | §4.2, Alg. 2 |
+| networks | `learners.policy.NetworkConfig` | §4.4 ensemble |
+| planner | `planners.costs.PlannerConfig` (per env) | App. C, Table 5 |
+| wandb | `rlmpc.run.runlog.WandbConfig` | |
+
+Per-env presets (`envs.registry.EnvSpec.presets`) set the defaults that differ between
+envs; everything else is the papers' tables. Every class validates itself at construction and
+`TrainConfig` checks the rules between sections; a bad value raises a `ConfigError` whose
+``fields`` name the offending fields, so the command line refuses it, naming its options,
+before Ray starts. `check_runnable` adds what depends on this machine (devices, packages).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+import envs
+from learners.errors import ConfigError
+from learners.policy import NetworkConfig
+from learners.ppo import PPOConfig
+from learners.rho import InfluenceRatioConfig
+from planners.costs import PlannerConfig
+from rlmpc.run.runlog import WandbConfig
+from rlmpc.system.coordinator import Schedule
+from rlmpc.system.learner import resolve_device
+from rlmpc.system.shells import LearnerSpec
+from rlmpc.system.worker import WorkerSpec
+
+__all__ = ["ConfigError", "RunConfig", "TrainConfig", "check_runnable"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The run: environment, scale, budget, evaluation, checkpoints, output."""
+
+    env: str = envs.DEFAULT_ENV
+    """task environment, a name in the env registry (`envs`):"""
+    num_candidates: int = 4
+    """M, high-level candidates per step (eq. 4), 1..64; one is executed, M-1 become virtual data"""
+    num_actors: int = 1
+    """rollout actors (Ray actors), 1..1024"""
+    envs_per_actor: int = 64
+    """envs stepped together by each actor (one batched planner call per step), 1..4096"""
+    total_env_steps: int = 300_000
+    """real env steps to train for, >= 1 (whole iterations of n_steps, rounded down)"""
+    max_policy_lag: int = 1
+    """policy versions a fragment may lag behind the learner, 0..4: 0 acts with the newest
+    weights only (actors idle while the learner updates); 1 lets actors collect the next
+    fragment during the update (PPO's ratio stays valid: it divides by the logged
+    probability of the policy that acted, and the clip bounds the step)"""
+    virtual_terminal: Literal["reward", "exclude"] = "reward"
+    """terminal events on virtual paths, the same rule for every env: 'reward' pays the env's
+    terminal reward (crash -100, off-track -100, collision -1000, goal +1000) on the planned
+    transition into a state the model deems terminal; 'exclude' leaves it out (App. B's r̂).
+    Either way the path's λ-return stops at that state"""
+    seed: int = 0
+    """base seed of the run (actors, learner, evaluation)"""
+    eval_seed: int | None = None
+    """seed of the first evaluation episode (episode i uses eval_seed + i); default
+    1_000_000 + 10_000·seed, so runs of different seeds are judged on different episodes,
+    none of them a training episode"""
+    learner_device: str = "auto"
+    """learner device: auto (cuda when visible) | cpu | cuda[:N]"""
+    actor_device: str = "cpu"
+    """device of each actor's policy and planner: cpu | cuda[:N]"""
+    threads: int = 1
+    """torch threads per actor and for the learner, 1..64"""
+    actor_cpus: float = 1.0
+    """CPUs each rollout actor reserves in Ray's scheduler, > 0"""
+    eval_every: int = 25
+    """run a periodic evaluation every this many iterations (0: only the final one); its
+    figures are logged eval_every iterations later. An env whose envs need cluster resources
+    (CARLA servers) needs one env's worth spare for the evaluator"""
+    eval_episodes: int = 10
+    """episodes of each periodic evaluation, >= 1"""
+    final_eval_episodes: int = 50
+    """episodes of the final evaluation (the paper's tables use 50); 0 skips it"""
+    checkpoint_every: int = 10
+    """write a checkpoint every this many iterations (and at the end), >= 1"""
+    stop_after: int = 0
+    """stop (with a checkpoint) after this many iterations of this invocation; 0: run to the end"""
+    max_actor_failures: int = 10
+    """restarts allowed per actor before it is dropped (the run goes on with the others), >= 0"""
+    actor_restart_timeout: float = 120.0
+    """seconds to wait for Ray to bring a dead actor back (e.g. its node is gone and no
+    other node has room) before dropping it, > 0"""
+    actor_resources: tuple[str, ...] = ()
+    """extra Ray resources each rollout actor needs, as NAME=AMOUNT, besides what its envs
+    need (the env registry's per-env resources: a `carla` unit, one CARLA server, per env)"""
+    run_name: str | None = None
+    """run directory name under runs_dir (default: <env>-<time>)"""
+    runs_dir: str = "runs"
+    """where run directories are written"""
+    progress: bool = True
+    """show the progress bar"""
+
+    def __post_init__(self) -> None:
+        def check(name: str, lo: float, hi: float | None = None) -> None:
+            v = getattr(self, name)
+            if not (v >= lo and (hi is None or v <= hi)):
+                rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+                raise ConfigError(
+                    name, f"{name} must be {rng if hi is None else 'in ' + rng}, got {v!r}"
+                )
+
+        if self.env not in envs.names():
+            raise ConfigError("env", f"env must be one of {envs.names()}, got {self.env!r}")
+        if self.virtual_terminal not in ("reward", "exclude"):
+            raise ConfigError(
+                "virtual_terminal",
+                f"virtual_terminal must be 'reward' or 'exclude', got {self.virtual_terminal!r}",
+            )
+        check("num_candidates", 1, 64)
+        check("num_actors", 1, 1024)
+        check("envs_per_actor", 1, 4096)
+        check("total_env_steps", 1)
+        check("max_policy_lag", 0, 4)
+        check("threads", 1, 64)
+        check("eval_every", 0)
+        check("eval_episodes", 1)
+        check("final_eval_episodes", 0)
+        check("checkpoint_every", 1)
+        check("stop_after", 0)
+        check("max_actor_failures", 0)
+        if not self.actor_restart_timeout > 0:
+            raise ConfigError(
+                "actor_restart_timeout",
+                f"actor_restart_timeout must be > 0, got {self.actor_restart_timeout!r}",
+            )
+        _ = self.actor_resource_dict  # validates the NAME=AMOUNT entries
+        if not self.actor_cpus > 0:
+            raise ConfigError("actor_cpus", f"actor_cpus must be > 0, got {self.actor_cpus!r}")
+        for name in ("learner_device", "actor_device"):
+            dev = getattr(self, name)
+            ok = dev in ("cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
+            if not ok and not (name == "learner_device" and dev == "auto"):
+                allowed = "auto | cpu | cuda[:N]" if name == "learner_device" else "cpu | cuda[:N]"
+                raise ConfigError(name, f"{name} must be {allowed}, got {dev!r}")
+        if self.run_name is not None and (not self.run_name or "/" in self.run_name):
+            raise ConfigError(
+                "run_name", f"run_name must be a non-empty name without '/', got {self.run_name!r}"
+            )
+
+    @property
+    def actor_resource_dict(self) -> dict[str, float]:
+        """``actor_resources`` parsed, plus what the actor's envs need (`EnvSpec.resources`)."""
+        out: dict[str, float] = {}
+        for item in self.actor_resources:
+            name, sep, amount = item.partition("=")
+            try:
+                value = float(amount)
+            except ValueError:
+                value = float("nan")
+            if not sep or not name or not value > 0:
+                raise ConfigError(
+                    "actor_resources",
+                    f"actor_resources must be NAME=AMOUNT entries with AMOUNT > 0, got {item!r}",
+                )
+            out[name] = value
+        for name, amount in envs.spec(self.env).resources(self.envs_per_actor).items():
+            out.setdefault(name, amount)
+        return out
+
+    @property
+    def first_eval_seed(self) -> int:
+        """`eval_seed`, or the one derived from `seed`."""
+        return 1_000_000 + 10_000 * self.seed if self.eval_seed is None else self.eval_seed
+
+    @property
+    def envs_total(self) -> int:
+        return self.num_actors * self.envs_per_actor
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The resolved configuration of a run (what ``config.yaml`` holds)."""
+
+    run: RunConfig
+    ppo: PPOConfig
+    influence_ratio: InfluenceRatioConfig
+    networks: NetworkConfig
+    planner: PlannerConfig
+    wandb: WandbConfig
+
+    def __post_init__(self) -> None:
+        n, total = self.ppo.n_steps, self.run.envs_total
+        if n % total:
+            raise ConfigError(
+                ("ppo.n_steps", "run.num_actors", "run.envs_per_actor"),
+                f"n_steps ({n}) must be a multiple of num_actors × envs_per_actor ({total}): "
+                "each iteration takes n_steps real steps, fragment_len from every env",
+            )
+        if self.influence_ratio.rho0 > 0 and self.run.num_candidates < 2:
+            raise ConfigError(
+                ("influence_ratio.rho0", "run.num_candidates"),
+                f"rho0 > 0 needs virtual data, i.e. num_candidates >= 2 (got "
+                f"M={self.run.num_candidates}); set rho0 = 0 for M = 1",
+            )
+        if self.influence_ratio.mode == "adaptive" and self.networks.ensemble_size < 2:
+            raise ConfigError(
+                ("influence_ratio.mode", "networks.ensemble_size"),
+                "the adaptive ρ (Alg. 2) reads the variance of the value heads: it needs "
+                f"ensemble_size >= 2, got {self.networks.ensemble_size}",
+            )
+        if self.ppo.mixing == "sample" and self.influence_ratio.update_every == "minibatch":
+            raise ConfigError(
+                ("influence_ratio.update_every", "ppo.mixing"),
+                "update_every='minibatch' needs mixing='loss': per-sample mixing draws the "
+                "unified buffer once per iteration",
+            )
+        if not isinstance(self.planner, envs.spec(self.run.env).planner):
+            raise ConfigError(
+                ("planner", "run.env"),
+                f"{self.run.env} plans with {envs.spec(self.run.env).planner.__name__}, "
+                f"got {type(self.planner).__name__}",
+            )
+
+    @property
+    def fragment_len(self) -> int:
+        """T: steps each env takes per iteration."""
+        return self.ppo.n_steps // self.run.envs_total
+
+    @property
+    def iterations(self) -> int:
+        """Learner iterations in the whole run: total_env_steps in whole iterations, rounded
+        down (so a run never exceeds its budget), at least one."""
+        return max(1, self.run.total_env_steps // self.ppo.n_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @property
+    def schedule(self) -> Schedule:
+        """The coordinator's loop numbers."""
+        run = self.run
+        return Schedule(
+            iterations=self.iterations, fragment_len=self.fragment_len,
+            num_actors=run.num_actors, max_policy_lag=run.max_policy_lag,
+            checkpoint_every=run.checkpoint_every, stop_after=run.stop_after,
+            max_actor_failures=run.max_actor_failures,
+            actor_restart_timeout=run.actor_restart_timeout, eval_every=run.eval_every,
+            eval_episodes=run.eval_episodes, final_eval_episodes=run.final_eval_episodes,
+            first_eval_seed=run.first_eval_seed,
+            final_eval_on_evaluator=bool(envs.spec(run.env).resources_per_env),
+        )  # fmt: skip
+
+    def worker_spec(self) -> WorkerSpec:
+        """What each rollout worker is built from."""
+        run = self.run
+        return WorkerSpec(
+            env=run.env, n_envs=run.envs_per_actor, num_candidates=run.num_candidates,
+            planner=self.planner, networks=self.networks, seed=run.seed,
+            device=run.actor_device, threads=run.threads, virtual_terminal=run.virtual_terminal,
+        )  # fmt: skip
+
+    def eval_spec(self, episodes: int) -> WorkerSpec:
+        """An evaluation worker's: up to 10 envs at once on the CPU, one where each env
+        needs cluster resources (a CARLA server)."""
+        needs = bool(envs.spec(self.run.env).resources_per_env)
+        n = 1 if needs else min(10, max(episodes, 1))
+        return dataclasses.replace(self.worker_spec(), n_envs=n, device="cpu")
+
+    def learner_spec(self) -> LearnerSpec:
+        """What the learner is built from: its sections, the env's sizes, its device."""
+        probe = envs.spec(self.run.env)
+        model = envs.make(probe.probe or probe.name).unwrapped.planner_model()
+        return LearnerSpec(
+            model.nobs, model.na, self.ppo, self.networks, self.influence_ratio,
+            device=resolve_device(self.run.learner_device), seed=self.run.seed,
+            threads=self.run.threads,
+        )  # fmt: skip
+
+
+def check_runnable(cfg: TrainConfig) -> None:
+    """What the config asks of this machine and of the env: devices, the env's packages, the
+    planner's cost on the env's model (`ConfigError` naming the fields)."""
+    for name in ("learner_device", "actor_device"):
+        device = getattr(cfg.run, name)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"run.{name}", f"{device!r} asked for, but torch sees no CUDA device")
+    spec = envs.spec(cfg.run.env)
+    missing = spec.missing()
+    if missing:
+        raise ConfigError(
+            "run.env",
+            f"{cfg.run.env} needs the Python package(s) {', '.join(missing)}, which this "
+            "Python cannot import",
+        )
+    model = envs.make(spec.probe or spec.name).unwrapped.planner_model()
+    try:
+        cfg.planner.other_cost(model)  # the cost terms that depend on the env (its track...)
+    except ValueError as err:
+        fields = tuple(f"planner.{f}" for f in getattr(err, "fields", ()))
+        raise ConfigError(fields, str(err)) from err

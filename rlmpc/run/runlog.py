@@ -1,0 +1,202 @@
+"""One observer for the metrics of a run: ``metrics.jsonl``, W&B, the progress bar, the plots.
+
+The learner's ``update()`` and the coordinator return dicts of plain floats; `RunLogger.log` is the
+one place they go out. W&B runs offline (files under ``<run_dir>/wandb``) unless
+``WANDB_API_KEY`` is set or the mode is forced; ``mode="disabled"`` turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+#: the progress bar's postfix: metric key -> short label
+_BAR_KEYS = {
+    "sps": "sps",
+    "episode_return": "ret",
+    "success_rate": "succ",
+    "rho": "rho",
+}
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases settings."""
+
+    wandb_mode: str = "auto"
+    """auto (online when WANDB_API_KEY is set, else offline) | online | offline | disabled"""
+    wandb_project: str = "rlmpc"
+    """W&B project"""
+    wandb_entity: str | None = None
+    """W&B entity (team or user); default: the key's default entity"""
+    wandb_group: str | None = None
+    """W&B group (e.g. one sweep); default: none"""
+    wandb_tags: tuple[str, ...] = ()
+    """W&B tags"""
+
+    def __post_init__(self) -> None:
+        modes = ("auto", "online", "offline", "disabled")
+        if self.wandb_mode not in modes:
+            raise ValueError(f"wandb_mode must be one of {modes}, got {self.wandb_mode!r}")
+
+    def resolved_mode(self) -> str:
+        if self.wandb_mode != "auto":
+            return self.wandb_mode
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def run_meta(argv: list[str], program: str = "launch.py") -> dict[str, Any]:
+    """What reproduces a run: the command, the code's commit (and whether it had local
+    changes) and the machine."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor()
+    return {
+        "command": " ".join(["python", program, *argv]),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()},
+    }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class RunLogger:
+    """Writes every logged dict to ``metrics.jsonl`` and W&B, and drives the progress bar."""
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        config: dict[str, Any],
+        wandb_cfg: WandbConfig,
+        total_steps: int,
+        run_name: str,
+        progress: bool = True,
+        resume: bool = False,
+        initial_steps: int = 0,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(self.run_dir / "metrics.jsonl", "a" if resume else "w")
+        self._events = open(self.run_dir / "events.log", "a")
+        self._bar = tqdm(
+            total=total_steps,
+            initial=initial_steps,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not progress,
+            smoothing=0.1,
+        )
+        self._last_steps = initial_steps
+        self._wandb = None
+        mode = wandb_cfg.resolved_mode()
+        if mode != "disabled":
+            import wandb
+
+            os.environ.setdefault("WANDB_SILENT", "true")
+            id_file = self.run_dir / "wandb_id.txt"
+            run_id = id_file.read_text().strip() if resume and id_file.exists() else None
+            self._wandb = wandb.init(
+                project=wandb_cfg.wandb_project,
+                entity=wandb_cfg.wandb_entity,
+                group=wandb_cfg.wandb_group,
+                tags=list(wandb_cfg.wandb_tags),
+                name=run_name,
+                id=run_id,
+                resume="allow" if run_id else None,
+                dir=str(self.run_dir),
+                mode=mode,
+                config=config,
+                settings=wandb.Settings(console="off", x_disable_stats=True),
+            )
+            id_file.write_text(self._wandb.id)
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        """Record one learner iteration (must carry ``env_steps``)."""
+        row = {k: _jsonable(v) for k, v in metrics.items()}
+        self._metrics.write(json.dumps(row) + "\n")
+        self._metrics.flush()
+        steps = int(metrics["env_steps"])
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=steps)
+        self._bar.update(max(0, steps - self._last_steps))
+        self._last_steps = steps
+        post = {
+            label: f"{metrics[k]:.3g}"
+            for k, label in _BAR_KEYS.items()
+            if isinstance(metrics.get(k), float | int) and math.isfinite(metrics[k])
+        }
+        self._bar.set_postfix(post, refresh=False)
+
+    def event(self, message: str) -> None:
+        """A notable event (actor restarted, update skipped...): to events.log and the console."""
+        self._events.write(message + "\n")
+        self._events.flush()
+        self._bar.write(message)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self._wandb is not None:
+            for k, v in values.items():
+                self._wandb.summary[k] = v
+
+    def close(self) -> None:
+        self._bar.close()
+        self._metrics.close()
+        self._events.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def plot_curves(run_dir: str | os.PathLike, keys: tuple[str, ...] = ()) -> Path | None:
+    """Learning curves (env steps on x) of ``metrics.jsonl`` to ``learning_curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl") if line.strip()]
+    if not rows:
+        return None
+    keys = keys or ("episode_return", "success_rate", "rho", "ensemble_var", "loss/value", "sps")
+    keys = tuple(k for k in keys if any(r.get(k) is not None for r in rows))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.0), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        pts = [(r["env_steps"], r[key]) for r in rows if r.get(key) is not None]
+        ax.plot(*zip(*pts, strict=True))
+        ax.set_title(key)
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = run_dir / "learning_curves.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,156 @@
+"""Training a run: its directory, its log, a backend, the coordinator, the final evaluation.
+
+`train` is what ``python launch.py`` calls; `Run` is the same assembled step by step (tests
+drive it to kill actors mid-run). The backend is Ray (`rlmpc.system.ray_backend`; embedded
+or a cluster) or serial (``--serial``: every component in this process); the coordinator
+(`rlmpc.system.coordinator`) is the same for both, and so are the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import envs
+from rlmpc.run.config import TrainConfig, check_runnable
+from rlmpc.run.evaluate import format_table, plot_traces
+from rlmpc.run.runlog import RunLogger, plot_curves, run_meta
+from rlmpc.system.backend import Backend
+from rlmpc.system.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from rlmpc.system.coordinator import Coordinator
+from rlmpc.system.records import EvalResult, summarize
+from rlmpc.system.shells import serial_backend
+
+
+def make_backend(cfg: TrainConfig, serial: bool = False, ray_address: str | None = None) -> Backend:
+    """The components of ``cfg``'s run, in this process (``serial``) or as Ray actors."""
+    run = cfg.run
+    parts = dict(
+        worker=cfg.worker_spec(), learner=cfg.learner_spec(), num_actors=run.num_actors,
+        eval_worker=cfg.eval_spec(run.eval_episodes),
+        final_eval_worker=cfg.eval_spec(run.final_eval_episodes),
+    )  # fmt: skip
+    if serial:
+        return serial_backend(**parts)
+    from rlmpc.system.ray_backend import RayBackend, RayPlacement, init_ray
+
+    init_ray(ray_address, run.num_actors * run.actor_cpus + 2,
+             gpu=parts["learner"].device.startswith("cuda"))  # fmt: skip
+    placement = RayPlacement(
+        actor_cpus=run.actor_cpus, actor_resources=run.actor_resource_dict,
+        max_restarts=run.max_actor_failures,
+        eval_resources=envs.spec(run.env).resources(1) or None,
+    )  # fmt: skip
+    return RayBackend(**parts, placement=placement)
+
+
+class Run:
+    """A training run assembled: directory, log, backend, coordinator (the coordinator's
+    observer: rows, events and checkpoints go to the run directory)."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool = False,
+                 serial: bool = False, ray_address: str | None = None) -> None:  # fmt: skip
+        self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
+        self.backend = make_backend(cfg, serial, ray_address)
+        self.logger = RunLogger(
+            run_dir, cfg.to_dict(), cfg.wandb, cfg.run.total_env_steps, run_dir.name,
+            progress=cfg.run.progress, resume=resume,
+        )  # fmt: skip
+        record = {"worker": cfg.worker_spec(), "config": cfg.to_dict()}
+        self.coordinator = Coordinator(cfg.schedule, self.backend, self, record)
+
+    # -- the coordinator's observer --
+    def log(self, row: dict[str, Any]) -> None:
+        self.logger.log(row)
+
+    def event(self, message: str) -> None:
+        self.logger.event(message)
+
+    def checkpoint(self, state: Checkpoint) -> None:
+        save_checkpoint(self.run_dir, state.iteration, state)
+
+    # -- the run --
+    def train(self) -> dict[str, Any] | None:
+        """Train (from the newest checkpoint when resuming); the final evaluation's summary."""
+        if self.resume:
+            self.coordinator.restore(load_checkpoint(self.run_dir))
+        try:
+            result = self.coordinator.run()
+        except RuntimeError as err:  # a component's failure, the run's end: on record
+            self.logger.event(f"stopped: {err}")
+            raise
+        return None if result is None else self._final(result)
+
+    def _final(self, result: EvalResult) -> dict[str, Any]:
+        run = self.cfg.run
+        summary = summarize(run.env, result.episodes)
+        summary["env_steps"] = self.coordinator.counters.env_steps
+        summary["seed"], summary["eval_seed"] = run.seed, run.first_eval_seed
+        (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+        plot_traces(result, self.run_dir / "eval_episodes.png")
+        self.logger.summary({f"final/{k}": v["mean"] for k, v in summary.items()
+                             if isinstance(v, dict)})  # fmt: skip
+        return summary
+
+    def close(self) -> None:
+        self.logger.close()
+        self.backend.close()
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    name = cfg.run.run_name or time.strftime(f"{cfg.run.env}-%Y%m%d-%H%M%S")
+    path = Path(cfg.run.runs_dir) / name
+    if path.exists() and latest_checkpoint(path) is not None:
+        raise ValueError(
+            f"run directory {path} already holds a run; use --resume {path} or another --run-name"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None = None,
+          serial: bool = False, argv: list[str] | None = None) -> Path:  # fmt: skip
+    """Train (or continue) a run; returns its directory. Ray is started here unless ``serial``.
+
+    ``argv`` (the command line, for the record) goes to ``meta.json`` with the git commit and
+    the machine; the wall time is added when the run ends."""
+    check_runnable(cfg)
+    if resume is not None:
+        run_dir = resume
+        if latest_checkpoint(run_dir) is None:
+            raise ValueError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
+    else:
+        run_dir = new_run_dir(cfg)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    meta_file = run_dir / "meta.json"
+    meta = json.loads(meta_file.read_text()) if resume is not None and meta_file.is_file() else {}
+    meta.setdefault("invocations", []).append(run_meta(argv if argv is not None else []))
+    meta.update(meta["invocations"][0])
+    meta_file.write_text(json.dumps(meta, indent=1))
+    started = time.perf_counter()
+    # the final evaluation runs here: the same thread count as the actors, the same numbers
+    torch.set_num_threads(cfg.run.threads)
+    run = Run(cfg, run_dir, resume=resume is not None, serial=serial, ray_address=ray_address)
+    try:
+        summary = run.train()
+    finally:
+        run.close()
+    meta["wall_time_s"] = meta.get("wall_time_s", 0.0) + time.perf_counter() - started
+    meta_file.write_text(json.dumps(meta, indent=1))
+    curves = plot_curves(run_dir)
+    iteration = run.coordinator.counters.iteration
+    if summary is None and iteration >= cfg.iterations:
+        print(f"finished; run directory: {run_dir.resolve()}")
+    elif summary is None:
+        print(f"stopped after iteration {iteration}; continue with "
+              f"`python launch.py --resume {run_dir}`")  # fmt: skip
+    else:
+        print(format_table(summary))
+        print(f"run directory: {run_dir.resolve()}  (eval.json, eval_episodes.png, "
+              f"{curves.name if curves else 'no curves'}, metrics.jsonl, checkpoints/)")  # fmt: skip
+    return run_dir

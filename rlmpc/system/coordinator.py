@@ -1,0 +1,361 @@
+"""The coordinator: the training loop as plain code, over any `rlmpc.system.backend.Backend`.
+
+Iteration ``i`` learns on the fragments meant for it (one per live actor, index ``i``),
+while ``max_policy_lag`` further fragments per actor are in flight, so actors act with
+weights at most that many versions old and never wait for the learner otherwise.
+Fragments are learned on in actor order, so a run is reproducible: the same seed gives the
+same ``metrics.jsonl`` on any backend. A rollout actor that dies is restarted by the backend
+and its fragments are collected again (after ``max_actor_failures`` deaths, or when it does
+not come back, it is dropped and the run goes on with the others): a crash costs the
+episodes in flight, not the run. A checkpoint (`rlmpc.system.checkpoint.Checkpoint`) holds
+what exact resumption needs: the learner, the counters, the weights of the fragments in
+flight, and the actors' state at the end of the last fragment learned on.
+
+Evaluation schedule: after iteration ``c`` with ``c % eval_every == 0`` (before the last),
+the evaluator runs ``eval_episodes`` episodes with the newest weights beside training; its
+figures are logged (``eval/*``) in the row of iteration ``min(c + eval_every, last)``, waited
+for there if need be, so where they appear never depends on timing. The final evaluation
+runs after the last iteration.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from rlmpc.system.backend import (
+    EVALUATOR,
+    FINAL_EVALUATOR,
+    LEARNER,
+    REAL_SHARD,
+    VIRTUAL_SHARD,
+    Backend,
+    ComponentDied,
+    actor_name,
+)
+from rlmpc.system.checkpoint import Checkpoint
+from rlmpc.system.records import (
+    CollectResult,
+    EpisodeStats,
+    EvalResult,
+    FragmentId,
+    FragmentMeta,
+    summarize,
+)
+
+#: the figures of a periodic evaluation that go into ``metrics.jsonl`` (besides the env's own)
+EVAL_FIGURES = ("success_rate", "steps", "reward")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The loop's numbers (the run's config, `rlmpc.run.config.TrainConfig.schedule`)."""
+
+    iterations: int
+    fragment_len: int
+    num_actors: int
+    max_policy_lag: int = 1
+    checkpoint_every: int = 10
+    stop_after: int = 0
+    max_actor_failures: int = 10
+    actor_restart_timeout: float = 120.0
+    eval_every: int = 0
+    eval_episodes: int = 10
+    final_eval_episodes: int = 0
+    first_eval_seed: int = 1_000_000
+    final_eval_on_evaluator: bool = False
+    """free the rollout actors and run the final evaluation on the evaluator (the env's envs
+    need cluster resources, e.g. CARLA servers); else on a fresh local evaluator"""
+
+
+class Observer(Protocol):
+    """Where the coordinator's output goes (`rlmpc.run.train`: files, W&B, the console)."""
+
+    def log(self, row: dict[str, Any]) -> None: ...
+
+    def event(self, message: str) -> None: ...
+
+    def checkpoint(self, state: Checkpoint) -> None: ...
+
+
+@dataclass
+class _Slot:
+    """A fragment in flight: where it goes, which weights collect it, its call."""
+
+    index: int
+    version: int
+    attempt: int
+    call: Any = None
+
+
+@dataclass
+class Counters:
+    iteration: int = 0
+    env_steps: int = 0
+    virtual_samples: int = 0
+    episodes: int = 0
+    actor_restarts: int = 0
+    lost_fragments: int = 0
+    recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
+
+    def plain(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self).items() if k != "recent"}
+
+
+class Coordinator:
+    """Runs a training run over ``backend`` (module docstring); output goes to ``observer``.
+
+    ``record`` is what checkpoints carry besides the loop's state: the worker spec and the
+    run's config (`Checkpoint.worker`, `Checkpoint.config`).
+    """
+
+    def __init__(self, schedule: Schedule, backend: Backend, observer: Observer,
+                 record: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.s, self.backend, self.observer = schedule, backend, observer
+        self.record = record or {}
+        self.live = list(range(schedule.num_actors))
+        self.failures = [0] * schedule.num_actors
+        self.slots: dict[int, collections.deque[_Slot]] = {
+            a: collections.deque() for a in self.live
+        }
+        self.counters = Counters()
+        self.weights: dict[int, Any] = {}  # version -> backend ref
+        self.version = 0
+        self.first_index = 0
+        self.pending_eval: tuple[Any, int, int] | None = None  # call, due iteration, env steps
+        self._times: collections.deque = collections.deque(maxlen=11)
+
+    # -- fragments in flight --
+    def _checkpoint_due(self, index: int) -> bool:
+        s = self.s
+        last = index == s.iterations - 1
+        stop = s.stop_after > 0 and index == self.first_index + s.stop_after - 1
+        return last or stop or (index + 1) % s.checkpoint_every == 0
+
+    def _submit(self, actor: int, slot: _Slot) -> None:
+        fid = FragmentId(slot.index, actor, slot.attempt)
+        slot.call = self.backend.call(
+            actor_name(actor), "collect", fid, self.s.fragment_len, self.weights[slot.version],
+            slot.version, self._checkpoint_due(slot.index),
+        )  # fmt: skip
+
+    def _submit_index(self, index: int) -> None:
+        for a in self.live:
+            slot = _Slot(index, self.version, 0)
+            self.slots[a].append(slot)
+            self._submit(a, slot)
+
+    def _actor_failed(self, actor: int, error: ComponentDied) -> None:
+        """Log, then re-collect everything the actor had in flight (the backend restarts it)."""
+        self.failures[actor] += 1
+        self.counters.actor_restarts += 1
+        slots = self.slots[actor]
+        # let every call of the dead instance settle before resubmitting, in order
+        self.backend.wait([s.call for s in slots], num_returns=len(slots), timeout=60)
+        name, s = actor_name(actor), self.s
+        back = self.failures[actor] <= s.max_actor_failures and self.backend.restarted(
+            name, s.actor_restart_timeout
+        )
+        if not back:
+            self.live.remove(actor)
+            self.counters.lost_fragments += len(slots)
+            slots.clear()
+            self.backend.drop(name)
+            self.observer.event(
+                f"iteration {self.counters.iteration}: {name} failed {self.failures[actor]} "
+                f"times ({error.cause!r}) and is not back; dropped, {len(self.live)} actors left"
+            )
+            if not self.live:
+                raise ComponentDied(
+                    name, f"{error.cause!r}; every rollout actor has failed, stopping the run"
+                ) from error
+            return
+        self.observer.event(
+            f"iteration {self.counters.iteration}: {name} died ({error.cause!r}); "
+            f"restarted, {len(slots)} fragment(s) collected again"
+        )
+        for slot in slots:
+            slot.attempt += 1
+            self._submit(actor, slot)
+
+    def _gather(self, index: int) -> dict[int, CollectResult]:
+        """The fragment of every live actor for ``index`` (re-collecting after failures)."""
+        done: dict[int, CollectResult] = {}
+        while True:
+            waiting = {a: self.slots[a][0] for a in self.live if a not in done}
+            if not waiting:
+                return done
+            calls = {id(s.call): a for a, s in waiting.items()}
+            ready = self.backend.wait([s.call for s in waiting.values()], num_returns=1)
+            a = calls[id(ready[0])]
+            try:
+                result = self.backend.get(ready[0])
+            except ComponentDied as err:
+                self._actor_failed(a, err)
+                continue
+            slot = self.slots[a].popleft()
+            assert slot.index == index, (slot.index, index)
+            done[a] = result
+
+    # -- checkpoints --
+    def _checkpoint(self, results: dict[int, CollectResult]) -> None:
+        b = self.backend
+        inflight = sorted({s.version for q in self.slots.values() for s in q})
+        self.observer.checkpoint(Checkpoint(
+            counters=self.counters.plain(), recent=list(self.counters.recent),
+            version=self.version, learner=b.get(b.call(LEARNER, "state_dict")),
+            weights=b.fetch(self.weights[self.version]),
+            inflight_weights={v: b.fetch(self.weights[v]) for v in inflight},
+            inflight={a: [(s.index, s.version) for s in q] for a, q in self.slots.items()},
+            live=list(self.live),
+            snapshots={a: r.snapshot for a, r in results.items() if r.snapshot is not None},
+            worker=self.record.get("worker"), config=self.record.get("config", {}),
+        ))  # fmt: skip
+
+    def restore(self, state: Checkpoint) -> None:
+        """Continue from a checkpoint: learner, counters, weights, actors, slots in flight."""
+        b, c = self.backend, self.counters
+        b.get(b.call(LEARNER, "load_state_dict", state.learner))
+        for k, v in state.counters.items():
+            setattr(c, k, v)
+        c.recent.extend(state.recent)
+        self.version = state.version
+        self.weights = {v: b.put(w) for v, w in state.inflight_weights.items()}
+        self.weights[self.version] = b.put(state.weights)
+        for a in set(self.live) - set(state.live):
+            self.live.remove(a)
+            b.drop(actor_name(a))
+        for call in [b.call(actor_name(a), "restore", blob) for a, blob in state.snapshots.items()]:
+            b.get(call)
+        for a, items in state.inflight.items():
+            for index, version in items:
+                slot = _Slot(index, version, 0)
+                self.slots[a].append(slot)
+                self._submit(a, slot)
+        self.observer.event(f"resumed at iteration {c.iteration}, {c.env_steps} env steps")
+
+    # -- the loop --
+    def run(self) -> EvalResult | None:
+        """Train to the end (or ``stop_after`` iterations); the final evaluation, if any."""
+        s, c, b = self.s, self.counters, self.backend
+        lag = s.max_policy_lag
+        if not self.weights:  # a new run: the learner's initial weights
+            self.weights[0] = b.put(b.get(b.call(LEARNER, "get_weights")))
+        self.first_index = c.iteration
+        if not any(self.slots.values()):
+            for index in range(c.iteration, min(c.iteration + max(lag, 1), s.iterations)):
+                self._submit_index(index)
+        self._times.append((time.perf_counter(), c.env_steps))
+        while c.iteration < s.iterations:
+            i = c.iteration
+            t0 = time.perf_counter()
+            results = self._gather(i)
+            waited = time.perf_counter() - t0
+            if lag >= 1 and i + lag < s.iterations:
+                self._submit_index(i + lag)
+            metas = [results[a].meta for a in sorted(results)]
+            metrics, weights = b.get(b.call(LEARNER, "train", metas, self.version - lag))
+            self.version += 1
+            self.weights[self.version] = b.put(weights)
+            live_versions = {slot.version for q in self.slots.values() for slot in q}
+            live_versions.add(self.version)
+            self.weights = {v: w for v, w in self.weights.items() if v in live_versions}
+            b.call(REAL_SHARD, "prune", i)
+            b.call(VIRTUAL_SHARD, "prune", i)
+            if lag == 0 and i + 1 < s.iterations:
+                self._submit_index(i + 1)
+            c.iteration += 1
+            c.env_steps += sum(m.steps for m in metas)
+            c.virtual_samples += sum(m.virtual_samples for m in metas)
+            episodes = EpisodeStats.concat([results[a].episodes for a in sorted(results)])
+            c.episodes += len(episodes.returns)
+            c.recent.extend(zip(episodes.returns.tolist(), episodes.success.tolist(), strict=True))
+            metrics["time/wait_actors_s"] = waited
+            metrics["time/collect_s"] = float(np.mean([r.seconds for r in results.values()]))
+            metrics["time/iteration_s"] = time.perf_counter() - t0
+            self._log({**metrics, **self._finished_eval()}, metas)
+            if s.eval_every and c.iteration % s.eval_every == 0 and c.iteration < s.iterations:
+                self._start_eval()
+            if any(r.snapshot is not None for r in results.values()):
+                self._checkpoint(results)
+            if s.stop_after and c.iteration - self.first_index >= s.stop_after:
+                break
+        if c.iteration < s.iterations or s.final_eval_episodes == 0:
+            return None
+        return self._final_eval()
+
+    def _rate(self, env_steps: int) -> float:
+        """Env steps per second over the last (up to) 10 iterations."""
+        self._times.append((time.perf_counter(), env_steps))
+        (t0, s0), (t1, s1) = self._times[0], self._times[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else float("nan")
+
+    def _log(self, metrics: dict[str, float], metas: list[FragmentMeta]) -> None:
+        c = self.counters
+        recent = list(c.recent)
+        row = {
+            "iteration": c.iteration,
+            "env_steps": c.env_steps,
+            "virtual_samples": c.virtual_samples,
+            "episodes": c.episodes,
+            "episode_return": float(np.mean([r for r, _ in recent])) if recent else float("nan"),
+            "success_rate": float(np.mean([s for _, s in recent])) if recent else float("nan"),
+            "sps": self._rate(c.env_steps),
+            "policy_lag": float(np.mean([self.version - 1 - m.version for m in metas])),
+            "actors_live": len(self.live),
+            "actor_restarts": c.actor_restarts,
+            "lost_fragments": c.lost_fragments,
+            "time": time.time(),
+        }
+        for k, v in metrics.items():
+            row.setdefault(k, v)
+        self.observer.log(row)
+
+    # -- evaluation --
+    def _start_eval(self) -> None:
+        if self.pending_eval is None:
+            s, c = self.s, self.counters
+            call = self.backend.call(
+                EVALUATOR, "evaluate", self.weights[self.version], s.eval_episodes,
+                s.first_eval_seed, 0,
+            )  # fmt: skip
+            self.pending_eval = (call, min(c.iteration + s.eval_every, s.iterations), c.env_steps)
+
+    def _finished_eval(self) -> dict[str, float]:
+        """The periodic evaluation due at this iteration (``eval/*``), waited for; else nothing."""
+        if self.pending_eval is None or self.counters.iteration < self.pending_eval[1]:
+            return {}
+        call, _, steps = self.pending_eval
+        self.pending_eval = None
+        if not self.backend.wait([call], timeout=60.0):
+            self.observer.event(
+                f"iteration {self.counters.iteration}: waiting for the periodic evaluation "
+                f"started at {steps} env steps (its evaluator may wait for resources)"
+            )
+        try:
+            result: EvalResult = self.backend.get(call)
+        except ComponentDied as err:  # its node went away: skip this one, the next one retries
+            self.observer.event(f"periodic evaluation lost ({err.cause!r}); skipped")
+            return {}
+        summary = summarize(result.env, result.episodes)
+        row: dict[str, float] = {"eval/env_steps": steps}
+        for k in (*EVAL_FIGURES, *result.episodes.extra):
+            if summary.get(k):
+                row[f"eval/{k}"] = summary[k]["mean"]
+                row[f"eval/{k}_std"] = summary[k]["std"]
+        return row
+
+    def _final_eval(self) -> EvalResult:
+        s, b = self.s, self.backend
+        weights = self.weights[self.version]
+        evaluator = FINAL_EVALUATOR
+        if s.final_eval_on_evaluator:  # next to the resources the actors now free
+            for a in self.live:
+                b.drop(actor_name(a))
+            evaluator = EVALUATOR
+        call = b.call(evaluator, "evaluate", weights, s.final_eval_episodes, s.first_eval_seed, 3)
+        return b.get(call)

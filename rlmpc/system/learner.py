@@ -1,0 +1,70 @@
+"""The learner wrapper: fragments in, one PPO iteration, metrics and weights out.
+
+`Learner` is the plain class around `learners.PPOLearner` (the math); its shell
+(`rlmpc.system.shells.LearnerShell`) fetches the fragments from the replay shards. Fragments
+are joined in the order given (the coordinator's fixed actor order), so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from learners.batches import RealBatch, VirtualBatch
+from learners.policy import NetworkConfig
+from learners.ppo import PPOConfig, PPOLearner
+from learners.rho import InfluenceRatioConfig
+from rlmpc.system.records import RealArrays, VirtualArrays, Weights
+from rlmpc.system.worker import keep_freed_memory
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is refused."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA device is available")
+    return device
+
+
+class Learner:
+    """One `PPOLearner` plus the bookkeeping of a training run."""
+
+    def __init__(
+        self,
+        nobs: int,
+        na: int,
+        ppo: PPOConfig,
+        networks: NetworkConfig,
+        influence_ratio: InfluenceRatioConfig,
+        device: str = "cpu",
+        seed: int = 0,
+        threads: int = 1,
+    ) -> None:
+        torch.set_num_threads(threads)
+        keep_freed_memory()  # minibatch tensors come and go thousands of times an iteration
+        self.ppo = PPOLearner(
+            nobs, na, ppo, networks, influence_ratio, device=resolve_device(device), seed=seed
+        )
+        self.version = 0
+
+    def train(self, reals: list[RealArrays], virtuals: list[VirtualArrays]) -> dict[str, float]:
+        """One learner iteration on these fragments; bumps the policy version."""
+        real = RealBatch.concat([r.to_batch() for r in reals])
+        virtual = VirtualBatch.concat([v.to_batch() for v in virtuals]) if virtuals else None
+        metrics = self.ppo.update(real, virtual)
+        self.version += 1
+        metrics["version"] = float(self.version)
+        return metrics
+
+    def get_weights(self) -> Weights:
+        weights = self.ppo.get_weights()
+        return Weights(weights["policy"], weights["values"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ppo": self.ppo.state_dict(), "version": self.version}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ppo.load_state_dict(state["ppo"])
+        self.version = state["version"]

@@ -1,0 +1,357 @@
+"""The rollout worker: n_envs envs, one MPPI planner, and a copy of the high-level policy.
+
+Per step (Alg. 1's inner loop, batched over the worker's B envs), `RolloutWorker._act`:
+
+1. draw M candidates ``a^(m) ~ π(·|s_t)`` (eq. 4) with their log-probs;
+2. plan once for all of them (`planners.MPPI`: shared K noise sequences, M cost updates);
+3. execute a uniformly chosen ``m*`` in the real env → one real transition (eq. 5);
+4. keep the other ``M-1`` candidates as virtual samples (eq. 7) with their planned paths,
+   re-scored with r̂ and mapped to observations with ψ (eq. 6), for the learner's targets.
+
+The warm start of each env is the executed candidate's plan, shifted (zero after a reset).
+Acting needs only the plans' controls (`planners.MPPI.plan_controls`); the kept candidates'
+paths are rolled out, re-scored and observed once per fragment, for all T steps together.
+
+Evaluation is the same loop in its other mode (`rlmpc.system.episodes.Evaluation`): the
+policy's mean is the one candidate executed (M-1 draws beside it only while an episode is
+recorded for the pictures), planned in full, on seeded evaluation episodes. A worker that
+evaluates is built for that (`EVAL_ACTOR_ID`); it never trains.
+This is a plain class: tests drive it in-process; `rlmpc.system.shells` wraps it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import pickle
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from gymnasium.error import ResetNeeded
+
+import envs
+from learners.policy import NetworkConfig, build_networks
+from planners.costs import PlannerConfig, build_planner
+from planners.mppi import shift_warm_start
+from rlmpc.system.episodes import EpisodeTracker, Evaluation, Training
+from rlmpc.system.records import (
+    CollectResult,
+    EvalResult,
+    FragmentId,
+    FragmentMeta,
+    RealArrays,
+    RealStep,
+    VirtualArrays,
+    Weights,
+)
+
+#: the actor id that seeds evaluation workers (apart from every rollout actor)
+EVAL_ACTOR_ID = 1_000_000
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a rollout worker is built from (plain data; `rlmpc.system.checkpoint`
+    stores it)."""
+
+    env: str
+    n_envs: int
+    num_candidates: int
+    planner: PlannerConfig
+    networks: NetworkConfig
+    seed: int
+    device: str = "cpu"
+    threads: int = 1
+    keep_virtual: bool = True
+    virtual_terminal: str = "reward"
+    """'reward': a virtual path's transition into a terminal planned state earns the env's
+    terminal reward (`envs.base.PlannerModel.terminal_reward`); 'exclude': App. B's r̂ alone."""
+
+
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
+    """Have glibc's malloc keep freed blocks of up to ``mmap_threshold`` bytes for reuse.
+
+    Every planner call allocates and frees tensors of a few MB. glibc's defaults map such
+    blocks afresh (or trim them off the heap) over and over, and touching the new pages
+    costs ~2,000 page faults per Lunar Lander step, about as long as the step's arithmetic.
+    Process-wide, like ``torch.set_num_threads``; at most ``trim_threshold`` bytes of freed
+    heap are kept. Returns False (and changes nothing) where the C library is not glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, mmap_threshold)) and bool(
+        mallopt(m_trim_threshold, trim_threshold)
+    )
+
+
+class _Acting:
+    """What the acting loop carries from step to step, for the envs it drives."""
+
+    def __init__(self, obs: np.ndarray, warm: torch.Tensor, episodes: EpisodeTracker) -> None:
+        self.obs = obs  # [B, nobs] float32: s_t of every env
+        self.warm = warm  # [B, H, nu]: each env's warm start
+        self.episodes = episodes
+        self.live = np.ones(len(obs), bool)  # the envs that act (an evaluation rests some)
+
+
+class _Kept(NamedTuple):
+    """One step's M-1 candidates that were not executed, before their paths are rolled out."""
+
+    obs: np.ndarray
+    """``[B, nobs]`` s_t, where every kept candidate was drawn."""
+    x: torch.Tensor
+    """``[B, nx]`` the planner states the plans start from."""
+    actions: torch.Tensor
+    """``[B, M-1, na]`` the candidates a^(m)."""
+    logp: torch.Tensor
+    """``[B, M-1]`` their log-probabilities."""
+    controls: torch.Tensor
+    """``[B, M-1, H, nu]`` their planned control sequences."""
+
+
+class RolloutWorker:
+    """Acts in ``spec.n_envs`` envs with the policy + MPPI and returns fragments of T steps.
+
+    ``seed_offset`` separates restarted instances (a backend rebuilds an actor with the same
+    arguments and passes a fresh number here) from the original. ``env_kwargs`` gives each
+    env its constructor arguments (a CARLA env its server's host and ports).
+    """
+
+    def __init__(
+        self, actor_id: int, spec: WorkerSpec, seed_offset: int = 0,
+        env_kwargs: list[dict[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
+        if spec.n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {spec.n_envs}")
+        if spec.num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {spec.num_candidates}")
+        torch.set_num_threads(spec.threads)
+        keep_freed_memory()
+        self.actor_id, self.spec = actor_id, spec
+        self.device = torch.device(spec.device)
+        kwargs = env_kwargs or [{}] * spec.n_envs
+        if len(kwargs) != spec.n_envs:
+            raise ValueError(
+                f"env_kwargs must hold one dict per env ({spec.n_envs}), got {len(kwargs)}"
+            )
+        self.envs = [envs.make(spec.env, **kw) for kw in kwargs]
+        self.model = self.envs[0].unwrapped.planner_model()
+        self.horizon = spec.planner.planning_horizon
+        self.values = None
+        value_fn = None
+        if spec.planner.w_value > 0:  # eq. (41): -w_value V(ψ(x_H)), V from the learner's weights
+            self.values = build_networks(self.model.nobs, self.model.na, spec.networks)[1]
+            self.values.to(self.device).eval()
+            value_fn = self._terminal_value
+        self.planner = build_planner(self.model, spec.planner, value_fn=value_fn)
+        self.policy = build_networks(self.model.nobs, self.model.na, spec.networks)[0].to(
+            self.device
+        )
+        self.policy.eval()
+        seq = np.random.SeedSequence([spec.seed, actor_id, seed_offset])
+        env_seed, torch_seed, np_seed = seq.generate_state(3)
+        self.rng = np.random.default_rng(int(np_seed))
+        self.gen = torch.Generator(device=self.device).manual_seed(int(torch_seed))
+        self.version = -1
+        obs = np.stack([e.reset(seed=int(env_seed) + i)[0] for i, e in enumerate(self.envs)])
+        warm = torch.zeros(spec.n_envs, self.horizon, self.model.nu, device=self.device)
+        self.acting = _Acting(obs.astype(np.float32), warm, EpisodeTracker(spec.n_envs, spec.env))
+
+    # ---- weights ----------------------------------------------------------------------
+    def set_weights(self, weights: Weights, version: int) -> None:
+        """Load the learner's `Weights` (at fragment boundaries)."""
+        self.policy.load_state_dict(weights.policy)
+        if self.values is not None:
+            self.values.load_state_dict(weights.values)
+        self.version = version
+
+    def _terminal_value(self, x: torch.Tensor) -> torch.Tensor:
+        """w_value · V̄(ψ(x)) for eq. (41)'s terminal cost −V(x_H), in x's dtype."""
+        v = self.values.mean(self.model.observe(x).to(torch.float32))
+        return self.spec.planner.w_value * v.to(x.dtype)
+
+    # ---- acting -------------------------------------------------------------------------
+    def _planner_states(self, rows: np.ndarray | None = None) -> torch.Tensor:
+        rows = range(len(self.envs)) if rows is None else rows
+        x = np.stack([self.model.planner_state(self.envs[r]) for r in rows])
+        return torch.as_tensor(x, dtype=torch.float32, device=self.device)
+
+    def _act(
+        self, st: _Acting, mode: Training | Evaluation
+    ) -> tuple[RealStep | None, _Kept | None]:
+        """One step of the live envs (module doc, 1-3); the real step and the M-1 candidates
+        kept for step 4 when training (None: none)."""
+        M, rows = self.spec.num_candidates, np.nonzero(st.live)[0]
+        n, ar = len(rows), np.arange(len(rows))
+        s_t = st.obs[rows]
+        obs = torch.as_tensor(s_t, device=self.device)
+        logp = None
+        if mode.explore:
+            actions, logp = self.policy.sample(obs, M, generator=self.gen)  # [n, M, na], [n, M]
+        else:
+            actions = self.policy.mean(obs)[:, None]  # [n, 1, na]: the one that is executed
+            if M > 1 and mode.wants_candidates(rows):
+                extra, _ = self.policy.sample(obs, M - 1, generator=self.gen)
+                actions = torch.cat([actions, extra], dim=1)
+        x = self._planner_states(rows)
+        if mode.explore:  # the paths are rolled out later, for many steps at once (`_virtual`)
+            plan = self.planner.plan_controls(x, actions, st.warm[rows], generator=self.gen)
+            chosen = self.rng.integers(M, size=n)
+        else:  # planned in full: the pictures draw the candidates' paths
+            plan = self.planner.plan(x, actions, st.warm[rows], generator=self.gen)
+            chosen = np.zeros(n, np.int64)
+            for j, r in enumerate(rows):
+                mode.before_step(j, r, x[j], plan.paths[j])
+        controls = plan.first[ar, chosen].cpu().numpy()
+        st.warm[rows] = shift_warm_start(plan.controls[ar, chosen])
+        next_obs = np.empty_like(s_t)
+        rewards = np.zeros(n, np.float32)
+        terminated = np.zeros(n, bool)
+        truncated = np.zeros(n, bool)
+        for j, r in enumerate(rows):
+            env = self.envs[r]
+            o, rew, term, trunc, info = env.step(controls[j].astype(env.action_space.dtype))
+            next_obs[j], rewards[j], terminated[j], truncated[j] = o, rew, term, trunc
+            st.episodes.step(r, float(rew), info)
+            mode.after_step(r, env)
+            if term or trunc:
+                st.episodes.end(r, info)
+                first = mode.next_episode(r, env, st.episodes)
+                st.warm[r] = 0.0
+                if first is None:
+                    st.live[r] = False
+                else:
+                    st.obs[r] = first
+            else:
+                st.obs[r] = o
+        if logp is None:
+            return None, None
+        real = RealStep(
+            s_t, actions[ar, chosen].cpu().numpy(), logp[ar, chosen].cpu().numpy(), rewards,
+            terminated, truncated, next_obs,
+        )  # fmt: skip
+        if M == 1 or not self.spec.keep_virtual:
+            return real, None
+        # the M-1 candidates that were not executed, per env, in candidate order
+        keep = np.ones((n, M), bool)
+        keep[ar, chosen] = False
+        idx = torch.as_tensor(np.nonzero(keep)[1].reshape(n, M - 1), device=self.device)
+        take = lambda t: torch.take_along_dim(t, idx.view(n, M - 1, *([1] * (t.ndim - 2))), dim=1)
+        return real, _Kept(s_t, x, take(actions), take(logp), take(plan.controls))
+
+    @torch.inference_mode()
+    def _virtual(self, steps: list[_Kept]) -> VirtualArrays:
+        """Step 4 for T steps' kept candidates at once: arrays ``[T, B, M-1, ...]``.
+
+        The planned paths (`PlanResult.paths` of the kept candidates) and r̂ along them are
+        one batched rollout of ``T·B·(M-1)`` rows instead of T rollouts of ``B·M``.
+        """
+        model = self.model
+        seqs = torch.stack([s.controls for s in steps])  # [T, B, M-1, H, nu]
+        x = torch.stack([s.x for s in steps]).unsqueeze(2)  # [T, B, 1, nx]
+        paths = self.planner.paths(x.expand(*seqs.shape[:3], x.shape[-1]), seqs)
+        reward_after = getattr(model, "reward_after", None)  # r̂ read off x_{t+1}, no re-stepping
+        if reward_after is not None:
+            path_rewards = reward_after(paths[..., 1:, :])
+        else:
+            path_rewards = model.reward(paths[..., :-1, :], seqs)
+        terminated = model.terminated(paths[..., 1:, :])
+        if self.spec.virtual_terminal == "reward":
+            path_rewards = path_rewards + model.terminal_reward(paths[..., 1:, :])
+        M1 = seqs.shape[2]
+        return VirtualArrays(
+            obs=np.repeat(np.stack([s.obs for s in steps])[:, :, None], M1, axis=2),
+            actions=torch.stack([s.actions for s in steps]).cpu().numpy(),
+            logp=torch.stack([s.logp for s in steps]).cpu().numpy(),
+            path_obs=model.observe(paths).cpu().numpy(),
+            path_rewards=path_rewards.cpu().numpy(),
+            path_terminated=terminated.cpu().numpy(),
+        )
+
+    def collect(
+        self, fid: FragmentId, steps: int, weights: Weights | None, version: int,
+        snapshot: bool = False,
+    ) -> tuple[RealArrays, VirtualArrays | None, CollectResult]:  # fmt: skip
+        """``steps`` steps of every env under ``weights`` (version ``version``)."""
+        start = time.perf_counter()
+        if weights is not None:
+            self.set_weights(weights, version)
+        reals, kept, training = [], [], Training()
+        with torch.inference_mode():
+            for _ in range(steps):
+                real, k = self._act(self.acting, training)
+                reals.append(real)
+                if k is not None:
+                    kept.append(k)
+        virtual = self._virtual(kept).flatten() if kept else None
+        n_virtual = 0 if virtual is None else len(virtual.obs)
+        meta = FragmentMeta(fid, self.version, steps * self.spec.n_envs, n_virtual)
+        result = CollectResult(
+            meta, self.acting.episodes.pop(), self.snapshot() if snapshot else None,
+            time.perf_counter() - start,
+        )  # fmt: skip
+        return RealArrays.stack(reals), virtual, result
+
+    @torch.inference_mode()
+    def evaluate(self, weights: Weights | None, episodes: int, seed: int = 10_000,
+                 record: int = 0, plan_every: int = 10) -> EvalResult:  # fmt: skip
+        """N episodes (``seed``, ``seed + 1``...) with the policy's mean, up to ``n_envs`` at once;
+        the first ``record`` are recorded. ``weights`` None keeps the policy as it is."""
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
+        if weights is not None:
+            self.set_weights(weights, version=-1)
+        n = min(self.spec.n_envs, episodes)
+        obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(self.envs[:n])])
+        warm = torch.zeros(n, self.horizon, self.model.nu, device=self.device)
+        st = _Acting(obs.astype(np.float32), warm, EpisodeTracker(n, self.spec.env))
+        mode = Evaluation(self.model, n, episodes, seed, record, plan_every)
+        while st.live.any():
+            self._act(st, mode)
+        traces = mode.recorded()
+        return EvalResult(self.spec.env, st.episodes.pop(), traces, self.model if traces else None)
+
+    # ---- snapshots (exact resume) -----------------------------------------------------
+    def snapshot(self) -> bytes:
+        """The worker's whole acting state: envs, observations, warm starts, RNGs, episodes."""
+        st = self.acting
+        return pickle.dumps(
+            {
+                "envs": self.envs,
+                "obs": st.obs,
+                "warm": st.warm.cpu(),
+                "rng": self.rng.bit_generator.state,
+                "gen": self.gen.get_state(),
+                "episodes": (
+                    st.episodes.ret,
+                    st.episodes.len,
+                    st.episodes.danger,
+                    st.episodes.ended,
+                ),
+                "version": self.version,
+            }
+        )
+
+    def restore(self, blob: bytes) -> None:
+        """Undo to a `snapshot`. Envs whose simulator cannot be pickled (Box2D: they raise
+        gymnasium's `ResetNeeded` until reset) restart their episode here."""
+        state = pickle.loads(blob)
+        st = self.acting
+        self.envs, st.obs = state["envs"], state["obs"]
+        st.warm = state["warm"].to(self.device)
+        self.rng.bit_generator.state = state["rng"]
+        self.gen.set_state(state["gen"])
+        st.episodes.ret, st.episodes.len, st.episodes.danger, st.episodes.ended = state["episodes"]
+        self.version = state["version"]
+        for b, env in enumerate(self.envs):
+            try:
+                self.model.planner_state(env)
+            except ResetNeeded:
+                st.obs[b] = env.reset(seed=int(self.rng.integers(2**31)))[0]
+                st.warm[b] = 0.0
+                st.episodes.clear(b)

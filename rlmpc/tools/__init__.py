@@ -1,0 +1,1 @@
+"""Tools around the system: benchmarks, the planner-alone check, results, demo, CARLA servers."""

@@ -1,0 +1,142 @@
+"""App. E's "MPPI used alone": the batched planner driven by a fixed high-level policy.
+
+``python -m rlmpc.tools.planner_alone --env lunarlander --episodes 50`` runs the env's hand-written
+target policy (`envs.base.PlannerModel.scripted_action`) through the training planner (the
+env's preset cost, K, H; M = 1) on the real env, with danger zones, through the evaluation
+loop (`rlmpc.system.worker.RolloutWorker.evaluate`), and prints the paper's columns. It checks the low level on
+its own: if the planner cannot carry out sensible targets, no high-level policy can learn to
+use it. ``--set NAME=VALUE`` overrides the planner preset (``--set w_act=20 effort=control``),
+so the same command measures every departure from Table 5.
+
+``--policy initial`` instead acts as training starts: each step, one high-level action
+sampled from a freshly initialised policy network (the executed candidate of training is one
+such draw), which shows whether learning can start from the env's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import envs
+from learners.policy import NetworkConfig
+from planners.costs import planner_config
+from rlmpc.run.evaluate import format_table, plot_traces, summarize
+from rlmpc.run.runlog import run_meta
+from rlmpc.system.worker import EVAL_ACTOR_ID, RolloutWorker, WorkerSpec
+
+
+class ScriptedPolicy:
+    """The policy interface the acting loop uses (`mean`, `sample`), from ``model.scripted_action``."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def mean(self, obs: Tensor) -> Tensor:
+        return self.model.scripted_action(obs)
+
+    def sample(
+        self, obs: Tensor, num_candidates: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        a = self.mean(obs)[:, None].expand(-1, num_candidates, -1)
+        return a, torch.zeros(a.shape[:2], dtype=a.dtype, device=a.device)
+
+
+class SampledPolicy:
+    """A policy network acting stochastically: `mean` returns one draw of π(·|s) per state."""
+
+    def __init__(self, policy: Any, generator: torch.Generator) -> None:
+        self.policy, self.generator = policy, generator
+
+    def mean(self, obs: Tensor) -> Tensor:
+        return self.policy.sample(obs, 1, generator=self.generator)[0][:, 0]
+
+
+def run_alone(env: str, episodes: int, seed: int = 20_000, n_envs: int = 50, record: int = 3,
+              policy: str = "scripted", **planner_options: Any) -> tuple[dict[str, Any], Any, Any]:  # fmt: skip
+    """``episodes`` episodes of the ``policy`` ('scripted' or 'initial') + MPPI; (summary,
+    `EvalResult`, model)."""
+    spec = WorkerSpec(
+        env=env, n_envs=min(n_envs, episodes), num_candidates=1,
+        planner=planner_config(env, **planner_options), networks=NetworkConfig(), seed=seed,
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the initial policy's weights: the same for the same seed
+        worker = RolloutWorker(EVAL_ACTOR_ID, replace(spec, keep_virtual=False))
+    if policy == "scripted":
+        worker.policy = ScriptedPolicy(worker.model)
+    else:
+        worker.policy = SampledPolicy(worker.policy, worker.gen)
+    result = worker.evaluate(None, episodes, seed=seed, record=record)
+    summary = summarize(env, result.episodes)
+    summary["planner"] = {f.name: getattr(spec.planner, f.name) for f in fields(spec.planner)}
+    summary["seed"], summary["policy"] = seed, policy
+    return summary, result, worker.model
+
+
+def _number(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default=envs.BENCHMARK_ENV, choices=envs.names(local=True),
+                        help="an env whose planner model has a scripted policy")  # fmt: skip
+    parser.add_argument("--episodes", type=int, default=50, help="episodes (1..10000)")
+    parser.add_argument("--seed", type=int, default=20_000, help="seed of the first episode")
+    parser.add_argument(
+        "--policy", default="scripted", choices=["scripted", "initial"],
+        help="the env's scripted targets, or an untrained policy acting as in training",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", default=None, help="directory for alone.json and alone_episodes.png"
+    )
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="NAME=VALUE",
+        help="planner options overriding the preset, e.g. w_act=20 effort=control",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if not 1 <= args.episodes <= 10_000:
+        parser.error(f"argument --episodes: must be in [1, 10000], got {args.episodes}")
+    options = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"argument --set: expected NAME=VALUE, got {item!r}")
+        options[name] = _number(value)
+    torch.set_num_threads(1)
+    try:
+        summary, result, model = run_alone(
+            args.env, args.episodes, args.seed, policy=args.policy, **options
+        )
+    except NotImplementedError as err:
+        parser.error(f"argument --env: {err}")
+    except (TypeError, ValueError) as err:
+        parser.error(f"argument --set: {err}")
+    summary.update(run_meta(argv, "-m rlmpc.tools.planner_alone"))
+    print(format_table(summary))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"alone_{args.policy}.json").write_text(json.dumps(summary, indent=2))
+        plot_traces(result, out / f"alone_{args.policy}_episodes.png", model)
+    key = f"planner_alone_{args.env}_{args.policy}"
+    for name in result.episodes.extra:  # the env's own figures (its registry entry), then success
+        if summary.get(name):
+            print(f"{key}_{name}: {summary[name]['mean']:.3f}")
+    print(f"{key}_success_rate: {summary['success_rate']['mean']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Results as data: finished runs recorded as JSON cells under ``results/``, tables built from them.
+
+``python -m rlmpc.tools.results add RUN_DIR --experiment E --method NAME`` records a finished run
+(its ``eval.json``, resolved config, command, git commit, machine, wall time and learning
+curve) as ``results/E/<env>/NAME/seed<k>.json``, and copies its ``eval_episodes.png`` and
+``learning_curves.png`` beside it. ``python -m rlmpc.tools.results table E`` prints the
+experiment's table (markdown): per method, the final evaluation's mean ± std over its 50
+episodes for each seed, and the mean ± std of the per-seed means across seeds. The README's
+result tables are this command's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import envs
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
+def learning_curve(run_dir: Path) -> list[dict[str, float]]:
+    """Per learner iteration: env steps, the recent episodes' return and success, ρ."""
+    rows = []
+    with open(run_dir / "metrics.jsonl") as f:
+        for line in f:
+            d = json.loads(line)
+            if "env_steps" in d and "rho" in d:
+                rows.append({k: d.get(k) for k in ("env_steps", "episode_return", "success_rate",
+                                                   "rho", "ensemble_var")})  # fmt: skip
+    return rows
+
+
+def add(run_dir: Path, experiment: str, method: str, root: Path = RESULTS) -> Path:
+    """Record a finished run as a result cell; returns the JSON's path."""
+    run_dir = Path(run_dir)
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    meta_file = run_dir / "meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    curve = learning_curve(run_dir)
+    env, seed = config["run"]["env"], config["run"]["seed"]
+    out = root / experiment / env / method
+    out.mkdir(parents=True, exist_ok=True)
+    cell = {
+        "experiment": experiment, "env": env, "method": method, "seed": seed,
+        **meta, "wall_time_s": meta.get("wall_time_s"), "eval": evaluation, "config": config,
+        "curve": curve,
+    }  # fmt: skip
+    path = out / f"seed{seed}.json"
+    path.write_text(json.dumps(cell, indent=1))
+    for png in ("eval_episodes.png", "learning_curves.png"):
+        if (run_dir / png).is_file():
+            shutil.copyfile(run_dir / png, out / f"seed{seed}_{png}")
+    return path
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.pstdev(values):.2f}"
+
+
+def cells(experiment: str, root: Path = RESULTS) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((root / experiment).glob("*/*/seed*.json"))]
+
+
+def table(experiment: str, root: Path = RESULTS) -> str:
+    """Markdown: one table per env, a row per method (seeds' figures and their mean ± std)."""
+    by_env: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for c in cells(experiment, root):
+        by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
+    lines = []
+    for env, methods in by_env.items():
+        cols = envs.spec(env).columns  # the env's table columns (registry)
+        lines += [f"**{env}** (`results/{experiment}/{env}/`)", ""]
+        lines.append("| method | seeds | env steps | " + " | ".join(h for _, h in cols) + " |")
+        lines.append("|---|---|---|" + "---|" * len(cols))
+        for method, runs in methods.items():
+            runs.sort(key=lambda c: c["seed"])
+            seeds = ", ".join(str(c["seed"]) for c in runs)
+            steps = sorted({c["eval"].get("env_steps") for c in runs})
+            figures = []
+            for key, _ in cols:
+                per_seed = [c["eval"][key]["mean"] for c in runs if c["eval"].get(key)]
+                if len(runs) == 1 and runs[0]["eval"].get(key):
+                    e = runs[0]["eval"][key]
+                    figures.append(f"{e['mean']:.2f} ± {e['std']:.2f}")
+                else:
+                    figures.append(_ms(per_seed))
+            steps_s = ", ".join(f"{s:,}" for s in steps if s is not None)
+            lines.append(f"| {method} | {seeds} | {steps_s} | " + " | ".join(figures) + " |")
+        lines.append("")
+    lines.append("One seed: mean ± std over its evaluation episodes. Several seeds: mean ± std "
+                 "across seeds of each seed's mean over its evaluation episodes.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("add", help="record a finished run as a result cell")
+    a.add_argument("run_dir", type=Path)
+    a.add_argument("--experiment", required=True, help="e.g. table1, lunarlander-terminal")
+    a.add_argument("--method", required=True, help="e.g. ppo-mppi-rho0.3")
+    t = sub.add_parser("table", help="print an experiment's table (markdown)")
+    t.add_argument("experiment")
+    args = parser.parse_args(argv)
+    if args.cmd == "add":
+        if not (args.run_dir / "eval.json").is_file():
+            parser.error(f"{args.run_dir} has no eval.json: not a finished run")
+        print(add(args.run_dir, args.experiment, args.method))
+    else:
+        if not (RESULTS / args.experiment).is_dir():
+            parser.error(f"no experiment {args.experiment!r} under {RESULTS}")
+        print(table(args.experiment))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

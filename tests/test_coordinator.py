@@ -1,0 +1,230 @@
+"""The coordinator as plain code: lag, order, restarts, drops, resume, evaluation schedule.
+
+Test doubles stand in for the components (a worker that counts, a learner that counts
+versions) behind the serial backend, so each test runs in milliseconds and no Ray starts.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from rlmpc.system.backend import (
+    EVALUATOR,
+    FINAL_EVALUATOR,
+    LEARNER,
+    REAL_SHARD,
+    VIRTUAL_SHARD,
+    ComponentDied,
+    ComponentFailed,
+    SerialBackend,
+    actor_name,
+)
+from rlmpc.system.coordinator import Coordinator, Schedule
+from rlmpc.system.records import CollectResult, EpisodeStats, EvalResult, FragmentMeta, Weights
+
+
+def episodes(n: int, value: float) -> EpisodeStats:
+    return EpisodeStats(np.full(n, value), np.ones(n, np.int64), np.ones(n, bool),
+                        np.zeros(n, np.int64), {"extra": np.full(n, value)})  # fmt: skip
+
+
+class World:
+    """The doubles' shared record: every collect and train call, in order."""
+
+    def __init__(self, deaths: dict[int, list[int]] | None = None) -> None:
+        self.collects: list[tuple[int, int, int, int]] = []  # actor, index, attempt, version
+        self.trains: list[tuple[list[int], int]] = []  # actors in order, min_version
+        self.evals: list[tuple[str, int]] = []
+        self.built: list[tuple[str, int]] = []
+        self.deaths = deaths or {}  # actor -> its collect calls (1-based) that die
+
+
+class Worker:
+    def __init__(self, world: World, actor: int, restarts: int) -> None:
+        self.world, self.actor, self.calls, self.restored = world, actor, 0, None
+        world.built.append((actor_name(actor), restarts))
+
+    def collect(self, fid, steps, weights, version, snapshot):
+        self.calls += 1
+        n = sum(1 for c in self.world.collects if c[0] == self.actor) + 1
+        if n in self.world.deaths.get(self.actor, []):
+            self.world.deaths[self.actor].remove(n)
+            raise ComponentDied(actor_name(self.actor), "killed")
+        self.world.collects.append((self.actor, fid.index, fid.attempt, version))
+        assert weights.policy["version"] == version  # the weights of the version it names
+        meta = FragmentMeta(fid, version, steps * 2, steps * 6)
+        blob = f"{self.actor}@{fid.index}".encode() if snapshot else None
+        return CollectResult(meta, episodes(1, float(fid.index)), blob)
+
+    def restore(self, blob):
+        self.restored = blob
+
+
+class Learner:
+    def __init__(self, world: World) -> None:
+        self.world, self.version = world, 0
+
+    def train(self, metas, min_version):
+        assert all(m.version >= min_version for m in metas)
+        self.world.trains.append(([m.fid.actor for m in metas], min_version))
+        self.version += 1
+        return {"version": float(self.version)}, self.get_weights()
+
+    def get_weights(self):
+        return Weights({"version": self.version})
+
+    def state_dict(self):
+        return {"version": self.version}
+
+    def load_state_dict(self, state):
+        self.version = state["version"]
+
+
+class Shard:
+    def prune(self, index):
+        return 0
+
+
+class Evaluator:
+    def __init__(self, world: World, name: str) -> None:
+        self.world, self.name = world, name
+
+    def evaluate(self, weights, n, seed, record):
+        self.world.evals.append((self.name, weights.policy["version"]))
+        return EvalResult("toy", episodes(n, float(weights.policy["version"])), [])
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.rows, self.events, self.checkpoints = [], [], []
+
+    def log(self, row):
+        self.rows.append(row)
+
+    def event(self, message):
+        self.events.append(message)
+
+    def checkpoint(self, state):
+        self.checkpoints.append(state)
+
+
+def system(world: World, actors: int = 2) -> SerialBackend:
+    factories = {
+        LEARNER: lambda r: Learner(world),
+        REAL_SHARD: lambda r: Shard(),
+        VIRTUAL_SHARD: lambda r: Shard(),
+        EVALUATOR: lambda r: Evaluator(world, EVALUATOR),
+        FINAL_EVALUATOR: lambda r: Evaluator(world, FINAL_EVALUATOR),
+    }
+    for i in range(actors):
+        factories[actor_name(i)] = lambda r, i=i: Worker(world, i, r)
+    return SerialBackend(factories)
+
+
+def run(world: World, **schedule) -> tuple[Coordinator, Observer, EvalResult | None]:
+    s = Schedule(**{"iterations": 4, "fragment_len": 5, "num_actors": 2, **schedule})
+    observer = Observer()
+    coordinator = Coordinator(s, system(world, s.num_actors), observer)
+    return coordinator, observer, coordinator.run()
+
+
+@pytest.fixture(autouse=True)
+def quick():
+    start = time.perf_counter()
+    yield
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("lag", [0, 1, 2])
+def test_policy_lag_bounds_the_weights_fragments_are_collected_with(lag):
+    world = World()
+    _, obs, _ = run(world, iterations=5, max_policy_lag=lag)
+    # fragment i is collected with the newest weights when it is submitted: i - lag (at least 0)
+    assert [(a, i, v) for a, i, _, v in world.collects] == [
+        (a, i, max(0, i - lag)) for i in range(5) for a in range(2)
+    ]
+    assert [r["policy_lag"] for r in obs.rows] == [min(i, lag) for i in range(5)]
+    # the learner is told the oldest version it may take, and learns in actor order
+    assert world.trains == [([0, 1], i - lag) for i in range(5)]
+    assert [r["env_steps"] for r in obs.rows] == [20 * i for i in range(1, 6)]
+
+
+def test_a_dead_actor_is_restarted_and_its_fragments_collected_again():
+    world = World(deaths={1: [2]})  # actor 1's second collect dies
+    _, obs, _ = run(world, iterations=4, max_policy_lag=2)  # with two fragments in flight
+    assert (actor_name(1), 1) in world.built  # rebuilt once, as a restarted instance
+    again = [c for c in world.collects if c[0] == 1 and c[2] == 1]
+    assert [c[1] for c in again] == [1, 2]  # both fragments it had in flight, attempt 1
+    assert [r["env_steps"] for r in obs.rows] == [20, 40, 60, 80]  # nothing lost
+    assert obs.rows[-1]["actor_restarts"] == 1 and obs.rows[-1]["actors_live"] == 2
+    assert any("actor 1 died" in e for e in obs.events)
+
+
+def test_an_actor_that_keeps_dying_is_dropped_and_the_run_goes_on():
+    world = World(deaths={1: [2]})
+    _, obs, _ = run(world, iterations=4, max_policy_lag=2, max_actor_failures=0)
+    assert [r["actors_live"] for r in obs.rows] == [2, 1, 1, 1]
+    assert [r["env_steps"] for r in obs.rows] == [20, 30, 40, 50]  # one actor's worth after
+    assert obs.rows[-1]["lost_fragments"] == 2
+    assert world.trains[1:] == [([0], -1), ([0], 0), ([0], 1)]
+    assert any("actor 1 failed 1 times" in e and "dropped" in e for e in obs.events)
+
+
+def test_when_every_actor_is_gone_the_run_stops_naming_it():
+    with pytest.raises(RuntimeError, match="every rollout actor has failed"):
+        run(World(deaths={0: [1]}), num_actors=1, max_actor_failures=0)
+
+
+def test_a_failing_learner_is_reported_as_the_learner():
+    world = World()
+    backend = system(world)
+    backend._factories[LEARNER] = lambda r: (_ for _ in ()).throw(ValueError("bad config"))
+    coordinator = Coordinator(Schedule(4, 5, 2), backend, Observer())
+    with pytest.raises(ComponentFailed) as err:
+        coordinator.run()
+    assert err.value.component == LEARNER and isinstance(err.value.cause, ValueError)
+    assert world.collects == []  # no actor was blamed (or even asked)
+
+
+def test_resume_from_a_checkpoint_continues_exactly():
+    whole_world = World()
+    _, whole, _ = run(whole_world, iterations=6, checkpoint_every=2)
+    world = World()
+    _, part, _ = run(world, iterations=6, checkpoint_every=2, stop_after=3)
+    state = part.checkpoints[-1]
+    assert state.iteration == 3 and state.snapshots == {0: b"0@2", 1: b"1@2"}
+    assert state.inflight == {0: [(3, 2)], 1: [(3, 2)]}  # lag 1: fragment 3 was in flight
+    s = Schedule(iterations=6, fragment_len=5, num_actors=2, checkpoint_every=2)
+    observer, backend = Observer(), system(world)
+    resumed = Coordinator(s, backend, observer)
+    resumed.restore(state)
+    resumed.run()
+    assert [backend._live[actor_name(a)].restored for a in range(2)] == [b"0@2", b"1@2"]
+    ignore = ("sps", "time")
+    rows = lambda rs: [
+        {k: v for k, v in r.items() if k not in ignore and "time/" not in k} for r in rs
+    ]
+    assert rows(part.rows) + rows(observer.rows) == rows(whole.rows)
+    assert world.trains == whole_world.trains
+
+
+def test_evaluations_are_logged_one_period_later_and_the_final_one_runs_at_the_end():
+    world = World()
+    _, obs, result = run(world, iterations=6, eval_every=2, eval_episodes=3, final_eval_episodes=4)
+    with_eval = [r["iteration"] for r in obs.rows if "eval/success_rate" in r]
+    assert with_eval == [4, 6]  # started after iterations 2 and 4
+    assert [obs.rows[i - 1]["eval/reward"] for i in with_eval] == [2.0, 4.0]  # their weights
+    assert obs.rows[3]["eval/env_steps"] == 40 and "eval/extra" in obs.rows[3]
+    assert world.evals == [(EVALUATOR, 2), (EVALUATOR, 4), (FINAL_EVALUATOR, 6)]
+    assert len(result.episodes.returns) == 4
+
+
+def test_an_env_needing_cluster_resources_evaluates_last_on_the_evaluator_without_actors():
+    world = World()
+    coordinator, _, _ = run(world, final_eval_episodes=2, final_eval_on_evaluator=True)
+    assert world.evals == [(EVALUATOR, 4)]
+    with pytest.raises(ComponentDied):  # the actors were let go first
+        coordinator.backend.get(coordinator.backend.call(actor_name(0), "restore", b""))

@@ -1,0 +1,55 @@
+"""The env registry: what the system reads of an env, and an env the system has never heard of."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import envs
+from rlmpc.run.cli import main, parse
+from tests import toy_env
+
+
+@pytest.fixture
+def toy():
+    yield toy_env.register()
+    toy_env.unregister()
+
+
+def test_the_papers_envs_are_registered_with_their_presets_and_columns():
+    assert envs.names() == ["acrobot", "lunarlander", "racing", "carla-racing"]
+    assert envs.names(local=True) == ["acrobot", "lunarlander", "racing"]
+    carla = envs.spec("carla-racing")
+    assert carla.planner is envs.spec("racing").planner and carla.probe == "racing"
+    assert carla.resources(3) == {"carla": 3.0} and envs.spec("racing").resources(3) == {}
+    assert envs.spec("lunarlander").presets["ppo"]["gamma"] == 0.999
+    assert envs.spec("rlmpc/RacingDZ-v0").name == "racing"
+    assert envs.spec("lunarlander").episode_metrics({"distance_to_pad": 0.5}) == {
+        "distance_to_pad": 0.5
+    }
+    assert envs.spec("racing").episode_metrics({"collision": False, "off_track": True}) == {
+        "collision_or_offtrack": 1.0
+    }
+    with pytest.raises(ValueError, match="unknown env"):
+        envs.spec("cartpole")
+
+
+def test_an_env_registered_from_the_tests_trains_two_iterations(toy, tmp_path, capsys):
+    """Registered here, unknown to `rlmpc/`: the command line offers it with its presets, the
+    system trains it (serially), and its own episode figure reaches the evaluation."""
+    argv = ["--env", "toy-point", "--serial", "--runs-dir", str(tmp_path), "--run-name", "toy",
+            "--no-progress", "--wandb-mode", "disabled"]  # fmt: skip
+    invocation = parse(argv)
+    assert invocation.serial and invocation.cfg.iterations == 2
+    assert type(invocation.cfg.planner) is toy_env.ToyPlannerConfig
+    main(argv)
+    run_dir = tmp_path / "toy"
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    assert [r["env_steps"] for r in rows] == [32, 64]
+    assert all(r["virtual_samples"] == 3 * r["env_steps"] for r in rows)
+    assert {"eval/success_rate", "eval/final_distance"} <= set(rows[1])  # started after 1
+    final = json.loads((run_dir / "eval.json").read_text())
+    assert final["env"] == "toy-point" and final["episodes"] == 2
+    assert final["final_distance"]["mean"] > 0  # the env's own figure (its registry entry)
+    assert "final_distance" in capsys.readouterr().out

@@ -1,0 +1,136 @@
+"""A toy task registered from the test suite: a point mass steered to a goal past a danger zone.
+
+Everything an env declares to the system is here (`SPEC`): the gymnasium env, its planner
+model, its planner preset, run presets small enough for seconds, its own end-of-episode
+figure and table columns. `register()` adds it to `envs`; nothing under `rlmpc/` knows it.
+
+| | |
+|---|---|
+| state | ``[px, py, vx, vy]`` (m, m/s), start at the origin at rest, goal at ``(3, 0)`` |
+| action | acceleration ``[ax, ay] ∈ [-1, 1]²``, dt = 0.1 s |
+| reward | ``-|p - goal|`` per step, -1 more inside the zone |
+| terminated | within 0.3 m of the goal (success); truncated after 40 steps |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+import envs
+from envs.base import PlannerModel, check_action
+from planners.costs import PlannerConfig
+
+GOAL, DT, REACH, STEPS = (3.0, 0.0), 0.1, 0.3, 40
+ZONE = (1.5, 0.8, 0.6, 0.6)  # cx, cy, w, h
+
+
+class ToyModel(PlannerModel):
+    """The exact model: x = [px, py, vx, vy, cx, cy, w, h]; targets are velocities."""
+
+    nx, nu, na, nt, nobs = 8, 2, 2, 2, 4
+    u_low, u_high = (-1.0, -1.0), (1.0, 1.0)
+    zone_slice = slice(4, 8)
+
+    def dynamics(self, x: Tensor, u: Tensor) -> Tensor:
+        u = u.clamp(-1.0, 1.0).to(x.dtype)
+        v = x[..., 2:4] + DT * u
+        return torch.cat([x[..., 0:2] + DT * v, v, x[..., 4:8].expand(*v.shape[:-1], 4)], -1)
+
+    def reward(self, x: Tensor, u: Tensor) -> Tensor:
+        x1 = self.dynamics(x, u)
+        goal = x1.new_tensor(GOAL)
+        return -(x1[..., 0:2] - goal).norm(dim=-1) - self.in_danger(x1).to(x1.dtype)
+
+    def observe(self, x: Tensor) -> Tensor:
+        return x[..., 0:4]
+
+    def planner_state(self, env: Any) -> np.ndarray:
+        return np.concatenate([env.unwrapped.state, ZONE]).astype(np.float64)
+
+    def position(self, x: Tensor) -> Tensor:
+        return x[..., 0:2]
+
+    def target(self, a: Tensor) -> Tensor:
+        return a.clamp(-1.0, 1.0)
+
+    def tracked(self, x: Tensor) -> Tensor:
+        return x[..., 2:4]
+
+
+class ToyEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self) -> None:
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+        self.state = np.zeros(4)
+
+    def planner_model(self) -> ToyModel:
+        return ToyModel()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.state, self.steps = np.zeros(4), 0
+        self.state[0:2] = self.np_random.uniform(-0.2, 0.2, 2)
+        return self.state.astype(np.float32), {"in_danger": False, "is_success": False}
+
+    def step(self, action):
+        u = check_action(action, (2,), self.action_space.low, self.action_space.high)
+        x = torch.as_tensor(self.planner_state(), dtype=torch.float64)
+        model = ToyModel()
+        reward = float(model.reward(x, torch.as_tensor(u)))
+        x1 = model.dynamics(x, torch.as_tensor(u))
+        self.state, self.steps = x1[0:4].numpy(), self.steps + 1
+        distance = float(np.hypot(self.state[0] - GOAL[0], self.state[1] - GOAL[1]))
+        terminated = distance < REACH
+        info = {"in_danger": bool(model.in_danger(x1)), "is_success": terminated,
+                "distance": distance}  # fmt: skip
+        return (
+            self.state.astype(np.float32),
+            reward,
+            terminated,
+            self.steps >= STEPS and not terminated,
+            info,
+        )
+
+    def planner_state(self) -> np.ndarray:
+        return ToyModel().planner_state(self)
+
+
+@dataclass(frozen=True)
+class ToyPlannerConfig(PlannerConfig):
+    """A small, quick planner."""
+
+    num_samples: int = 16
+    horizon: int = 5
+    w_danger: float = 10.0
+
+
+SPEC = envs.EnvSpec(
+    "toy-point", "rlmpc-tests/ToyPoint-v0", ToyEnv, ToyPlannerConfig,
+    summary="a point mass to a goal (test suite)",
+    presets={
+        "run": {"total_env_steps": 64, "envs_per_actor": 4, "eval_every": 1,
+                "eval_episodes": 2, "final_eval_episodes": 2, "checkpoint_every": 1},
+        "ppo": {"n_steps": 32, "batch_size": 16, "n_epochs": 2},
+        "networks": {"hidden_sizes": (16,)},
+    },
+    episode_metrics=lambda info: {"final_distance": float(info["distance"])},
+    columns=(("success_rate", "success"), ("final_distance", "distance to goal")),
+)  # fmt: skip
+
+
+def register() -> envs.EnvSpec:
+    return envs.register(SPEC)
+
+
+def unregister() -> None:
+    """Leave the registry as the other tests expect it."""
+    envs.registry._REGISTRY.pop(SPEC.name, None)
+    envs.registry.ENV_IDS.pop(SPEC.name, None)
