@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import envs
+from rlmpc.tools.paper import PAPER
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 
@@ -99,10 +100,66 @@ def table(experiment: str, root: Path = RESULTS) -> str:
                     figures.append(_ms(per_seed))
             steps_s = ", ".join(f"{s:,}" for s in steps if s is not None)
             lines.append(f"| {method} | {seeds} | {steps_s} | " + " | ".join(figures) + " |")
+            paper = PAPER.get(env, {}).get(method)
+            if paper:
+                figures = [f"{paper[k][0]:.2f} ± {paper[k][1]:.2f}" if k in paper else "—"
+                           for k, _ in cols]  # fmt: skip
+                lines.append("| *paper* | | 1M | " + " | ".join(figures) + " |")
         lines.append("")
     lines.append("One seed: mean ± std over its evaluation episodes. Several seeds: mean ± std "
                  "across seeds of each seed's mean over its evaluation episodes.")  # fmt: skip
     return "\n".join(lines)
+
+
+def smoothed(curve: list[dict[str, Any]], key: str, window: int = 10) -> list[tuple[int, float]]:
+    """``(env_steps, moving average of key over window iterations)``, where defined."""
+    rows = [(r["env_steps"], r[key]) for r in curve if r.get(key) is not None]
+    out = []
+    for i in range(len(rows)):
+        chunk = [v for _, v in rows[max(0, i - window + 1) : i + 1]]
+        out.append((rows[i][0], statistics.fmean(chunk)))
+    return out
+
+
+def speedup(reference: dict[str, Any], other: dict[str, Any], key: str = "episode_return",
+            window: int = 10) -> dict[str, float]:  # fmt: skip
+    """The paper's §5.2 figure: the reference run's best smoothed ``key``, the env steps at
+    which each run first reaches it, and their ratio (reference / other; inf: never)."""
+    ref, oth = smoothed(reference["curve"], key, window), smoothed(other["curve"], key, window)
+    best = max(v for _, v in ref)
+    first = lambda rows: next((s for s, v in rows if v >= best), None)
+    r, o = first(ref), first(oth)
+    return {"best": best, "reference_steps": r, "other_steps": o,
+            "factor": (r / o) if o else float("inf")}  # fmt: skip
+
+
+def plot_curves(paths: list[Path], key: str, out: Path, window: int = 10) -> Path:
+    """One panel per env: ``key`` (smoothed) against env steps, one line per cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loaded = [json.loads(Path(p).read_text()) for p in paths]
+    by_env: dict[str, list[dict[str, Any]]] = {}
+    for c in loaded:
+        by_env.setdefault(c["env"], []).append(c)
+    fig, axes = plt.subplots(1, len(by_env), figsize=(4.5 * len(by_env), 3.3), squeeze=False)
+    for ax, (env, group) in zip(axes[0], by_env.items(), strict=True):
+        for c in group:
+            rows = smoothed(c["curve"], key, window)
+            label = f"{c['method']} seed {c['seed']}"
+            ax.plot([s for s, _ in rows], [v for _, v in rows], lw=1.2, label=label)
+        ax.set_title(env, fontsize=10)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +171,24 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--method", required=True, help="e.g. ppo-mppi-rho0.3")
     t = sub.add_parser("table", help="print an experiment's table (markdown)")
     t.add_argument("experiment")
+    c = sub.add_parser("curves", help="plot a metric of result cells against env steps")
+    c.add_argument("cells", nargs="+", type=Path, help="seed<k>.json files")
+    c.add_argument("--key", default="episode_return", help="episode_return | success_rate | rho")
+    c.add_argument("--window", type=int, default=10, help="moving-average window (iterations)")
+    c.add_argument("--out", type=Path, required=True, help="PNG to write")
+    s = sub.add_parser("speedup", help="env steps to reach a reference run's best smoothed return")
+    s.add_argument("reference", type=Path)
+    s.add_argument("other", type=Path)
+    s.add_argument("--window", type=int, default=10)
     args = parser.parse_args(argv)
+    if args.cmd == "curves":
+        print(plot_curves(args.cells, args.key, args.out, args.window))
+        return
+    if args.cmd == "speedup":
+        ref, oth = (json.loads(p.read_text()) for p in (args.reference, args.other))
+        for k, v in speedup(ref, oth, window=args.window).items():
+            print(f"{k}: {v}")
+        return
     if args.cmd == "add":
         if not (args.run_dir / "eval.json").is_file():
             parser.error(f"{args.run_dir} has no eval.json: not a finished run")
