@@ -15,6 +15,15 @@ observations. With ω ≈ 1 (a confident critic) and Ω0 = 0, ρ/ρ0 falls to 0.
 iteration*, so ``update_every="minibatch"`` anneals ρ to ~0 within one or two iterations,
 whereas per-iteration updates take the 488 iterations of a 1M-step run to reach 0.02
 (λ = 0.99). Per-minibatch updates are selectable for experiments, not the default.
+
+**In which units V is read.** ω = 1 / (1 + σ̄²) is not scale-free: the paper leaves V's
+scale open, and σ̄² in raw return units means different things on different envs. The learner
+hands Alg. 2 the value heads' outputs in the critic's own units (`learners.normalize.
+ValueScale`, on by default: the heads fit returns standardised by the running mean and std
+of the real value targets), so σ̄² is the heads' disagreement as a share of the returns'
+spread on every env. With raw returns, Racing's heads (returns in the thousands) disagreed
+by σ̄² ≈ 1,000-2,500, ω ≈ 0.001, and ρ stopped annealing at 0.25 of ρ0 = 0.3; Acrobot's
+(σ̄² ≈ 2-3) annealed. With normalised heads σ̄² is ~0.003-0.03 on all three envs.
 """
 
 from __future__ import annotations
