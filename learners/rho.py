@@ -22,7 +22,7 @@ hands Alg. 2 the value heads' outputs in the critic's own units (`learners.norma
 ValueScale`, on by default: the heads fit returns standardised by the running mean and std
 of the real value targets), so σ̄² is the heads' disagreement as a share of the returns'
 spread on every env. With raw returns, Racing's heads (returns in the thousands) disagreed
-by σ̄² ≈ 1,000-2,500, ω ≈ 0.001, and ρ stopped annealing at 0.25 of ρ0 = 0.3; Acrobot's
+by σ̄² ≈ 1,000-2,500, ω ≈ 0.001, and ρ went from 0.30 to 0.254 in 1M steps and stalled; Acrobot's
 (σ̄² ≈ 2-3) annealed. With normalised heads σ̄² is ~0.003-0.03 on all three envs.
 """
 
