@@ -62,3 +62,24 @@ def test_curves_plot_one_panel_per_env(tmp_path):
     cell = results.add(tmp_path / "run", "exp", "m", root=tmp_path / "results")
     out = results.plot_curves([cell], "rho", tmp_path / "rho.png")
     assert out.is_file() and out.stat().st_size > 1000
+
+
+def test_readme_blocks_are_filled_from_the_cells(tmp_path):
+    root = tmp_path / "results"
+    _fake_run(tmp_path / "run", 1, 0.9, [1.0])
+    results.add(tmp_path / "run", "table1", "ppo-mppi-rho0.3", root=root)
+    _fake_run(tmp_path / "acro", 0, 1.0, [1.0], env="acrobot")
+    results.add(tmp_path / "acro", "table1", "ppo-mppi-rho0.3", root=root)
+    text = "intro\n<!-- results table table1 lunarlander -->\nstale\n<!-- /results -->\nend\n"
+    new = results.refresh_readme(text, root=root)
+    assert "stale" not in new and new.startswith("intro\n") and new.endswith("\nend\n")
+    assert "| ppo-mppi-rho0.3 | 1 | 1,000 | 0.90 ± 0.10 |" in new and "acrobot" not in new
+    assert results.refresh_readme(new, root=root) == new  # idempotent
+
+
+def test_the_readme_tables_match_the_committed_results():
+    """`python -m rlmpc.tools.results readme` was run after the last cell was added."""
+    readme = results.RESULTS.parent / "README.md"
+    text = readme.read_text()
+    assert "<!-- results table" in text
+    assert results.refresh_readme(text) == text, "run: python -m rlmpc.tools.results readme"

@@ -6,13 +6,15 @@ curve) as ``results/E/<env>/NAME/seed<k>.json``, and copies its ``eval_episodes.
 ``learning_curves.png`` beside it. ``python -m rlmpc.tools.results table E`` prints the
 experiment's table (markdown): per method, the final evaluation's mean ± std over its 50
 episodes for each seed, and the mean ± std of the per-seed means across seeds. The README's
-result tables are this command's output.
+result tables are this command's output, written in place by ``... results readme`` (and
+checked by ``readme --check`` in the tests).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -75,15 +77,18 @@ def cells(experiment: str, root: Path = RESULTS) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((root / experiment).glob("*/*/seed*.json"))]
 
 
-def table(experiment: str, root: Path = RESULTS) -> str:
-    """Markdown: one table per env, a row per method (seeds' figures and their mean ± std)."""
+def table(experiment: str, root: Path = RESULTS, env: str | None = None,
+          footnote: bool = True) -> str:  # fmt: skip
+    """Markdown: one table per env (or only ``env``'s), a row per method (seeds' figures and
+    their mean ± std)."""
     by_env: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for c in cells(experiment, root):
-        by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
+        if env is None or c["env"] == env:
+            by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
     lines = []
-    for env, methods in by_env.items():
-        cols = envs.spec(env).columns  # the env's table columns (registry)
-        lines += [f"**{env}** (`results/{experiment}/{env}/`)", ""]
+    for name, methods in by_env.items():
+        cols = envs.spec(name).columns  # the env's table columns (registry)
+        lines += [f"**{name}** (`results/{experiment}/{name}/`)", ""]
         lines.append("| method | seeds | env steps | " + " | ".join(h for _, h in cols) + " |")
         lines.append("|---|---|---|" + "---|" * len(cols))
         for method, runs in methods.items():
@@ -100,15 +105,32 @@ def table(experiment: str, root: Path = RESULTS) -> str:
                     figures.append(_ms(per_seed))
             steps_s = ", ".join(f"{s:,}" for s in steps if s is not None)
             lines.append(f"| {method} | {seeds} | {steps_s} | " + " | ".join(figures) + " |")
-            paper = PAPER.get(env, {}).get(method)
+            paper = PAPER.get(name, {}).get(method)
             if paper:
                 figures = [f"{paper[k][0]:.2f} ± {paper[k][1]:.2f}" if k in paper else "—"
                            for k, _ in cols]  # fmt: skip
                 lines.append("| *paper* | | 1M | " + " | ".join(figures) + " |")
         lines.append("")
+    if not footnote:
+        return "\n".join(lines).rstrip("\n")
     lines.append("One seed: mean ± std over its evaluation episodes. Several seeds: mean ± std "
                  "across seeds of each seed's mean over its evaluation episodes.")  # fmt: skip
     return "\n".join(lines)
+
+
+_BLOCK = re.compile(r"(<!-- results table (\S+)(?: (\S+))? -->\n)(.*?)(<!-- /results -->)", re.S)
+
+
+def refresh_readme(text: str, root: Path = RESULTS) -> str:
+    """``text`` with every block between ``<!-- results table EXPERIMENT [ENV] -->`` and
+    ``<!-- /results -->`` replaced by ``table(EXPERIMENT, env=ENV)``: the README's result
+    tables are generated from ``results/``, never typed."""
+
+    def fill(m: re.Match[str]) -> str:
+        body = table(m.group(2), root, m.group(3), footnote=False)
+        return f"{m.group(1)}\n{body}\n\n{m.group(5)}"
+
+    return _BLOCK.sub(fill, text)
 
 
 def smoothed(curve: list[dict[str, Any]], key: str, window: int = 10) -> list[tuple[int, float]]:
@@ -180,7 +202,22 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("reference", type=Path)
     s.add_argument("other", type=Path)
     s.add_argument("--window", type=int, default=10)
+    r = sub.add_parser("readme", help="regenerate README.md's result tables from results/")
+    r.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
     args = parser.parse_args(argv)
+    if args.cmd == "readme":
+        readme = RESULTS.parent / "README.md"
+        text = readme.read_text()
+        new = refresh_readme(text)
+        if args.check:
+            if new != text:
+                sys.exit("README.md's result tables differ from results/: run "
+                         "`python -m rlmpc.tools.results readme`")  # fmt: skip
+            print("README.md's result tables match results/")
+            return
+        readme.write_text(new)
+        print(f"{readme}: {len(_BLOCK.findall(text))} tables regenerated")
+        return
     if args.cmd == "curves":
         print(plot_curves(args.cells, args.key, args.out, args.window))
         return
