@@ -65,6 +65,7 @@ from learners.ppo_loss import (  # noqa: F401  (Table 3 and the loss, re-exporte
     normalise,
     ppo_loss_terms,
     ppo_objective,
+    virtual_diagnostics,
     weighted_loss,
 )
 from learners.rho import InfluenceRatioConfig, ensemble_variance, make_influence_ratio
@@ -172,11 +173,8 @@ class PPOLearner:
 
     @torch.no_grad()
     def _virtual_targets(self, virtual: VirtualBatch) -> tuple[Samples, dict[str, float]]:
-        """Virtual samples with path λ-return targets (raw units), and their diagnostics:
-        ``explained_variance_virtual``; ``virtual/advantage_mean`` and ``_std``, the raw
-        ``G − V̄(s_t)`` before normalisation (how much better than the real-data critic the
-        model scores the candidates: the virtual data's optimism); ``virtual/terminal_fraction``,
-        the share of planned paths the model ends (crash, off-track, goal)."""
+        """Virtual samples with path λ-return targets (raw units), and their diagnostics
+        (`learners.ppo_loss.virtual_diagnostics`)."""
         cfg = self.config
         prior = self.values.prior_values(virtual.obs)
         v_bar = self.values.scale.denormalize(self.values(virtual.obs, prior).mean(-1))
@@ -192,13 +190,7 @@ class PPOLearner:
             normalise(adv) if cfg.normalize_advantage else adv, ret,
             self._boot(virtual.size, self.generators["virtual"]),
         )  # fmt: skip
-        diagnostics = {
-            "explained_variance_virtual": explained_variance(v_bar, ret),
-            "virtual/advantage_mean": float(adv.mean()),
-            "virtual/advantage_std": float(adv.std(correction=0)),
-            "virtual/terminal_fraction": float(virtual.path_terminated.any(-1).float().mean()),
-        }
-        return Samples(tb, prior), diagnostics
+        return Samples(tb, prior), virtual_diagnostics(v_bar, ret, virtual.path_terminated)
 
     def _scale_values(self, train: Samples, virt: Samples | None) -> tuple[Samples, Samples | None]:
         """Update the critic's units from the real targets (preserving V), and express both

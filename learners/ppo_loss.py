@@ -140,6 +140,20 @@ def explained_variance(pred: Tensor, target: Tensor) -> float:
     return math.nan if var == 0.0 else 1.0 - float((target - pred).var(correction=0)) / var
 
 
+def virtual_diagnostics(v_bar: Tensor, ret: Tensor, path_terminated: Tensor) -> dict[str, float]:
+    """What the learner logs of a virtual batch: ``explained_variance_virtual``;
+    ``virtual/advantage_mean`` and ``_std``, the raw ``G − V̄(s_t)`` before normalisation (how
+    much better than the real-data critic the model scores the candidates: the virtual data's
+    optimism); ``virtual/terminal_fraction``, the share of planned paths the model ends."""
+    adv = ret - v_bar
+    return {
+        "explained_variance_virtual": explained_variance(v_bar, ret),
+        "virtual/advantage_mean": float(adv.mean()),
+        "virtual/advantage_std": float(adv.std(correction=0)),
+        "virtual/terminal_fraction": float(path_terminated.any(-1).float().mean()),
+    }
+
+
 def normalise(a: Tensor) -> Tensor:
     """Zero mean, unit (population) std."""
     return (a - a.mean()) / (a.std(correction=0) + 1e-8)

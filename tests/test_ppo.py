@@ -339,3 +339,16 @@ def test_metrics_are_plain_floats():
         real_batch(), virtual_batch()
     )
     assert 0.0 < m["virtual_fraction"] < 1.0
+
+
+def test_virtual_diagnostics_by_hand():
+    from learners.ppo_loss import virtual_diagnostics
+
+    v_bar, ret = torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 3.0, 5.0])
+    ended = torch.tensor([[False, True], [False, False], [False, False], [True, True]])
+    d = virtual_diagnostics(v_bar, ret, ended)
+    assert d["virtual/advantage_mean"] == pytest.approx(1.0)  # advantages 1, 0, 1, 2
+    assert d["virtual/advantage_std"] == pytest.approx(0.5**0.5)
+    assert d["virtual/terminal_fraction"] == pytest.approx(0.5)
+    # 1 - Var(ret - v̄) / Var(ret) = 1 - 0.5 / 2.75
+    assert d["explained_variance_virtual"] == pytest.approx(1 - 0.5 / 2.75)
