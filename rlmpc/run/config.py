@@ -96,6 +96,12 @@ class RunConfig:
     actor_restart_timeout: float = 120.0
     """seconds to wait for Ray to bring a dead actor back (e.g. its node is gone and no
     other node has room) before dropping it, > 0"""
+    actor_timeout: float = 600.0
+    """seconds the coordinator waits for a fragment before it declares the actors it waits
+    for stalled, kills them and has them replaced (their fragments are collected again), > 0"""
+    max_restores: int = 3
+    """in-place restores allowed when the learner, a replay shard or the evaluator dies: the
+    run reloads its newest checkpoint without restarting the driver (as --resume does), >= 0"""
     actor_resources: tuple[str, ...] = ()
     """extra Ray resources each rollout actor needs, as NAME=AMOUNT, besides what its envs
     need (the env registry's per-env resources: a `carla` unit, one CARLA server, per env)"""
@@ -138,6 +144,11 @@ class RunConfig:
             raise ConfigError(
                 "actor_restart_timeout",
                 f"actor_restart_timeout must be > 0, got {self.actor_restart_timeout!r}",
+            )
+        check("max_restores", 0)
+        if not self.actor_timeout > 0:
+            raise ConfigError(
+                "actor_timeout", f"actor_timeout must be > 0, got {self.actor_timeout!r}"
             )
         _ = self.actor_resource_dict  # validates the NAME=AMOUNT entries
         if not self.actor_cpus > 0:
@@ -250,7 +261,8 @@ class TrainConfig:
             num_actors=run.num_actors, max_policy_lag=run.max_policy_lag,
             checkpoint_every=run.checkpoint_every, stop_after=run.stop_after,
             max_actor_failures=run.max_actor_failures,
-            actor_restart_timeout=run.actor_restart_timeout, eval_every=run.eval_every,
+            actor_restart_timeout=run.actor_restart_timeout, actor_timeout=run.actor_timeout,
+            eval_every=run.eval_every,
             eval_episodes=run.eval_episodes, final_eval_episodes=run.final_eval_episodes,
             first_eval_seed=run.first_eval_seed,
             final_eval_on_evaluator=bool(envs.spec(run.env).resources_per_env),

@@ -24,6 +24,8 @@ EVALUATOR = "evaluator"
 FINAL_EVALUATOR = "final_evaluator"
 REAL_SHARD = "real_shard"
 VIRTUAL_SHARD = "virtual_shard"
+#: the components a run cannot go on without: when one dies the run restores itself
+CORE = (LEARNER, REAL_SHARD, VIRTUAL_SHARD, EVALUATOR)
 
 
 def actor_name(i: int) -> str:
@@ -53,6 +55,14 @@ class ComponentFailed(RuntimeError):
         return type(self), (self.component, self.cause)
 
 
+class RestoreNeeded(RuntimeError):
+    """A core component (`CORE`) died: the run must reload its newest checkpoint."""
+
+    def __init__(self, components: list[str], cause: BaseException) -> None:
+        self.components, self.cause = components, cause
+        super().__init__(f"{', '.join(components)} died ({cause})")
+
+
 class Backend(Protocol):
     """The submit / wait / get interface the coordinator drives the components through."""
 
@@ -75,6 +85,13 @@ class Backend(Protocol):
 
     def restarted(self, component: str, timeout: float) -> bool:
         """Whether the dead ``component`` is back (restarted) within ``timeout`` seconds."""
+
+    def dead(self, components: Sequence[str]) -> list[str]:
+        """Those of ``components`` whose process is gone (asked with a short timeout)."""
+
+    def kill(self, component: str) -> None:
+        """Kill a (stalled) component so that it is restarted; its calls then fail with
+        `ComponentDied`."""
 
     def drop(self, component: str) -> None:
         """End the component for good (its resources go back)."""
@@ -141,6 +158,12 @@ class SerialBackend:
         self._dead.discard(component)
         self._restarts[component] += 1
         return True
+
+    def dead(self, components: Sequence[str]) -> list[str]:
+        return [c for c in components if c in self._dead]
+
+    def kill(self, component: str) -> None:
+        """Nothing to kill: a serial call returns before the coordinator could time it out."""
 
     def drop(self, component: str) -> None:
         obj = self._live.pop(component, None)

@@ -72,6 +72,9 @@ class Checkpoint:
     """the actors still in the run (the others were dropped)"""
     snapshots: dict[int, bytes] = field(default_factory=dict)
     """per actor: its worker's state after the last fragment learned on"""
+    pending_eval: dict[str, int] | None = None
+    """the periodic evaluation in flight: ``due`` (the iteration whose row gets its
+    figures), ``env_steps`` and ``version`` (its weights are in ``inflight_weights``)"""
     worker: WorkerSpec | None = None
     """what the rollout workers were built from"""
     config: dict[str, Any] = field(default_factory=dict)
@@ -89,7 +92,7 @@ class Checkpoint:
             "inflight_weights": {v: weights(w) for v, w in self.inflight_weights.items()},
             "inflight": self.inflight, "live": list(self.live), "snapshots": self.snapshots,
             "worker": None if self.worker is None else spec_to_plain(self.worker),
-            "config": self.config,
+            "config": self.config, "pending_eval": self.pending_eval,
         }  # fmt: skip
 
     @staticmethod
@@ -107,7 +110,7 @@ class Checkpoint:
             inflight={a: [tuple(s) for s in q] for a, q in d["inflight"].items()},
             live=list(d["live"]), snapshots=d["snapshots"],
             worker=None if d["worker"] is None else spec_from_plain(d["worker"]),
-            config=d["config"],
+            config=d["config"], pending_eval=d.get("pending_eval"),
         )  # fmt: skip
 
 

@@ -106,6 +106,9 @@ class RolloutShell:
         self.shards.add(result.meta, real, virtual)
         return result
 
+    def snapshot(self) -> bytes:
+        return self.worker.snapshot()
+
     def restore(self, blob: bytes) -> None:
         self.worker.restore(blob)
 

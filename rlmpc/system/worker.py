@@ -301,11 +301,21 @@ class RolloutWorker:
     def evaluate(self, weights: Weights | None, episodes: int, seed: int = 10_000,
                  record: int = 0, plan_every: int = 10) -> EvalResult:  # fmt: skip
         """N episodes (``seed``, ``seed + 1``...) with the policy's mean, up to ``n_envs`` at once;
-        the first ``record`` are recorded. ``weights`` None keeps the policy as it is."""
+        the first ``record`` are recorded. ``weights`` None keeps the policy as it is.
+
+        The result depends on the weights and ``seed`` only (the planner's noise is drawn
+        from a generator seeded with ``seed``), so a restarted evaluator repeats it exactly."""
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
         if weights is not None:
             self.set_weights(weights, version=-1)
+        kept, self.gen = self.gen, torch.Generator(device=self.device).manual_seed(seed)
+        try:
+            return self._evaluate(episodes, seed, record, plan_every)
+        finally:
+            self.gen = kept
+
+    def _evaluate(self, episodes: int, seed: int, record: int, plan_every: int) -> EvalResult:
         n = min(self.spec.n_envs, episodes)
         obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(self.envs[:n])])
         warm = torch.zeros(n, self.horizon, self.model.nu, device=self.device)
