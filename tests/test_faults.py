@@ -8,8 +8,10 @@ is dropped and counted under its kind. No Ray starts here.
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +21,9 @@ import torch
 import envs
 from envs.faults import KINDS, STALL_PAST_TIMEOUT, FaultInjector, InjectedFault, parse_rates
 from learners.policy import NetworkConfig
+from rlmpc.run.cli import parse
+from rlmpc.run.train import train
+from rlmpc.system.checkpoint import load_checkpoint
 from rlmpc.system.records import EpisodeStats, FragmentId
 from rlmpc.system.worker import RolloutWorker, WorkerSpec
 from tests import toy_env
@@ -129,3 +134,59 @@ def test_each_fault_costs_exactly_its_episode(toy, kind):
     assert stats.lengths.max() <= toy_env.STEPS  # its steps are not added to the next one
     ended_others = (ref[4] | ref[5])[:, others].sum()
     assert ended_others == done[:, others].sum() and ended_others >= 2
+
+
+def test_only_the_training_actors_envs_are_wrapped(toy):
+    cfg = parse(["--env", "toy-point", "--inject-faults", "raise=0.1", "stall=0.2",
+                 "--env-step-timeout", "0.5"]).cfg  # fmt: skip
+    spec = cfg.worker_spec()
+    assert spec.inject_faults == (("raise", 0.1), ("stall", 0.2)) and spec.env_step_timeout == 0.5
+    assert cfg.eval_spec(5).inject_faults == ()
+    worker = RolloutWorker(0, spec)
+    assert all(isinstance(e, FaultInjector) and e.stall_seconds == 0.75 for e in worker.envs)
+    seeds = [e.rng.bit_generator.state["state"]["state"] for e in worker.envs]
+    assert len(set(seeds)) == len(seeds)  # each env draws its own faults
+    assert not any(isinstance(e, FaultInjector) for e in RolloutWorker(0, cfg.eval_spec(5)).envs)
+    with pytest.raises(ValueError, match="finite env_step_timeout"):
+        RolloutWorker(0, replace(spec, env_step_timeout=math.inf))
+
+
+@pytest.mark.parametrize(
+    "args", [["--inject-faults", "raise=2"], ["--inject-faults", "bogus=0.1"],
+             ["--env-step-timeout", "0"]],
+)  # fmt: skip
+def test_bad_fault_options_are_refused_naming_the_option(args, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and args[0] in err
+    if args[0] == "--inject-faults":
+        assert all(k in err for k in KINDS) and "0 < PROB <= 1" in err
+
+
+def test_a_serial_run_with_faults_finishes_with_finite_losses(tmp_path):
+    cfg = parse(
+        ["--env", "acrobot", "--num-actors", "2", "--envs-per-actor", "4", "--n-steps", "128",
+         "--batch-size", "32", "--n-epochs", "1", "--hidden-sizes", "32", "32",
+         "--num-samples", "16", "--total-env-steps", "1024", "--eval-every", "0",
+         "--final-eval-episodes", "0", "--checkpoint-every", "100", "--threads", "1",
+         "--runs-dir", str(tmp_path), "--run-name", "faults", "--no-progress",
+         "--wandb-mode", "disabled",
+         "--inject-faults", "raise=0.002", "nan_obs=0.002", "nan_reward=0.002"]
+    ).cfg  # fmt: skip
+    run_dir = train(cfg, serial=True)
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    assert [r["env_steps"] for r in rows] == [128 * i for i in range(1, 9)]
+    losses = [v for r in rows for k, v in r.items() if k.startswith("loss/")]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert rows[-1]["episodes_faulted"] > 0
+    assert rows[-1]["episodes_faulted"] == sum(
+        r[f"faults/{k}"] for r in rows for k in ("raise", "nan", "stall")
+    )
+    assert rows[-1]["episodes_faulted"] == sum(
+        int(n) for line in (run_dir / "events.log").read_text().splitlines()
+        if "to faults" in line for n in [line.split(" dropped ")[1].split()[0]]
+    )  # fmt: skip
+    assert load_checkpoint(run_dir).worker.inject_faults == (
+        ("raise", 0.002), ("nan_obs", 0.002), ("nan_reward", 0.002),
+    )  # fmt: skip
