@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 
 import envs
+from envs.faults import parse_rates
 from learners.errors import ConfigError
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
@@ -111,6 +112,14 @@ class RunConfig:
     """where run directories are written"""
     progress: bool = True
     """show the progress bar"""
+    inject_faults: tuple[str, ...] = ()
+    """faults injected on purpose into the training actors' envs (the evaluators' stay clean),
+    as KIND=PROB entries, PROB the chance per env step, 0 < PROB <= 1: raise (the step
+    raises), nan_obs (a NaN/inf observation), nan_reward (a NaN/inf reward), stall (the step
+    sleeps 1.5 × env_step_timeout). Each costs its episode (dropped from the returns, counted
+    in episodes_faulted and faults/*), never the learner's state or the run"""
+    env_step_timeout: float = 60.0
+    """seconds an env step of a training actor may take; a slower one costs its episode, > 0"""
 
     def __post_init__(self) -> None:
         def check(name: str, lo: float, hi: float | None = None) -> None:
@@ -151,6 +160,11 @@ class RunConfig:
                 "actor_timeout", f"actor_timeout must be > 0, got {self.actor_timeout!r}"
             )
         _ = self.actor_resource_dict  # validates the NAME=AMOUNT entries
+        _ = self.fault_rates  # validates the KIND=PROB entries
+        if not self.env_step_timeout > 0:
+            raise ConfigError(
+                "env_step_timeout", f"env_step_timeout must be > 0, got {self.env_step_timeout!r}"
+            )
         if not self.actor_cpus > 0:
             raise ConfigError("actor_cpus", f"actor_cpus must be > 0, got {self.actor_cpus!r}")
         for name in ("learner_device", "actor_device"):
@@ -183,6 +197,14 @@ class RunConfig:
         for name, amount in envs.spec(self.env).resources(self.envs_per_actor).items():
             out.setdefault(name, amount)
         return out
+
+    @property
+    def fault_rates(self) -> dict[str, float]:
+        """``inject_faults`` parsed: kind → probability per step (`envs.faults`)."""
+        try:
+            return parse_rates(self.inject_faults)
+        except ValueError as err:
+            raise ConfigError("inject_faults", f"inject_faults: {err}") from None
 
     @property
     def first_eval_seed(self) -> int:
@@ -275,14 +297,15 @@ class TrainConfig:
             env=run.env, n_envs=run.envs_per_actor, num_candidates=run.num_candidates,
             planner=self.planner, networks=self.networks, seed=run.seed,
             device=run.actor_device, threads=run.threads, virtual_terminal=run.virtual_terminal,
+            inject_faults=tuple(run.fault_rates.items()), env_step_timeout=run.env_step_timeout,
         )  # fmt: skip
 
     def eval_spec(self, episodes: int) -> WorkerSpec:
         """An evaluation worker's: up to 10 envs at once on the CPU, one where each env
-        needs cluster resources (a CARLA server)."""
+        needs cluster resources (a CARLA server). No faults are injected into its envs."""
         needs = bool(envs.spec(self.run.env).resources_per_env)
         n = 1 if needs else min(10, max(episodes, 1))
-        return dataclasses.replace(self.worker_spec(), n_envs=n, device="cpu")
+        return dataclasses.replace(self.worker_spec(), n_envs=n, device="cpu", inject_faults=())
 
     def learner_spec(self) -> LearnerSpec:
         """What the learner is built from: its sections, the env's sizes, its device."""

@@ -27,6 +27,11 @@ the evaluator runs ``eval_episodes`` episodes with the newest weights beside tra
 figures are logged (``eval/*``) in the row of iteration ``min(c + eval_every, last)``, waited
 for there if need be, so where they appear never depends on timing. The final evaluation
 runs after the last iteration.
+
+An env step that fails (raises, returns NaN/inf, stalls) costs its episode inside the worker
+(`rlmpc.system.worker`); the rows count such episodes (``episodes_faulted``, in all;
+``faults/raise``, ``faults/nan``, ``faults/stall``: this iteration's) and an event names the
+actor.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from rlmpc.system.backend import (
 )
 from rlmpc.system.checkpoint import Checkpoint
 from rlmpc.system.records import (
+    FAULT_KINDS,
     CollectResult,
     EpisodeStats,
     EvalResult,
@@ -113,6 +119,7 @@ class Counters:
     env_steps: int = 0
     virtual_samples: int = 0
     episodes: int = 0
+    episodes_faulted: int = 0
     actor_restarts: int = 0
     lost_fragments: int = 0
     recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
@@ -374,6 +381,7 @@ class Coordinator:
             metrics["time/wait_actors_s"] = waited
             metrics["time/collect_s"] = float(np.mean([r.seconds for r in results.values()]))
             metrics["time/iteration_s"] = time.perf_counter() - t0
+            metrics.update(self._faults(results))
             self._log({**metrics, **self._finished_eval()}, metas)
             if s.eval_every and c.iteration % s.eval_every == 0 and c.iteration < s.iterations:
                 self._start_eval()
@@ -384,6 +392,23 @@ class Coordinator:
         if c.iteration < s.iterations or s.final_eval_episodes == 0:
             return None
         return self._final_eval()
+
+    def _faults(self, results: dict[int, CollectResult]) -> dict[str, float]:
+        """Count the episodes the fragments dropped to failing env steps, an event line per
+        actor that had any; this iteration's counts by kind (``faults/*``)."""
+        for a in sorted(results):
+            faults = results[a].episodes.faults
+            if faults:
+                self.counters.episodes_faulted += sum(faults.values())
+                kinds = ", ".join(f"{k}: {faults.get(k, 0)}" for k in FAULT_KINDS)
+                self.observer.event(
+                    f"iteration {self.counters.iteration}: {actor_name(a)} dropped "
+                    f"{sum(faults.values())} episode(s) to faults ({kinds})"
+                )
+        return {
+            f"faults/{k}": sum(r.episodes.faults.get(k, 0) for r in results.values())
+            for k in FAULT_KINDS
+        }
 
     def _rate(self, env_steps: int) -> float:
         """Env steps per second over the last (up to) 10 iterations."""
@@ -399,6 +424,7 @@ class Coordinator:
             "env_steps": c.env_steps,
             "virtual_samples": c.virtual_samples,
             "episodes": c.episodes,
+            "episodes_faulted": c.episodes_faulted,
             "episode_return": float(np.mean([r for r, _ in recent])) if recent else float("nan"),
             "success_rate": float(np.mean([s for _, s in recent])) if recent else float("nan"),
             "sps": self._rate(c.env_steps),

@@ -9,6 +9,9 @@ Per step (Alg. 1's inner loop, batched over the worker's B envs), `RolloutWorker
    re-scored with r̂ and mapped to observations with ψ (eq. 6), for the learner's targets.
 
 The warm start of each env is the executed candidate's plan, shifted (zero after a reset).
+While training, an env step that raises, returns a non-finite observation or reward, or takes
+longer than ``env_step_timeout`` costs its episode, not the worker (`RolloutWorker._act`);
+``inject_faults`` wraps the envs to cause such steps on purpose (`envs.faults`).
 Acting needs only the plans' controls (`planners.MPPI.plan_controls`); the kept candidates'
 paths are rolled out, re-scored and observed once per fragment, for all T steps together.
 
@@ -22,6 +25,8 @@ This is a plain class: tests drive it in-process; `rlmpc.system.shells` wraps it
 from __future__ import annotations
 
 import ctypes
+import logging
+import math
 import pickle
 import time
 from dataclasses import dataclass
@@ -32,6 +37,7 @@ import torch
 from gymnasium.error import ResetNeeded
 
 import envs
+from envs.faults import STALL_PAST_TIMEOUT, FaultInjector
 from learners.policy import NetworkConfig, build_networks
 from planners.costs import PlannerConfig, build_planner
 from planners.mppi import shift_warm_start
@@ -49,6 +55,8 @@ from rlmpc.system.records import (
 
 #: the actor id that seeds evaluation workers (apart from every rollout actor)
 EVAL_ACTOR_ID = 1_000_000
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,11 @@ class WorkerSpec:
     virtual_terminal: str = "reward"
     """'reward': a virtual path's transition into a terminal planned state earns the env's
     terminal reward (`envs.base.PlannerModel.terminal_reward`); 'exclude': App. B's r̂ alone."""
+    inject_faults: tuple[tuple[str, float], ...] = ()
+    """(kind, probability per step) of the faults injected into every env
+    (`envs.faults.FaultInjector`); none: the envs are not wrapped"""
+    env_step_timeout: float = math.inf
+    """seconds an env step may take while training before it costs its episode"""
 
 
 def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
@@ -154,7 +167,15 @@ class RolloutWorker:
         )
         self.policy.eval()
         seq = np.random.SeedSequence([spec.seed, actor_id, seed_offset])
-        env_seed, torch_seed, np_seed = seq.generate_state(3)
+        env_seed, torch_seed, np_seed, fault_seed = seq.generate_state(4)
+        if spec.inject_faults:
+            stall = STALL_PAST_TIMEOUT * spec.env_step_timeout
+            if math.isinf(stall) and "stall" in dict(spec.inject_faults):
+                raise ValueError("injected stalls need a finite env_step_timeout")
+            self.envs = [
+                FaultInjector(e, dict(spec.inject_faults), int(fault_seed) + i, stall)
+                for i, e in enumerate(self.envs)
+            ]
         self.rng = np.random.default_rng(int(np_seed))
         self.gen = torch.Generator(device=self.device).manual_seed(int(torch_seed))
         self.version = -1
@@ -181,11 +202,30 @@ class RolloutWorker:
         x = np.stack([self.model.planner_state(self.envs[r]) for r in rows])
         return torch.as_tensor(x, dtype=torch.float32, device=self.device)
 
+    def _guarded_step(self, r: int, u: np.ndarray) -> tuple | str:
+        """``envs[r].step(u)``, or the fault that costs its episode: 'raise' (the step raised),
+        'nan' (a non-finite observation or reward), 'stall' (slower than env_step_timeout)."""
+        start = time.perf_counter()
+        try:
+            out = self.envs[r].step(u)
+        except Exception as err:  # whatever the env raises costs its episode, not the actor
+            _log.info("actor %d, env %d: step raised %r; episode dropped", self.actor_id, r, err)
+            return "raise"
+        if not (np.isfinite(out[0]).all() and np.isfinite(out[1])):
+            return "nan"
+        if time.perf_counter() - start > self.spec.env_step_timeout:
+            return "stall"
+        return out
+
     def _act(
         self, st: _Acting, mode: Training | Evaluation
     ) -> tuple[RealStep | None, _Kept | None]:
         """One step of the live envs (module doc, 1-3); the real step and the M-1 candidates
-        kept for step 4 when training (None: none)."""
+        kept for step 4 when training (None: none).
+
+        While training, an env step that fails (`_guarded_step`) costs its episode: the
+        transition is a truncation with reward 0 and next_obs s_t, nothing non-finite, and
+        the episode is counted as faulted instead of ended (`EpisodeTracker.drop`)."""
         M, rows = self.spec.num_candidates, np.nonzero(st.live)[0]
         n, ar = len(rows), np.arange(len(rows))
         s_t = st.obs[rows]
@@ -215,7 +255,15 @@ class RolloutWorker:
         truncated = np.zeros(n, bool)
         for j, r in enumerate(rows):
             env = self.envs[r]
-            o, rew, term, trunc, info = env.step(controls[j].astype(env.action_space.dtype))
+            u = controls[j].astype(env.action_space.dtype)
+            stepped = self._guarded_step(r, u) if mode.drops_faults else env.step(u)
+            if isinstance(stepped, str):  # a fault: the episode is dropped, s_t stands in
+                next_obs[j], truncated[j] = s_t[j], True
+                st.episodes.drop(r, stepped)
+                st.obs[r] = mode.next_episode(r, env, st.episodes)
+                st.warm[r] = 0.0
+                continue
+            o, rew, term, trunc, info = stepped
             next_obs[j], rewards[j], terminated[j], truncated[j] = o, rew, term, trunc
             st.episodes.step(r, float(rew), info)
             mode.after_step(r, env)
