@@ -21,7 +21,13 @@ from rlmpc.run.config import TrainConfig, check_runnable
 from rlmpc.run.evaluate import format_table, plot_traces
 from rlmpc.run.runlog import RunLogger, plot_curves, run_meta
 from rlmpc.system.backend import Backend
-from rlmpc.system.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from rlmpc.system.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from rlmpc.system.coordinator import Coordinator
 from rlmpc.system.records import EvalResult, summarize
 from rlmpc.system.shells import serial_backend
@@ -76,12 +82,16 @@ class Run:
 
     # -- the run --
     def train(self) -> dict[str, Any] | None:
-        """Train (from the newest checkpoint when resuming); the final evaluation's summary."""
-        if self.resume:
-            self.coordinator.restore(load_checkpoint(self.run_dir))
+        """Train (from the newest checkpoint that loads when resuming; the newer ones skipped
+        are on record); the final evaluation's summary."""
         try:
+            if self.resume:
+                state, notes = load_latest_checkpoint(self.run_dir)
+                for line in notes:
+                    self.logger.event(line)
+                self.coordinator.restore(state)
             result = self.coordinator.run()
-        except RuntimeError as err:  # a component's failure, the run's end: on record
+        except (RuntimeError, CheckpointError) as err:  # the run's end: on record
             self.logger.event(f"stopped: {err}")
             raise
         return None if result is None else self._final(result)
