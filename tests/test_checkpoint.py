@@ -7,6 +7,7 @@ import io
 import os
 import pathlib
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ import torch
 
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
+from rlmpc.run.cli import parse
 from rlmpc.run.evaluate import main as evaluate_main
+from rlmpc.run.train import train
 from rlmpc.system import checkpoint as ckpt
 from rlmpc.system.records import FragmentId, Weights
 from rlmpc.system.worker import RolloutWorker, WorkerSpec
@@ -191,6 +194,37 @@ def test_a_full_disk_mid_write_names_the_path_and_keeps_the_previous(tmp_path, m
     assert os.listdir(previous.parent) == [previous.name]  # no temp file left behind
     monkeypatch.undo()
     assert ckpt.load_checkpoint(tmp_path).iteration == 1
+
+
+def test_keep_checkpoints_is_an_option_and_zero_is_refused(capsys):
+    assert parse(["--keep-checkpoints", "2"]).cfg.run.keep_checkpoints == 2
+    assert parse([]).cfg.run.keep_checkpoints == 3
+    with pytest.raises(SystemExit) as err:
+        parse(["--keep-checkpoints", "0"])
+    assert err.value.code == 2
+    assert "argument --keep-checkpoints: keep_checkpoints must be >= 1" in capsys.readouterr().err
+
+
+def test_a_resume_keeps_the_newest_n_and_skips_a_torn_newest_on_record(tmp_path):
+    """A serial run: checkpoints every iteration, two kept; the newest torn before resuming."""
+    cfg = parse(
+        ["--env", "acrobot", "--num-actors", "1", "--envs-per-actor", "2", "--n-steps", "16",
+         "--batch-size", "16", "--n-epochs", "1", "--total-env-steps", "80", "--num-samples", "8",
+         "--hidden-sizes", "8", "--eval-every", "0", "--final-eval-episodes", "0",
+         "--checkpoint-every", "1", "--keep-checkpoints", "2", "--stop-after", "3",
+         "--runs-dir", str(tmp_path), "--run-name", "r", "--no-progress", "--wandb-mode",
+         "disabled"]
+    ).cfg  # fmt: skip
+    run_dir = train(cfg, serial=True)
+    names = [p.name for p in ckpt.list_checkpoints(run_dir)]
+    assert names == ["ckpt_000002.pt", "ckpt_000003.pt"]
+    newest = ckpt.latest_checkpoint(run_dir)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    train(replace(cfg, run=replace(cfg.run, stop_after=0)), resume=run_dir, serial=True)
+    events = (run_dir / "events.log").read_text()
+    assert f"skipped checkpoint {newest} is unreadable (truncated or corrupt)" in events
+    assert "resumed at iteration 2" in events
+    assert [p.name for p in ckpt.list_checkpoints(run_dir)] == ["ckpt_000004.pt", "ckpt_000005.pt"]
 
 
 def test_evaluate_names_a_bad_checkpoint_without_a_traceback(tmp_path, capsys):

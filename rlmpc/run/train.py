@@ -78,7 +78,7 @@ class Run:
         self.logger.event(message)
 
     def checkpoint(self, state: Checkpoint) -> None:
-        save_checkpoint(self.run_dir, state.iteration, state)
+        save_checkpoint(self.run_dir, state.iteration, state, keep=self.cfg.run.keep_checkpoints)
 
     # -- the run --
     def train(self) -> dict[str, Any] | None:
