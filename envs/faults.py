@@ -85,6 +85,13 @@ class FaultInjector(gym.Wrapper):
         self.rng = np.random.default_rng(seed)
         self.steps = 0
 
+    def get_state(self) -> dict[str, Any]:
+        """The wrapper's own state (its draws, its step count) as plain data (checkpoints)."""
+        return {"rng": self.rng.bit_generator.state, "steps": self.steps}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state, self.steps = state["rng"], int(state["steps"])
+
     def _firing(self) -> set[str]:
         hits = self.rng.random(len(KINDS)) < self.rates
         fire = {k for k, hit in zip(KINDS, hits, strict=True) if hit}

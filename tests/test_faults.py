@@ -190,3 +190,23 @@ def test_a_serial_run_with_faults_finishes_with_finite_losses(tmp_path):
     assert load_checkpoint(run_dir).worker.inject_faults == (
         ("raise", 0.002), ("nan_obs", 0.002), ("nan_reward", 0.002),
     )  # fmt: skip
+
+
+def test_a_snapshot_carries_the_fault_draws():
+    """A worker restored from a snapshot draws the same faults as the original from there on."""
+    from envs.faults import FaultInjector
+
+    env = FaultInjector(envs_make_acrobot(), {"raise": 0.5}, seed=3)
+    env.reset(seed=0)
+    for _ in range(5):
+        env._firing()
+    state = env.get_state()
+    ahead = [sorted(env._firing()) for _ in range(20)]
+    env.set_state(state)
+    assert [sorted(env._firing()) for _ in range(20)] == ahead
+
+
+def envs_make_acrobot():
+    import envs
+
+    return envs.make("acrobot")

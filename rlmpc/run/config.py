@@ -90,6 +90,8 @@ class RunConfig:
     """episodes of the final evaluation (the paper's tables use 50); 0 skips it"""
     checkpoint_every: int = 10
     """write a checkpoint every this many iterations (and at the end), >= 1"""
+    keep_checkpoints: int = 3
+    """keep the newest this many checkpoints (older ones are deleted), >= 1"""
     stop_after: int = 0
     """stop (with a checkpoint) after this many iterations of this invocation; 0: run to the end"""
     max_actor_failures: int = 10
@@ -147,6 +149,7 @@ class RunConfig:
         check("eval_episodes", 1)
         check("final_eval_episodes", 0)
         check("checkpoint_every", 1)
+        check("keep_checkpoints", 1)
         check("stop_after", 0)
         check("max_actor_failures", 0)
         if not self.actor_restart_timeout > 0:

@@ -28,7 +28,13 @@ from rlmpc.run.config import TrainConfig, check_runnable
 from rlmpc.run.evaluate import format_table, plot_traces
 from rlmpc.run.runlog import RunLogger, plot_curves, run_meta
 from rlmpc.system.backend import Backend, RestoreNeeded
-from rlmpc.system.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from rlmpc.system.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from rlmpc.system.coordinator import Coordinator
 from rlmpc.system.records import EvalResult, summarize
 from rlmpc.system.shells import serial_backend
@@ -84,37 +90,43 @@ class Run:
         self.logger.event(message)
 
     def checkpoint(self, state: Checkpoint) -> None:
-        save_checkpoint(self.run_dir, state.iteration, state)
+        save_checkpoint(self.run_dir, state.iteration, state, keep=self.cfg.run.keep_checkpoints)
 
     # -- the run --
     def train(self) -> dict[str, Any] | None:
-        """Train (from the newest checkpoint when resuming, and again after each in-place
-        restore); the final evaluation's summary."""
-        if self.resume:
-            self._load_newest()
-        while True:
-            try:
-                result = self.coordinator.run()
-                break
-            except RestoreNeeded as err:
-                if self.restores >= self.cfg.run.max_restores:
-                    self.logger.event(f"stopped: {err}; {self.restores} in-place restore(s) "
-                                      f"used of --max-restores {self.cfg.run.max_restores}")  # fmt: skip
-                    raise
-                self.restores += 1
-                self._restore_in_place(err)
-            except RuntimeError as err:  # a component's failure, the run's end: on record
-                self.logger.event(f"stopped: {err}")
-                raise
+        """Train (from the newest checkpoint that loads when resuming, and again after each
+        in-place restore); the final evaluation's summary."""
+        try:
+            if self.resume:
+                self._load_newest()
+            while True:
+                try:
+                    result = self.coordinator.run()
+                    break
+                except RestoreNeeded as err:
+                    if self.restores >= self.cfg.run.max_restores:
+                        self.logger.event(
+                            f"stopped: {err}; {self.restores} in-place restore(s) used of "
+                            f"--max-restores {self.cfg.run.max_restores}"
+                        )
+                        raise
+                    self.restores += 1
+                    self._restore_in_place(err)
+        except RestoreNeeded:
+            raise
+        except (RuntimeError, CheckpointError) as err:  # the run's end: on record
+            self.logger.event(f"stopped: {err}")
+            raise
         return None if result is None else self._final(result)
 
     def _load_newest(self) -> int:
         """Restore the coordinator from the newest checkpoint (none: a fresh start); cut
         ``metrics.jsonl`` back to its iteration. Returns that iteration."""
-        path = latest_checkpoint(self.run_dir)
         iteration = 0
-        if path is not None:
-            state = load_checkpoint(path)
+        if latest_checkpoint(self.run_dir) is not None:
+            state, notes = load_latest_checkpoint(self.run_dir)
+            for line in notes:
+                self.logger.event(line)
             iteration = state.iteration
             self.logger.rewind(iteration)
             self.coordinator.restore(state)

@@ -44,12 +44,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from rlmpc.system.backend import (
+    CORE,
     EVALUATOR,
     FINAL_EVALUATOR,
     LEARNER,
     REAL_SHARD,
     VIRTUAL_SHARD,
-    CORE,
     Backend,
     ComponentDied,
     ComponentFailed,

@@ -158,8 +158,9 @@ class CollectResult(NamedTuple):
 
     meta: FragmentMeta
     episodes: EpisodeStats
-    snapshot: bytes | None
-    """the worker's state at the end of the fragment, when asked for (checkpoints)"""
+    snapshot: dict[str, Any] | None
+    """the worker's state at the end of the fragment as plain data, when asked for
+    (checkpoints; `rlmpc.system.worker.RolloutWorker.snapshot`)"""
     seconds: float = 0.0
     """wall time the worker spent collecting the fragment"""
 
