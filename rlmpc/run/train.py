@@ -16,6 +16,8 @@ stopped, the last line printed is the command that resumes the run.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -163,6 +165,10 @@ class Run:
         self.backend.close()
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signal.Signals(signum).name}")
+
+
 def new_run_dir(cfg: TrainConfig) -> Path:
     name = cfg.run.run_name or time.strftime(f"{cfg.run.env}-%Y%m%d-%H%M%S")
     path = Path(cfg.run.runs_dir) / name
@@ -200,6 +206,8 @@ def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None 
     resume_line = f"resume this run with: python launch.py --resume {run_dir}"
     run.logger.event(f"run directory {run_dir}; {resume_line}")
     stopped: BaseException | None = None
+    if threading.current_thread() is threading.main_thread():  # `kill PID`: stop, say how to go on
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         summary = run.train()
     except BaseException as err:  # KeyboardInterrupt too

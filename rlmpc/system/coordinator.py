@@ -182,11 +182,11 @@ class Coordinator:
         """Bring a restarted actor back to where it died: restore its base snapshot, collect
         again (data dropped: learned on already) the fragments since, then those in flight."""
         slots, name = self.slots[actor], actor_name(actor)
-        blob, start = self.base[actor]
-        self.backend.call(name, "restore", blob)
-        first = slots[0].index if slots else self.counters.iteration
-        attempt = self.failures[actor]
-        for index, version in self.history[actor]:
+        first, attempt = self._first_inflight(actor), self.failures[actor]
+        if actor in self.base:  # none: a checkpoint of an earlier layout, without snapshots
+            blob, start = self.base[actor]
+            self.backend.call(name, "restore", blob)
+        for index, version in self.history[actor] if actor in self.base else ():
             if start <= index < first:  # results dropped; the shards prune them
                 fid = FragmentId(index, actor, attempt)
                 self.backend.call(name, "collect", fid, self.s.fragment_len,
@@ -194,6 +194,10 @@ class Coordinator:
         for slot in slots:
             slot.attempt = attempt
             self._submit(actor, slot)
+
+    def _first_inflight(self, actor: int) -> int:
+        slots = self.slots[actor]
+        return slots[0].index if slots else self.counters.iteration
 
     def _core_check(self, error: Exception) -> None:
         """Raise `RestoreNeeded` when a core component is dead (``error`` is what surfaced);
@@ -229,14 +233,12 @@ class Coordinator:
                     name, f"{error.cause!r}; every rollout actor has failed, stopping the run"
                 ) from error
             return
-        replayed = sum(
-            self.base[actor][1] <= i < (slots[0].index if slots else self.counters.iteration)
-            for i, _ in self.history[actor]
-        )
+        start = self.base[actor][1] if actor in self.base else self._first_inflight(actor)
+        replayed = sum(start <= i < self._first_inflight(actor) for i, _ in self.history[actor])
         self.observer.event(
             f"iteration {self.counters.iteration}: {name} died ({error.cause!r}); restarted "
-            f"from its state at iteration {self.base[actor][1]}, {replayed} fragment(s) "
-            f"replayed, {len(slots)} collected again"
+            f"from its state at iteration {start}, {replayed} fragment(s) replayed, "
+            f"{len(slots)} collected again"
         )
         self._replay(actor)
 
