@@ -29,7 +29,7 @@ import envs
 from rlmpc.run.config import TrainConfig, check_runnable
 from rlmpc.run.evaluate import format_table, plot_traces
 from rlmpc.run.runlog import RunLogger, plot_curves, run_meta
-from rlmpc.system.backend import Backend, RestoreNeeded
+from rlmpc.system.backend import Backend, RestoreNeeded, brief
 from rlmpc.system.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -138,13 +138,14 @@ class Run:
 
     def _restore_in_place(self, err: RestoreNeeded) -> None:
         """Build the components again and load the newest checkpoint (see the module doc)."""
-        at = self.coordinator.counters.iteration
+        at, restarts = self.coordinator.counters.iteration, self.coordinator.counters.actor_restarts
         self.backend.close()
         self.backend = make_backend(self.cfg, *self._backend_args)
         self.coordinator = self._coordinator()
         iteration = self._load_newest()
+        self.coordinator.counters.actor_restarts = restarts  # over the run's life, not rolled back
         self.logger.event(
-            f"iteration {at}: {', '.join(err.components)} died ({err.cause}); restored in "
+            f"iteration {at}: {', '.join(err.components)} died ({brief(err.cause)}); restored in "
             f"place from iteration {iteration} (restore {self.restores} of at most "
             f"{self.cfg.run.max_restores})"
         )

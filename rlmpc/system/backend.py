@@ -33,6 +33,16 @@ def actor_name(i: int) -> str:
     return f"actor {i}"
 
 
+def brief(err: BaseException | str, limit: int = 160) -> str:
+    """An error in one short line for ``events.log``: its type and its message's first line
+    (Ray's errors run to dozens of lines)."""
+    if isinstance(err, str):
+        return err.splitlines()[0][:limit] if err.strip() else err
+    lines = str(err).strip().splitlines()
+    first = lines[0] if lines else ""
+    return f"{type(err).__name__}: {first[:limit]}" if first else type(err).__name__
+
+
 class ComponentDied(RuntimeError):
     """The component's process is gone (killed, its node lost); ``cause`` says how."""
 
@@ -60,7 +70,7 @@ class RestoreNeeded(RuntimeError):
 
     def __init__(self, components: list[str], cause: BaseException) -> None:
         self.components, self.cause = components, cause
-        super().__init__(f"{', '.join(components)} died ({cause})")
+        super().__init__(f"{', '.join(components)} died ({brief(cause)})")
 
 
 class Backend(Protocol):

@@ -55,6 +55,7 @@ from rlmpc.system.backend import (
     ComponentFailed,
     RestoreNeeded,
     actor_name,
+    brief,
 )
 from rlmpc.system.checkpoint import Checkpoint
 from rlmpc.system.records import (
@@ -226,7 +227,7 @@ class Coordinator:
             self.backend.drop(name)
             self.observer.event(
                 f"iteration {self.counters.iteration}: {name} failed {self.failures[actor]} "
-                f"times ({error.cause!r}) and is not back; dropped, {len(self.live)} actors left"
+                f"times ({brief(error.cause)}) and is not back; dropped, {len(self.live)} actors left"
             )
             if not self.live:
                 raise ComponentDied(
@@ -236,7 +237,7 @@ class Coordinator:
         start = self.base[actor][1] if actor in self.base else self._first_inflight(actor)
         replayed = sum(start <= i < self._first_inflight(actor) for i, _ in self.history[actor])
         self.observer.event(
-            f"iteration {self.counters.iteration}: {name} died ({error.cause!r}); restarted "
+            f"iteration {self.counters.iteration}: {name} died ({brief(error.cause)}); restarted "
             f"from its state at iteration {start}, {replayed} fragment(s) replayed, "
             f"{len(slots)} collected again"
         )
