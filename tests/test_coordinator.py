@@ -41,6 +41,7 @@ class World:
         self.evals: list[tuple[str, int]] = []
         self.built: list[tuple[str, int]] = []
         self.restores: list[tuple[int, bytes]] = []  # actor, snapshot
+        self.restore_deaths: dict[int, int] = {}  # actor -> its restore calls that die
         self.deaths = deaths or {}  # actor -> its collect calls (1-based) that die
 
 
@@ -65,6 +66,9 @@ class Worker:
         return f"{self.actor}@start".encode()
 
     def restore(self, blob):
+        if self.world.restore_deaths.get(self.actor, 0) > 0:
+            self.world.restore_deaths[self.actor] -= 1
+            raise ComponentDied(actor_name(self.actor), "killed while restoring")
         self.restored = blob
         self.world.restores.append((self.actor, blob))
 
@@ -299,3 +303,20 @@ def test_an_env_needing_cluster_resources_evaluates_last_on_the_evaluator_withou
     assert world.evals == [(EVALUATOR, 4)]
     with pytest.raises(ComponentDied):  # the actors were let go first
         coordinator.backend.get(coordinator.backend.call(actor_name(0), "restore", b""))
+
+
+def test_an_actor_dying_while_being_restored_is_restored_again():
+    whole_world, world = World(), World()
+    _, whole, _ = run(whole_world, iterations=6, checkpoint_every=2)
+    _, part, _ = run(world, iterations=6, checkpoint_every=2, stop_after=3)
+    world.restore_deaths = {1: 1}
+    s = Schedule(iterations=6, fragment_len=5, num_actors=2, checkpoint_every=2)
+    observer = Observer()
+    resumed = Coordinator(s, system(world), observer)
+    resumed.restore(part.checkpoints[-1])
+    resumed.run()
+    assert world.restores == [(0, b"0@2"), (1, b"1@2")]
+    assert any("actor 1 died while being restored" in e for e in observer.events)
+    env_steps = lambda rows: [r["env_steps"] for r in rows]
+    assert env_steps(part.rows) + env_steps(observer.rows) == env_steps(whole.rows)
+    assert observer.rows[-1]["actor_restarts"] == 1

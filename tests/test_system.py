@@ -225,9 +225,20 @@ def test_evaluate_refuses_bad_options(tmp_path):
     assert proc.returncode == 2 and "--episodes" in proc.stderr
 
 
-def _kill(run: Run, component: str) -> int:
-    """SIGKILL a component's process (found through the run's current backend)."""
-    pid = ray.get(run.backend.handles[component].pid.remote())
+def _kill(run: Run, component: str, timeout: float = 120) -> int:
+    """SIGKILL a component's process, found through the run's current backend (during an
+    in-place restore the old backend is closed and the new one not there yet: wait)."""
+    deadline = time.time() + timeout
+    while True:
+        handle = run.backend.handles.get(component)
+        try:
+            if handle is not None:
+                pid = ray.get(handle.pid.remote(), timeout=30)
+                break
+        except ray.exceptions.RayError:
+            pass
+        assert time.time() < deadline, f"{component} not found"
+        time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     return pid
 
@@ -323,3 +334,28 @@ def test_chaos_every_component_killed_once_and_the_run_ends_as_if_nothing_happen
     assert json.loads((run_dir / "eval.json").read_text()) == json.loads(
         (whole / "eval.json").read_text()
     )
+
+
+def test_a_stalled_actor_is_killed_replaced_and_replayed(tmp_path):
+    """An actor frozen mid-run (SIGSTOP: alive, silent) is declared stalled after
+    --actor-timeout, killed, restarted by Ray and replayed: the run ends as if nothing
+    happened."""
+    whole = train(tiny(tmp_path, "whole", total_env_steps=64 * 5, eval_every=0))
+    cfg = tiny(tmp_path, "stalled", total_env_steps=64 * 5, eval_every=0, actor_timeout=10.0)
+    run_dir = Path(cfg.run.runs_dir) / "stalled"
+    run_dir.mkdir()
+    run = Run(cfg, run_dir)
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("summary", run.train()))
+    thread.start()
+    deadline = time.time() + 300
+    while run.coordinator.counters.iteration < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(ray.get(run.backend.handles[actor_name(0)].pid.remote()), signal.SIGSTOP)
+    thread.join(timeout=max(1.0, deadline - time.time()))
+    run.close()
+    assert not thread.is_alive() and outcome.get("summary") is not None
+    events = (run_dir / "events.log").read_text()
+    assert "actor 0 sent no fragment for 10 s; killed as stalled" in events
+    assert "actor 0 died" in events and rows(run_dir)[-1]["actor_restarts"] == 1
+    assert _numbers(run_dir) == _numbers(whole)

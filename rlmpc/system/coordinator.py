@@ -317,10 +317,13 @@ class Coordinator:
         for a in set(self.live) - set(state.live):
             self.live.remove(a)
             b.drop(actor_name(a))
-        for call in [b.call(actor_name(a), "restore", blob) for a, blob in state.snapshots.items()]:
-            b.get(call)
+        calls = {a: b.call(actor_name(a), "restore", blob) for a, blob in state.snapshots.items()}
+        for a, call in calls.items():
+            self._restored(a, call, state.snapshots[a])
         self._rebase(state.snapshots, c.iteration)
         for a, items in state.inflight.items():
+            if a not in self.live:
+                continue
             for index, version in items:
                 slot = _Slot(index, version, 0)
                 self.slots[a].append(slot)
@@ -330,6 +333,34 @@ class Coordinator:
             p = state.pending_eval
             self._start_eval(p["version"], p["due"], p["env_steps"])
         self.observer.event(f"resumed at iteration {c.iteration}, {c.env_steps} env steps")
+
+    def _restored(self, actor: int, call: Any, blob: Any) -> None:
+        """Wait for an actor's ``restore``; if the actor died meanwhile, restore it again once
+        it is back (or drop it, as `_actor_failed` would)."""
+        name, s = actor_name(actor), self.s
+        while True:
+            try:
+                self.backend.get(call)
+                return
+            except ComponentDied as err:
+                self.failures[actor] += 1
+                self.counters.actor_restarts += 1
+                back = self.failures[actor] <= s.max_actor_failures and self.backend.restarted(
+                    name, s.actor_restart_timeout
+                )
+                if not back:
+                    self.live.remove(actor)
+                    self.slots[actor].clear()
+                    self.backend.drop(name)
+                    self.observer.event(f"{name} died while being restored ({brief(err.cause)}); "
+                                        f"dropped, {len(self.live)} actors left")  # fmt: skip
+                    if not self.live:
+                        raise
+                    return
+                self.observer.event(
+                    f"{name} died while being restored ({brief(err.cause)}); restored again"
+                )
+                call = self.backend.call(name, "restore", blob)
 
     # -- the loop --
     def run(self) -> EvalResult | None:
