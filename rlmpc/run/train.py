@@ -121,20 +121,21 @@ class Run:
             raise
         return None if result is None else self._final(result)
 
-    def _load_newest(self) -> int:
+    def _load_newest(self) -> tuple[int, int]:
         """Restore the coordinator from the newest checkpoint (none: a fresh start); cut
-        ``metrics.jsonl`` back to its iteration. Returns that iteration."""
-        iteration = 0
+        ``metrics.jsonl`` back to its iteration. Returns that iteration and the checkpoint's
+        count of actor restarts."""
+        iteration, restarts = 0, 0
         if latest_checkpoint(self.run_dir) is not None:
             state, notes = load_latest_checkpoint(self.run_dir)
             for line in notes:
                 self.logger.event(line)
-            iteration = state.iteration
+            iteration, restarts = state.iteration, state.counters.get("actor_restarts", 0)
             self.logger.rewind(iteration)
             self.coordinator.restore(state)
         else:
             self.logger.rewind(0)
-        return iteration
+        return iteration, restarts
 
     def _restore_in_place(self, err: RestoreNeeded) -> None:
         """Build the components again and load the newest checkpoint (see the module doc)."""
@@ -142,8 +143,9 @@ class Run:
         self.backend.close()
         self.backend = make_backend(self.cfg, *self._backend_args)
         self.coordinator = self._coordinator()
-        iteration = self._load_newest()
-        self.coordinator.counters.actor_restarts = restarts  # over the run's life, not rolled back
+        iteration, saved = self._load_newest()
+        c = self.coordinator.counters  # actor restarts over the run's life, not rolled back
+        c.actor_restarts = restarts + c.actor_restarts - saved
         self.logger.event(
             f"iteration {at}: {', '.join(err.components)} died ({brief(err.cause)}); restored in "
             f"place from iteration {iteration} (restore {self.restores} of at most "

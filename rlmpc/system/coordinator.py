@@ -9,29 +9,11 @@ holds what exact resumption needs: the learner, the counters, the weights of the
 in flight, the periodic evaluation in flight, and the actors' state at the end of the last
 fragment learned on.
 
-Failures:
-
-* A rollout actor that dies (or stalls: no fragment for ``actor_timeout`` seconds, then it
-  is killed) is restarted by the backend and *replayed*: it is restored to its state at the
-  newest checkpoint (or at the start) and collects again, with the same weights, the
-  fragments learned on since (their data is dropped) and then those it had in flight. Where
-  snapshots are exact (`RolloutWorker.snapshot`) the run goes on exactly as it would have
-  without the death. After ``max_actor_failures`` deaths, or when it does not come back, it
-  is dropped and the run goes on with the others.
-* When a core component (`rlmpc.system.backend.CORE`: the learner, a replay shard, the
-  evaluator) dies, `run` raises `RestoreNeeded`; the caller (`rlmpc.run.train.Run`)
-  rebuilds the components and restores the newest checkpoint in place.
-
-Evaluation schedule: after iteration ``c`` with ``c % eval_every == 0`` (before the last),
-the evaluator runs ``eval_episodes`` episodes with the newest weights beside training; its
-figures are logged (``eval/*``) in the row of iteration ``min(c + eval_every, last)``, waited
-for there if need be, so where they appear never depends on timing. The final evaluation
-runs after the last iteration.
-
-An env step that fails (raises, returns NaN/inf, stalls) costs its episode inside the worker
-(`rlmpc.system.worker`); the rows count such episodes (``episodes_faulted``, in all;
-``faults/raise``, ``faults/nan``, ``faults/stall``: this iteration's) and an event names the
-actor.
+Failures (`rlmpc.system.recovery`): a rollout actor that dies, or stalls (no fragment for
+``actor_timeout`` seconds: it is killed), is restarted and replayed from its snapshot at the
+newest checkpoint, so where snapshots are exact the run goes on as if nothing happened; a dead
+core component (the learner, a replay shard, the evaluator) raises `RestoreNeeded`, and the
+caller (`rlmpc.run.train.Run`) restores the newest checkpoint in place.
 """
 
 from __future__ import annotations
@@ -44,7 +26,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from rlmpc.system.backend import (
-    CORE,
     EVALUATOR,
     FINAL_EVALUATOR,
     LEARNER,
@@ -55,7 +36,6 @@ from rlmpc.system.backend import (
     ComponentFailed,
     RestoreNeeded,
     actor_name,
-    brief,
 )
 from rlmpc.system.checkpoint import Checkpoint
 from rlmpc.system.records import (
@@ -67,6 +47,7 @@ from rlmpc.system.records import (
     FragmentMeta,
     summarize,
 )
+from rlmpc.system.recovery import Recovery
 
 #: the figures of a periodic evaluation that go into ``metrics.jsonl`` (besides the env's own)
 EVAL_FIGURES = ("success_rate", "steps", "reward")
@@ -129,7 +110,7 @@ class Counters:
         return {k: v for k, v in vars(self).items() if k != "recent"}
 
 
-class Coordinator:
+class Coordinator(Recovery):
     """Runs a training run over ``backend`` (module docstring); output goes to ``observer``.
 
     ``record`` is what checkpoints carry besides the loop's state: the worker spec and the
@@ -178,70 +159,6 @@ class Coordinator:
             self.slots[a].append(slot)
             self.history[a].append((index, self.version))
             self._submit(a, slot)
-
-    def _replay(self, actor: int) -> None:
-        """Bring a restarted actor back to where it died: restore its base snapshot, collect
-        again (data dropped: learned on already) the fragments since, then those in flight."""
-        slots, name = self.slots[actor], actor_name(actor)
-        first, attempt = self._first_inflight(actor), self.failures[actor]
-        if actor in self.base:  # none: a checkpoint of an earlier layout, without snapshots
-            blob, start = self.base[actor]
-            self.backend.call(name, "restore", blob)
-        for index, version in self.history[actor] if actor in self.base else ():
-            if start <= index < first:  # results dropped; the shards prune them
-                fid = FragmentId(index, actor, attempt)
-                self.backend.call(name, "collect", fid, self.s.fragment_len,
-                                  self.weights[version], version, False)  # fmt: skip
-        for slot in slots:
-            slot.attempt = attempt
-            self._submit(actor, slot)
-
-    def _first_inflight(self, actor: int) -> int:
-        slots = self.slots[actor]
-        return slots[0].index if slots else self.counters.iteration
-
-    def _core_check(self, error: Exception) -> None:
-        """Raise `RestoreNeeded` when a core component is dead (``error`` is what surfaced);
-        not when a constructor failed (Ray's ``actor_init_failed``): it would fail again."""
-        if getattr(getattr(error, "cause", None), "actor_init_failed", False):
-            return
-        dead = self.backend.dead(CORE)
-        if dead:
-            raise RestoreNeeded(dead, error) from error
-
-    def _actor_failed(self, actor: int, error: ComponentDied) -> None:
-        """Log, then re-collect everything the actor had in flight (the backend restarts it)."""
-        self.failures[actor] += 1
-        self.counters.actor_restarts += 1
-        slots = self.slots[actor]
-        # let every call of the dead instance settle before resubmitting, in order
-        self.backend.wait([s.call for s in slots], num_returns=len(slots), timeout=60)
-        name, s = actor_name(actor), self.s
-        back = self.failures[actor] <= s.max_actor_failures and self.backend.restarted(
-            name, s.actor_restart_timeout
-        )
-        if not back:
-            self.live.remove(actor)
-            self.counters.lost_fragments += len(slots)
-            slots.clear()
-            self.backend.drop(name)
-            self.observer.event(
-                f"iteration {self.counters.iteration}: {name} failed {self.failures[actor]} "
-                f"times ({brief(error.cause)}) and is not back; dropped, {len(self.live)} actors left"
-            )
-            if not self.live:
-                raise ComponentDied(
-                    name, f"{error.cause!r}; every rollout actor has failed, stopping the run"
-                ) from error
-            return
-        start = self.base[actor][1] if actor in self.base else self._first_inflight(actor)
-        replayed = sum(start <= i < self._first_inflight(actor) for i, _ in self.history[actor])
-        self.observer.event(
-            f"iteration {self.counters.iteration}: {name} died ({brief(error.cause)}); restarted "
-            f"from its state at iteration {start}, {replayed} fragment(s) replayed, "
-            f"{len(slots)} collected again"
-        )
-        self._replay(actor)
 
     def _gather(self, index: int) -> dict[int, CollectResult]:
         """The fragment of every live actor for ``index`` (re-collecting after failures)."""
@@ -297,13 +214,6 @@ class Coordinator:
         ))  # fmt: skip
         self._rebase({a: r.snapshot for a, r in results.items()}, c.iteration)
 
-    def _rebase(self, snapshots: dict[int, Any], index: int) -> None:
-        """Replays start from these snapshots, taken before fragment ``index``."""
-        for a, blob in snapshots.items():
-            if blob is not None:
-                self.base[a] = (blob, index)
-                self.history[a] = [(i, v) for i, v in self.history[a] if i >= index]
-
     def restore(self, state: Checkpoint) -> None:
         """Continue from a checkpoint: learner, counters, weights, actors, slots in flight."""
         b, c = self.backend, self.counters
@@ -333,34 +243,6 @@ class Coordinator:
             p = state.pending_eval
             self._start_eval(p["version"], p["due"], p["env_steps"])
         self.observer.event(f"resumed at iteration {c.iteration}, {c.env_steps} env steps")
-
-    def _restored(self, actor: int, call: Any, blob: Any) -> None:
-        """Wait for an actor's ``restore``; if the actor died meanwhile, restore it again once
-        it is back (or drop it, as `_actor_failed` would)."""
-        name, s = actor_name(actor), self.s
-        while True:
-            try:
-                self.backend.get(call)
-                return
-            except ComponentDied as err:
-                self.failures[actor] += 1
-                self.counters.actor_restarts += 1
-                back = self.failures[actor] <= s.max_actor_failures and self.backend.restarted(
-                    name, s.actor_restart_timeout
-                )
-                if not back:
-                    self.live.remove(actor)
-                    self.slots[actor].clear()
-                    self.backend.drop(name)
-                    self.observer.event(f"{name} died while being restored ({brief(err.cause)}); "
-                                        f"dropped, {len(self.live)} actors left")  # fmt: skip
-                    if not self.live:
-                        raise
-                    return
-                self.observer.event(
-                    f"{name} died while being restored ({brief(err.cause)}); restored again"
-                )
-                call = self.backend.call(name, "restore", blob)
 
     # -- the loop --
     def run(self) -> EvalResult | None:
