@@ -357,6 +357,26 @@ class AcrobotDZEnv(gym.Env):
     def close(self):
         self.screen = None
 
+    def get_state(self) -> dict[str, Any]:
+        """The episode as plain data (`envs.base.EnvState`): random stream, joint state, zone,
+        step count."""
+        return {
+            "rng": self.np_random.bit_generator.state,
+            "state": None if self.state is None else self.state.tolist(),
+            "zone": list(self.zone.as_tuple()),
+            "elapsed_steps": self.elapsed_steps,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from `get_state` (`envs.base.EnvState`)."""
+        joints = state["state"]
+        if joints is not None and len(joints) != 4:
+            raise ValueError(f"acrobot state must hold 4 floats, got {joints!r}")
+        self.np_random.bit_generator.state = state["rng"]
+        self.state = None if joints is None else np.array(joints, dtype=np.float64)
+        self.zone = DangerZone(*state["zone"])
+        self.elapsed_steps = int(state["elapsed_steps"])
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["screen"] = None  # pygame surfaces do not pickle; render() rebuilds it

@@ -27,12 +27,16 @@ Conventions (all envs follow them; the planner and learner rely on them):
 * ``reward(x, u)`` is the paper's r̂ for the transition ``x --u--> dynamics(x, u)``: the
   env's dense reward without terminal bonuses (App. B, "reward model"); those are
   ``terminal_reward(x')`` on the states ``terminated(x')`` flags, one rule for every env.
+* **An episode is captured as plain data** (`EnvState`, for checkpoints): the unwrapped env's
+  ``get_state()`` / ``set_state(state)``. An env that cannot capture its simulator returns
+  None (Box2D's world, a CARLA server's), and so does one without the methods: its episode
+  restarts when a checkpoint is restored.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -142,6 +146,29 @@ class PlannerModel(abc.ABC):
         lo = torch.tensor(self.u_low, dtype=like.dtype, device=like.device)
         hi = torch.tensor(self.u_high, dtype=like.dtype, device=like.device)
         return lo, hi
+
+
+class EnvState(Protocol):
+    """An env whose episode can be written down as plain data and put back (checkpoints).
+
+    ``get_state()`` holds everything the rest of the episode depends on: the env's random
+    stream (``np_random.bit_generator.state``), its step count, its simulator's state and the
+    episode's context (danger zone, opponent), as ints, floats, bools, str, None, tensors and
+    lists, tuples and dicts of those: what ``torch.load(weights_only=True)`` reads back, no
+    pickled objects. ``set_state(env.get_state())`` on an env built with the same arguments
+    makes it go on exactly as ``env`` would, whatever it did before. ``get_state()`` is None
+    where the simulator cannot be captured; ``set_state`` is then never called.
+    """
+
+    def get_state(self) -> dict[str, Any] | None: ...
+
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+def env_state(env: Any) -> dict[str, Any] | None:
+    """`EnvState.get_state` of a (wrapped) env; None for an env without it."""
+    get = getattr(env.unwrapped, "get_state", None)
+    return None if get is None else get()
 
 
 def check_action(

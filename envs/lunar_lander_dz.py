@@ -235,6 +235,11 @@ class LunarLanderDZEnv(gym.Env):
     def close(self):
         self.lander_env.close()
 
+    def get_state(self) -> None:
+        """None: Box2D's world cannot be captured as plain data (`envs.base.EnvState`); a
+        restored Lunar Lander restarts its episode."""
+        return None
+
     def __getstate__(self) -> dict:
         rng = None if self._np_random is None else self._np_random.bit_generator.state
         return {"kwargs": self._kwargs, "rng": rng}

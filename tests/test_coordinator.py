@@ -19,6 +19,7 @@ from rlmpc.system.backend import (
     VIRTUAL_SHARD,
     ComponentDied,
     ComponentFailed,
+    RestoreNeeded,
     SerialBackend,
     actor_name,
 )
@@ -39,6 +40,8 @@ class World:
         self.trains: list[tuple[list[int], int]] = []  # actors in order, min_version
         self.evals: list[tuple[str, int]] = []
         self.built: list[tuple[str, int]] = []
+        self.restores: list[tuple[int, bytes]] = []  # actor, snapshot
+        self.restore_deaths: dict[int, int] = {}  # actor -> its restore calls that die
         self.deaths = deaths or {}  # actor -> its collect calls (1-based) that die
 
 
@@ -59,8 +62,15 @@ class Worker:
         blob = f"{self.actor}@{fid.index}".encode() if snapshot else None
         return CollectResult(meta, episodes(1, float(fid.index)), blob)
 
+    def snapshot(self):
+        return f"{self.actor}@start".encode()
+
     def restore(self, blob):
+        if self.world.restore_deaths.get(self.actor, 0) > 0:
+            self.world.restore_deaths[self.actor] -= 1
+            raise ComponentDied(actor_name(self.actor), "killed while restoring")
         self.restored = blob
+        self.world.restores.append((self.actor, blob))
 
 
 class Learner:
@@ -152,15 +162,80 @@ def test_policy_lag_bounds_the_weights_fragments_are_collected_with(lag):
     assert [r["env_steps"] for r in obs.rows] == [20 * i for i in range(1, 6)]
 
 
-def test_a_dead_actor_is_restarted_and_its_fragments_collected_again():
-    world = World(deaths={1: [2]})  # actor 1's second collect dies
+def test_a_dead_actor_is_restarted_and_replayed_from_its_start():
+    world = World(deaths={1: [2]})  # actor 1's second collect (fragment 1) dies
     _, obs, _ = run(world, iterations=4, max_policy_lag=2)  # with two fragments in flight
     assert (actor_name(1), 1) in world.built  # rebuilt once, as a restarted instance
+    assert world.restores == [(1, b"1@start")]  # back to its state before fragment 0
     again = [c for c in world.collects if c[0] == 1 and c[2] == 1]
-    assert [c[1] for c in again] == [1, 2]  # both fragments it had in flight, attempt 1
+    # fragment 0 again (learned on already: dropped) with its weights, then those in flight
+    assert [(c[1], c[3]) for c in again] == [(0, 0), (1, 0), (2, 0)]
     assert [r["env_steps"] for r in obs.rows] == [20, 40, 60, 80]  # nothing lost
+    assert [t[0] for t in world.trains] == [[0, 1]] * 4
     assert obs.rows[-1]["actor_restarts"] == 1 and obs.rows[-1]["actors_live"] == 2
-    assert any("actor 1 died" in e for e in obs.events)
+    assert any("actor 1 died" in e and "1 fragment(s) replayed" in e for e in obs.events)
+
+
+def test_an_actor_dying_after_a_checkpoint_replays_from_that_checkpoint():
+    world = World(deaths={0: [6]})  # fragment 5 of actor 0; checkpoint after iteration 4
+    _, obs, _ = run(world, iterations=8, checkpoint_every=4)
+    assert world.restores == [(0, b"0@3")]  # its state after fragment 3, the checkpoint's
+    again = [(c[1], c[3]) for c in world.collects if c[0] == 0 and c[2] == 1]
+    assert again == [(4, 3), (5, 4)]  # 4 replayed (learned on already), 5 was in flight
+    assert [r["env_steps"] for r in obs.rows] == [20 * i for i in range(1, 9)]
+
+
+@pytest.mark.parametrize("core", [LEARNER, REAL_SHARD, EVALUATOR])
+def test_a_dead_core_component_asks_for_a_restore(core):
+    world = World()
+    backend = system(world)
+    if core == LEARNER:
+        backend._factories[LEARNER] = lambda r: Dying(Learner(world), "train", 3)
+    elif core == REAL_SHARD:
+        backend._factories[REAL_SHARD] = lambda r: Dying(Shard(), "prune", 3)
+    else:
+        backend._factories[EVALUATOR] = lambda r: Dying(Evaluator(world, EVALUATOR), "evaluate", 1)
+    s = Schedule(iterations=6, fragment_len=5, num_actors=2, eval_every=2)
+    coordinator = Coordinator(s, backend, Observer())
+    with pytest.raises(RestoreNeeded) as err:
+        coordinator.run()
+    assert err.value.components == [core]
+
+
+class Dying:
+    """A component whose ``method``'s ``n``-th call dies (its process is gone)."""
+
+    def __init__(self, inner, method: str, n: int) -> None:
+        self.inner, self.method, self.n, self.calls = inner, method, n, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        def call(*args):
+            self.calls += 1
+            if self.calls == self.n:
+                raise ComponentDied(name, "killed")
+            return attr(*args)
+
+        return call
+
+
+def test_a_checkpoint_carries_the_evaluation_in_flight_and_resume_starts_it_again():
+    whole_world = World()
+    _, whole, _ = run(whole_world, iterations=6, eval_every=4, checkpoint_every=2)
+    world = World()
+    _, part, _ = run(world, iterations=6, eval_every=4, checkpoint_every=2, stop_after=6)
+    state = part.checkpoints[-2]  # iteration 4: the evaluation of version 4 is in flight
+    assert state.iteration == 4 and state.pending_eval == {"due": 6, "env_steps": 80, "version": 4}
+    assert 4 in state.inflight_weights
+    s = Schedule(iterations=6, fragment_len=5, num_actors=2, eval_every=4, checkpoint_every=2)
+    observer = Observer()
+    resumed = Coordinator(s, system(world), observer)
+    resumed.restore(state)
+    resumed.run()
+    assert observer.rows[-1]["eval/reward"] == whole.rows[-1]["eval/reward"] == 4.0
 
 
 def test_an_actor_that_keeps_dying_is_dropped_and_the_run_goes_on():
@@ -228,3 +303,20 @@ def test_an_env_needing_cluster_resources_evaluates_last_on_the_evaluator_withou
     assert world.evals == [(EVALUATOR, 4)]
     with pytest.raises(ComponentDied):  # the actors were let go first
         coordinator.backend.get(coordinator.backend.call(actor_name(0), "restore", b""))
+
+
+def test_an_actor_dying_while_being_restored_is_restored_again():
+    whole_world, world = World(), World()
+    _, whole, _ = run(whole_world, iterations=6, checkpoint_every=2)
+    _, part, _ = run(world, iterations=6, checkpoint_every=2, stop_after=3)
+    world.restore_deaths = {1: 1}
+    s = Schedule(iterations=6, fragment_len=5, num_actors=2, checkpoint_every=2)
+    observer = Observer()
+    resumed = Coordinator(s, system(world), observer)
+    resumed.restore(part.checkpoints[-1])
+    resumed.run()
+    assert world.restores == [(0, b"0@2"), (1, b"1@2")]
+    assert any("actor 1 died while being restored" in e for e in observer.events)
+    env_steps = lambda rows: [r["env_steps"] for r in rows]
+    assert env_steps(part.rows) + env_steps(observer.rows) == env_steps(whole.rows)
+    assert observer.rows[-1]["actor_restarts"] == 1

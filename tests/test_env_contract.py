@@ -56,6 +56,28 @@ def test_pickles_and_replays(env_name):
     np.testing.assert_array_equal(ra, rb)
 
 
+def test_state_is_plain_data_and_another_env_goes_on_exactly(env_name, tmp_path):
+    """`envs.base.EnvState`: through a weights_only file into an env that lived another episode,
+    the same steps and the same next (unseeded) episode; None where it cannot be captured."""
+    env = envs.make(env_name)
+    _rollout(env, seed=5, steps=7)
+    state = env.unwrapped.get_state()
+    if state is None:
+        assert env_name == "lunarlander"  # Box2D's world: the episode restarts on restore
+        return
+    torch.save(state, tmp_path / "state.pt")
+    other = envs.make(env_name)
+    _rollout(other, seed=9, steps=20)
+    other.unwrapped.set_state(torch.load(tmp_path / "state.pt", weights_only=True))
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        action = rng.uniform(env.action_space.low, env.action_space.high)
+        a, b = (e.step(action.astype(env.action_space.dtype)) for e in (env, other))
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:4] == b[1:4]
+    np.testing.assert_array_equal(env.reset()[0], other.reset()[0])
+
+
 @pytest.mark.parametrize(
     "bad",
     ["wrong_shape", "nan", "inf", "too_high", "too_low"],

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -136,3 +141,25 @@ def test_checkpoint_schema_is_plain_data_and_round_trips(tmp_path):
     plain["schema"] = 1
     with pytest.raises(ValueError, match="another version"):
         ckpt.Checkpoint.from_plain(plain)
+
+
+def test_a_run_stopped_by_sigterm_ends_with_the_command_that_resumes_it(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "launch.py"), "--serial", "--env", "acrobot",
+         "--envs-per-actor", "2", "--n-steps", "64", "--batch-size", "16", "--n-epochs", "1",
+         "--num-samples", "16", "--hidden-sizes", "32", "32", "--total-env-steps", "1000000",
+         "--checkpoint-every", "1", "--eval-every", "0", "--no-progress", "--wandb-mode",
+         "disabled", "--runs-dir", str(tmp_path), "--run-name", "stopped"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((run_dir / "checkpoints").glob("ckpt_*.pt")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    last = out.strip().splitlines()[-1]
+    assert last.endswith(f"python launch.py --resume {run_dir}"), (last, err[-2000:])
+    assert "SIGTERM" in last

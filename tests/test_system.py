@@ -223,3 +223,139 @@ def test_evaluate_refuses_bad_options(tmp_path):
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 2 and "--episodes" in proc.stderr
+
+
+def _kill(run: Run, component: str, timeout: float = 120) -> int:
+    """SIGKILL a component's process, found through the run's current backend (during an
+    in-place restore the old backend is closed and the new one not there yet: wait)."""
+    deadline = time.time() + timeout
+    while True:
+        handle = run.backend.handles.get(component)
+        try:
+            if handle is not None:
+                pid = ray.get(handle.pid.remote(), timeout=30)
+                break
+        except ray.exceptions.RayError:
+            pass
+        assert time.time() < deadline, f"{component} not found"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def _train_killing(run: Run, kills: list[tuple[int, str]], timeout: float = 900) -> dict:
+    """Train ``run`` in a thread; kill each ``(iteration, component)`` once the run has
+    reached that iteration, and wait for its effect (an actor restart, an in-place restore)
+    before the next. Returns ``{"summary": ...}`` or ``{"error": ...}``."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["summary"] = run.train()
+        except BaseException as err:  # reported to the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    deadline = time.time() + timeout
+    seen = lambda: (run.coordinator.counters.actor_restarts, run.restores)
+    for iteration, component in kills:
+        while run.coordinator.counters.iteration < iteration and time.time() < deadline:
+            time.sleep(0.02)
+        before = seen()
+        _kill(run, component)
+        while seen() == before and thread.is_alive() and time.time() < deadline:
+            time.sleep(0.02)
+    thread.join(timeout=max(1.0, deadline - time.time()))
+    assert not thread.is_alive(), "the run did not finish"
+    return outcome
+
+
+#: figures that depend on the machine's timing, or count the failures themselves
+_TIMING = ("sps", "time", "actor_restarts", "restores")
+
+
+def _numbers(run_dir: Path) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if not (k.startswith("time/") or k in _TIMING)}
+        for r in rows(run_dir)
+    ]
+
+
+def test_a_killed_learner_is_restored_in_place_and_the_run_ends_as_if_nothing_happened(tmp_path):
+    whole = train(tiny(tmp_path, "whole", total_env_steps=64 * 6))
+    cfg = tiny(tmp_path, "killed", total_env_steps=64 * 6)
+    run_dir = Path(cfg.run.runs_dir) / "killed"
+    run_dir.mkdir()
+    run = Run(cfg, run_dir)
+    outcome = _train_killing(run, [(3, "learner")])
+    run.close()
+    assert "summary" in outcome, outcome
+    assert _numbers(run_dir) == _numbers(whole)  # evaluations included
+    events = (run_dir / "events.log").read_text()
+    assert "learner died" in events and "restored in place from iteration 2" in events
+    assert rows(run_dir)[-1]["restores"] == 1
+    assert json.loads((run_dir / "eval.json").read_text()) == json.loads(
+        (whole / "eval.json").read_text()
+    )
+
+
+def test_when_restores_are_used_up_the_last_line_says_how_to_resume(tmp_path):
+    cfg = tiny(tmp_path, "gives-up", total_env_steps=64 * 6, max_restores=0)
+    proc_dir = Path(cfg.run.runs_dir) / "gives-up"
+    proc_dir.mkdir()
+    run = Run(cfg, proc_dir)
+    outcome = _train_killing(run, [(3, "real_shard")])
+    run.close()
+    err = outcome.get("error")
+    assert err is not None and "real_shard died" in str(err)
+    assert "--max-restores 0" in (proc_dir / "events.log").read_text()
+
+
+@pytest.mark.slow
+def test_chaos_every_component_killed_once_and_the_run_ends_as_if_nothing_happened(tmp_path):
+    """The issue's chaos run: the learner, a shard, the evaluator and an actor killed by PID
+    at different iterations; the run finishes on its own and its rows equal an
+    uninterrupted run's (Acrobot's snapshots are exact, so actor replays are too)."""
+    kw = dict(total_env_steps=64 * 14, checkpoint_every=3, eval_every=2)
+    whole = train(tiny(tmp_path, "whole", **kw))
+    cfg = tiny(tmp_path, "chaos", **kw)
+    run_dir = Path(cfg.run.runs_dir) / "chaos"
+    run_dir.mkdir()
+    run = Run(cfg, run_dir)
+    kills = [(2, actor_name(1)), (4, "learner"), (7, "real_shard"), (9, "evaluator"),
+             (11, actor_name(0))]  # fmt: skip
+    outcome = _train_killing(run, kills)
+    run.close()
+    assert "summary" in outcome, outcome
+    assert _numbers(run_dir) == _numbers(whole)
+    last = rows(run_dir)[-1]
+    assert last["restores"] == 3 and last["actor_restarts"] == 2
+    assert json.loads((run_dir / "eval.json").read_text()) == json.loads(
+        (whole / "eval.json").read_text()
+    )
+
+
+def test_a_stalled_actor_is_killed_replaced_and_replayed(tmp_path):
+    """An actor frozen mid-run (SIGSTOP: alive, silent) is declared stalled after
+    --actor-timeout, killed, restarted by Ray and replayed: the run ends as if nothing
+    happened."""
+    whole = train(tiny(tmp_path, "whole", total_env_steps=64 * 5, eval_every=0))
+    cfg = tiny(tmp_path, "stalled", total_env_steps=64 * 5, eval_every=0, actor_timeout=10.0)
+    run_dir = Path(cfg.run.runs_dir) / "stalled"
+    run_dir.mkdir()
+    run = Run(cfg, run_dir)
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("summary", run.train()))
+    thread.start()
+    deadline = time.time() + 300
+    while run.coordinator.counters.iteration < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(ray.get(run.backend.handles[actor_name(0)].pid.remote()), signal.SIGSTOP)
+    thread.join(timeout=max(1.0, deadline - time.time()))
+    run.close()
+    assert not thread.is_alive() and outcome.get("summary") is not None
+    events = (run_dir / "events.log").read_text()
+    assert "actor 0 sent no fragment for 10 s; killed as stalled" in events
+    assert "actor 0 died" in events and rows(run_dir)[-1]["actor_restarts"] == 1
+    assert _numbers(run_dir) == _numbers(whole)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -106,6 +107,7 @@ class BicycleSim:
     def __init__(self, track: rt.Track, car: CarParams, dt: float) -> None:
         self.track, self.car, self.dt = track, car, dt
         self.state: rt.VehicleState | None = None
+        self.opp_s = self.opp_v = 0.0
 
     def reset(self, ego: rt.VehicleState, opp_s: float, opp_v: float, zone: DangerZone) -> SimStep:
         self.state, self.opp_s, self.opp_v = ego, opp_s, opp_v
@@ -115,6 +117,17 @@ class BicycleSim:
         self.state = dynamic_bicycle_step(self.state, u, self.car, self.dt)
         self.opp_s += self.opp_v * self.dt
         return SimStep(self.state, self.opp_s, self.opp_v)
+
+    def get_state(self) -> dict[str, Any]:
+        """The cars as plain data: the ego's `VehicleState`, the opponent's arc-length and speed."""
+        ego = None if self.state is None else list(self.state)
+        return {"ego": ego, "opp_s": self.opp_s, "opp_v": self.opp_v}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Put the cars back where `get_state` found them."""
+        ego = state["ego"]
+        self.state = None if ego is None else rt.VehicleState(*ego)
+        self.opp_s, self.opp_v = float(state["opp_s"]), float(state["opp_v"])
 
     def reconnect(self) -> None:
         """Nothing to reconnect to."""

@@ -308,6 +308,14 @@ class CarlaSim:
             box, carla.Rotation(), 0.15, carla.Color(255, 0, 0), self.zone_life
         )
 
+    def get_state(self) -> None:
+        """None: a CARLA world cannot be captured as plain data (`envs.base.EnvState`); a
+        restored racing env on a server restarts its episode."""
+        return None
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError("a CARLA world cannot be set from plain data")
+
     def step(self, u: np.ndarray) -> SimStep:
         carla = self._carla
         throttle, steer, brake = carla_control(u)

@@ -66,6 +66,12 @@ class VehicleSim(Protocol):
 
     def close(self) -> None: ...
 
+    def get_state(self) -> dict[str, Any] | None:
+        """The cars as plain data (`envs.base.EnvState`); None if they cannot be captured."""
+        ...
+
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
 
 class RacingTaskEnv(gym.Env):
     """The Racing task of App. B.3 on a `VehicleSim` (see the module docstring)."""
@@ -145,6 +151,37 @@ class RacingTaskEnv(gym.Env):
         out = self._reset_sim(ego, opp_s, opp_v, self.zone)
         self.state, self.opp_s, self.opp_v = out.ego, out.opp_s, out.opp_v
         self.s, self.ey, self.epsi = s, ey, epsi
+
+    def get_state(self) -> dict[str, Any] | None:
+        """The episode as plain data (`envs.base.EnvState`): random stream, the simulator's
+        cars, the ego's track coordinates, zone, step count; None where the simulator's
+        state cannot be captured (a CARLA server)."""
+        sim = self.sim.get_state()
+        if sim is None:
+            return None
+        episode = None
+        if self.state is not None:
+            episode = {
+                "state": list(self.state), "s": self.s, "ey": self.ey, "epsi": self.epsi,
+                "opp_s": self.opp_s, "opp_v": self.opp_v, "zone": list(self.zone.as_tuple()),
+                "steps": self.steps,
+            }  # fmt: skip
+        return {"rng": self.np_random.bit_generator.state, "sim": sim, "episode": episode,
+                "lost": self._lost}  # fmt: skip
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from `get_state` (`envs.base.EnvState`)."""
+        self.np_random.bit_generator.state = state["rng"]
+        self.sim.set_state(state["sim"])
+        self._lost = bool(state["lost"])
+        ep = state["episode"]
+        if ep is None:
+            self.state = None
+            return
+        self.state = rt.VehicleState(*ep["state"])
+        self.s, self.ey, self.epsi = float(ep["s"]), float(ep["ey"]), float(ep["epsi"])
+        self.opp_s, self.opp_v = float(ep["opp_s"]), float(ep["opp_v"])
+        self.zone, self.steps = DangerZone(*ep["zone"]), int(ep["steps"])
 
     def _server_lost(self, err: RuntimeError):
         """End the episode (truncated, reward 0) after reconnecting; `CarlaUnavailable` if that fails."""

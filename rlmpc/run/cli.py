@@ -144,9 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     invocation = parse(argv)
     from rlmpc.run.train import train
     from rlmpc.system.backend import ComponentDied, ComponentFailed
+    from rlmpc.system.checkpoint import CheckpointError
 
     try:
         train(invocation.cfg, resume=invocation.resume, ray_address=invocation.ray_address,
               serial=invocation.serial, argv=argv)  # fmt: skip
-    except (ComponentDied, ComponentFailed) as err:  # the component and its error, no traceback
+    except (ComponentDied, ComponentFailed, CheckpointError) as err:  # what and why, no traceback
         sys.exit(f"launch.py: the run stopped: {err}")

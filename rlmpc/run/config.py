@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 
 import envs
+from envs.faults import parse_rates
 from learners.errors import ConfigError
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
@@ -89,6 +90,8 @@ class RunConfig:
     """episodes of the final evaluation (the paper's tables use 50); 0 skips it"""
     checkpoint_every: int = 10
     """write a checkpoint every this many iterations (and at the end), >= 1"""
+    keep_checkpoints: int = 3
+    """keep the newest this many checkpoints (older ones are deleted), >= 1"""
     stop_after: int = 0
     """stop (with a checkpoint) after this many iterations of this invocation; 0: run to the end"""
     max_actor_failures: int = 10
@@ -96,6 +99,12 @@ class RunConfig:
     actor_restart_timeout: float = 120.0
     """seconds to wait for Ray to bring a dead actor back (e.g. its node is gone and no
     other node has room) before dropping it, > 0"""
+    actor_timeout: float = 600.0
+    """seconds the coordinator waits for a fragment before it declares the actors it waits
+    for stalled, kills them and has them replaced (their fragments are collected again), > 0"""
+    max_restores: int = 3
+    """in-place restores allowed when the learner, a replay shard or the evaluator dies: the
+    run reloads its newest checkpoint without restarting the driver (as --resume does), >= 0"""
     actor_resources: tuple[str, ...] = ()
     """extra Ray resources each rollout actor needs, as NAME=AMOUNT, besides what its envs
     need (the env registry's per-env resources: a `carla` unit, one CARLA server, per env)"""
@@ -105,6 +114,14 @@ class RunConfig:
     """where run directories are written"""
     progress: bool = True
     """show the progress bar"""
+    inject_faults: tuple[str, ...] = ()
+    """faults injected on purpose into the training actors' envs (the evaluators' stay clean),
+    as KIND=PROB entries, PROB the chance per env step, 0 < PROB <= 1: raise (the step
+    raises), nan_obs (a NaN/inf observation), nan_reward (a NaN/inf reward), stall (the step
+    sleeps 1.5 × env_step_timeout). Each costs its episode (dropped from the returns, counted
+    in episodes_faulted and faults/*), never the learner's state or the run"""
+    env_step_timeout: float = 60.0
+    """seconds an env step of a training actor may take; a slower one costs its episode, > 0"""
 
     def __post_init__(self) -> None:
         def check(name: str, lo: float, hi: float | None = None) -> None:
@@ -132,6 +149,7 @@ class RunConfig:
         check("eval_episodes", 1)
         check("final_eval_episodes", 0)
         check("checkpoint_every", 1)
+        check("keep_checkpoints", 1)
         check("stop_after", 0)
         check("max_actor_failures", 0)
         if not self.actor_restart_timeout > 0:
@@ -139,7 +157,17 @@ class RunConfig:
                 "actor_restart_timeout",
                 f"actor_restart_timeout must be > 0, got {self.actor_restart_timeout!r}",
             )
+        check("max_restores", 0)
+        if not self.actor_timeout > 0:
+            raise ConfigError(
+                "actor_timeout", f"actor_timeout must be > 0, got {self.actor_timeout!r}"
+            )
         _ = self.actor_resource_dict  # validates the NAME=AMOUNT entries
+        _ = self.fault_rates  # validates the KIND=PROB entries
+        if not self.env_step_timeout > 0:
+            raise ConfigError(
+                "env_step_timeout", f"env_step_timeout must be > 0, got {self.env_step_timeout!r}"
+            )
         if not self.actor_cpus > 0:
             raise ConfigError("actor_cpus", f"actor_cpus must be > 0, got {self.actor_cpus!r}")
         for name in ("learner_device", "actor_device"):
@@ -172,6 +200,14 @@ class RunConfig:
         for name, amount in envs.spec(self.env).resources(self.envs_per_actor).items():
             out.setdefault(name, amount)
         return out
+
+    @property
+    def fault_rates(self) -> dict[str, float]:
+        """``inject_faults`` parsed: kind → probability per step (`envs.faults`)."""
+        try:
+            return parse_rates(self.inject_faults)
+        except ValueError as err:
+            raise ConfigError("inject_faults", f"inject_faults: {err}") from None
 
     @property
     def first_eval_seed(self) -> int:
@@ -250,7 +286,8 @@ class TrainConfig:
             num_actors=run.num_actors, max_policy_lag=run.max_policy_lag,
             checkpoint_every=run.checkpoint_every, stop_after=run.stop_after,
             max_actor_failures=run.max_actor_failures,
-            actor_restart_timeout=run.actor_restart_timeout, eval_every=run.eval_every,
+            actor_restart_timeout=run.actor_restart_timeout, actor_timeout=run.actor_timeout,
+            eval_every=run.eval_every,
             eval_episodes=run.eval_episodes, final_eval_episodes=run.final_eval_episodes,
             first_eval_seed=run.first_eval_seed,
             final_eval_on_evaluator=bool(envs.spec(run.env).resources_per_env),
@@ -263,14 +300,15 @@ class TrainConfig:
             env=run.env, n_envs=run.envs_per_actor, num_candidates=run.num_candidates,
             planner=self.planner, networks=self.networks, seed=run.seed,
             device=run.actor_device, threads=run.threads, virtual_terminal=run.virtual_terminal,
+            inject_faults=tuple(run.fault_rates.items()), env_step_timeout=run.env_step_timeout,
         )  # fmt: skip
 
     def eval_spec(self, episodes: int) -> WorkerSpec:
         """An evaluation worker's: up to 10 envs at once on the CPU, one where each env
-        needs cluster resources (a CARLA server)."""
+        needs cluster resources (a CARLA server). No faults are injected into its envs."""
         needs = bool(envs.spec(self.run.env).resources_per_env)
         n = 1 if needs else min(10, max(episodes, 1))
-        return dataclasses.replace(self.worker_spec(), n_envs=n, device="cpu")
+        return dataclasses.replace(self.worker_spec(), n_envs=n, device="cpu", inject_faults=())
 
     def learner_spec(self) -> LearnerSpec:
         """What the learner is built from: its sections, the env's sizes, its device."""

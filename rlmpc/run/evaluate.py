@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from rlmpc.system.checkpoint import CheckpointError, load_checkpoint
 from rlmpc.system.records import EvalResult, Trace, summarize
 from rlmpc.system.worker import EVAL_ACTOR_ID, RolloutWorker
 
@@ -86,7 +87,6 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out: str | Path |
 
     ``seed`` None: the run's own evaluation episodes (`RunConfig.first_eval_seed`)."""
     from rlmpc.run.config import RunConfig
-    from rlmpc.system.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     if seed is None:
@@ -127,8 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.n_envs <= 256:
         parser.error(f"argument --n-envs: must be in [1, 256], got {args.n_envs}")
     torch.set_num_threads(1)
-    summary = evaluate_checkpoint(args.checkpoint, args.episodes, args.out, args.seed, args.record,
-                                  args.n_envs)  # fmt: skip
+    try:
+        summary = evaluate_checkpoint(args.checkpoint, args.episodes, args.out, args.seed,
+                                      args.record, args.n_envs)  # fmt: skip
+    except (CheckpointError, FileNotFoundError) as err:  # the file and why, no traceback
+        parser.exit(1, f"{parser.prog}: error: {err}\n")
     print(format_table(summary))
 
 

@@ -155,6 +155,19 @@ class RunLogger:
         }
         self._bar.set_postfix(post, refresh=False)
 
+    def rewind(self, iteration: int) -> None:
+        """Drop the rows of ``metrics.jsonl`` after ``iteration`` (a resume continues from a
+        checkpoint of that iteration, and logs the later ones again). W&B keeps what it has:
+        it refuses steps it has seen, whose rows are the same again when resume is exact."""
+        path = self.run_dir / "metrics.jsonl"
+        self._metrics.close()
+        kept = [line for line in path.read_text().splitlines(keepends=True)
+                if line.strip() and json.loads(line).get("iteration", 0) <= iteration]  # fmt: skip
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+        self._metrics = open(path, "a")
+
     def event(self, message: str) -> None:
         """A notable event (actor restarted, update skipped...): to events.log and the console."""
         self._events.write(message + "\n")

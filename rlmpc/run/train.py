@@ -1,14 +1,23 @@
 """Training a run: its directory, its log, a backend, the coordinator, the final evaluation.
 
 `train` is what ``python launch.py`` calls; `Run` is the same assembled step by step (tests
-drive it to kill actors mid-run). The backend is Ray (`rlmpc.system.ray_backend`; embedded
+drive it to kill components mid-run). The backend is Ray (`rlmpc.system.ray_backend`; embedded
 or a cluster) or serial (``--serial``: every component in this process); the coordinator
 (`rlmpc.system.coordinator`) is the same for both, and so are the numbers.
+
+When a core component dies (the learner, a replay shard, the evaluator), `Run.train`
+restores the run in place: the components are built again and the newest checkpoint is
+loaded, as ``--resume`` would, without restarting this process; ``metrics.jsonl`` is cut
+back to the checkpoint's iteration, so (resume being exact) the finished run's rows equal
+an uninterrupted run's. At most ``max_restores`` times; then, or when this process is
+stopped, the last line printed is the command that resumes the run.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +29,14 @@ import envs
 from rlmpc.run.config import TrainConfig, check_runnable
 from rlmpc.run.evaluate import format_table, plot_traces
 from rlmpc.run.runlog import RunLogger, plot_curves, run_meta
-from rlmpc.system.backend import Backend
-from rlmpc.system.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from rlmpc.system.backend import Backend, RestoreNeeded, brief
+from rlmpc.system.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from rlmpc.system.coordinator import Coordinator
 from rlmpc.system.records import EvalResult, summarize
 from rlmpc.system.shells import serial_backend
@@ -56,35 +71,86 @@ class Run:
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool = False,
                  serial: bool = False, ray_address: str | None = None) -> None:  # fmt: skip
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
+        self._backend_args = (serial, ray_address)
         self.backend = make_backend(cfg, serial, ray_address)
         self.logger = RunLogger(
             run_dir, cfg.to_dict(), cfg.wandb, cfg.run.total_env_steps, run_dir.name,
             progress=cfg.run.progress, resume=resume,
         )  # fmt: skip
-        record = {"worker": cfg.worker_spec(), "config": cfg.to_dict()}
-        self.coordinator = Coordinator(cfg.schedule, self.backend, self, record)
+        self.restores = 0
+        self.coordinator = self._coordinator()
+
+    def _coordinator(self) -> Coordinator:
+        record = {"worker": self.cfg.worker_spec(), "config": self.cfg.to_dict()}
+        return Coordinator(self.cfg.schedule, self.backend, self, record)
 
     # -- the coordinator's observer --
     def log(self, row: dict[str, Any]) -> None:
-        self.logger.log(row)
+        self.logger.log({**row, "restores": self.restores})
 
     def event(self, message: str) -> None:
         self.logger.event(message)
 
     def checkpoint(self, state: Checkpoint) -> None:
-        save_checkpoint(self.run_dir, state.iteration, state)
+        save_checkpoint(self.run_dir, state.iteration, state, keep=self.cfg.run.keep_checkpoints)
 
     # -- the run --
     def train(self) -> dict[str, Any] | None:
-        """Train (from the newest checkpoint when resuming); the final evaluation's summary."""
-        if self.resume:
-            self.coordinator.restore(load_checkpoint(self.run_dir))
+        """Train (from the newest checkpoint that loads when resuming, and again after each
+        in-place restore); the final evaluation's summary."""
         try:
-            result = self.coordinator.run()
-        except RuntimeError as err:  # a component's failure, the run's end: on record
+            if self.resume:
+                self._load_newest()
+            while True:
+                try:
+                    result = self.coordinator.run()
+                    break
+                except RestoreNeeded as err:
+                    if self.restores >= self.cfg.run.max_restores:
+                        self.logger.event(
+                            f"stopped: {err}; {self.restores} in-place restore(s) used of "
+                            f"--max-restores {self.cfg.run.max_restores}"
+                        )
+                        raise
+                    self.restores += 1
+                    self._restore_in_place(err)
+        except RestoreNeeded:
+            raise
+        except (RuntimeError, CheckpointError) as err:  # the run's end: on record
             self.logger.event(f"stopped: {err}")
             raise
         return None if result is None else self._final(result)
+
+    def _load_newest(self) -> tuple[int, int]:
+        """Restore the coordinator from the newest checkpoint (none: a fresh start); cut
+        ``metrics.jsonl`` back to its iteration. Returns that iteration and the checkpoint's
+        count of actor restarts."""
+        iteration, restarts = 0, 0
+        if latest_checkpoint(self.run_dir) is not None:
+            state, notes = load_latest_checkpoint(self.run_dir)
+            for line in notes:
+                self.logger.event(line)
+            iteration, restarts = state.iteration, state.counters.get("actor_restarts", 0)
+            self.logger.rewind(iteration)
+            self.coordinator.restore(state)
+        else:
+            self.logger.rewind(0)
+        return iteration, restarts
+
+    def _restore_in_place(self, err: RestoreNeeded) -> None:
+        """Build the components again and load the newest checkpoint (see the module doc)."""
+        at, restarts = self.coordinator.counters.iteration, self.coordinator.counters.actor_restarts
+        self.backend.close()
+        self.backend = make_backend(self.cfg, *self._backend_args)
+        self.coordinator = self._coordinator()
+        iteration, saved = self._load_newest()
+        c = self.coordinator.counters  # actor restarts over the run's life, not rolled back
+        c.actor_restarts = restarts + c.actor_restarts - saved
+        self.logger.event(
+            f"iteration {at}: {', '.join(err.components)} died ({brief(err.cause)}); restored in "
+            f"place from iteration {iteration} (restore {self.restores} of at most "
+            f"{self.cfg.run.max_restores})"
+        )
 
     def _final(self, result: EvalResult) -> dict[str, Any]:
         run = self.cfg.run
@@ -100,6 +166,10 @@ class Run:
     def close(self) -> None:
         self.logger.close()
         self.backend.close()
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signal.Signals(signum).name}")
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
@@ -136,10 +206,21 @@ def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None 
     # the final evaluation runs here: the same thread count as the actors, the same numbers
     torch.set_num_threads(cfg.run.threads)
     run = Run(cfg, run_dir, resume=resume is not None, serial=serial, ray_address=ray_address)
+    resume_line = f"resume this run with: python launch.py --resume {run_dir}"
+    run.logger.event(f"run directory {run_dir}; {resume_line}")
+    stopped: BaseException | None = None
+    if threading.current_thread() is threading.main_thread():  # `kill PID`: stop, say how to go on
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         summary = run.train()
+    except BaseException as err:  # KeyboardInterrupt too
+        stopped = err
+        raise
     finally:
         run.close()
+        if stopped is not None:  # the last line says how to go on
+            print(f"the run stopped ({type(stopped).__name__}: {stopped}); {resume_line}",
+                  flush=True)  # fmt: skip
     meta["wall_time_s"] = meta.get("wall_time_s", 0.0) + time.perf_counter() - started
     meta_file.write_text(json.dumps(meta, indent=1))
     curves = plot_curves(run_dir)

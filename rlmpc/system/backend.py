@@ -24,11 +24,23 @@ EVALUATOR = "evaluator"
 FINAL_EVALUATOR = "final_evaluator"
 REAL_SHARD = "real_shard"
 VIRTUAL_SHARD = "virtual_shard"
+#: the components a run cannot go on without: when one dies the run restores itself
+CORE = (LEARNER, REAL_SHARD, VIRTUAL_SHARD, EVALUATOR)
 
 
 def actor_name(i: int) -> str:
     """The component name of rollout actor ``i``."""
     return f"actor {i}"
+
+
+def brief(err: BaseException | str, limit: int = 160) -> str:
+    """An error in one short line for ``events.log``: its type and its message's first line
+    (Ray's errors run to dozens of lines)."""
+    if isinstance(err, str):
+        return err.splitlines()[0][:limit] if err.strip() else err
+    lines = str(err).strip().splitlines()
+    first = lines[0] if lines else ""
+    return f"{type(err).__name__}: {first[:limit]}" if first else type(err).__name__
 
 
 class ComponentDied(RuntimeError):
@@ -53,6 +65,14 @@ class ComponentFailed(RuntimeError):
         return type(self), (self.component, self.cause)
 
 
+class RestoreNeeded(RuntimeError):
+    """A core component (`CORE`) died: the run must reload its newest checkpoint."""
+
+    def __init__(self, components: list[str], cause: BaseException) -> None:
+        self.components, self.cause = components, cause
+        super().__init__(f"{', '.join(components)} died ({brief(cause)})")
+
+
 class Backend(Protocol):
     """The submit / wait / get interface the coordinator drives the components through."""
 
@@ -75,6 +95,13 @@ class Backend(Protocol):
 
     def restarted(self, component: str, timeout: float) -> bool:
         """Whether the dead ``component`` is back (restarted) within ``timeout`` seconds."""
+
+    def dead(self, components: Sequence[str]) -> list[str]:
+        """Those of ``components`` whose process is gone (asked with a short timeout)."""
+
+    def kill(self, component: str) -> None:
+        """Kill a (stalled) component so that it is restarted; its calls then fail with
+        `ComponentDied`."""
 
     def drop(self, component: str) -> None:
         """End the component for good (its resources go back)."""
@@ -141,6 +168,12 @@ class SerialBackend:
         self._dead.discard(component)
         self._restarts[component] += 1
         return True
+
+    def dead(self, components: Sequence[str]) -> list[str]:
+        return [c for c in components if c in self._dead]
+
+    def kill(self, component: str) -> None:
+        """Nothing to kill: a serial call returns before the coordinator could time it out."""
 
     def drop(self, component: str) -> None:
         obj = self._live.pop(component, None)

@@ -4,18 +4,16 @@ Iteration ``i`` learns on the fragments meant for it (one per live actor, index 
 while ``max_policy_lag`` further fragments per actor are in flight, so actors act with
 weights at most that many versions old and never wait for the learner otherwise.
 Fragments are learned on in actor order, so a run is reproducible: the same seed gives the
-same ``metrics.jsonl`` on any backend. A rollout actor that dies is restarted by the backend
-and its fragments are collected again (after ``max_actor_failures`` deaths, or when it does
-not come back, it is dropped and the run goes on with the others): a crash costs the
-episodes in flight, not the run. A checkpoint (`rlmpc.system.checkpoint.Checkpoint`) holds
-what exact resumption needs: the learner, the counters, the weights of the fragments in
-flight, and the actors' state at the end of the last fragment learned on.
+same ``metrics.jsonl`` on any backend. A checkpoint (`rlmpc.system.checkpoint.Checkpoint`)
+holds what exact resumption needs: the learner, the counters, the weights of the fragments
+in flight, the periodic evaluation in flight, and the actors' state at the end of the last
+fragment learned on.
 
-Evaluation schedule: after iteration ``c`` with ``c % eval_every == 0`` (before the last),
-the evaluator runs ``eval_episodes`` episodes with the newest weights beside training; its
-figures are logged (``eval/*``) in the row of iteration ``min(c + eval_every, last)``, waited
-for there if need be, so where they appear never depends on timing. The final evaluation
-runs after the last iteration.
+Failures (`rlmpc.system.recovery`): a rollout actor that dies, or stalls (no fragment for
+``actor_timeout`` seconds: it is killed), is restarted and replayed from its snapshot at the
+newest checkpoint, so where snapshots are exact the run goes on as if nothing happened; a dead
+core component (the learner, a replay shard, the evaluator) raises `RestoreNeeded`, and the
+caller (`rlmpc.run.train.Run`) restores the newest checkpoint in place.
 """
 
 from __future__ import annotations
@@ -35,10 +33,13 @@ from rlmpc.system.backend import (
     VIRTUAL_SHARD,
     Backend,
     ComponentDied,
+    ComponentFailed,
+    RestoreNeeded,
     actor_name,
 )
 from rlmpc.system.checkpoint import Checkpoint
 from rlmpc.system.records import (
+    FAULT_KINDS,
     CollectResult,
     EpisodeStats,
     EvalResult,
@@ -46,6 +47,7 @@ from rlmpc.system.records import (
     FragmentMeta,
     summarize,
 )
+from rlmpc.system.recovery import Recovery
 
 #: the figures of a periodic evaluation that go into ``metrics.jsonl`` (besides the env's own)
 EVAL_FIGURES = ("success_rate", "steps", "reward")
@@ -63,6 +65,7 @@ class Schedule:
     stop_after: int = 0
     max_actor_failures: int = 10
     actor_restart_timeout: float = 120.0
+    actor_timeout: float = 600.0
     eval_every: int = 0
     eval_episodes: int = 10
     final_eval_episodes: int = 0
@@ -98,6 +101,7 @@ class Counters:
     env_steps: int = 0
     virtual_samples: int = 0
     episodes: int = 0
+    episodes_faulted: int = 0
     actor_restarts: int = 0
     lost_fragments: int = 0
     recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
@@ -106,7 +110,7 @@ class Counters:
         return {k: v for k, v in vars(self).items() if k != "recent"}
 
 
-class Coordinator:
+class Coordinator(Recovery):
     """Runs a training run over ``backend`` (module docstring); output goes to ``observer``.
 
     ``record`` is what checkpoints carry besides the loop's state: the worker spec and the
@@ -126,7 +130,13 @@ class Coordinator:
         self.weights: dict[int, Any] = {}  # version -> backend ref
         self.version = 0
         self.first_index = 0
-        self.pending_eval: tuple[Any, int, int] | None = None  # call, due iteration, env steps
+        # call, due iteration, env steps, version
+        self.pending_eval: tuple[Any, int, int, int] | None = None
+        # per actor: its snapshot and the index of the fragment it starts, and the
+        # (index, version) of every fragment submitted since (what a replay collects again)
+        self.base: dict[int, tuple[Any, int]] = {}
+        self.history: dict[int, list[tuple[int, int]]] = {a: [] for a in self.live}
+        self._prunes: list[Any] = []
         self._times: collections.deque = collections.deque(maxlen=11)
 
     # -- fragments in flight --
@@ -147,40 +157,8 @@ class Coordinator:
         for a in self.live:
             slot = _Slot(index, self.version, 0)
             self.slots[a].append(slot)
+            self.history[a].append((index, self.version))
             self._submit(a, slot)
-
-    def _actor_failed(self, actor: int, error: ComponentDied) -> None:
-        """Log, then re-collect everything the actor had in flight (the backend restarts it)."""
-        self.failures[actor] += 1
-        self.counters.actor_restarts += 1
-        slots = self.slots[actor]
-        # let every call of the dead instance settle before resubmitting, in order
-        self.backend.wait([s.call for s in slots], num_returns=len(slots), timeout=60)
-        name, s = actor_name(actor), self.s
-        back = self.failures[actor] <= s.max_actor_failures and self.backend.restarted(
-            name, s.actor_restart_timeout
-        )
-        if not back:
-            self.live.remove(actor)
-            self.counters.lost_fragments += len(slots)
-            slots.clear()
-            self.backend.drop(name)
-            self.observer.event(
-                f"iteration {self.counters.iteration}: {name} failed {self.failures[actor]} "
-                f"times ({error.cause!r}) and is not back; dropped, {len(self.live)} actors left"
-            )
-            if not self.live:
-                raise ComponentDied(
-                    name, f"{error.cause!r}; every rollout actor has failed, stopping the run"
-                ) from error
-            return
-        self.observer.event(
-            f"iteration {self.counters.iteration}: {name} died ({error.cause!r}); "
-            f"restarted, {len(slots)} fragment(s) collected again"
-        )
-        for slot in slots:
-            slot.attempt += 1
-            self._submit(actor, slot)
 
     def _gather(self, index: int) -> dict[int, CollectResult]:
         """The fragment of every live actor for ``index`` (re-collecting after failures)."""
@@ -190,11 +168,24 @@ class Coordinator:
             if not waiting:
                 return done
             calls = {id(s.call): a for a, s in waiting.items()}
-            ready = self.backend.wait([s.call for s in waiting.values()], num_returns=1)
+            ready = self.backend.wait(
+                [s.call for s in waiting.values()], num_returns=1, timeout=self.s.actor_timeout
+            )
+            if not ready:  # stalled: killed here, restarted and replayed when its call fails
+                for a in waiting:
+                    self.observer.event(
+                        f"iteration {index}: {actor_name(a)} sent no fragment for "
+                        f"{self.s.actor_timeout:g} s; killed as stalled"
+                    )
+                    self.backend.kill(actor_name(a))
+                continue
             a = calls[id(ready[0])]
             try:
                 result = self.backend.get(ready[0])
-            except ComponentDied as err:
+            except (ComponentDied, ComponentFailed) as err:
+                self._core_check(err)  # a dead shard fails the actors' calls too
+                if not isinstance(err, ComponentDied):
+                    raise
                 self._actor_failed(a, err)
                 continue
             slot = self.slots[a].popleft()
@@ -203,18 +194,25 @@ class Coordinator:
 
     # -- checkpoints --
     def _checkpoint(self, results: dict[int, CollectResult]) -> None:
-        b = self.backend
-        inflight = sorted({s.version for q in self.slots.values() for s in q})
+        b, c = self.backend, self.counters
+        inflight = {s.version for q in self.slots.values() for s in q}
+        pending = None
+        if self.pending_eval is not None:
+            _, due, steps, version = self.pending_eval
+            pending = {"due": due, "env_steps": steps, "version": version}
+            inflight.add(version)
         self.observer.checkpoint(Checkpoint(
             counters=self.counters.plain(), recent=list(self.counters.recent),
             version=self.version, learner=b.get(b.call(LEARNER, "state_dict")),
             weights=b.fetch(self.weights[self.version]),
-            inflight_weights={v: b.fetch(self.weights[v]) for v in inflight},
+            inflight_weights={v: b.fetch(self.weights[v]) for v in sorted(inflight)},
             inflight={a: [(s.index, s.version) for s in q] for a, q in self.slots.items()},
             live=list(self.live),
             snapshots={a: r.snapshot for a, r in results.items() if r.snapshot is not None},
-            worker=self.record.get("worker"), config=self.record.get("config", {}),
+            pending_eval=pending, worker=self.record.get("worker"),
+            config=self.record.get("config", {}),
         ))  # fmt: skip
+        self._rebase({a: r.snapshot for a, r in results.items()}, c.iteration)
 
     def restore(self, state: Checkpoint) -> None:
         """Continue from a checkpoint: learner, counters, weights, actors, slots in flight."""
@@ -229,22 +227,40 @@ class Coordinator:
         for a in set(self.live) - set(state.live):
             self.live.remove(a)
             b.drop(actor_name(a))
-        for call in [b.call(actor_name(a), "restore", blob) for a, blob in state.snapshots.items()]:
-            b.get(call)
+        calls = {a: b.call(actor_name(a), "restore", blob) for a, blob in state.snapshots.items()}
+        for a, call in calls.items():
+            self._restored(a, call, state.snapshots[a])
+        self._rebase(state.snapshots, c.iteration)
         for a, items in state.inflight.items():
+            if a not in self.live:
+                continue
             for index, version in items:
                 slot = _Slot(index, version, 0)
                 self.slots[a].append(slot)
+                self.history[a].append((index, version))
                 self._submit(a, slot)
+        if state.pending_eval is not None:  # the evaluation in flight, started again
+            p = state.pending_eval
+            self._start_eval(p["version"], p["due"], p["env_steps"])
         self.observer.event(f"resumed at iteration {c.iteration}, {c.env_steps} env steps")
 
     # -- the loop --
     def run(self) -> EvalResult | None:
-        """Train to the end (or ``stop_after`` iterations); the final evaluation, if any."""
+        """Train to the end (or ``stop_after`` iterations); the final evaluation, if any.
+        `RestoreNeeded` when a core component died."""
+        try:
+            return self._run()
+        except (ComponentDied, ComponentFailed) as err:
+            self._core_check(err)
+            raise
+
+    def _run(self) -> EvalResult | None:
         s, c, b = self.s, self.counters, self.backend
         lag = s.max_policy_lag
-        if not self.weights:  # a new run: the learner's initial weights
+        if not self.weights:  # a new run: the learner's initial weights, the actors' states
             self.weights[0] = b.put(b.get(b.call(LEARNER, "get_weights")))
+            calls = {a: b.call(actor_name(a), "snapshot") for a in self.live}
+            self._rebase({a: b.get(call) for a, call in calls.items()}, 0)
         self.first_index = c.iteration
         if not any(self.slots.values()):
             for index in range(c.iteration, min(c.iteration + max(lag, 1), s.iterations)):
@@ -262,10 +278,14 @@ class Coordinator:
             self.version += 1
             self.weights[self.version] = b.put(weights)
             live_versions = {slot.version for q in self.slots.values() for slot in q}
+            live_versions.update(v for h in self.history.values() for _, v in h)  # replays
+            if self.pending_eval is not None:
+                live_versions.add(self.pending_eval[3])
             live_versions.add(self.version)
             self.weights = {v: w for v, w in self.weights.items() if v in live_versions}
-            b.call(REAL_SHARD, "prune", i)
-            b.call(VIRTUAL_SHARD, "prune", i)
+            for call in self._prunes:  # last iteration's: a dead shard shows here
+                b.get(call)
+            self._prunes = [b.call(REAL_SHARD, "prune", i), b.call(VIRTUAL_SHARD, "prune", i)]
             if lag == 0 and i + 1 < s.iterations:
                 self._submit_index(i + 1)
             c.iteration += 1
@@ -277,6 +297,7 @@ class Coordinator:
             metrics["time/wait_actors_s"] = waited
             metrics["time/collect_s"] = float(np.mean([r.seconds for r in results.values()]))
             metrics["time/iteration_s"] = time.perf_counter() - t0
+            metrics.update(self._faults(results))
             self._log({**metrics, **self._finished_eval()}, metas)
             if s.eval_every and c.iteration % s.eval_every == 0 and c.iteration < s.iterations:
                 self._start_eval()
@@ -287,6 +308,23 @@ class Coordinator:
         if c.iteration < s.iterations or s.final_eval_episodes == 0:
             return None
         return self._final_eval()
+
+    def _faults(self, results: dict[int, CollectResult]) -> dict[str, float]:
+        """Count the episodes the fragments dropped to failing env steps, an event line per
+        actor that had any; this iteration's counts by kind (``faults/*``)."""
+        for a in sorted(results):
+            faults = results[a].episodes.faults
+            if faults:
+                self.counters.episodes_faulted += sum(faults.values())
+                kinds = ", ".join(f"{k}: {faults.get(k, 0)}" for k in FAULT_KINDS)
+                self.observer.event(
+                    f"iteration {self.counters.iteration}: {actor_name(a)} dropped "
+                    f"{sum(faults.values())} episode(s) to faults ({kinds})"
+                )
+        return {
+            f"faults/{k}": sum(r.episodes.faults.get(k, 0) for r in results.values())
+            for k in FAULT_KINDS
+        }
 
     def _rate(self, env_steps: int) -> float:
         """Env steps per second over the last (up to) 10 iterations."""
@@ -302,6 +340,7 @@ class Coordinator:
             "env_steps": c.env_steps,
             "virtual_samples": c.virtual_samples,
             "episodes": c.episodes,
+            "episodes_faulted": c.episodes_faulted,
             "episode_return": float(np.mean([r for r, _ in recent])) if recent else float("nan"),
             "success_rate": float(np.mean([s for _, s in recent])) if recent else float("nan"),
             "sps": self._rate(c.env_steps),
@@ -316,20 +355,26 @@ class Coordinator:
         self.observer.log(row)
 
     # -- evaluation --
-    def _start_eval(self) -> None:
+    def _start_eval(self, version: int | None = None, due: int | None = None,
+                    steps: int | None = None) -> None:  # fmt: skip
+        """Start a periodic evaluation of ``version`` (default: the newest), logged at
+        iteration ``due``."""
         if self.pending_eval is None:
             s, c = self.s, self.counters
+            version = self.version if version is None else version
             call = self.backend.call(
-                EVALUATOR, "evaluate", self.weights[self.version], s.eval_episodes,
+                EVALUATOR, "evaluate", self.weights[version], s.eval_episodes,
                 s.first_eval_seed, 0,
             )  # fmt: skip
-            self.pending_eval = (call, min(c.iteration + s.eval_every, s.iterations), c.env_steps)
+            due = min(c.iteration + s.eval_every, s.iterations) if due is None else due
+            steps = c.env_steps if steps is None else steps
+            self.pending_eval = (call, due, steps, version)
 
     def _finished_eval(self) -> dict[str, float]:
         """The periodic evaluation due at this iteration (``eval/*``), waited for; else nothing."""
         if self.pending_eval is None or self.counters.iteration < self.pending_eval[1]:
             return {}
-        call, _, steps = self.pending_eval
+        call, _, steps, _ = self.pending_eval
         self.pending_eval = None
         if not self.backend.wait([call], timeout=60.0):
             self.observer.event(
@@ -338,9 +383,8 @@ class Coordinator:
             )
         try:
             result: EvalResult = self.backend.get(call)
-        except ComponentDied as err:  # its node went away: skip this one, the next one retries
-            self.observer.event(f"periodic evaluation lost ({err.cause!r}); skipped")
-            return {}
+        except ComponentDied as err:  # the evaluator is core: the run restores itself
+            raise RestoreNeeded([EVALUATOR], err.cause) from err
         summary = summarize(result.env, result.episodes)
         row: dict[str, float] = {"eval/env_steps": steps}
         for k in (*EVAL_FIGURES, *result.episodes.extra):

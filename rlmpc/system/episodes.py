@@ -2,7 +2,7 @@
 
 `EpisodeTracker` keeps the running sums of the episodes in flight and the figures of those
 that ended (return, length, success, steps in the danger zone, and the env's own figures
-from the registry). What happens when an episode ends is the acting mode's:
+from the registry); an episode cut short by a failing env step is dropped and only counted. What happens when an episode ends is the acting mode's:
 
 * `Training`: the env starts its next episode from its own random stream, forever;
 * `Evaluation`: the env starts evaluation episode ``seed + i`` until ``N`` have started,
@@ -30,6 +30,7 @@ class EpisodeTracker:
         self.len = np.zeros(n, np.int64)
         self.danger = np.zeros(n, np.int64)
         self.ended: list[tuple[float, int, bool, int, dict[str, float]]] = []
+        self.faults: dict[str, int] = {}
 
     def step(self, b: int, reward: float, info: dict[str, Any]) -> None:
         self.ret[b] += reward
@@ -48,9 +49,15 @@ class EpisodeTracker:
         """Forget env ``b``'s episode in flight (it restarts without ending)."""
         self.ret[b], self.len[b], self.danger[b] = 0.0, 0, 0
 
+    def drop(self, b: int, fault: str) -> None:
+        """Env ``b``'s episode was cut short by a ``fault``: counted as such, not as ended."""
+        self.faults[fault] = self.faults.get(fault, 0) + 1
+        self.clear(b)
+
     def pop(self) -> EpisodeStats:
-        """The ended episodes since the last `pop`."""
+        """The ended (and the faulted) episodes since the last `pop`."""
         ended, self.ended = self.ended, []
+        faults, self.faults = self.faults, {}
         keys = sorted({k for e in ended for k in e[4]})
         return EpisodeStats(
             np.array([e[0] for e in ended], dtype=np.float64),
@@ -58,6 +65,7 @@ class EpisodeTracker:
             np.array([e[2] for e in ended], dtype=bool),
             np.array([e[3] for e in ended], dtype=np.int64),
             {k: np.array([e[4].get(k, np.nan) for e in ended]) for k in keys},
+            faults,
         )
 
 
@@ -65,6 +73,8 @@ class Training:
     """Acting to train: explore (M candidates, a uniform one executed), episodes forever."""
 
     explore = True
+    drops_faults = True
+    """a failing env step costs its episode (`RolloutWorker._act`), never the worker"""
 
     def after_step(self, r: int, env: Any) -> None:
         return None
@@ -82,6 +92,8 @@ class Evaluation:
     """
 
     explore = False
+    drops_faults = False
+    """a failing env step raises: every one of the N seeded episodes is played out"""
 
     def __init__(self, model: Any, n: int, episodes: int, seed: int, record: int,
                  plan_every: int) -> None:  # fmt: skip

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import ray
+from ray._private import state as ray_state  # the actor table; no public API without a dashboard
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -134,10 +135,21 @@ class EvalActor(EvalShell):
         envs.registry.ensure(env)
         super().__init__(spec)
 
+    def pid(self) -> int:
+        return os.getpid()
+
 
 class LearnerActor(LearnerShell):
     def __init__(self, spec: LearnerSpec, shards: tuple[str, str]) -> None:
         super().__init__(spec, RayShards(*shards))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class ShardActor(ReplayShard):
+    def pid(self) -> int:
+        return os.getpid()
 
 
 @dataclass(frozen=True)
@@ -174,7 +186,7 @@ class RayBackend:
         here = ray.get_runtime_context().get_node_id()
         pinned = NodeAffinitySchedulingStrategy(here, soft=False)
         near = NodeAffinitySchedulingStrategy(here, soft=True)
-        Shard = ray.remote(ReplayShard)
+        Shard = ray.remote(ShardActor)
         shard = lambda name: Shard.options(name=name, num_cpus=0, scheduling_strategy=pinned)
         gpu = learner.device.startswith("cuda")
         self.handles: dict[str, Any] = {
@@ -252,6 +264,26 @@ class RayBackend:
             except RayActorError:
                 time.sleep(0.2)
         return False
+
+    def dead(self, components: Sequence[str]) -> list[str]:
+        """Those of ``components`` that Ray's control store (GCS) knows as dead or
+        restarting. (Asked there, not by a call: a component busy with a long call, e.g.
+        an evaluation, would not answer one.)"""
+        out = []
+        for c in components:
+            handle = self.handles.get(c)
+            if handle is None:
+                continue
+            info = ray_state.actors(actor_id=handle._actor_id.hex())
+            if info.get("State") in ("DEAD", "RESTARTING"):
+                out.append(c)
+        return out
+
+    def kill(self, component: str) -> None:
+        """Kill the actor's process; Ray restarts it when its ``max_restarts`` allows."""
+        handle = self.handles.get(component)
+        if handle is not None:
+            ray.kill(handle, no_restart=False)
 
     def drop(self, component: str) -> None:
         handle = self.handles.pop(component, None)

@@ -105,6 +105,11 @@ class VirtualArrays(NamedTuple):
         return VirtualBatch.from_numpy(**{k: np.array(v) for k, v in self._asdict().items()})
 
 
+#: how an env step can fail (`rlmpc.system.worker.RolloutWorker._act`): it raised, returned a
+#: non-finite observation or reward, or took longer than the worker's env step timeout
+FAULT_KINDS = ("raise", "nan", "stall")
+
+
 class EpisodeStats(NamedTuple):
     """Episodes that ended inside a fragment (or an evaluation), one entry each."""
 
@@ -114,16 +119,21 @@ class EpisodeStats(NamedTuple):
     danger_steps: np.ndarray
     extra: dict[str, np.ndarray]
     """the env's own end-of-episode figures (`envs.registry.EnvSpec.episode_metrics`)"""
+    faults: dict[str, int] = {}  # shared, never mutated
+    """episodes dropped (not in the figures above) because a step failed, by kind
+    (`FAULT_KINDS`)"""
 
     @staticmethod
     def concat(stats: list[EpisodeStats]) -> EpisodeStats:
         keys = sorted({k for s in stats for k in s.extra})
+        faults = {k: sum(s.faults.get(k, 0) for s in stats) for k in FAULT_KINDS}
         return EpisodeStats(
             np.concatenate([s.returns for s in stats]) if stats else np.zeros(0),
             np.concatenate([s.lengths for s in stats]) if stats else np.zeros(0, np.int64),
             np.concatenate([s.success for s in stats]) if stats else np.zeros(0, bool),
             np.concatenate([s.danger_steps for s in stats]) if stats else np.zeros(0, np.int64),
             {k: np.concatenate([s.extra.get(k, np.zeros(0)) for s in stats]) for k in keys},
+            {k: n for k, n in faults.items() if n},
         )
 
 
@@ -148,8 +158,9 @@ class CollectResult(NamedTuple):
 
     meta: FragmentMeta
     episodes: EpisodeStats
-    snapshot: bytes | None
-    """the worker's state at the end of the fragment, when asked for (checkpoints)"""
+    snapshot: dict[str, Any] | None
+    """the worker's state at the end of the fragment as plain data, when asked for
+    (checkpoints; `rlmpc.system.worker.RolloutWorker.snapshot`)"""
     seconds: float = 0.0
     """wall time the worker spent collecting the fragment"""
 

@@ -106,8 +106,11 @@ class RolloutShell:
         self.shards.add(result.meta, real, virtual)
         return result
 
-    def restore(self, blob: bytes) -> None:
-        self.worker.restore(blob)
+    def snapshot(self) -> dict[str, Any]:
+        return self.worker.snapshot()
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.worker.restore(snapshot)
 
     def close(self) -> None:
         for env in self.worker.envs:

@@ -9,6 +9,9 @@ Per step (Alg. 1's inner loop, batched over the worker's B envs), `RolloutWorker
    re-scored with r̂ and mapped to observations with ψ (eq. 6), for the learner's targets.
 
 The warm start of each env is the executed candidate's plan, shifted (zero after a reset).
+While training, an env step that raises, returns a non-finite observation or reward, or takes
+longer than ``env_step_timeout`` costs its episode, not the worker (`RolloutWorker._act`);
+``inject_faults`` wraps the envs to cause such steps on purpose (`envs.faults`).
 Acting needs only the plans' controls (`planners.MPPI.plan_controls`); the kept candidates'
 paths are rolled out, re-scored and observed once per fragment, for all T steps together.
 
@@ -16,22 +19,28 @@ Evaluation is the same loop in its other mode (`rlmpc.system.episodes.Evaluation
 policy's mean is the one candidate executed (M-1 draws beside it only while an episode is
 recorded for the pictures), planned in full, on seeded evaluation episodes. A worker that
 evaluates is built for that (`EVAL_ACTOR_ID`); it never trains.
+
+A `RolloutWorker.snapshot` (what checkpoints store for exact resumption) is plain data:
+tensors, ints, floats, lists and dicts, each env's episode through `envs.base.EnvState`;
+nothing in it is unpickled when a checkpoint is read (``torch.load(weights_only=True)``).
 This is a plain class: tests drive it in-process; `rlmpc.system.shells` wraps it.
 """
 
 from __future__ import annotations
 
 import ctypes
-import pickle
+import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from gymnasium.error import ResetNeeded
 
 import envs
+from envs.base import env_state
+from envs.faults import STALL_PAST_TIMEOUT, FaultInjector
 from learners.policy import NetworkConfig, build_networks
 from planners.costs import PlannerConfig, build_planner
 from planners.mppi import shift_warm_start
@@ -49,6 +58,8 @@ from rlmpc.system.records import (
 
 #: the actor id that seeds evaluation workers (apart from every rollout actor)
 EVAL_ACTOR_ID = 1_000_000
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,11 @@ class WorkerSpec:
     virtual_terminal: str = "reward"
     """'reward': a virtual path's transition into a terminal planned state earns the env's
     terminal reward (`envs.base.PlannerModel.terminal_reward`); 'exclude': App. B's r̂ alone."""
+    inject_faults: tuple[tuple[str, float], ...] = ()
+    """(kind, probability per step) of the faults injected into every env
+    (`envs.faults.FaultInjector`); none: the envs are not wrapped"""
+    env_step_timeout: float = math.inf
+    """seconds an env step may take while training before it costs its episode"""
 
 
 def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
@@ -154,7 +170,15 @@ class RolloutWorker:
         )
         self.policy.eval()
         seq = np.random.SeedSequence([spec.seed, actor_id, seed_offset])
-        env_seed, torch_seed, np_seed = seq.generate_state(3)
+        env_seed, torch_seed, np_seed, fault_seed = seq.generate_state(4)
+        if spec.inject_faults:
+            stall = STALL_PAST_TIMEOUT * spec.env_step_timeout
+            if math.isinf(stall) and "stall" in dict(spec.inject_faults):
+                raise ValueError("injected stalls need a finite env_step_timeout")
+            self.envs = [
+                FaultInjector(e, dict(spec.inject_faults), int(fault_seed) + i, stall)
+                for i, e in enumerate(self.envs)
+            ]
         self.rng = np.random.default_rng(int(np_seed))
         self.gen = torch.Generator(device=self.device).manual_seed(int(torch_seed))
         self.version = -1
@@ -181,11 +205,30 @@ class RolloutWorker:
         x = np.stack([self.model.planner_state(self.envs[r]) for r in rows])
         return torch.as_tensor(x, dtype=torch.float32, device=self.device)
 
+    def _guarded_step(self, r: int, u: np.ndarray) -> tuple | str:
+        """``envs[r].step(u)``, or the fault that costs its episode: 'raise' (the step raised),
+        'nan' (a non-finite observation or reward), 'stall' (slower than env_step_timeout)."""
+        start = time.perf_counter()
+        try:
+            out = self.envs[r].step(u)
+        except Exception as err:  # whatever the env raises costs its episode, not the actor
+            _log.info("actor %d, env %d: step raised %r; episode dropped", self.actor_id, r, err)
+            return "raise"
+        if not (np.isfinite(out[0]).all() and np.isfinite(out[1])):
+            return "nan"
+        if time.perf_counter() - start > self.spec.env_step_timeout:
+            return "stall"
+        return out
+
     def _act(
         self, st: _Acting, mode: Training | Evaluation
     ) -> tuple[RealStep | None, _Kept | None]:
         """One step of the live envs (module doc, 1-3); the real step and the M-1 candidates
-        kept for step 4 when training (None: none)."""
+        kept for step 4 when training (None: none).
+
+        While training, an env step that fails (`_guarded_step`) costs its episode: the
+        transition is a truncation with reward 0 and next_obs s_t, nothing non-finite, and
+        the episode is counted as faulted instead of ended (`EpisodeTracker.drop`)."""
         M, rows = self.spec.num_candidates, np.nonzero(st.live)[0]
         n, ar = len(rows), np.arange(len(rows))
         s_t = st.obs[rows]
@@ -215,7 +258,15 @@ class RolloutWorker:
         truncated = np.zeros(n, bool)
         for j, r in enumerate(rows):
             env = self.envs[r]
-            o, rew, term, trunc, info = env.step(controls[j].astype(env.action_space.dtype))
+            u = controls[j].astype(env.action_space.dtype)
+            stepped = self._guarded_step(r, u) if mode.drops_faults else env.step(u)
+            if isinstance(stepped, str):  # a fault: the episode is dropped, s_t stands in
+                next_obs[j], truncated[j] = s_t[j], True
+                st.episodes.drop(r, stepped)
+                st.obs[r] = mode.next_episode(r, env, st.episodes)
+                st.warm[r] = 0.0
+                continue
+            o, rew, term, trunc, info = stepped
             next_obs[j], rewards[j], terminated[j], truncated[j] = o, rew, term, trunc
             st.episodes.step(r, float(rew), info)
             mode.after_step(r, env)
@@ -301,11 +352,21 @@ class RolloutWorker:
     def evaluate(self, weights: Weights | None, episodes: int, seed: int = 10_000,
                  record: int = 0, plan_every: int = 10) -> EvalResult:  # fmt: skip
         """N episodes (``seed``, ``seed + 1``...) with the policy's mean, up to ``n_envs`` at once;
-        the first ``record`` are recorded. ``weights`` None keeps the policy as it is."""
+        the first ``record`` are recorded. ``weights`` None keeps the policy as it is.
+
+        The result depends on the weights and ``seed`` only (the planner's noise is drawn
+        from a generator seeded with ``seed``), so a restarted evaluator repeats it exactly."""
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
         if weights is not None:
             self.set_weights(weights, version=-1)
+        kept, self.gen = self.gen, torch.Generator(device=self.device).manual_seed(seed)
+        try:
+            return self._evaluate(episodes, seed, record, plan_every)
+        finally:
+            self.gen = kept
+
+    def _evaluate(self, episodes: int, seed: int, record: int, plan_every: int) -> EvalResult:
         n = min(self.spec.n_envs, episodes)
         obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(self.envs[:n])])
         warm = torch.zeros(n, self.horizon, self.model.nu, device=self.device)
@@ -317,41 +378,57 @@ class RolloutWorker:
         return EvalResult(self.spec.env, st.episodes.pop(), traces, self.model if traces else None)
 
     # ---- snapshots (exact resume) -----------------------------------------------------
-    def snapshot(self) -> bytes:
-        """The worker's whole acting state: envs, observations, warm starts, RNGs, episodes."""
-        st = self.acting
-        return pickle.dumps(
-            {
-                "envs": self.envs,
-                "obs": st.obs,
-                "warm": st.warm.cpu(),
-                "rng": self.rng.bit_generator.state,
-                "gen": self.gen.get_state(),
-                "episodes": (
-                    st.episodes.ret,
-                    st.episodes.len,
-                    st.episodes.danger,
-                    st.episodes.ended,
-                ),
-                "version": self.version,
-            }
-        )
+    def snapshot(self) -> dict[str, Any]:
+        """The worker's whole acting state as plain data (module docstring): ``envs`` (each
+        env's `envs.base.EnvState`, None where it cannot be captured), ``obs`` ``[B, nobs]``,
+        ``warm`` ``[B, H, nu]``, the numpy (``rng``) and torch (``gen``) random states, the
+        ``episodes`` in flight and the policy ``version``. Copies: acting goes on unchanged."""
+        st, ep = self.acting, self.acting.episodes
+        ended = [(float(r), int(n), bool(ok), int(d), {k: float(v) for k, v in m.items()})
+                 for r, n, ok, d, m in ep.ended]  # fmt: skip
+        return {
+            "envs": [env_state(e) for e in self.envs],
+            "faults": [e.get_state() if isinstance(e, FaultInjector) else None for e in self.envs],
+            "obs": torch.from_numpy(st.obs.copy()),
+            "warm": st.warm.detach().to("cpu", copy=True),
+            "rng": self.rng.bit_generator.state,
+            "gen": self.gen.get_state(),
+            "episodes": {
+                "ret": torch.from_numpy(ep.ret.copy()),
+                "len": torch.from_numpy(ep.len.copy()),
+                "danger": torch.from_numpy(ep.danger.copy()),
+                "ended": ended,
+            },
+            "version": self.version,
+        }
 
-    def restore(self, blob: bytes) -> None:
-        """Undo to a `snapshot`. Envs whose simulator cannot be pickled (Box2D: they raise
-        gymnasium's `ResetNeeded` until reset) restart their episode here."""
-        state = pickle.loads(blob)
-        st = self.acting
-        self.envs, st.obs = state["envs"], state["obs"]
-        st.warm = state["warm"].to(self.device)
-        self.rng.bit_generator.state = state["rng"]
-        self.gen.set_state(state["gen"])
-        st.episodes.ret, st.episodes.len, st.episodes.danger, st.episodes.ended = state["episodes"]
-        self.version = state["version"]
-        for b, env in enumerate(self.envs):
-            try:
-                self.model.planner_state(env)
-            except ResetNeeded:
-                st.obs[b] = env.reset(seed=int(self.rng.integers(2**31)))[0]
-                st.warm[b] = 0.0
-                st.episodes.clear(b)
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Undo to a `snapshot` (taken by a worker of the same spec). Envs whose state it lacks
+        (None: Box2D, a CARLA server) restart their episode here."""
+        if not isinstance(snapshot, dict):
+            raise TypeError(
+                f"a worker snapshot is a dict of plain data, got {type(snapshot).__name__}"
+            )
+        if len(snapshot["envs"]) != len(self.envs):
+            raise ValueError(
+                f"the snapshot holds {len(snapshot['envs'])} envs, this worker {len(self.envs)}"
+            )
+        st, ep, episodes = self.acting, self.acting.episodes, snapshot["episodes"]
+        st.obs = snapshot["obs"].numpy().copy()
+        st.warm = snapshot["warm"].to(self.device, copy=True)
+        self.rng.bit_generator.state = snapshot["rng"]
+        self.gen.set_state(snapshot["gen"])
+        ep.ret, ep.len = episodes["ret"].numpy().copy(), episodes["len"].numpy().copy()
+        ep.danger, ep.ended = episodes["danger"].numpy().copy(), list(map(tuple, episodes["ended"]))
+        self.version = int(snapshot["version"])
+        for env, state in zip(self.envs, snapshot.get("faults", [None] * len(self.envs)),
+                              strict=True):  # fmt: skip
+            if state is not None and isinstance(env, FaultInjector):
+                env.set_state(state)
+        for b, (env, state) in enumerate(zip(self.envs, snapshot["envs"], strict=True)):
+            if state is not None:
+                env.unwrapped.set_state(state)
+                continue
+            st.obs[b] = env.reset(seed=int(self.rng.integers(2**31)))[0]
+            st.warm[b] = 0.0
+            ep.clear(b)

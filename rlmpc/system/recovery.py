@@ -1,0 +1,140 @@
+"""The coordinator's failure handling (`rlmpc.system.coordinator.Coordinator` inherits it).
+
+* A rollout actor that dies, or stalls and is killed, is *replayed* (`Recovery._replay`):
+  restored to its snapshot at the newest checkpoint (or at the start of the run), it
+  collects again, with the same weights, the fragments learned on since (their data is
+  dropped; the shards prune it), then those it had in flight. Where the snapshots are exact
+  the run goes on exactly as it would have without the death. An actor that keeps dying, or
+  does not come back, is dropped (`Recovery._actor_failed`).
+* A dead core component (`rlmpc.system.backend.CORE`) raises `RestoreNeeded`
+  (`Recovery._core_check`): the run restores its newest checkpoint in place
+  (`rlmpc.run.train.Run`).
+
+The state it keeps (set up by the coordinator): ``base`` (per actor, the snapshot replays
+start from and the index of the fragment it precedes) and ``history`` (per actor, the
+``(index, version)`` of every fragment submitted since).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from rlmpc.system.backend import CORE, Backend, ComponentDied, RestoreNeeded, actor_name, brief
+from rlmpc.system.records import FragmentId
+
+
+class Recovery:
+    """Replays of actors, restores of actors, and the check for dead core components.
+
+    Uses the coordinator's state (annotated here) and its ``_submit``."""
+
+    s: Any  #: the `Schedule`
+    backend: Backend
+    observer: Any
+    counters: Any
+    live: list[int]
+    failures: list[int]
+    slots: dict[int, collections.deque]
+    weights: dict[int, Any]
+    base: dict[int, tuple[Any, int]]
+    history: dict[int, list[tuple[int, int]]]
+
+    def _replay(self, actor: int) -> None:
+        """Bring a restarted actor back to where it died: restore its base snapshot, collect
+        again (data dropped: learned on already) the fragments since, then those in flight."""
+        slots, name = self.slots[actor], actor_name(actor)
+        first, attempt = self._first_inflight(actor), self.failures[actor]
+        if actor in self.base:  # none: a checkpoint of an earlier layout, without snapshots
+            blob, start = self.base[actor]
+            self.backend.call(name, "restore", blob)
+        for index, version in self.history[actor] if actor in self.base else ():
+            if start <= index < first:  # results dropped; the shards prune them
+                fid = FragmentId(index, actor, attempt)
+                self.backend.call(name, "collect", fid, self.s.fragment_len,
+                                  self.weights[version], version, False)  # fmt: skip
+        for slot in slots:
+            slot.attempt = attempt
+            self._submit(actor, slot)
+
+    def _first_inflight(self, actor: int) -> int:
+        slots = self.slots[actor]
+        return slots[0].index if slots else self.counters.iteration
+
+    def _core_check(self, error: Exception) -> None:
+        """Raise `RestoreNeeded` when a core component is dead (``error`` is what surfaced);
+        not when a constructor failed (Ray's ``actor_init_failed``): it would fail again."""
+        if getattr(getattr(error, "cause", None), "actor_init_failed", False):
+            return
+        dead = self.backend.dead(CORE)
+        if dead:
+            raise RestoreNeeded(dead, error) from error
+
+    def _actor_failed(self, actor: int, error: ComponentDied) -> None:
+        """Log, then re-collect everything the actor had in flight (the backend restarts it)."""
+        self.failures[actor] += 1
+        self.counters.actor_restarts += 1
+        slots = self.slots[actor]
+        # let every call of the dead instance settle before resubmitting, in order
+        self.backend.wait([s.call for s in slots], num_returns=len(slots), timeout=60)
+        name, s = actor_name(actor), self.s
+        back = self.failures[actor] <= s.max_actor_failures and self.backend.restarted(
+            name, s.actor_restart_timeout
+        )
+        if not back:
+            self.live.remove(actor)
+            self.counters.lost_fragments += len(slots)
+            slots.clear()
+            self.backend.drop(name)
+            self.observer.event(
+                f"iteration {self.counters.iteration}: {name} failed {self.failures[actor]} "
+                f"times ({brief(error.cause)}) and is not back; dropped, {len(self.live)} actors left"
+            )
+            if not self.live:
+                raise ComponentDied(
+                    name, f"{error.cause!r}; every rollout actor has failed, stopping the run"
+                ) from error
+            return
+        start = self.base[actor][1] if actor in self.base else self._first_inflight(actor)
+        replayed = sum(start <= i < self._first_inflight(actor) for i, _ in self.history[actor])
+        self.observer.event(
+            f"iteration {self.counters.iteration}: {name} died ({brief(error.cause)}); restarted "
+            f"from its state at iteration {start}, {replayed} fragment(s) replayed, "
+            f"{len(slots)} collected again"
+        )
+        self._replay(actor)
+
+    def _rebase(self, snapshots: dict[int, Any], index: int) -> None:
+        """Replays start from these snapshots, taken before fragment ``index``."""
+        for a, blob in snapshots.items():
+            if blob is not None:
+                self.base[a] = (blob, index)
+                self.history[a] = [(i, v) for i, v in self.history[a] if i >= index]
+
+    def _restored(self, actor: int, call: Any, blob: Any) -> None:
+        """Wait for an actor's ``restore``; if the actor died meanwhile, restore it again once
+        it is back (or drop it, as `_actor_failed` would)."""
+        name, s = actor_name(actor), self.s
+        while True:
+            try:
+                self.backend.get(call)
+                return
+            except ComponentDied as err:
+                self.failures[actor] += 1
+                self.counters.actor_restarts += 1
+                back = self.failures[actor] <= s.max_actor_failures and self.backend.restarted(
+                    name, s.actor_restart_timeout
+                )
+                if not back:
+                    self.live.remove(actor)
+                    self.slots[actor].clear()
+                    self.backend.drop(name)
+                    self.observer.event(f"{name} died while being restored ({brief(err.cause)}); "
+                                        f"dropped, {len(self.live)} actors left")  # fmt: skip
+                    if not self.live:
+                        raise
+                    return
+                self.observer.event(
+                    f"{name} died while being restored ({brief(err.cause)}); restored again"
+                )
+                call = self.backend.call(name, "restore", blob)
