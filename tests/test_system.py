@@ -282,8 +282,16 @@ def _numbers(run_dir: Path) -> list[dict]:
     ]
 
 
-def test_a_killed_learner_is_restored_in_place_and_the_run_ends_as_if_nothing_happened(tmp_path):
-    whole = train(tiny(tmp_path, "whole", total_env_steps=64 * 6))
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The run the recovery tests compare against: 6 iterations, evaluations every 2."""
+    return train(tiny(tmp_path_factory.mktemp("whole"), "whole", total_env_steps=64 * 6))
+
+
+def test_a_killed_learner_is_restored_in_place_and_the_run_ends_as_if_nothing_happened(
+    tmp_path, uninterrupted
+):
+    whole = uninterrupted
     cfg = tiny(tmp_path, "killed", total_env_steps=64 * 6)
     run_dir = Path(cfg.run.runs_dir) / "killed"
     run_dir.mkdir()
@@ -336,12 +344,12 @@ def test_chaos_every_component_killed_once_and_the_run_ends_as_if_nothing_happen
     )
 
 
-def test_a_stalled_actor_is_killed_replaced_and_replayed(tmp_path):
+def test_a_stalled_actor_is_killed_replaced_and_replayed(tmp_path, uninterrupted):
     """An actor frozen mid-run (SIGSTOP: alive, silent) is declared stalled after
     --actor-timeout, killed, restarted by Ray and replayed: the run ends as if nothing
     happened."""
-    whole = train(tiny(tmp_path, "whole", total_env_steps=64 * 5, eval_every=0))
-    cfg = tiny(tmp_path, "stalled", total_env_steps=64 * 5, eval_every=0, actor_timeout=10.0)
+    whole = uninterrupted
+    cfg = tiny(tmp_path, "stalled", total_env_steps=64 * 6, actor_timeout=10.0)
     run_dir = Path(cfg.run.runs_dir) / "stalled"
     run_dir.mkdir()
     run = Run(cfg, run_dir)
