@@ -6,8 +6,15 @@ paths of ``H = 10`` steps, ``nobs = 12``, ``na = 2``, ``D = 5`` heads of (64, 64
 × 32 minibatches of 64 real + 192 virtual samples, loss mixing (eq. 10), adaptive ρ.
 Batches are random but valid (finite, correctly shaped, a few episode ends).
 
+Both engines of `PPOLearner` are timed, interleaved update by update so that a shared
+machine's load falls on both alike: ``fused`` (the default) and ``autograd`` (the loop the
+learner ran before the fused engine). ``--rho0 0`` times a ρ = 0 iteration (no virtual data,
+as the actors then ship none).
+
 ``python -m learners.bench_update [--iters 10] [--threads 1]`` ends with
-``learner_update_s: <median seconds>`` and ``learner_env_steps_per_s: <T·B / median>``.
+``learner_update_s: <median seconds, fused>``, ``learner_update_autograd_s``,
+``learner_speedup`` (their ratio) and ``learner_env_steps_per_s: <T·B / median>``; the
+thread CPU seconds (`time.thread_time`) are printed as well.
 """
 
 from __future__ import annotations
@@ -44,27 +51,34 @@ def random_batches(
 
 
 def time_updates(
-    learner: PPOLearner, real: RealBatch, virtual: VirtualBatch, iters: int
-) -> tuple[list[float], list[float]]:
-    """``(wall, cpu)`` seconds of each of ``iters`` updates, after one warm-up update.
+    learners: dict[str, PPOLearner], real: RealBatch, virtual: VirtualBatch | None, iters: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    """``{name: (wall, cpu)}`` seconds of ``iters`` updates of each learner, interleaved, after
+    one warm-up update each.
 
     The CPU time is this thread's (`time.thread_time`): on a shared machine it is the less
     noisy of the two, and with one torch thread it is the work the update does.
     """
-    learner.update(real, virtual)
-    wall, cpu = [], []
-    for _ in range(iters):
-        start, start_cpu = time.perf_counter(), time.thread_time()
+    times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in learners}
+    for learner in learners.values():
         learner.update(real, virtual)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.thread_time() - start_cpu)
-    return wall, cpu
+    for _ in range(iters):
+        for name, learner in learners.items():
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            learner.update(real, virtual)
+            times[name][0].append(time.perf_counter() - start)
+            times[name][1].append(time.thread_time() - start_cpu)
+    return times
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=10, help="timed updates (>= 1)")
+    parser.add_argument("--iters", type=int, default=10, help="timed updates per engine (>= 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--rho0", type=float, default=0.3, help="ρ0 (0: no virtual data)")
+    parser.add_argument(
+        "--engines", nargs="+", default=["fused", "autograd"], choices=["fused", "autograd"]
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.iters < 1:
@@ -72,17 +86,41 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     torch.set_num_threads(args.threads)
     T, B, M, H, nobs, na = 32, 64, 4, 10, 12, 2
     real, virtual = random_batches(T, B, (M - 1) * T * B, H, nobs, na, seed=args.seed)
-    learner = PPOLearner(
-        nobs, na, PPOConfig(n_steps=T * B), NetworkConfig(),
-        InfluenceRatioConfig(mode="adaptive", rho0=0.3), seed=args.seed,
-    )  # fmt: skip
-    times, cpu = time_updates(learner, real, virtual, args.iters)
-    median = statistics.median(times)
-    print(
-        f"threads={args.threads} iters={args.iters} wall min={min(times):.4f}s "
-        f"max={max(times):.4f}s; thread cpu median={statistics.median(cpu):.4f}s"
-    )
-    figures = {"learner_update_s": median, "learner_env_steps_per_s": T * B / median}
+    if args.rho0 == 0:
+        virtual = None
+    learners = {
+        engine: PPOLearner(
+            nobs,
+            na,
+            PPOConfig(n_steps=T * B),
+            NetworkConfig(),
+            InfluenceRatioConfig(mode="adaptive", rho0=args.rho0),
+            seed=args.seed,
+            engine=engine,
+        )  # fmt: skip
+        for engine in args.engines
+    }
+    times = time_updates(learners, real, virtual, args.iters)
+    figures: dict[str, float] = {}
+    for name, (wall, cpu) in times.items():
+        print(
+            f"{name}: threads={args.threads} iters={args.iters} wall median="
+            f"{statistics.median(wall):.4f}s min={min(wall):.4f}s max={max(wall):.4f}s; "
+            f"thread cpu median={statistics.median(cpu):.4f}s"
+        )
+        suffix = "" if name == "fused" else f"_{name}"
+        figures[f"learner_update{suffix}_s"] = statistics.median(wall)
+        figures[f"learner_update{suffix}_cpu_s"] = statistics.median(cpu)
+    first = args.engines[0]
+    suffix = "" if first == "fused" else f"_{first}"
+    figures["learner_env_steps_per_s"] = T * B / figures[f"learner_update{suffix}_s"]
+    if "fused" in times and "autograd" in times:
+        figures["learner_speedup"] = (
+            figures["learner_update_autograd_s"] / figures["learner_update_s"]
+        )
+        figures["learner_speedup_cpu"] = (
+            figures["learner_update_autograd_cpu_s"] / figures["learner_update_cpu_s"]
+        )
     for key, value in figures.items():
         print(f"{key}: {value:.4g}")
     return figures

@@ -30,19 +30,22 @@ is reported) but adds exactly zero: real minibatches, bootstrap weights and ever
 the real path come from their own random streams, so the result equals, bit for bit,
 ``update(real, None)`` — unless the virtual loss is itself non-finite (0·NaN), which skips.
 
-**Cost** (one thread; `python -m learners.bench_update` times Table 3's iteration). The
-value heads' fixed priors are evaluated once per iteration (`learners.batches.Samples`),
-not per step; each epoch gathers each buffer once and cuts minibatches as views; for ρ > 0
-the real and virtual minibatches share one forward pass (at ρ = 0 the real one runs alone,
-as without virtual data, which keeps the bit-for-bit equality above); Adam is fused; step
-metrics stay tensors until one transfer at the end.
+**Engines.** The minibatch loop runs on one of two engines with the same maths, the same
+random streams and the same metrics (``PPOConfig.engine``): ``"fused"`` (default,
+`learners.fused_engine`), which stacks the policy and the D value heads into one batched
+network and writes the loss's gradient out by hand (no autograd, no allocation, no host
+transfer per step), and ``"autograd"`` (`learners.ppo_autograd`), the loop on the modules
+with autograd and ``torch.optim.Adam``, kept as the reference (hooks, anomaly detection).
+They agree to float32 rounding (`tests/test_fused_step.py`); `python -m learners.bench_update`
+times both. The value heads' fixed priors are evaluated once per iteration
+(`learners.batches.Samples`), not per step.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -56,7 +59,9 @@ from learners.batches import (
     bernoulli_mix,
     mix_batches,
 )
+from learners.fused_engine import FusedEngine
 from learners.policy import NetworkConfig, build_networks
+from learners.ppo_autograd import AutogradEngine
 from learners.ppo_loss import (  # noqa: F401  (Table 3 and the loss, re-exported with the learner)
     LossTerms,
     PPOConfig,
@@ -77,13 +82,6 @@ def _generator(seed: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
 
 
-_STEP_METRICS = (
-    "loss/policy", "loss/value", "loss/entropy", "loss/total", "grad_norm", "approx_kl",
-    "clip_fraction",
-)  # fmt: skip
-_VIRTUAL_METRICS = ("loss/policy_virtual", "loss/value_virtual")
-
-
 class PPOLearner:
     """The learning math of the learner actor: networks, optimizer, ρ, and `update`.
 
@@ -92,7 +90,7 @@ class PPOLearner:
     ``seed``, so CPU and CUDA runs draw the same indices. Raises `ValueError` at
     construction for an adaptive ρ with fewer than 2 value heads and for per-minibatch ρ
     updates with per-sample mixing (whose draw fixes the unified buffer per iteration).
-    Configs left as None take their defaults.
+    Configs left as None take their defaults; ``engine`` overrides ``config.engine``.
     """
 
     def __init__(
@@ -104,6 +102,7 @@ class PPOLearner:
         influence_ratio: InfluenceRatioConfig | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        engine: Literal["fused", "autograd"] | None = None,
     ) -> None:
         config = config or PPOConfig()
         networks = networks or NetworkConfig()
@@ -125,18 +124,25 @@ class PPOLearner:
             torch.manual_seed(seed)
             policy, values = build_networks(nobs, na, networks)
         self.policy, self.values = policy.to(self.device), values.to(self.device)
-        self.params = [*self.policy.parameters(), *self.values.parameters()]
-        self._param_groups = [list(self.policy.parameters()), list(self.values.parameters())]
-        self.dtype = self.params[0].dtype
+        self.dtype = self.policy.log_std.dtype
         # fused Adam: one kernel over all parameters instead of ~10 ops per parameter
         self._adam_flags = {"fused": True if self.device.type in ("cpu", "cuda") else None}
         self.optimizer = torch.optim.Adam(
-            self.params, lr=config.learning_rate, eps=config.adam_eps, **self._adam_flags
-        )
+            [*self.policy.parameters(), *self.values.parameters()],
+            lr=config.learning_rate,
+            eps=config.adam_eps,
+            **self._adam_flags,
+        )  # the autograd engine's; the fused engine keeps its state in this format too
         self.rho_schedule = make_influence_ratio(influence_ratio)
         self.generators = {k: _generator(seed, i) for i, k in enumerate(("real", "virtual", "mix"))}
         self.iteration = 0
         self.skipped_updates = 0
+        self.rho_skipped = 0
+        self._autograd = AutogradEngine(self)
+        self.engine = engine or config.engine
+        if self.engine not in ("fused", "autograd"):
+            raise ValueError(f"engine must be 'fused' or 'autograd', got {self.engine!r}")
+        self._fused = FusedEngine(self) if self.engine == "fused" else None
 
     @property
     def rho(self) -> float:
@@ -144,6 +150,20 @@ class PPOLearner:
         return self.rho_schedule.rho
 
     # ---- targets -------------------------------------------------------------------------
+    @torch.no_grad()
+    def _critic(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """The value heads on ``obs [..., nobs]``: trained parts and fixed priors, ``[..., D]``
+        each (their sum is `ValueEnsemble`'s output, in the heads' units)."""
+        if self._fused is not None:
+            return self._fused.critic(obs)
+        values = self.values
+        return values._stacked(values.heads, obs), values.prior_values(obs)
+
+    def _critic_mean(self, obs: Tensor) -> Tensor:
+        """V̄ on ``obs`` in raw return units (`ValueEnsemble.mean`)."""
+        heads, prior = self._critic(obs)
+        return self.values.scale.denormalize((heads + prior).mean(-1))
+
     def _boot(self, n: int, gen: torch.Generator) -> Tensor:
         p = self.config.bootstrap_p
         D = self.values.ensemble_size
@@ -154,11 +174,11 @@ class PPOLearner:
         """Flat real samples with GAE targets (raw units), the heads' values ``[T·B, D]`` (the
         heads' units), the explained variance."""
         cfg = self.config
-        prior = self.values.prior_values(real.obs)
-        v = self.values(real.obs, prior)
+        heads, prior = self._critic(real.obs)
+        v = heads + prior
         v_bar = self.values.scale.denormalize(v.mean(-1))
         adv, ret = gae(
-            real.rewards, v_bar, self.values.mean(real.next_obs), real.terminated,
+            real.rewards, v_bar, self._critic_mean(real.next_obs), real.terminated,
             real.truncated, cfg.gamma, cfg.gae_lambda,
         )  # fmt: skip
         n = adv.numel()
@@ -176,11 +196,11 @@ class PPOLearner:
         """Virtual samples with path λ-return targets (raw units), and their diagnostics
         (`learners.ppo_loss.virtual_diagnostics`)."""
         cfg = self.config
-        prior = self.values.prior_values(virtual.obs)
-        v_bar = self.values.scale.denormalize(self.values(virtual.obs, prior).mean(-1))
+        heads, prior = self._critic(virtual.obs)
+        v_bar = self.values.scale.denormalize((heads + prior).mean(-1))
         # the λ-return never reads V(path_obs[:, 0]) (it cancels): evaluate the critic on the
         # H later path observations only and put V̄(s_t) in column 0
-        path_values = torch.cat((v_bar[:, None], self.values.mean(virtual.path_obs[:, 1:])), 1)
+        path_values = torch.cat((v_bar[:, None], self._critic_mean(virtual.path_obs[:, 1:])), 1)
         ret = virtual_lambda_return(
             virtual.path_rewards, path_values, virtual.path_terminated, cfg.gamma, cfg.gae_lambda
         )
@@ -207,46 +227,48 @@ class PPOLearner:
         )
         return in_units(train), None if virt is None else in_units(virt)
 
-    def _update_rho(self, values: Tensor) -> int:
+    def update_rho(self, values: Tensor) -> int:
         """Step the ρ schedule on ``values [B, D]``; 1 when skipped for non-finite values."""
         if not bool(values.isfinite().all()):
             return 1
         self.rho_schedule.update(values)
         return 0
 
+    def virtual_chunk_size(self, n_virtual: int, n_chunks: int) -> int:
+        """Virtual samples per real minibatch (`PPOConfig.virtual_batch_size`, or a sweep of
+        the virtual buffer per epoch)."""
+        return self.config.virtual_batch_size or max(1, -(-n_virtual // n_chunks))
+
     def _virtual_chunks(self, n_virtual: int, n_chunks: int) -> Tensor:
         """``[n_chunks, size]`` virtual indices: consecutive random permutations, cut up."""
-        size = self.config.virtual_batch_size or max(1, -(-n_virtual // n_chunks))
+        size = self.virtual_chunk_size(n_virtual, n_chunks)
         need, perms, have = size * n_chunks, [], 0
         while have < need:
             perms.append(torch.randperm(n_virtual, generator=self.generators["virtual"]))
             have += n_virtual
         return torch.cat(perms)[:need].view(n_chunks, size)
 
+    def draw_epoch(self, n_train: int, n_virtual: int | None) -> tuple[Tensor, Tensor | None]:
+        """One epoch's draws (CPU): the real samples' order ``[n_train]`` and each real
+        minibatch's virtual samples ``[n_minibatches, size]`` (None without virtual data)."""
+        perm = torch.randperm(n_train, generator=self.generators["real"])
+        if n_virtual is None:
+            return perm, None
+        return perm, self._virtual_chunks(n_virtual, -(-n_train // self.config.batch_size))
+
+    # the autograd engine's parts, for tests and tools
+    @property
+    def params(self) -> list[Tensor]:
+        return self._autograd.params
+
+    @property
+    def _param_groups(self) -> list[list[Tensor]]:
+        return self._autograd.groups
+
     def _clip_gradients(self) -> Tensor:
-        """Clip to ``max_grad_norm`` (jointly, or per network); returns the total norm before."""
-        clip = torch.nn.utils.clip_grad_norm_
-        if not self.config.clip_grad_per_network:
-            return clip(self.params, self.config.max_grad_norm)
-        norms = [clip(group, self.config.max_grad_norm) for group in self._param_groups]
-        return torch.linalg.vector_norm(torch.stack(norms))
+        return self._autograd.clip_gradients()
 
     # ---- the update ----------------------------------------------------------------------
-    @torch.no_grad()
-    def _step_metrics(
-        self, loss: Tensor, grad_norm: Tensor, terms: LossTerms, vterms: LossTerms | None
-    ) -> Tensor:
-        """``[K]`` metrics of one step taken, in the order of `_STEP_METRICS` (+ virtual)."""
-        ratio = torch.exp(terms.log_ratio)
-        row = [
-            terms.policy.mean(), terms.value.mean(), -terms.entropy.mean(), loss, grad_norm,
-            ((ratio - 1.0) - terms.log_ratio).mean(),
-            ((ratio - 1.0).abs() > self.config.clip_range).to(ratio.dtype).mean(),
-        ]  # fmt: skip
-        if vterms is not None:
-            row += [vterms.policy.mean(), vterms.value.mean()]
-        return torch.stack(row)
-
     def update(self, real: RealBatch, virtual: VirtualBatch | None = None) -> dict[str, float]:
         """One learner iteration on a real fragment and (optionally) virtual samples.
 
@@ -281,9 +303,9 @@ class PPOLearner:
         self.policy.normalizer.update(real.obs)  # shared with the value heads
         train, real_values, ev = self._real_targets(real)
         metrics: dict[str, float] = {"ensemble_var": ensemble_variance(real_values)}
-        rho_skipped = 0
+        self.rho_skipped = 0
         if self.influence_config.update_every == "iteration":
-            rho_skipped += self._update_rho(real_values)
+            self.rho_skipped += self.update_rho(real_values)
         virt = None
         if virtual is not None:
             virt, diagnostics = self._virtual_targets(virtual)
@@ -294,51 +316,21 @@ class PPOLearner:
                 train.batch.size, self.rho, virt.batch.size, self.generators["mix"]
             )
             mixed = mix_batches(train.batch, virt.batch, z, idx)  # eq. (8): trained unweighted
-            train = Samples(mixed, self.values.prior_values(mixed.obs))
+            train = Samples(mixed, self._critic(mixed.obs)[1])
             metrics["virtual_fraction"] = float(z.float().mean())
             virt = None
 
-        logs: list[Tensor] = []  # one [K] row of detached metrics per step taken
-        n_train, skipped = train.batch.size, 0
-        for _ in range(cfg.n_epochs):
-            # one gather per buffer per epoch; minibatches are consecutive views of it
-            perm = torch.randperm(n_train, generator=self.generators["real"])
-            minibatches = train.index(perm.to(self.device)).split(cfg.batch_size)
-            vminibatches: list[Samples | None] = [None] * len(minibatches)
-            if virt is not None:
-                vidx = self._virtual_chunks(virt.batch.size, len(minibatches))
-                vminibatches = virt.index(vidx.flatten().to(self.device)).split(vidx.shape[1])
-            for mb, vmb in zip(minibatches, vminibatches, strict=True):
-                if self.influence_config.update_every == "minibatch":
-                    with torch.no_grad():
-                        rho_skipped += self._update_rho(self.values(mb.batch.obs, mb.prior))
-                loss, terms, vterms = minibatch_loss(
-                    self.policy, self.values, mb, vmb, self.rho, cfg
-                )
-                self.optimizer.zero_grad(set_to_none=True)
-                if not bool(torch.isfinite(loss)):
-                    skipped += 1
-                    continue
-                loss.backward()
-                grad_norm = self._clip_gradients()
-                if not bool(torch.isfinite(grad_norm)):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    skipped += 1
-                    continue
-                self.optimizer.step()
-                logs.append(self._step_metrics(loss, grad_norm, terms, vterms))
-
+        engine = self._fused or self._autograd
+        step_metrics, taken, skipped = engine.run(train, virt)
+        metrics.update(step_metrics)
         self.iteration += 1
         self.skipped_updates += skipped
-        if logs:  # one host transfer for all of them
-            keys = _STEP_METRICS if virt is None else _STEP_METRICS + _VIRTUAL_METRICS
-            metrics.update(zip(keys, torch.stack(logs).mean(0).tolist(), strict=True))
         metrics.update(
             rho=self.rho,
             explained_variance=ev,
             skipped_updates=float(skipped),
-            minibatch_updates=float(len(logs)),
-            rho_updates_skipped=float(rho_skipped),
+            minibatch_updates=float(taken),
+            rho_updates_skipped=float(self.rho_skipped),
             real_samples=float(T * B),
             virtual_samples=float(0 if virtual is None else virtual.size),
             log_std=float(self.policy.log_std.detach().mean()),
@@ -354,6 +346,8 @@ class PPOLearner:
     def state_dict(self) -> dict[str, Any]:
         """A snapshot (deep copy) of everything a resumed run needs: networks, optimizer, ρ
         state, counters, RNG states, and the configs (for the record)."""
+        if self._fused is not None:  # Adam's state in torch.optim.Adam's format
+            self._fused.export_optimizer(self.optimizer)
         return copy.deepcopy(
             {
                 "policy": self.policy.state_dict(),
@@ -379,6 +373,8 @@ class PPOLearner:
         for group in state["optimizer"]["param_groups"]:  # keep this learner's Adam kernel
             group.update(self._adam_flags)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self._fused is not None:
+            self._fused.import_optimizer(self.optimizer)
         self.rho_schedule.load_state_dict(state["rho"])
         self.iteration = int(state["iteration"])
         self.skipped_updates = int(state["skipped_updates"])

@@ -58,6 +58,10 @@ class PPOConfig:
     """Virtual samples per real minibatch (loss mixing); None sweeps the virtual buffer once an epoch."""
     bootstrap_p: float = 0.5
     """Each value head weighs each sample by Bernoulli(p)/p (ensemble diversity), p in (0, 1]."""
+    engine: Literal["fused", "autograd"] = "fused"
+    """How the minibatch steps are computed, the same maths either way: 'fused' (the policy
+    and the value heads as one batched network, gradients written out by hand; fast) or
+    'autograd' (the modules with autograd and torch.optim.Adam; the reference)."""
 
     def __post_init__(self) -> None:
         positive = ("learning_rate", "clip_range", "max_grad_norm", "adam_eps")
@@ -83,6 +87,10 @@ class PPOConfig:
             raise ConfigError(
                 "virtual_batch_size",
                 f"PPOConfig.virtual_batch_size must be None or >= 1, got {self.virtual_batch_size}",
+            )
+        if self.engine not in ("fused", "autograd"):
+            raise ConfigError(
+                "engine", f"PPOConfig.engine must be 'fused' or 'autograd', got {self.engine!r}"
             )
         if not 0.0 < self.bootstrap_p <= 1.0:
             raise ConfigError(

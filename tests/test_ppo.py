@@ -52,10 +52,11 @@ def virtual_batch(N=96, seed=1, nobs=NOBS, na=NA) -> VirtualBatch:
     )
 
 
-def learner(rho=0.0, config=SMALL, nets=NETS, seed=0, **rho_kwargs) -> PPOLearner:
+def learner(rho=0.0, config=SMALL, nets=NETS, seed=0, engine=None, **rho_kwargs) -> PPOLearner:
     return PPOLearner(
-        NOBS, NA, config, nets, InfluenceRatioConfig(rho0=rho, **rho_kwargs), seed=seed
-    )
+        NOBS, NA, config, nets, InfluenceRatioConfig(rho0=rho, **rho_kwargs), seed=seed,
+        engine=engine,
+    )  # fmt: skip
 
 
 def same_state(a: PPOLearner, b: PPOLearner) -> bool:
@@ -167,12 +168,23 @@ def test_nonfinite_loss_skips_the_update_and_keeps_the_weights():
     assert all(math.isfinite(v) for v in m.values())
 
 
-def test_nonfinite_gradient_skips_the_update():
+@pytest.mark.parametrize("engine", ["autograd", "fused"])
+def test_nonfinite_gradient_skips_the_update(engine, monkeypatch):
     raw = NetworkConfig(
         hidden_sizes=(8,), ensemble_size=3, normalize_obs=False, normalize_values=False
     )
-    lrn, ref = learner(0.5, nets=raw), learner(0.5, nets=raw)
-    lrn.policy.log_std.register_hook(lambda g: g * float("inf"))  # finite loss, inf gradient
+    lrn, ref = learner(0.5, nets=raw, engine=engine), learner(0.5, nets=raw, engine=engine)
+    if engine == "autograd":
+        lrn.policy.log_std.register_hook(lambda g: g * float("inf"))  # finite loss, inf gradient
+    else:  # the fused engine writes the gradient itself: make the log-std's infinite
+        steps = lrn._fused.steps
+        backward = steps.backward
+
+        def inf_gradient(*args):
+            backward(*args)
+            steps.g_log_std.mul_(float("inf"))
+
+        monkeypatch.setattr(steps, "backward", inf_gradient)
     m = lrn.update(real_batch(), virtual_batch())
     assert m["skipped_updates"] == 4 and m["minibatch_updates"] == 0
     assert same_state(lrn, ref)
