@@ -15,6 +15,9 @@ name, so no actor is built from another actor's handle (Ray could not restart it
 arguments that live in the object store). The learner and the evaluator prefer the
 coordinator's node; the final evaluation runs in this process unless the env's envs need
 cluster resources (CARLA servers), then on the evaluator once the rollout actors are gone.
+Inside a placement group (a Ray Tune trial of `rlmpc.reproduce`, which reserves the
+learner's and the actors' bundles with the trial) every component is placed in that group
+instead, so a trial never takes resources reserved for another.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ from typing import Any
 import ray
 from ray._private import state as ray_state  # the actor table; no public API without a dashboard
 from ray.exceptions import RayActorError, RayTaskError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util import get_current_placement_group
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 import envs
 from envs.registry import EnvSpec
@@ -185,7 +192,10 @@ class RayBackend:
         shards = (f"rlmpc-{run}-real", f"rlmpc-{run}-virtual")
         here = ray.get_runtime_context().get_node_id()
         pinned = NodeAffinitySchedulingStrategy(here, soft=False)
-        near = NodeAffinitySchedulingStrategy(here, soft=True)
+        near: Any = NodeAffinitySchedulingStrategy(here, soft=True)
+        group = get_current_placement_group()
+        if group is not None:  # a Tune trial: everything in the trial's reserved bundles
+            pinned = near = PlacementGroupSchedulingStrategy(group)
         Shard = ray.remote(ShardActor)
         shard = lambda name: Shard.options(name=name, num_cpus=0, scheduling_strategy=pinned)
         gpu = learner.device.startswith("cuda")
@@ -199,6 +209,7 @@ class RayBackend:
         Actor = ray.remote(RolloutActor).options(
             num_cpus=placement.actor_cpus, resources=placement.actor_resources or None,
             max_restarts=placement.max_restarts, max_task_retries=0,
+            scheduling_strategy=None if group is None else near,
         )  # fmt: skip
         env = envs.spec(worker.env)
         for i in range(num_actors):
@@ -206,7 +217,8 @@ class RayBackend:
         res = placement.eval_resources
         self.handles[EVALUATOR] = (
             ray.remote(EvalActor)
-            .options(num_cpus=0, resources=res, scheduling_strategy=None if res else near)
+            .options(num_cpus=0, resources=res,
+                     scheduling_strategy=None if res and group is None else near)
             .remote(eval_worker, env)
         )
         self.final_eval_worker = final_eval_worker

@@ -78,17 +78,18 @@ def cells(experiment: str, root: Path = RESULTS) -> list[dict[str, Any]]:
 
 
 def table(experiment: str, root: Path = RESULTS, env: str | None = None,
-          footnote: bool = True) -> str:  # fmt: skip
+          footnote: bool = True, found: list[dict[str, Any]] | None = None) -> str:  # fmt: skip
     """Markdown: one table per env (or only ``env``'s), a row per method (seeds' figures and
-    their mean ± std)."""
+    their mean ± std). ``found``: these cells instead of the experiment's directory's."""
     by_env: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for c in cells(experiment, root):
+    for c in cells(experiment, root) if found is None else found:
         if env is None or c["env"] == env:
             by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
     lines = []
     for name, methods in by_env.items():
         cols = envs.spec(name).columns  # the env's table columns (registry)
-        lines += [f"**{name}** (`results/{experiment}/{name}/`)", ""]
+        where = sorted({f"`results/{c['experiment']}/{name}/`" for m in methods.values() for c in m})
+        lines += [f"**{name}** ({', '.join(where)})", ""]
         lines.append("| method | seeds | env steps | " + " | ".join(h for _, h in cols) + " |")
         lines.append("|---|---|---|" + "---|" * len(cols))
         for method, runs in methods.items():

@@ -1,0 +1,110 @@
+"""Reproduce the paper: ``python -m rlmpc.reproduce EXPERIMENT... [--envs] [--seeds] [--env-steps]``.
+
+Runs the chosen experiments' unfinished cells as Ray Tune trials (`rlmpc.reproduce.sweep`),
+then rebuilds their tables and figures from ``results/`` (`rlmpc.reproduce.report`) and, for
+the repository's own ``results/``, README's result tables. Re-running the same command after
+a kill continues: finished cells are skipped, a cell killed midway resumes from its work
+directory. ``--from-results`` only rebuilds tables and figures. ``--dry-run`` lists the cells.
+
+Examples::
+
+    python -m rlmpc.reproduce table1 table2 --envs acrobot lunarlander --seeds 1 2 3
+    python -m rlmpc.reproduce --preset smoke            # every method on Acrobot, tiny budgets
+    python -m rlmpc.reproduce table1 --from-results     # tables and curves from the JSON alone
+    ray submit cluster/cluster.yaml launch.py -- ...    # see README: the same, on a cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rlmpc.reproduce.catalog import EXPERIMENTS, PRESETS
+from rlmpc.tools.results import RESULTS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rlmpc.reproduce",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
+                   help=f"any of {', '.join(EXPERIMENTS)} (default: the preset's)")  # fmt: skip
+    p.add_argument("--experiments", dest="experiments_opt", nargs="+", default=None,
+                   help=argparse.SUPPRESS)  # fmt: skip
+    p.add_argument("--preset", default="paper", choices=sorted(PRESETS),
+                   help="budgets: 'paper' (1M env steps, 50 evaluation episodes) or 'smoke' "
+                        "(every method on Acrobot in a few minutes)")  # fmt: skip
+    p.add_argument("--envs", nargs="+", default=None, help="envs to run (default: each experiment's)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's)")
+    p.add_argument("--methods", nargs="+", default=None, help="only these methods")
+    p.add_argument("--env-steps", type=int, default=None,
+                   help="env steps per cell (default: the preset's, per method kind)")  # fmt: skip
+    p.add_argument("--eval-episodes", type=int, default=None, help="final evaluation episodes")
+    p.add_argument("--results", type=Path, default=None,
+                   help="where cells and tables go (default: results/; smoke: runs/smoke/results)")
+    p.add_argument("--runs", type=Path, default=None,
+                   help="work directories of the cells (default: runs/reproduce; smoke: runs/smoke)")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster ('auto' on a head node)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials at once (default: 1 on an embedded Ray, as many as fit on a cluster)")
+    p.add_argument("--wandb-mode", default="auto", choices=["auto", "online", "offline", "disabled"])
+    p.add_argument("--wandb-project", default="rlmpc")
+    p.add_argument("--from-results", action="store_true", help="only rebuild tables and figures")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    experiments = (args.experiments or []) + (args.experiments_opt or [])
+    experiments = experiments or list(preset.experiments) or ["table1", "table2"]
+    smoke = args.preset == "smoke"
+    results = (args.results or (Path("runs/smoke/results") if smoke else RESULTS)).resolve()
+    runs = (args.runs or Path("runs/smoke" if smoke else "runs/reproduce")).resolve()
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        parser.error(f"argument --max-concurrent: must be >= 1, got {args.max_concurrent}")
+    from rlmpc.reproduce.cells import plan
+    from rlmpc.reproduce.report import write_reports
+
+    try:
+        cells = plan(experiments, args.envs or (list(preset.envs) if preset.envs else None),
+                     args.seeds or list(preset.seeds), preset, args.env_steps,
+                     args.eval_episodes, args.methods)  # fmt: skip
+    except ValueError as err:
+        parser.error(str(err))
+    command = "python -m rlmpc.reproduce " + " ".join(argv)
+    if args.dry_run:
+        for c in cells:
+            print(f"{c.key}: {c.kind}, {c.env_steps:,} env steps, {c.eval_episodes} evaluation "
+                  f"episodes, bundles {list(c.bundles)} {' '.join(c.args)}")  # fmt: skip
+        return 0
+    failed = []
+    if not args.from_results:
+        from rlmpc.reproduce.sweep import run_sweep
+
+        status = run_sweep(cells, results, runs, args.ray_address, args.max_concurrent,
+                           args.wandb_mode, args.wandb_project)  # fmt: skip
+        failed = [f"{k}: {v}" for k, v in status.items() if v.startswith("failed")]
+        done = sum(v == "done" for v in status.values())
+        print(f"{done} cells run, {sum(v == 'skipped' for v in status.values())} already "
+              f"finished, {len(failed)} failed", flush=True)  # fmt: skip
+    for path in write_reports(experiments, results, "python -m rlmpc.reproduce "
+                              f"{' '.join(experiments)} --from-results"):  # fmt: skip
+        print(f"wrote {path}")
+    if results == RESULTS.resolve():
+        from rlmpc.tools.results import refresh_readme
+
+        readme = RESULTS.parent / "README.md"
+        readme.write_text(refresh_readme(readme.read_text()))
+        print(f"regenerated README.md's result tables from {results}")
+    for line in failed:
+        print(f"FAILED {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""One cell of a sweep: (experiment, env, method, seed) run to its result JSON.
+
+`plan` expands experiments × envs × methods × seeds into `Cell`s, checking every PPO-MPPI
+cell's options with ``launch.py``'s own parser first (bad input is refused before Ray
+starts). `run_cell` runs one — inside a Ray Tune trial or not — and writes
+``results/<experiment>/<env>/<method>/seed<k>.json``: the resolved config, the git commit and
+machine, the final evaluation (the project's evaluator, mean and std per column), the
+learning curve and the wall time. A cell whose JSON exists is finished; a cell killed
+midway continues from its work directory (``runs/reproduce/...``: the run's checkpoints, or
+the RLlib algorithm's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import envs
+from rlmpc.reproduce.catalog import EXPERIMENTS, Preset
+from rlmpc.run.runlog import run_meta
+
+
+@dataclass(frozen=True)
+class Cell:
+    experiment: str
+    env: str
+    method: str
+    seed: int
+    kind: str
+    env_steps: int
+    eval_episodes: int
+    args: tuple[str, ...] = ()
+    """``launch.py`` options (PPO-MPPI cells)"""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """RLlib config overrides (baseline cells)"""
+    bundles: tuple[dict[str, float], ...] = ({"CPU": 1.0},)
+    """the trial's placement group: the trial itself first, then its learner and actors"""
+
+    @property
+    def key(self) -> str:
+        return f"{self.experiment}/{self.env}/{self.method}/seed{self.seed}"
+
+    def result_path(self, results: Path) -> Path:
+        return results / self.experiment / self.env / self.method / f"seed{self.seed}.json"
+
+    def workdir(self, runs: Path) -> Path:
+        return runs / self.experiment / self.env / self.method / f"seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Cell:
+        return Cell(**{**d, "args": tuple(d["args"]), "bundles": tuple(d["bundles"])})
+
+
+def _launch_argv(cell_args: list[str], env: str, seed: int, steps: int, episodes: int,
+                 run_dir: Path, group: str, wandb_mode: str) -> list[str]:  # fmt: skip
+    return [
+        "--env", env, "--seed", str(seed), "--total-env-steps", str(steps),
+        "--final-eval-episodes", str(episodes), "--eval-every", "0", "--no-progress",
+        "--runs-dir", str(run_dir.parent), "--run-name", run_dir.name,
+        "--wandb-group", group, "--wandb-mode", wandb_mode, *cell_args,
+    ]  # fmt: skip
+
+
+def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], preset: Preset,
+         env_steps: int | None = None, eval_episodes: int | None = None,
+         methods: list[str] | None = None) -> list[Cell]:  # fmt: skip
+    """The cells of ``experiments`` (each on its envs ∩ ``envs_``), validated. ``methods``
+    keeps only the methods named. Raises ValueError naming the bad option."""
+    from rlmpc.run.cli import parse
+
+    unknown = [e for e in experiments if e not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"--experiments: unknown {unknown}; choose from {sorted(EXPERIMENTS)}")
+    if envs_ is not None:
+        bad = [e for e in envs_ if e not in envs.names()]
+        if bad:
+            raise ValueError(f"--envs: unknown {bad}; choose from {envs.names()}")
+    if not seeds or any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds: non-negative integers, got {seeds}")
+    if env_steps is not None and env_steps < 1:
+        raise ValueError(f"--env-steps: must be >= 1, got {env_steps}")
+    if eval_episodes is not None and not 1 <= eval_episodes <= 1000:
+        raise ValueError(f"--eval-episodes: must be in [1, 1000], got {eval_episodes}")
+    known = {m.name for e in experiments for m in EXPERIMENTS[e].methods}
+    if methods is not None and set(methods) - known:
+        raise ValueError(f"--methods: {sorted(set(methods) - known)} not in the experiments' "
+                         f"methods {sorted(known)}")  # fmt: skip
+    episodes = eval_episodes or preset.eval_episodes
+    cells = []
+    for name in experiments:
+        exp = EXPERIMENTS[name]
+        for env in [e for e in exp.envs if envs_ is None or e in envs_]:
+            for m in exp.methods:
+                if methods is not None and m.name not in methods:
+                    continue
+                owner = exp.owner(m.name)  # Table 2's ρ = 0.3 is Table 1's cell
+                steps = env_steps if env_steps is not None else preset.env_steps[m.kind]
+                for seed in seeds:
+                    cell = Cell(owner, env, m.name, seed, m.kind, steps if m.kind != "mppi" else 0,
+                                episodes,
+                                (*preset.ppo_mppi_args, *m.argv(env)) if m.kind == "ppo-mppi" else (),
+                                dict(preset.rllib_overrides.get(m.kind, {})))  # fmt: skip
+                    if m.kind == "ppo-mppi":
+                        argv = _launch_argv(list(cell.args), env, seed, max(steps, 1), episodes,
+                                            Path("runs/x/y"), owner, "disabled")  # fmt: skip
+                        try:
+                            cfg = parse(argv).cfg
+                        except SystemExit as err:
+                            raise ValueError(f"{cell.key}: launch.py refused {argv}") from err
+                        run = cfg.run
+                        actor = {"CPU": float(run.actor_cpus), **(run.actor_resource_dict or {})}
+                        bundles = ({"CPU": 1.0}, {"CPU": 1.0}) + (actor,) * run.num_actors
+                        evaluator = envs.spec(env).resources(1)  # a CARLA server, say
+                        if evaluator:
+                            bundles += ({"CPU": 0.0, **evaluator},)
+                        cell = Cell(**{**cell.to_dict(), "bundles": bundles})
+                    if cell.key not in {c.key for c in cells}:
+                        cells.append(cell)
+    return cells
+
+
+def _write(path: Path, record: dict[str, Any]) -> Path:
+    """Atomically: a half-written cell must never look finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto") -> Path:
+    """Run ``cell`` (continuing its work directory if a previous attempt was killed) and write
+    its result JSON; returns the JSON's path."""
+    out = cell.result_path(results)
+    if out.is_file():
+        return out
+    work = cell.workdir(runs)
+    argv = [cell.experiment, "--envs", cell.env, "--methods", cell.method,
+            "--seeds", str(cell.seed)]  # fmt: skip
+    if cell.kind == "ppo-mppi":
+        return _run_ppo_mppi(cell, results, work, wandb_mode)
+    started = time.perf_counter()
+    if cell.kind == "mppi":
+        from rlmpc.baselines.mppi import run_pure_mppi_cell
+
+        record = run_pure_mppi_cell(cell.env, cell.seed, episodes=cell.eval_episodes)
+    else:
+        from rlmpc.baselines.rllib import train_rllib
+
+        algo = cell.kind.removeprefix("rllib-")
+        record = train_rllib(algo, cell.env, cell.seed, cell.env_steps, work,
+                             eval_episodes=cell.eval_episodes, overrides=cell.overrides)  # fmt: skip
+    record.setdefault("wall_time_s", time.perf_counter() - started)
+    meta = run_meta(argv, "-m rlmpc.reproduce")
+    return _write(out, {"experiment": cell.experiment, "env": cell.env, "method": cell.method,
+                        "seed": cell.seed, "kind": cell.kind, **meta, **record})  # fmt: skip
+
+
+def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str) -> Path:
+    from rlmpc.run.cli import parse
+    from rlmpc.run.train import train
+    from rlmpc.system.checkpoint import latest_checkpoint
+    from rlmpc.tools.results import add
+
+    if (work / "eval.json").is_file():  # trained and evaluated; only the record is missing
+        run_dir = work
+    else:
+        if latest_checkpoint(work) is not None:
+            argv = ["--resume", str(work), "--no-progress"]
+        else:
+            argv = _launch_argv(list(cell.args), cell.env, cell.seed, cell.env_steps,
+                                cell.eval_episodes, work, cell.experiment, wandb_mode)  # fmt: skip
+        inv = parse(argv)
+        run_dir = train(inv.cfg, resume=inv.resume, argv=argv)
+    path = add(run_dir, cell.experiment, cell.method, results)
+    record = json.loads(path.read_text())
+    record["kind"] = cell.kind
+    return _write(path, record)

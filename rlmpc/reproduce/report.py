@@ -1,0 +1,154 @@
+"""Tables and figures of a sweep, built from the cells' JSON alone.
+
+For each experiment: ``results/<experiment>.md`` (per env, a row per method: each seed's
+mean ± std over its evaluation episodes, or across seeds the mean ± std of the per-seed
+means; the paper's figures beside ours, `rlmpc.tools.paper`) and
+``results/<experiment>_curves.png`` (Fig. 3's style: the smoothed training return against
+env steps, mean and a band of ± std over seeds, one panel per env, one line per method).
+Table 7 reports wall time per 1M env steps; Figs. 6–8 add Table 6's Welch t-tests.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlmpc.reproduce.catalog import EXPERIMENTS
+from rlmpc.tools.results import cells, smoothed, table
+
+
+def _seed_cells(experiment: str, root: Path) -> list[dict[str, Any]]:
+    """The experiment's cells, each read from the experiment that owns it, in method order."""
+    exp = EXPERIMENTS[experiment]
+    by_owner = {o: cells(o, root) for o in {exp.owner(m.name) for m in exp.methods}}
+    return [c for m in exp.methods for c in by_owner[exp.owner(m.name)] if c["method"] == m.name]
+
+
+def plot_experiment(experiment: str, root: Path, out: Path, key: str = "episode_return",
+                    window: int = 10) -> Path | None:  # fmt: skip
+    """Fig. 3-style curves: mean and ± std band over seeds per method, a panel per env."""
+    found = [c for c in _seed_cells(experiment, root) if c.get("curve")]
+    if not found:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_env: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for c in found:
+        by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
+    fig, axes = plt.subplots(1, len(by_env), figsize=(4.8 * len(by_env), 3.4), squeeze=False)
+    for ax, (env, methods) in zip(axes[0], by_env.items(), strict=True):
+        for method, runs in methods.items():
+            series = [smoothed(c["curve"], key, window) for c in runs]
+            series = [s for s in series if s]
+            if not series:
+                continue
+            end = min(s[-1][0] for s in series)
+            grid = np.linspace(max(s[0][0] for s in series), end, 100) if end > 0 else None
+            if grid is None or len(series[0]) < 2:
+                continue
+            ys = np.stack([np.interp(grid, [p[0] for p in s], [p[1] for p in s]) for s in series])
+            mean, std = ys.mean(0), ys.std(0)
+            (line,) = ax.plot(grid, mean, lw=1.3, label=f"{method} ({len(series)} seed"
+                              f"{'s' if len(series) > 1 else ''})")  # fmt: skip
+            if len(series) > 1:
+                ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set_title(env, fontsize=10)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"{key} (moving average, {window} iterations)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{experiment}: training {key}", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def wall_times(experiment: str, root: Path) -> str:
+    """Table 7: wall time per 1M env steps, per env and method (mean over seeds), with the
+    machine each came from."""
+    rows = ["| env | method | seeds | wall time per 1M env steps | machine |", "|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for c in _seed_cells(experiment, root):
+        groups.setdefault((c["env"], c["method"]), []).append(c)
+    for (env, method), runs in sorted(groups.items()):
+        per_m = [c["wall_time_s"] / c["eval"]["env_steps"] * 1e6 for c in runs
+                 if c.get("wall_time_s") and c["eval"].get("env_steps")]  # fmt: skip
+        if not per_m:
+            continue
+        s = statistics.fmean(per_m)
+        machines = sorted({f"{c['machine'].get('cpu', '?')}, {c['machine'].get('cores', '?')} cores"
+                           if isinstance(c.get("machine"), dict) else "?" for c in runs})
+        rows.append(f"| {env} | {method} | {len(per_m)} | {s / 3600:.2f} h ({s:,.0f} s) | "
+                    f"{'; '.join(machines)} |")  # fmt: skip
+    return "\n".join(rows)
+
+
+def welch(experiment: str, root: Path, baseline: str = "ppo-mppi-adaptive0.3") -> str:
+    """Table 6: Welch's t-test of each method's evaluation reward against ``baseline``'s
+    (each side: all its seeds' evaluation episodes, from their means, stds and counts)."""
+    from scipy.stats import ttest_ind_from_stats
+
+    def pooled(runs: list[dict[str, Any]]) -> tuple[float, float, int]:
+        n = [c["eval"]["episodes"] for c in runs]
+        m = [c["eval"]["reward"]["mean"] for c in runs]
+        v = [c["eval"]["reward"]["std"] ** 2 for c in runs]
+        total = sum(n)
+        mean = sum(ni * mi for ni, mi in zip(n, m, strict=True)) / total
+        second = sum(ni * (vi + mi**2) for ni, vi, mi in zip(n, v, m, strict=True)) / total
+        return mean, float(np.sqrt(max(second - mean**2, 0.0) * total / max(total - 1, 1))), total
+
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for c in _seed_cells(experiment, root):
+        groups.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
+    rows = ["| env | baseline | method | t | p |", "|---|---|---|---|---|"]
+    for env, methods in sorted(groups.items()):
+        for prefix in ("ppo-mppi-", "ppo-mppi-sample-"):
+            base = baseline.replace("ppo-mppi-", prefix, 1)
+            if base not in methods:
+                continue
+            b = pooled(methods[base])
+            for method, runs in sorted(methods.items()):
+                if method == base or not method.startswith(prefix) or (
+                    prefix == "ppo-mppi-" and method.startswith("ppo-mppi-sample-")
+                ):
+                    continue
+                t, p = ttest_ind_from_stats(*b, *pooled(runs), equal_var=False)
+                rows.append(f"| {env} | {base} | {method} | {t:.2f} | {p:.3g} |")
+    return "\n".join(rows)
+
+
+def write_reports(experiments: list[str], root: Path, command: str) -> list[Path]:
+    """``results/<experiment>.md`` (and its curves PNG) for each experiment with cells."""
+    written = []
+    for name in experiments:
+        exp = EXPERIMENTS[name]
+        found = _seed_cells(name, root)
+        if not found:
+            continue
+        curves = plot_experiment(name, root, root / f"{name}_curves.png")
+        lines = [f"# {exp.paper}: `{name}`", "",
+                 f"Rebuilt from the JSON cells under `results/` by `{command}`.", ""]  # fmt: skip
+        if name == "table7":
+            lines += [wall_times(name, root), ""]
+        else:
+            lines += [table(name, root, footnote=True, found=found), ""]
+        if name == "fig6-8":
+            lines += ["## Table 6: Welch's t-test of the evaluation reward against adaptive ρ "
+                      "(0.3), per mixing", "", welch(name, root), ""]  # fmt: skip
+        if curves is not None:
+            lines += [f"![{name} learning curves]({curves.name})", ""]
+        seeds = sorted({c["seed"] for c in found})
+        commits = sorted({str(c.get("git_commit", "?"))[:10] for c in found})
+        lines += [f"{len(found)} cells; seeds {seeds}; code at commit(s) {', '.join(commits)}."]
+        path = root / f"{name}.md"
+        path.write_text("\n".join(lines) + "\n")
+        written.append(path)
+    return written

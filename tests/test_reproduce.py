@@ -1,0 +1,189 @@
+"""`python -m rlmpc.reproduce`: the catalog, validation before Ray, reports from JSON, the
+smoke sweep on Ray Tune, and a sweep killed (``kill -9``) and re-run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlmpc.reproduce.catalog import EXPERIMENTS, PRESETS
+from rlmpc.reproduce.cells import plan
+from rlmpc.reproduce.report import welch, write_reports
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = [sys.executable, "-m", "rlmpc.reproduce"]
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_catalog_has_the_papers_methods():
+    t1 = {m.name for m in EXPERIMENTS["table1"].methods}
+    assert t1 == {"ppo", "sac", "ppo-mppi-rho0", "ppo-mppi-rho0.3", "mppi"}
+    t2 = EXPERIMENTS["table2"]
+    ad3 = t2.method("ppo-mppi-adaptive0.3")
+    assert ad3.argv("acrobot")[-2:] == ["--influence-ratio-lam", "0.99"]
+    assert ad3.argv("racing")[-2:] == ["--influence-ratio-lam", "0.98"]
+    assert t2.method("ppo-mppi-adaptive0.5").argv("racing")[-1] == "0.95"
+    # Fig. 9 scales Table 5's H = 10 and K = 100
+    fig9 = EXPERIMENTS["fig9"]
+    assert fig9.method("ppo-mppi-H0.5x").argv("lunarlander")[-2:] == ["--horizon", "5"]
+    assert fig9.method("ppo-mppi-K2x").argv("acrobot")[-2:] == ["--num-samples", "200"]
+    assert "--mixing" in EXPERIMENTS["fig6-8"].method("ppo-mppi-sample-rho0.5").argv("acrobot")
+
+
+def test_plan_shares_cells_and_reserves_bundles():
+    cells = plan(["table1", "table2"], ["acrobot"], [1, 2], PRESETS["paper"])
+    keys = [c.key for c in cells]
+    assert len(keys) == len(set(keys))
+    # Table 2's ρ = 0.3 is Table 1's cell: run once
+    assert "table2/acrobot/ppo-mppi-rho0.3/seed1" not in keys
+    assert "table1/acrobot/ppo-mppi-rho0.3/seed1" in keys
+    assert len(cells) == 2 * (5 + 4)
+    ppo_mppi = next(c for c in cells if c.kind == "ppo-mppi")
+    # the trial, its learner, its one rollout actor (launch.py's defaults)
+    assert [b["CPU"] for b in ppo_mppi.bundles] == [1.0, 1.0, 1.0]
+    assert ppo_mppi.env_steps == 1_000_000 and ppo_mppi.eval_episodes == 50
+    mppi = next(c for c in cells if c.kind == "mppi")
+    assert mppi.env_steps == 0 and mppi.args == ()
+    custom = plan(["table2"], ["lunarlander"], [0], PRESETS["paper"], env_steps=4096,
+                  methods=["ppo-mppi-rho0.5"])  # fmt: skip
+    assert [(c.key, c.env_steps) for c in custom] == [("table2/lunarlander/ppo-mppi-rho0.5/seed0", 4096)]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["table9"], "--experiments"),
+        (["table1", "--envs", "mars"], "--envs"),
+        (["table1", "--seeds", "-1"], "--seeds"),
+        (["table1", "--env-steps", "0"], "--env-steps"),
+        (["table1", "--eval-episodes", "0"], "--eval-episodes"),
+        (["table1", "--methods", "ppo-mppi-rho0.5"], "--methods"),
+        (["table1", "--max-concurrent", "0"], "--max-concurrent"),
+    ],
+)
+def test_bad_input_is_refused_before_ray(args, named):
+    r = _cli(*args, "--results", "/nonexistent/never-written")
+    assert r.returncode == 2, r.stderr
+    assert named in r.stderr
+    assert "Ray" not in r.stdout + r.stderr.replace("before Ray", "")  # nothing started
+
+
+def _cell(root: Path, experiment: str, env: str, method: str, seed: int, rewards: np.ndarray,
+          wall: float = 100.0, steps: int = 1_000_000) -> None:  # fmt: skip
+    d = root / experiment / env / method
+    d.mkdir(parents=True, exist_ok=True)
+    ms = lambda a: {"mean": float(np.mean(a)), "std": float(np.std(a))}
+    curve = [{"env_steps": s, "episode_return": float(rewards.mean()) * s / steps} for s in
+             range(2048, steps + 1, steps // 20)]  # fmt: skip
+    (d / f"seed{seed}.json").write_text(json.dumps({
+        "experiment": experiment, "env": env, "method": method, "seed": seed,
+        "wall_time_s": wall, "machine": {"cpu": "test cpu", "cores": 2},
+        "eval": {"episodes": len(rewards), "success_rate": ms(rewards > -100), "steps": ms(-rewards),
+                 "reward": ms(rewards), "env_steps": steps},
+        "curve": curve, "git_commit": "abc",
+    }))  # fmt: skip
+
+
+def test_reports_from_results_alone(tmp_path):
+    from scipy.stats import ttest_ind
+
+    rng = np.random.default_rng(0)
+    base = {s: rng.normal(-90, 20, 50) for s in (1, 2)}
+    other = {s: rng.normal(-120, 30, 50) for s in (1, 2)}
+    for s in (1, 2):
+        _cell(tmp_path, "table2", "acrobot", "ppo-mppi-adaptive0.3", s, base[s])
+        _cell(tmp_path, "table2", "acrobot", "ppo-mppi-rho0.5", s, other[s], wall=3600.0)
+        _cell(tmp_path, "table1", "acrobot", "ppo-mppi-rho0.3", s, other[s], wall=7200.0)
+    # Table 6: Welch's test from the cells' means/stds equals the test on the episodes
+    t, p = ttest_ind(np.concatenate(list(base.values())), np.concatenate(list(other.values())),
+                     equal_var=False)  # fmt: skip
+    row = next(r for r in welch("fig6-8", tmp_path).splitlines() if "ppo-mppi-rho0.5" in r)
+    assert f"| {t:.2f} | {p:.3g} |" in row
+    paths = write_reports(["table2", "table7", "fig6-8"], tmp_path, "test")
+    text = (tmp_path / "table2.md").read_text()
+    # Table 2 reads Table 1's ρ = 0.3 cell, and puts the paper's figures beside ours
+    assert "ppo-mppi-rho0.3" in text and "`results/table1/acrobot/`" in text
+    mean_of_means = np.mean([other[s].mean() for s in (1, 2)])
+    assert f"{mean_of_means:.2f}" in text
+    assert "*paper*" in text
+    assert (tmp_path / "table2_curves.png").stat().st_size > 5000
+    # Table 7: 7,200 s per 1M env steps for Table 1's ρ = 0.3
+    assert "2.00 h (7,200 s)" in (tmp_path / "table7.md").read_text()
+    assert tmp_path / "fig6-8.md" in paths
+
+
+def _table_rows(md: str) -> list[list[str]]:
+    return [[x.strip() for x in line.strip("|").split("|")] for line in md.splitlines()
+            if line.startswith("| ") and not line.startswith("| method") and "*paper*" not in line]  # fmt: skip
+
+
+def test_smoke_preset_runs_every_method_through_tune(tmp_path):
+    """The acceptance: ``--preset smoke`` in the default suite; every table cell is a trial's JSON."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    r = subprocess.run([*PY, "--preset", "smoke", "--results", str(tmp_path / "results"),
+                        "--runs", str(tmp_path / "runs")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    results = tmp_path / "results"
+    # Tune ran each cell as a trial, and each trial reported the JSON it wrote
+    reported = set()
+    for f in (tmp_path / "runs" / "tune").rglob("result.json"):
+        for line in f.read_text().splitlines():
+            reported.add(json.loads(line)["result"])
+    cells = sorted(results.glob("*/*/*/seed*.json"))
+    assert {str(c) for c in cells} == reported
+    methods = {m.name for e in ("table1", "table2") for m in EXPERIMENTS[e].methods}
+    assert {c.parent.name for c in cells} == methods  # every method, once
+    for name in ("table1", "table2"):
+        for row in _table_rows((results / f"{name}.md").read_text()):
+            method, seed = row[0], int(row[1])
+            owner = EXPERIMENTS[name].owner(method)
+            cell = json.loads((results / owner / "acrobot" / method / f"seed{seed}.json").read_text())
+            assert row[3] == f"{cell['eval']['success_rate']['mean']:.2f} ± " \
+                             f"{cell['eval']['success_rate']['std']:.2f}"  # fmt: skip
+            assert cell["git_commit"] and cell["eval"]["episodes"] == 2
+    # the baselines logged through Tune's W&B callback, offline
+    assert list((tmp_path / "runs" / "wandb").rglob("*.wandb"))
+
+
+def test_killed_sweep_continues_without_redoing_finished_cells(tmp_path):
+    args = [*PY, "table2", "--preset", "smoke", "--methods", "ppo-mppi-rho0.5",
+            "ppo-mppi-rho0.8", "--results", str(tmp_path / "results"), "--runs",
+            str(tmp_path / "runs"), "--wandb-mode", "disabled"]  # fmt: skip
+    first = tmp_path / "results/table2/acrobot/ppo-mppi-rho0.5/seed0.json"
+    second = tmp_path / "results/table2/acrobot/ppo-mppi-rho0.8/seed0.json"
+    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not first.is_file() and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+        assert first.is_file(), "the first cell never finished"
+        os.kill(driver.pid, signal.SIGKILL)  # the driver only, mid-sweep
+        driver.wait()
+        assert not second.is_file()
+    finally:
+        try:  # what the dead driver left (its Ray, the trial's actors)
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    before = first.read_text(), first.stat().st_mtime_ns
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"skip table2/acrobot/ppo-mppi-rho0.5/seed0: finished" in r.stdout
+    assert (first.read_text(), first.stat().st_mtime_ns) == before
+    assert json.loads(second.read_text())["eval"]["episodes"] == 2
+    assert "1 cells run, 1 already finished, 0 failed" in r.stdout
+    assert math.isfinite(json.loads(second.read_text())["wall_time_s"])
