@@ -1,0 +1,24 @@
+"""The paper's Table 1 baselines: PPO and SAC acting on the env's low-level actions (no planner).
+
+* `evaluate_policy` (`rlmpc.baselines.evaluate`): N seeded episodes of any ``act(obs)``,
+  summarised with the project's evaluation columns (`rlmpc.system.records.summarize`), so a
+  baseline's table compares like with like with PPO-MPPI's;
+* `train_rllib` (`rlmpc.baselines.rllib`): train RLlib's PPO or SAC (new API stack, Tables
+  3-4 hyperparameters in SB3's meaning), resumable from its work directory, and evaluate the
+  final mean policy with `evaluate_policy`.
+
+Shapes: ``nobs`` observation size, ``nu`` low-level action size (the env's action space).
+"""
+
+from rlmpc.baselines.evaluate import evaluate_policy, first_eval_seed
+
+__all__ = ["evaluate_policy", "first_eval_seed", "train_rllib"]
+
+
+def __getattr__(name: str):
+    # RLlib is heavy to import: load it only when the trainer is asked for
+    if name == "train_rllib":
+        from rlmpc.baselines.rllib import train_rllib
+
+        return train_rllib
+    raise AttributeError(name)
