@@ -109,13 +109,18 @@ class Evaluator:
 
 class Observer:
     def __init__(self) -> None:
-        self.rows, self.events, self.checkpoints = [], [], []
+        self.rows, self.events, self.checkpoints, self.evaluations = [], [], [], []
 
     def log(self, row):
         self.rows.append(row)
 
     def event(self, message):
         self.events.append(message)
+
+    def evaluated(self, result, iteration, env_steps):
+        self.evaluations.append(
+            (len(self.rows), iteration, env_steps, len(result.episodes.returns))
+        )
 
     def checkpoint(self, state):
         self.checkpoints.append(state)
@@ -293,6 +298,8 @@ def test_evaluations_are_logged_one_period_later_and_the_final_one_runs_at_the_e
     assert with_eval == [4, 6]  # started after iterations 2 and 4
     assert [obs.rows[i - 1]["eval/reward"] for i in with_eval] == [2.0, 4.0]  # their weights
     assert obs.rows[3]["eval/env_steps"] == 40 and "eval/extra" in obs.rows[3]
+    # each after the row holding its figures: (rows so far, its policy's iteration, steps, N)
+    assert obs.evaluations == [(4, 2, 40, 3), (6, 4, 80, 3)]
     assert world.evals == [(EVALUATOR, 2), (EVALUATOR, 4), (FINAL_EVALUATOR, 6)]
     assert len(result.episodes.returns) == 4
 

@@ -1,1 +1,1 @@
-"""Running a training run: configuration, command line, the run log, evaluation."""
+"""Running a training run: configuration, command line, the run log, evaluation and its media."""

@@ -88,6 +88,9 @@ class RunConfig:
     """episodes of each periodic evaluation, >= 1"""
     final_eval_episodes: int = 50
     """episodes of the final evaluation (the paper's tables use 50); 0 skips it"""
+    eval_video_frames: int = 100
+    """frames of eval_episode.gif, the final evaluation's first recorded episode step by step
+    (also logged to W&B): 0 (none) or 2..150"""
     checkpoint_every: int = 10
     """write a checkpoint every this many iterations (and at the end), >= 1"""
     keep_checkpoints: int = 3
@@ -148,6 +151,8 @@ class RunConfig:
         check("eval_every", 0)
         check("eval_episodes", 1)
         check("final_eval_episodes", 0)
+        if self.eval_video_frames != 0:
+            check("eval_video_frames", 2, 150)
         check("checkpoint_every", 1)
         check("keep_checkpoints", 1)
         check("stop_after", 0)
@@ -276,6 +281,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @property
+    def method(self) -> str:
+        """The run's method label: `WandbConfig.wandb_method`, or ppo-mppi-rho<rho0> (fixed ρ)
+        / ppo-mppi-adaptive<rho0> (Alg. 2), as `results/` names them."""
+        ir = self.influence_ratio
+        kind = "rho" if ir.mode == "fixed" else "adaptive"
+        return self.wandb.wandb_method or f"ppo-mppi-{kind}{ir.rho0:g}"
+
+    def wandb_config(self) -> dict[str, Any]:
+        """W&B's config of the run: ``method``, ``env`` and ``seed`` at the top (what panels
+        group and compare runs by), then the sections (`to_dict`)."""
+        return {"method": self.method, "env": self.run.env, "seed": self.run.seed, **self.to_dict()}
 
     @property
     def schedule(self) -> Schedule:

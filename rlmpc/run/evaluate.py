@@ -21,7 +21,10 @@ from rlmpc.system.checkpoint import CheckpointError, load_checkpoint
 from rlmpc.system.records import EvalResult, Trace, summarize
 from rlmpc.system.worker import EVAL_ACTOR_ID, RolloutWorker
 
-__all__ = ["EvalResult", "Trace", "evaluate_checkpoint", "format_table", "plot_traces", "summarize"]
+__all__ = [
+    "EvalResult", "Trace", "draw_scene", "evaluate_checkpoint", "format_table", "plot_traces",
+    "summarize",
+]  # fmt: skip
 
 _FIRST, _LAST = ("success_rate", "steps", "reward"), ("danger_steps",)
 
@@ -38,6 +41,18 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def draw_scene(ax: Any, model: Any, zone: Any) -> None:
+    """The env's fixed scene (`PlannerModel.draw`; ``model`` None: none) and the danger zone
+    ``(cx, cy, w, h)`` on a matplotlib axis."""
+    import matplotlib.patches as patches
+
+    if model is not None:
+        model.draw(ax)
+    cx, cy, w, h = (float(v) for v in zone)
+    ax.add_patch(patches.Rectangle((cx - w / 2, cy - h / 2), w, h, color="tab:red", alpha=0.3,
+                                   label="danger zone"))  # fmt: skip
+
+
 def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path:
     """Recorded episodes: the env's scene (`PlannerModel.draw`: track, pad), the danger zone,
     the candidates' planned paths, the executed path and the other agents' paths. ``model``
@@ -45,18 +60,13 @@ def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.patches as patches
     import matplotlib.pyplot as plt
 
     model = model if model is not None else result.model
     n = max(1, len(result.traces))
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), squeeze=False)
     for ax, tr in zip(axes[0], result.traces, strict=False):
-        if model is not None:
-            model.draw(ax)
-        cx, cy, w, h = tr.zone
-        ax.add_patch(patches.Rectangle((cx - w / 2, cy - h / 2), w, h, color="tab:red", alpha=0.3,
-                                       label="danger zone"))  # fmt: skip
+        draw_scene(ax, model, tr.zone)
         for p in tr.plans:
             for m in range(p.shape[0]):
                 ax.plot(p[m, :, 0], p[m, :, 1], lw=0.8, alpha=0.6,

@@ -1,7 +1,9 @@
 """One observer for the metrics of a run: ``metrics.jsonl``, W&B, the progress bar, the plots.
 
 The learner's ``update()`` and the coordinator return dicts of plain floats; `RunLogger.log` is the
-one place they go out. W&B runs offline (files under ``<run_dir>/wandb``) unless
+one place they go out. Each evaluation also goes out as a row of ``evaluations.jsonl`` and of
+the W&B table ``eval/table``, with its picture and animation where it has them
+(`RunLogger.evaluation`). W&B runs offline (files under ``<run_dir>/wandb``) unless
 ``WANDB_API_KEY`` is set or the mode is forced; ``mode="disabled"`` turns it off.
 """
 
@@ -13,6 +15,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,9 @@ class WandbConfig:
     """W&B group (e.g. one sweep); default: none"""
     wandb_tags: tuple[str, ...] = ()
     """W&B tags"""
+    wandb_method: str | None = None
+    """the run's method label, W&B's top-level config key method (beside env and seed), e.g.
+    set by a sweep; default: ppo-mppi-rho<rho0> (fixed ρ) or ppo-mppi-adaptive<rho0>"""
 
     def __post_init__(self) -> None:
         modes = ("auto", "online", "offline", "disabled")
@@ -105,6 +111,9 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.run_dir / "metrics.jsonl", "a" if resume else "w")
+        self._evaluations = open(self.run_dir / "evaluations.jsonl", "a" if resume else "w")
+        self._eval_rows: list[dict[str, Any]] = []  # what ``evaluations.jsonl`` holds
+        self._last_iteration = 0
         self._events = open(self.run_dir / "events.log", "a")
         self._bar = tqdm(
             total=total_steps,
@@ -144,6 +153,7 @@ class RunLogger:
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
         steps = int(metrics["env_steps"])
+        self._last_iteration = int(metrics.get("iteration", self._last_iteration))
         if self._wandb is not None:
             self._wandb.log(metrics, step=steps)
         self._bar.update(max(0, steps - self._last_steps))
@@ -155,18 +165,43 @@ class RunLogger:
         }
         self._bar.set_postfix(post, refresh=False)
 
+    def evaluation(self, row: dict[str, Any], image: Path | None = None,
+                   video: Path | None = None) -> None:  # fmt: skip
+        """Record one evaluation (`rlmpc.run.media.table_row`), after the row of the iteration
+        it finished at: to ``evaluations.jsonl`` (with that iteration, ``logged_at``) and to
+        W&B at that row's step: the table ``eval/table`` of every evaluation so far, the
+        picture ``eval/episodes`` and the animation ``eval/episode_video`` (a GIF or MP4)."""
+        row = {k: _jsonable(v) for k, v in row.items()}
+        self._eval_rows.append(row)
+        self._evaluations.write(json.dumps({**row, "logged_at": self._last_iteration}) + "\n")
+        self._evaluations.flush()
+        if self._wandb is None:
+            return
+        import wandb
+
+        columns = list(dict.fromkeys(k for r in self._eval_rows for k in r))
+        media: dict[str, Any] = {"eval/table": wandb.Table(
+            columns=columns, data=[[r.get(k) for k in columns] for r in self._eval_rows])}  # fmt: skip
+        if image is not None:
+            media["eval/episodes"] = wandb.Image(str(image))
+        if video is not None:
+            media["eval/episode_video"] = wandb.Video(str(video))
+        self._wandb.log(media, step=self._last_steps)
+
     def rewind(self, iteration: int) -> None:
-        """Drop the rows of ``metrics.jsonl`` after ``iteration`` (a resume continues from a
-        checkpoint of that iteration, and logs the later ones again). W&B keeps what it has:
-        it refuses steps it has seen, whose rows are the same again when resume is exact."""
-        path = self.run_dir / "metrics.jsonl"
+        """Drop the rows of ``metrics.jsonl`` after ``iteration``, and the evaluations logged
+        after it (a resume continues from a checkpoint of that iteration, and logs the later
+        ones again). W&B keeps what it has: it refuses steps it has seen, whose rows are the
+        same again when resume is exact."""
         self._metrics.close()
-        kept = [line for line in path.read_text().splitlines(keepends=True)
-                if line.strip() and json.loads(line).get("iteration", 0) <= iteration]  # fmt: skip
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
-        self._metrics = open(path, "a")
+        self._evaluations.close()
+        _keep_rows(self.run_dir / "metrics.jsonl", lambda r: r.get("iteration", 0) <= iteration)
+        kept = _keep_rows(self.run_dir / "evaluations.jsonl",
+                          lambda r: r.get("logged_at", 0) <= iteration)  # fmt: skip
+        self._eval_rows = [{k: v for k, v in r.items() if k != "logged_at"} for r in kept]
+        self._last_iteration = iteration
+        self._metrics = open(self.run_dir / "metrics.jsonl", "a")
+        self._evaluations = open(self.run_dir / "evaluations.jsonl", "a")
 
     def event(self, message: str) -> None:
         """A notable event (actor restarted, update skipped...): to events.log and the console."""
@@ -182,10 +217,22 @@ class RunLogger:
     def close(self) -> None:
         self._bar.close()
         self._metrics.close()
+        self._evaluations.close()
         self._events.close()
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def _keep_rows(path: Path, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """Rewrite the JSON lines file ``path`` (atomically) with the rows ``keep`` accepts;
+    returns them."""
+    lines = [line for line in path.read_text().splitlines(keepends=True)
+             if line.strip() and keep(json.loads(line))]  # fmt: skip
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(lines))
+    os.replace(tmp, path)
+    return [json.loads(line) for line in lines]
 
 
 def plot_curves(run_dir: str | os.PathLike, keys: tuple[str, ...] = ()) -> Path | None:

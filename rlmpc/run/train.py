@@ -28,6 +28,7 @@ import yaml
 import envs
 from rlmpc.run.config import TrainConfig, check_runnable
 from rlmpc.run.evaluate import format_table, plot_traces
+from rlmpc.run.media import episode_gif, table_row
 from rlmpc.run.runlog import RunLogger, plot_curves, run_meta
 from rlmpc.system.backend import Backend, RestoreNeeded, brief
 from rlmpc.system.checkpoint import (
@@ -74,7 +75,7 @@ class Run:
         self._backend_args = (serial, ray_address)
         self.backend = make_backend(cfg, serial, ray_address)
         self.logger = RunLogger(
-            run_dir, cfg.to_dict(), cfg.wandb, cfg.run.total_env_steps, run_dir.name,
+            run_dir, cfg.wandb_config(), cfg.wandb, cfg.run.total_env_steps, run_dir.name,
             progress=cfg.run.progress, resume=resume,
         )  # fmt: skip
         self.restores = 0
@@ -90,6 +91,11 @@ class Run:
 
     def event(self, message: str) -> None:
         self.logger.event(message)
+
+    def evaluated(self, result: EvalResult, iteration: int, env_steps: int) -> None:
+        """A periodic evaluation: its table row (it records no episodes, so no pictures)."""
+        summary = summarize(result.env, result.episodes)
+        self.logger.evaluation(table_row(summary, iteration, env_steps, final=False))
 
     def checkpoint(self, state: Checkpoint) -> None:
         save_checkpoint(self.run_dir, state.iteration, state, keep=self.cfg.run.keep_checkpoints)
@@ -153,12 +159,20 @@ class Run:
         )
 
     def _final(self, result: EvalResult) -> dict[str, Any]:
-        run = self.cfg.run
+        """eval.json, eval_episodes.png, eval_episode.gif (the first recorded episode); the
+        evaluation's table row, picture and animation to the log."""
+        run, c = self.cfg.run, self.coordinator.counters
         summary = summarize(run.env, result.episodes)
-        summary["env_steps"] = self.coordinator.counters.env_steps
+        row = table_row(summary, c.iteration, c.env_steps, final=True)
+        summary["env_steps"] = c.env_steps
         summary["seed"], summary["eval_seed"] = run.seed, run.first_eval_seed
         (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
-        plot_traces(result, self.run_dir / "eval_episodes.png")
+        image = plot_traces(result, self.run_dir / "eval_episodes.png")
+        video = None
+        if result.traces and run.eval_video_frames:
+            video = episode_gif(result.traces[0], result.model, self.run_dir / "eval_episode.gif",
+                                run.env, max_frames=run.eval_video_frames)  # fmt: skip
+        self.logger.evaluation(row, image=image, video=video)
         self.logger.summary({f"final/{k}": v["mean"] for k, v in summary.items()
                              if isinstance(v, dict)})  # fmt: skip
         return summary

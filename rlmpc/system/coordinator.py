@@ -82,6 +82,9 @@ class Observer(Protocol):
 
     def event(self, message: str) -> None: ...
 
+    def evaluated(self, result: EvalResult, iteration: int, env_steps: int) -> None:
+        """A periodic evaluation of ``iteration``'s policy, after the row holding its figures."""
+
     def checkpoint(self, state: Checkpoint) -> None: ...
 
 
@@ -298,7 +301,10 @@ class Coordinator(Recovery):
             metrics["time/collect_s"] = float(np.mean([r.seconds for r in results.values()]))
             metrics["time/iteration_s"] = time.perf_counter() - t0
             metrics.update(self._faults(results))
-            self._log({**metrics, **self._finished_eval()}, metas)
+            row, evaluated = self._finished_eval()
+            self._log({**metrics, **row}, metas)
+            if evaluated is not None:
+                self.observer.evaluated(*evaluated)
             if s.eval_every and c.iteration % s.eval_every == 0 and c.iteration < s.iterations:
                 self._start_eval()
             if any(r.snapshot is not None for r in results.values()):
@@ -370,11 +376,12 @@ class Coordinator(Recovery):
             steps = c.env_steps if steps is None else steps
             self.pending_eval = (call, due, steps, version)
 
-    def _finished_eval(self) -> dict[str, float]:
-        """The periodic evaluation due at this iteration (``eval/*``), waited for; else nothing."""
+    def _finished_eval(self) -> tuple[dict[str, float], tuple[EvalResult, int, int] | None]:
+        """The periodic evaluation due at this iteration, waited for: its ``eval/*`` figures,
+        and it with its policy's iteration and env steps; else nothing."""
         if self.pending_eval is None or self.counters.iteration < self.pending_eval[1]:
-            return {}
-        call, _, steps, _ = self.pending_eval
+            return {}, None
+        call, _, steps, version = self.pending_eval
         self.pending_eval = None
         if not self.backend.wait([call], timeout=60.0):
             self.observer.event(
@@ -391,7 +398,7 @@ class Coordinator(Recovery):
             if summary.get(k):
                 row[f"eval/{k}"] = summary[k]["mean"]
                 row[f"eval/{k}_std"] = summary[k]["std"]
-        return row
+        return row, (result, version, steps)
 
     def _final_eval(self) -> EvalResult:
         s, b = self.s, self.backend
