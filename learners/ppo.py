@@ -264,6 +264,7 @@ class PPOLearner:
         metrics = {
             "kl/planner_std": float(log_std.exp().mean()),
             "kl/weight_max": float(weights.max(-1).values.mean()),
+            "kl/return_spread": float(g.std(-1, correction=0).mean()),
         }
         if self.prior_net is not None:
             x = self.policy.normalizer(real.obs.reshape(n, self.nobs))

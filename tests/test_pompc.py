@@ -218,3 +218,45 @@ def test_intermediate_prior_resumes_exactly():
     assert state["configs"]["kl"]["kl_prior"] == "intermediate"
     with pytest.raises(ValueError, match="intermediate prior"):
         learner(kl).load_state_dict(learner().state_dict())
+
+
+# ---- the actor: candidates and their returns travel with the real fragment ---------------
+@pytest.mark.parametrize("env", ["acrobot", "racing"])
+def test_worker_scores_every_candidate_without_changing_the_fragment(env):
+    from dataclasses import replace
+
+    from planners.costs import planner_config
+    from rlmpc.system.records import FragmentId, Weights
+    from rlmpc.system.worker import RolloutWorker, WorkerSpec
+
+    spec = WorkerSpec(env, 3, 4, planner_config(env, num_samples=16), NetworkConfig(), seed=3)
+    plain, scoring = RolloutWorker(0, spec), RolloutWorker(0, replace(spec, candidate_gamma=0.9))
+    weights = Weights(plain.policy.state_dict(), scoring.values.state_dict())
+    T, B, M = 5, 3, 4
+    r0, v0, _ = plain.collect(FragmentId(0, 0), T, weights, 0)
+    r1, v1, _ = scoring.collect(FragmentId(0, 0), T, weights, 0)
+    # the same real and virtual data, bit for bit: scoring draws nothing and steps no env
+    for a, b in zip(r0[:7], r1[:7], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(v0, v1, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert r0.candidates is None and r0.candidate_returns is None
+    na = scoring.model.na
+    assert r1.candidates.shape == (T, B, M, na) and r1.candidate_returns.shape == (T, B, M)
+    assert np.isfinite(r1.candidate_returns).all()
+    # the executed action is one of the candidates, the virtual ones are the others
+    hit = (r1.candidates == r1.actions[:, :, None]).all(-1)
+    assert (hit.sum(-1) == 1).all()
+    others = r1.candidates[~hit].reshape(T, B, M - 1, na)
+    np.testing.assert_array_equal(others, v1.actions.reshape(T, B, M - 1, na))
+    # each kept candidate's G is its virtual path's H-step return with the critic at x̂_H
+    vb = v1.to_batch()
+    with torch.no_grad():
+        end = scoring.values.mean(vb.path_obs[:, -1])
+    g = candidate_returns(vb.path_rewards, end, vb.path_terminated, 0.9)
+    np.testing.assert_allclose(
+        r1.candidate_returns[~hit].reshape(-1), g.numpy(), rtol=1e-4, atol=1e-3
+    )
+    # and the fragment reaches the learner with them
+    batch = r1.to_batch()
+    assert batch.candidates.shape == (T, B, M, na)
