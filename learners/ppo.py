@@ -3,7 +3,9 @@
 One learner iteration (`PPOLearner.update`) runs, top to bottom:
 
 0. the observation statistics take in the fragment's real observations
-   (`learners.normalize.ObsNormalizer`, when ``NetworkConfig.normalize_obs``);
+   (`learners.normalize.ObsNormalizer`, when ``NetworkConfig.normalize_obs``); with PO-MPC's
+   KL prior (``kl``, `learners.pompc.KLPriorConfig`), π_prior(·|s) at every real state: π_P
+   from the step's scored candidates, or the intermediate prior π_θp after its fit to π_P;
 1. targets with the *current* critic V̄ (ensemble mean): GAE on the real fragment
    (`learners.targets.gae`) and λ-returns along each virtual sample's planned path
    (`learners.targets.virtual_lambda_return`); advantages are normalised per buffer, over
@@ -22,6 +24,10 @@ One learner iteration (`PPOLearner.update`) runs, top to bottom:
    * ``mixing="sample"`` (eq. 8, App. D): one Bernoulli(ρ) draw per real sample replaces it
      by a virtual sample, once per iteration (`learners.batches.bernoulli_mix`), and PPO runs
      unweighted on that unified buffer of the real buffer's size.
+
+With a KL prior each real minibatch adds ``λ · mean KL(π_θ ‖ π_prior)`` over its states
+(PO-MPC's regularised objective; autograd engine only). λ = 0 computes and logs the KL but
+leaves every number of the update as without it, bit for bit.
 
 A virtual sample's advantage is its path λ-return minus V̄(s_t) at its real state. Each
 minibatch step is skipped (weights and optimizer untouched, counted in ``skipped_updates``)
@@ -386,7 +392,9 @@ class PPOLearner:
         and ``loss/{policy,value}_virtual`` (means over the steps taken), ``approx_kl``,
         ``clip_fraction``, ``grad_norm``, ``explained_variance[_virtual]``, ``skipped_updates``,
         ``minibatch_updates``, ``rho_updates_skipped``, ``real_samples``, ``virtual_samples``,
-        ``virtual_fraction`` (sample mixing), ``log_std``. Loss keys are absent when every step
+        ``virtual_fraction`` (sample mixing), ``log_std``; with a KL prior ``loss/kl``,
+        ``kl/{policy_prior,planner_std,weight_max,return_spread}`` and, for the intermediate
+        prior, ``loss/kl_prior``, ``kl/intermediate_std``. Loss keys are absent when every step
         was skipped. Raises `ValueError` on mis-shaped batches and when ρ > 0 but no virtual
         samples are given (never a silent NaN).
         """
