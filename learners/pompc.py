@@ -30,7 +30,9 @@ The pieces, each one equation:
 * `IntermediatePrior`, `intermediate_prior_loss` — π_θp and its fitting loss, the forward
   KL(π_P ‖ π_θp) or the reverse KL(π_θp ‖ π_P) (PO-MPC's two intermediate-prior losses, the
   ablation of its Fig. 3);
-* `KLPriorConfig` — the options (``--kl-prior`` and the rest).
+* `KLPriorConfig` — the options (``--kl-prior`` and the rest);
+* `KLPrior` — the prior in the learner: π_prior at a real batch's states, π_θp's fit and its
+  state for checkpoints.
 
 Shapes: ``B`` states, ``M`` candidates, ``H`` horizon, ``na`` high-level action size.
 """
@@ -39,12 +41,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from learners.batches import RealBatch
 from learners.errors import ConfigError
+from learners.policy import GaussianPolicy
 from learners.targets import virtual_lambda_return
 
 
@@ -220,3 +225,122 @@ def intermediate_prior_loss(
     if loss == "reverse":
         return gaussian_kl(mean, log_std, target_mean, target_log_std)
     raise ValueError(f"loss must be 'forward' or 'reverse', got {loss!r}")
+
+
+class KLPrior:
+    """PO-MPC's prior in the learner (`learners.ppo.PPOLearner` holds one when a prior is on).
+
+    `anchor` gives π_prior(·|s) at a real batch's states: π_P from each step's candidates and
+    their returns (`planner_prior`, G divided by the critic's scale so η is scale-free), or,
+    with the intermediate prior, π_θp after `fit` to π_P on those states. π_θp is built from
+    ``init_seed`` and draws its minibatches from ``generator``, so no other random stream of
+    the learner moves; its weights, Adam state and stream are in `state_dict`.
+    """
+
+    def __init__(
+        self, config: KLPriorConfig, nobs: int, na: int, hidden_sizes: Sequence[int],
+        batch_size: int, adam_eps: float, device: torch.device, init_seed: int,
+        generator: torch.Generator,
+    ) -> None:  # fmt: skip
+        self.config, self.nobs, self.na, self.batch_size = config, nobs, na, batch_size
+        self.net: IntermediatePrior | None = None
+        if config.kl_prior == "intermediate":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(init_seed)
+                net = IntermediatePrior(nobs, na, tuple(hidden_sizes), config.kl_min_std)
+            self.net = net.to(device)
+            self.optimizer = torch.optim.Adam(
+                self.net.parameters(), lr=config.kl_prior_lr, eps=adam_eps
+            )
+            self.generator = generator
+        self.device = device
+
+    def policy_kl(self, policy: GaussianPolicy, obs: Tensor, anchor: Tensor) -> Tensor:
+        """PO-MPC's KL term per state ``[N]`` between π_θ(·|s) at ``obs [N, nobs]`` and the
+        prior ``anchor [N, 2·na]`` (mean, log-std), in ``kl_direction``; differentiable in θ."""
+        mean = policy(obs)
+        return policy_kl(
+            mean, policy.log_std.expand_as(mean), anchor[:, : self.na], anchor[:, self.na :],
+            self.config.kl_direction,
+        )  # fmt: skip
+
+    def anchor(
+        self, real: RealBatch, policy: GaussianPolicy, value_std: Tensor
+    ) -> tuple[Tensor, dict[str, float]]:
+        """π_prior(·|s) at every real state, ``[T·B, 2·na]`` (mean, log-std), and its metrics
+        (``kl/*``, ``loss/kl_prior``). ``value_std``: the critic's scale σ_G (`ValueScale.std`)."""
+        kc = self.config
+        if real.candidates is None or real.candidate_returns is None:
+            raise ValueError(
+                f"kl_prior={kc.kl_prior!r} needs each step's candidates and their returns in the "
+                "real batch (RealBatch.candidates, .candidate_returns): the actors score them "
+                "when their WorkerSpec has candidate_gamma set"
+            )
+        T, B, M, na = real.candidates.shape
+        n = T * B
+        obs = real.obs.reshape(n, self.nobs)
+        with torch.no_grad():
+            g = real.candidate_returns.reshape(n, M) / value_std.to(real.candidate_returns.dtype)
+            mean, log_std = planner_prior(
+                real.candidates.reshape(n, M, na), g, kc.kl_temperature, kc.kl_min_std
+            )
+            weights = candidate_weights(g, kc.kl_temperature)
+        metrics = {
+            "kl/planner_std": float(log_std.exp().mean()),
+            "kl/weight_max": float(weights.max(-1).values.mean()),
+            "kl/return_spread": float(g.std(-1, correction=0).mean()),
+        }
+        if self.net is not None:
+            x = policy.normalizer(obs)
+            metrics["loss/kl_prior"] = self.fit(x, mean, log_std)
+            with torch.no_grad():
+                mean, log_std = self.net(x)
+            metrics["kl/intermediate_std"] = float(log_std.exp().mean())
+        anchor = torch.cat((mean, log_std), -1)
+        with torch.no_grad():
+            metrics["kl/policy_prior"] = float(self.policy_kl(policy, obs, anchor).mean())
+        return anchor, metrics
+
+    def fit(self, x: Tensor, mean: Tensor, log_std: Tensor) -> float:
+        """PO-MPC's intermediate-prior step: ``kl_prior_epochs`` passes of Adam on
+        `intermediate_prior_loss` (forward or reverse KL to π_P = N(mean, exp(log_std)²)) over
+        the states ``x [N, nobs]`` (normalised), minibatches of ``batch_size``; the mean loss
+        (NaN when every step was skipped for a non-finite loss)."""
+        kc, n = self.config, x.shape[0]
+        losses = []
+        for _ in range(kc.kl_prior_epochs):
+            perm = torch.randperm(n, generator=self.generator).to(self.device)
+            for idx in perm.split(self.batch_size):
+                m, ls = self.net(x[idx])
+                loss = intermediate_prior_loss(m, ls, mean[idx], log_std[idx], kc.kl_prior_loss)
+                loss = loss.mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                if not bool(torch.isfinite(loss)):
+                    continue
+                loss.backward()
+                self.optimizer.step()
+                losses.append(loss.detach())
+        return float(torch.stack(losses).mean()) if losses else math.nan
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"intermediate_prior": {net, optimizer, generator}}`` (empty without π_θp)."""
+        if self.net is None:
+            return {}
+        return {
+            "intermediate_prior": {
+                "net": self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+            }
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict`'s part from a learner's state (`ValueError` if it lacks π_θp)."""
+        if self.net is None:
+            return
+        if "intermediate_prior" not in state:
+            raise ValueError("the state has no intermediate prior (kl_prior='intermediate')")
+        prior = state["intermediate_prior"]
+        self.net.load_state_dict(prior["net"])
+        self.optimizer.load_state_dict(prior["optimizer"])
+        self.generator.set_state(prior["generator"])

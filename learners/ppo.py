@@ -67,13 +67,7 @@ from learners.batches import (
 )
 from learners.fused_engine import FusedEngine
 from learners.policy import NetworkConfig, build_networks
-from learners.pompc import (
-    IntermediatePrior,
-    KLPriorConfig,
-    intermediate_prior_loss,
-    planner_prior,
-    policy_kl,
-)
+from learners.pompc import IntermediatePrior, KLPrior, KLPriorConfig
 from learners.ppo_autograd import AutogradEngine
 from learners.ppo_loss import (  # noqa: F401  (Table 3 and the loss, re-exported with the learner)
     LossTerms,
@@ -168,16 +162,13 @@ class PPOLearner:
                 "KLPriorConfig.kl_prior runs on the autograd engine only: pass engine='autograd'"
             )
         self._fused = FusedEngine(self) if self.engine == "fused" else None
-        self.prior_net: IntermediatePrior | None = None
-        if kl.kl_prior == "intermediate":  # its own seed and stream: nothing else moves
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(_generator(seed, 3).initial_seed()))
-                prior_net = IntermediatePrior(nobs, na, networks.hidden_sizes, kl.kl_min_std)
-            self.prior_net = prior_net.to(self.device)
-            self.prior_optimizer = torch.optim.Adam(
-                self.prior_net.parameters(), lr=kl.kl_prior_lr, eps=config.adam_eps
-            )
-            self.prior_generator = _generator(seed, 4)
+        self.kl_prior: KLPrior | None = None
+        if kl.enabled:  # its own seed and streams: nothing else moves
+            self.kl_prior = KLPrior(
+                kl, nobs, na, networks.hidden_sizes, config.batch_size, config.adam_eps,
+                self.device, init_seed=int(_generator(seed, 3).initial_seed()),
+                generator=_generator(seed, 4),
+            )  # fmt: skip
 
     @property
     def rho(self) -> float:
@@ -235,76 +226,14 @@ class PPOLearner:
         return Samples(tb, prior.reshape(n, -1), anchor), v.reshape(n, -1), ev
 
     # ---- PO-MPC's prior ------------------------------------------------------------------
+    @property
+    def prior_net(self) -> IntermediatePrior | None:
+        """PO-MPC's intermediate prior π_θp (None unless ``kl_prior='intermediate'``)."""
+        return None if self.kl_prior is None else self.kl_prior.net
+
     def _policy_kl(self, obs: Tensor, anchor: Tensor) -> Tensor:
-        """PO-MPC's KL term per state ``[N]`` between π_θ(·|s) and the prior ``anchor [N, 2·na]``
-        (`learners.pompc.policy_kl`, in ``kl_direction``); differentiable in θ."""
-        na = self.na
-        mean = self.policy(obs)
-        return policy_kl(
-            mean, self.policy.log_std.expand_as(mean), anchor[:, :na], anchor[:, na:],
-            self.kl_config.kl_direction,
-        )  # fmt: skip
-
-    def _anchor(self, real: RealBatch) -> tuple[Tensor, dict[str, float]]:
-        """π_prior(·|s) at every real state, ``[T·B, 2·na]`` (mean, log-std), and its metrics.
-
-        π_P from each step's candidates and their returns G (`learners.pompc.planner_prior`;
-        G in the critic's units, so η is scale-free); with the intermediate prior, π_θp is
-        first fitted to π_P on these states (`_fit_intermediate`) and stands in for it.
-        """
-        kc = self.kl_config
-        if real.candidates is None or real.candidate_returns is None:
-            raise ValueError(
-                f"kl_prior={kc.kl_prior!r} needs each step's candidates and their returns in the "
-                "real batch (RealBatch.candidates, .candidate_returns): the actors score them "
-                "when their WorkerSpec has candidate_gamma set"
-            )
-        T, B, M, na = real.candidates.shape
-        n = T * B
-        with torch.no_grad():
-            g = real.candidate_returns.reshape(n, M) / self.values.scale.std.to(self.dtype)
-            mean, log_std = planner_prior(
-                real.candidates.reshape(n, M, na), g, kc.kl_temperature, kc.kl_min_std
-            )
-            weights = torch.softmax(g / kc.kl_temperature, -1)
-        metrics = {
-            "kl/planner_std": float(log_std.exp().mean()),
-            "kl/weight_max": float(weights.max(-1).values.mean()),
-            "kl/return_spread": float(g.std(-1, correction=0).mean()),
-        }
-        if self.prior_net is not None:
-            x = self.policy.normalizer(real.obs.reshape(n, self.nobs))
-            metrics["loss/kl_prior"] = self._fit_intermediate(x, mean, log_std)
-            with torch.no_grad():
-                mean, log_std = self.prior_net(x)
-            metrics["kl/intermediate_std"] = float(log_std.exp().mean())
-        anchor = torch.cat((mean, log_std), -1)
-        with torch.no_grad():
-            metrics["kl/policy_prior"] = float(
-                self._policy_kl(real.obs.reshape(n, self.nobs), anchor).mean()
-            )
-        return anchor, metrics
-
-    def _fit_intermediate(self, x: Tensor, mean: Tensor, log_std: Tensor) -> float:
-        """PO-MPC's intermediate-prior step: ``kl_prior_epochs`` passes of Adam on
-        `learners.pompc.intermediate_prior_loss` (forward or reverse KL to π_P) over the real
-        states ``x [N, nobs]`` (normalised), minibatches of ``batch_size``; the mean loss."""
-        kc, bs, n = self.kl_config, self.config.batch_size, x.shape[0]
-        losses = []
-        for _ in range(kc.kl_prior_epochs):
-            perm = torch.randperm(n, generator=self.prior_generator).to(self.device)
-            for idx in perm.split(bs):
-                m, ls = self.prior_net(x[idx])
-                loss = intermediate_prior_loss(
-                    m, ls, mean[idx], log_std[idx], kc.kl_prior_loss
-                ).mean()
-                self.prior_optimizer.zero_grad(set_to_none=True)
-                if not bool(torch.isfinite(loss)):
-                    continue
-                loss.backward()
-                self.prior_optimizer.step()
-                losses.append(loss.detach())
-        return float(torch.stack(losses).mean()) if losses else float("nan")
+        """PO-MPC's KL term per state ``[N]`` between π_θ(·|s) and ``anchor`` (`KLPrior.policy_kl`)."""
+        return self.kl_prior.policy_kl(self.policy, obs, anchor)
 
     @torch.no_grad()
     def _virtual_targets(self, virtual: VirtualBatch) -> tuple[Samples, dict[str, float]]:
@@ -418,7 +347,9 @@ class PPOLearner:
             )
         real = real.to(self.device, self.dtype)
         self.policy.normalizer.update(real.obs)  # shared with the value heads
-        anchor, kl_metrics = self._anchor(real) if self.kl_config.enabled else (None, {})
+        anchor, kl_metrics = None, {}
+        if self.kl_prior is not None:
+            anchor, kl_metrics = self.kl_prior.anchor(real, self.policy, self.values.scale.std)
         train, real_values, ev = self._real_targets(real, anchor)
         metrics: dict[str, float] = {"ensemble_var": ensemble_variance(real_values), **kl_metrics}
         self.rho_skipped = 0
@@ -481,21 +412,9 @@ class PPOLearner:
                     "influence_ratio": dataclasses.asdict(self.influence_config),
                     "kl": dataclasses.asdict(self.kl_config),
                 },
-                **self._prior_state(),
+                **({} if self.kl_prior is None else self.kl_prior.state_dict()),
             }
         )
-
-    def _prior_state(self) -> dict[str, Any]:
-        """The intermediate prior's part of `state_dict` (nothing without one)."""
-        if self.prior_net is None:
-            return {}
-        return {
-            "intermediate_prior": {
-                "net": self.prior_net.state_dict(),
-                "optimizer": self.prior_optimizer.state_dict(),
-                "generator": self.prior_generator.get_state(),
-            }
-        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict` (copied: the learner never aliases the caller's tensors)."""
@@ -512,13 +431,8 @@ class PPOLearner:
         self.skipped_updates = int(state["skipped_updates"])
         for k, g in self.generators.items():
             g.set_state(state["generators"][k])
-        if self.prior_net is not None:
-            if "intermediate_prior" not in state:
-                raise ValueError("the state has no intermediate prior (kl_prior='intermediate')")
-            prior = state["intermediate_prior"]
-            self.prior_net.load_state_dict(prior["net"])
-            self.prior_optimizer.load_state_dict(prior["optimizer"])
-            self.prior_generator.set_state(prior["generator"])
+        if self.kl_prior is not None:
+            self.kl_prior.load_state_dict(state)
 
     def get_weights(self) -> dict[str, dict[str, Tensor]]:
         """CPU copies of the policy and value-ensemble state dicts, for shipping to actors."""

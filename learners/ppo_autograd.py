@@ -85,7 +85,7 @@ class AutogradEngine:
                 loss, terms, vterms = minibatch_loss(lrn.policy, lrn.values, mb, vmb, lrn.rho, cfg)
                 kl = None
                 if mb.anchor is not None:  # PO-MPC: L_PPO + λ KL(π_θ ‖ π_prior) on the real states
-                    kl = lrn._policy_kl(mb.batch.obs, mb.anchor)
+                    kl = lrn.kl_prior.policy_kl(lrn.policy, mb.batch.obs, mb.anchor)
                     if lrn.kl_config.kl_lambda > 0:
                         loss = loss + lrn.kl_config.kl_lambda * kl.mean()
                     else:
