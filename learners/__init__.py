@@ -23,6 +23,8 @@ Modules:
 * `learners.batches` — `RealBatch`, `VirtualBatch`, `TrainBatch`; `bernoulli_mix` (eq. 8).
 * `learners.ppo_loss` — `PPOConfig` (Table 3), L_PPO's terms, `weighted_loss` (eq. 10).
 * `learners.ppo` — `PPOLearner` (one iteration: `update`), re-exporting `learners.ppo_loss`.
+* `learners.pompc` — PO-MPC's KL prior: `KLPriorConfig`, the Gaussian KL, the planner prior
+  π_P from the M scored candidates, the intermediate prior π_θp.
 * `learners.errors` — `ConfigError`, which every config raises naming its fields.
 """
 

@@ -28,9 +28,12 @@ def _bool(x: Any) -> Tensor:
     return torch.as_tensor(np.asarray(x, dtype=bool))
 
 
-def _move(batch: tuple[Tensor, ...], device: torch.device | str, dtype: torch.dtype | None):
+def _move(batch: tuple[Tensor | None, ...], device: torch.device | str, dtype: torch.dtype | None):
     for t in batch:
-        yield t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)
+        if t is None:
+            yield None
+        else:
+            yield t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)
 
 
 def _expect(name: str, t: Tensor, shape: tuple[int, ...]) -> None:
@@ -62,6 +65,12 @@ class RealBatch(NamedTuple):
     next_obs: Tensor
     """``[T, B, nobs]`` float: s_{t+1} as the env returned it *before* any auto-reset (the
     true final observation where the episode ended; equal to ``obs[t+1]`` elsewhere)."""
+    candidates: Tensor | None = None
+    """``[T, B, M, na]`` float or None: all M candidates a^(m) drawn at s_t (PO-MPC's planner
+    prior, `learners.pompc`; shipped only when a KL prior is in play)."""
+    candidate_returns: Tensor | None = None
+    """``[T, B, M]`` float or None: each candidate's planned return G^(m)
+    (`learners.pompc.candidate_returns`, raw units)."""
 
     @classmethod
     def from_numpy(
@@ -73,9 +82,12 @@ class RealBatch(NamedTuple):
         terminated: Any,
         truncated: Any,
         next_obs: Any,
+        candidates: Any = None,
+        candidate_returns: Any = None,
         dtype: torch.dtype = torch.float32,
     ) -> RealBatch:
         """Build (and shape-check) from numpy arrays; floats become ``dtype``."""
+        opt = lambda x: None if x is None else _float(x, dtype)
         batch = cls(
             obs=_float(obs, dtype),
             actions=_float(actions, dtype),
@@ -84,6 +96,8 @@ class RealBatch(NamedTuple):
             terminated=_bool(terminated),
             truncated=_bool(truncated),
             next_obs=_float(next_obs, dtype),
+            candidates=opt(candidates),
+            candidate_returns=opt(candidate_returns),
         )
         batch.dims()
         return batch
@@ -101,6 +115,12 @@ class RealBatch(NamedTuple):
         for name in ("logp", "rewards", "terminated", "truncated"):
             _expect(f"RealBatch.{name}", getattr(self, name), (T, B))
         _expect("RealBatch.next_obs", self.next_obs, (T, B, nobs))
+        if (self.candidates is None) != (self.candidate_returns is None):
+            raise ValueError("RealBatch.candidates and .candidate_returns come together")
+        if self.candidates is not None:
+            M = self.candidates.shape[2] if self.candidates.ndim == 4 else -1
+            _expect("RealBatch.candidates", self.candidates, (T, B, M, na))
+            _expect("RealBatch.candidate_returns", self.candidate_returns, (T, B, M))
         if T < 1 or B < 1:
             raise ValueError(f"RealBatch must hold at least one step, got T={T}, B={B}")
         return T, B, nobs, na
@@ -111,8 +131,10 @@ class RealBatch(NamedTuple):
 
     @staticmethod
     def concat(batches: Sequence[RealBatch]) -> RealBatch:
-        """Join fragments of equal length T side by side (along the env axis B)."""
-        return RealBatch(*(torch.cat(ts, dim=1) for ts in zip(*batches, strict=True)))
+        """Join fragments of equal length T side by side (along the env axis B); the
+        candidates only when every fragment has them."""
+        cat = lambda ts: None if any(t is None for t in ts) else torch.cat(ts, dim=1)
+        return RealBatch(*(cat(ts) for ts in zip(*batches, strict=True)))
 
 
 class VirtualBatch(NamedTuple):
@@ -238,21 +260,32 @@ class Samples(NamedTuple):
     """``N`` samples with their targets."""
     prior: Tensor
     """``[N, D]`` β p_d(s) of each sample (`ValueEnsemble.prior_values`, once per iteration)."""
+    anchor: Tensor | None = None
+    """``[N, 2·na]`` or None: PO-MPC's prior π_prior(·|s) at each sample's state, its mean then
+    its log-std (`learners.pompc`); None where no KL prior applies (virtual samples)."""
 
     def index(self, idx: Tensor) -> Samples:
         """The samples at ``idx`` (``[n]`` long), gathered into new tensors."""
-        return Samples(self.batch.index(idx), self.prior[idx])
+        anchor = None if self.anchor is None else self.anchor[idx]
+        return Samples(self.batch.index(idx), self.prior[idx], anchor)
 
     def split(self, size: int) -> list[Samples]:
         """Consecutive minibatches of ``size`` samples (views; the last may be shorter)."""
         parts = [t.split(size) for t in (*self.batch, self.prior)]
-        return [Samples(TrainBatch(*p[:-1]), p[-1]) for p in zip(*parts, strict=True)]
+        anchors = self.anchor.split(size) if self.anchor is not None else [None] * len(parts[0])
+        return [
+            Samples(TrainBatch(*p[:-1]), p[-1], a)
+            for p, a in zip(zip(*parts, strict=True), anchors, strict=True)
+        ]
 
     def cat(self, other: Samples) -> Samples:
-        """These samples followed by ``other``'s."""
+        """These samples followed by ``other``'s (with anchors only when both have them)."""
         fields = zip((*self.batch, self.prior), (*other.batch, other.prior), strict=True)
         joined = [torch.cat(pair) for pair in fields]
-        return Samples(TrainBatch(*joined[:-1]), joined[-1])
+        anchor = None
+        if self.anchor is not None and other.anchor is not None:
+            anchor = torch.cat((self.anchor, other.anchor))
+        return Samples(TrainBatch(*joined[:-1]), joined[-1], anchor)
 
 
 def bernoulli_mix(

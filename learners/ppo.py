@@ -3,7 +3,9 @@
 One learner iteration (`PPOLearner.update`) runs, top to bottom:
 
 0. the observation statistics take in the fragment's real observations
-   (`learners.normalize.ObsNormalizer`, when ``NetworkConfig.normalize_obs``);
+   (`learners.normalize.ObsNormalizer`, when ``NetworkConfig.normalize_obs``); with PO-MPC's
+   KL prior (``kl``, `learners.pompc.KLPriorConfig`), π_prior(·|s) at every real state: π_P
+   from the step's scored candidates, or the intermediate prior π_θp after its fit to π_P;
 1. targets with the *current* critic V̄ (ensemble mean): GAE on the real fragment
    (`learners.targets.gae`) and λ-returns along each virtual sample's planned path
    (`learners.targets.virtual_lambda_return`); advantages are normalised per buffer, over
@@ -22,6 +24,10 @@ One learner iteration (`PPOLearner.update`) runs, top to bottom:
    * ``mixing="sample"`` (eq. 8, App. D): one Bernoulli(ρ) draw per real sample replaces it
      by a virtual sample, once per iteration (`learners.batches.bernoulli_mix`), and PPO runs
      unweighted on that unified buffer of the real buffer's size.
+
+With a KL prior each real minibatch adds ``λ · mean KL(π_θ ‖ π_prior)`` over its states
+(PO-MPC's regularised objective; autograd engine only). λ = 0 computes and logs the KL but
+leaves every number of the update as without it, bit for bit.
 
 A virtual sample's advantage is its path λ-return minus V̄(s_t) at its real state. Each
 minibatch step is skipped (weights and optimizer untouched, counted in ``skipped_updates``)
@@ -61,6 +67,7 @@ from learners.batches import (
 )
 from learners.fused_engine import FusedEngine
 from learners.policy import NetworkConfig, build_networks
+from learners.pompc import IntermediatePrior, KLPrior, KLPriorConfig
 from learners.ppo_autograd import AutogradEngine
 from learners.ppo_loss import (  # noqa: F401  (Table 3 and the loss, re-exported with the learner)
     LossTerms,
@@ -103,8 +110,10 @@ class PPOLearner:
         device: str | torch.device = "cpu",
         seed: int = 0,
         engine: Literal["fused", "autograd"] | None = None,
+        kl: KLPriorConfig | None = None,
     ) -> None:
         config = config or PPOConfig()
+        kl = kl or KLPriorConfig()
         networks = networks or NetworkConfig()
         influence_ratio = influence_ratio or InfluenceRatioConfig()
         if influence_ratio.mode == "adaptive" and networks.ensemble_size < 2:
@@ -117,8 +126,14 @@ class PPOLearner:
                 "InfluenceRatioConfig.update_every='minibatch' needs PPOConfig.mixing='loss': "
                 "per-sample mixing draws the unified buffer once per iteration"
             )
+        if kl.enabled and config.mixing == "sample":
+            raise ValueError(
+                "KLPriorConfig.kl_prior needs PPOConfig.mixing='loss': the KL term is taken on "
+                "the real states, which per-sample mixing replaces"
+            )
         self.nobs, self.na = nobs, na
         self.config, self.network_config, self.influence_config = config, networks, influence_ratio
+        self.kl_config = kl
         self.device = torch.device(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -142,7 +157,18 @@ class PPOLearner:
         self.engine = engine or config.engine
         if self.engine not in ("fused", "autograd"):
             raise ValueError(f"engine must be 'fused' or 'autograd', got {self.engine!r}")
+        if kl.enabled and self.engine == "fused":
+            raise ValueError(
+                "KLPriorConfig.kl_prior runs on the autograd engine only: pass engine='autograd'"
+            )
         self._fused = FusedEngine(self) if self.engine == "fused" else None
+        self.kl_prior: KLPrior | None = None
+        if kl.enabled:  # its own seed and streams: nothing else moves
+            self.kl_prior = KLPrior(
+                kl, nobs, na, networks.hidden_sizes, config.batch_size, config.adam_eps,
+                self.device, init_seed=int(_generator(seed, 3).initial_seed()),
+                generator=_generator(seed, 4),
+            )  # fmt: skip
 
     @property
     def rho(self) -> float:
@@ -170,15 +196,23 @@ class PPOLearner:
         return (torch.bernoulli(torch.full((n, D), p), generator=gen) / p).to(self.device)
 
     @torch.no_grad()
-    def _real_targets(self, real: RealBatch) -> tuple[Samples, Tensor, float]:
+    def _real_targets(
+        self, real: RealBatch, anchor: Tensor | None = None
+    ) -> tuple[Samples, Tensor, float]:
         """Flat real samples with GAE targets (raw units), the heads' values ``[T·B, D]`` (the
-        heads' units), the explained variance."""
+        heads' units), the explained variance. ``anchor [T·B, 2·na]``: PO-MPC's prior at the
+        real states, attached to the samples (and, with ``kl_critic``, subtracted from the
+        rewards as λ·KL: PO-MPC's KL-regularised value target)."""
         cfg = self.config
         heads, prior = self._critic(real.obs)
         v = heads + prior
         v_bar = self.values.scale.denormalize(v.mean(-1))
+        rewards = real.rewards
+        if anchor is not None and self.kl_config.kl_critic and self.kl_config.kl_lambda > 0:
+            penalty = self._policy_kl(real.obs.reshape(-1, self.nobs), anchor)
+            rewards = rewards - self.kl_config.kl_lambda * penalty.reshape(rewards.shape)
         adv, ret = gae(
-            real.rewards, v_bar, self._critic_mean(real.next_obs), real.terminated,
+            rewards, v_bar, self._critic_mean(real.next_obs), real.terminated,
             real.truncated, cfg.gamma, cfg.gae_lambda,
         )  # fmt: skip
         n = adv.numel()
@@ -189,7 +223,17 @@ class PPOLearner:
             self._boot(n, self.generators["real"]),
         )  # fmt: skip
         ev = explained_variance(v_bar.reshape(n), ret.reshape(n))
-        return Samples(tb, prior.reshape(n, -1)), v.reshape(n, -1), ev
+        return Samples(tb, prior.reshape(n, -1), anchor), v.reshape(n, -1), ev
+
+    # ---- PO-MPC's prior ------------------------------------------------------------------
+    @property
+    def prior_net(self) -> IntermediatePrior | None:
+        """PO-MPC's intermediate prior π_θp (None unless ``kl_prior='intermediate'``)."""
+        return None if self.kl_prior is None else self.kl_prior.net
+
+    def _policy_kl(self, obs: Tensor, anchor: Tensor) -> Tensor:
+        """PO-MPC's KL term per state ``[N]`` between π_θ(·|s) and ``anchor`` (`KLPrior.policy_kl`)."""
+        return self.kl_prior.policy_kl(self.policy, obs, anchor)
 
     @torch.no_grad()
     def _virtual_targets(self, virtual: VirtualBatch) -> tuple[Samples, dict[str, float]]:
@@ -222,8 +266,8 @@ class PPOLearner:
         if bool(torch.isfinite(train.batch.returns).all()):
             a, b = scale.update(train.batch.returns)
             self.values.rescale_heads(a, b)
-        in_units = lambda s: Samples(
-            s.batch._replace(returns=scale.normalize(s.batch.returns)), s.prior
+        in_units = lambda s: s._replace(
+            batch=s.batch._replace(returns=scale.normalize(s.batch.returns))
         )
         return in_units(train), None if virt is None else in_units(virt)
 
@@ -277,7 +321,9 @@ class PPOLearner:
         and ``loss/{policy,value}_virtual`` (means over the steps taken), ``approx_kl``,
         ``clip_fraction``, ``grad_norm``, ``explained_variance[_virtual]``, ``skipped_updates``,
         ``minibatch_updates``, ``rho_updates_skipped``, ``real_samples``, ``virtual_samples``,
-        ``virtual_fraction`` (sample mixing), ``log_std``. Loss keys are absent when every step
+        ``virtual_fraction`` (sample mixing), ``log_std``; with a KL prior ``loss/kl``,
+        ``kl/{policy_prior,planner_std,weight_max,return_spread}`` and, for the intermediate
+        prior, ``loss/kl_prior``, ``kl/intermediate_std``. Loss keys are absent when every step
         was skipped. Raises `ValueError` on mis-shaped batches and when ρ > 0 but no virtual
         samples are given (never a silent NaN).
         """
@@ -301,8 +347,11 @@ class PPOLearner:
             )
         real = real.to(self.device, self.dtype)
         self.policy.normalizer.update(real.obs)  # shared with the value heads
-        train, real_values, ev = self._real_targets(real)
-        metrics: dict[str, float] = {"ensemble_var": ensemble_variance(real_values)}
+        anchor, kl_metrics = None, {}
+        if self.kl_prior is not None:
+            anchor, kl_metrics = self.kl_prior.anchor(real, self.policy, self.values.scale.std)
+        train, real_values, ev = self._real_targets(real, anchor)
+        metrics: dict[str, float] = {"ensemble_var": ensemble_variance(real_values), **kl_metrics}
         self.rho_skipped = 0
         if self.influence_config.update_every == "iteration":
             self.rho_skipped += self.update_rho(real_values)
@@ -361,7 +410,9 @@ class PPOLearner:
                     "ppo": dataclasses.asdict(self.config),
                     "networks": dataclasses.asdict(self.network_config),
                     "influence_ratio": dataclasses.asdict(self.influence_config),
+                    "kl": dataclasses.asdict(self.kl_config),
                 },
+                **({} if self.kl_prior is None else self.kl_prior.state_dict()),
             }
         )
 
@@ -380,6 +431,8 @@ class PPOLearner:
         self.skipped_updates = int(state["skipped_updates"])
         for k, g in self.generators.items():
             g.set_state(state["generators"][k])
+        if self.kl_prior is not None:
+            self.kl_prior.load_state_dict(state)
 
     def get_weights(self) -> dict[str, dict[str, Tensor]]:
         """CPU copies of the policy and value-ensemble state dicts, for shipping to actors."""

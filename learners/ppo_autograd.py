@@ -26,6 +26,7 @@ STEP_METRICS = (
     "clip_fraction",
 )  # fmt: skip
 VIRTUAL_METRICS = ("loss/policy_virtual", "loss/value_virtual")
+KL_METRICS = ("loss/kl",)
 
 
 class AutogradEngine:
@@ -47,9 +48,10 @@ class AutogradEngine:
 
     @torch.no_grad()
     def step_metrics(
-        self, loss: Tensor, grad_norm: Tensor, terms: LossTerms, vterms: LossTerms | None
-    ) -> Tensor:
-        """``[K]`` metrics of one step taken, in the order of `STEP_METRICS` (+ virtual)."""
+        self, loss: Tensor, grad_norm: Tensor, terms: LossTerms, vterms: LossTerms | None,
+        kl: Tensor | None = None,
+    ) -> Tensor:  # fmt: skip
+        """``[K]`` metrics of one step taken, in the order of `STEP_METRICS` (+ virtual, + KL)."""
         ratio = torch.exp(terms.log_ratio)
         row = [
             terms.policy.mean(), terms.value.mean(), -terms.entropy.mean(), loss, grad_norm,
@@ -58,6 +60,8 @@ class AutogradEngine:
         ]  # fmt: skip
         if vterms is not None:
             row += [vterms.policy.mean(), vterms.value.mean()]
+        if kl is not None:
+            row += [kl.mean()]
         return torch.stack(row)
 
     def run(self, train: Samples, virt: Samples | None) -> tuple[dict[str, float], int, int]:
@@ -79,6 +83,13 @@ class AutogradEngine:
                     with torch.no_grad():
                         lrn.rho_skipped += lrn.update_rho(lrn.values(mb.batch.obs, mb.prior))
                 loss, terms, vterms = minibatch_loss(lrn.policy, lrn.values, mb, vmb, lrn.rho, cfg)
+                kl = None
+                if mb.anchor is not None:  # PO-MPC: L_PPO + λ KL(π_θ ‖ π_prior) on the real states
+                    kl = lrn.kl_prior.policy_kl(lrn.policy, mb.batch.obs, mb.anchor)
+                    if lrn.kl_config.kl_lambda > 0:
+                        loss = loss + lrn.kl_config.kl_lambda * kl.mean()
+                    else:
+                        kl = kl.detach()
                 optimizer.zero_grad(set_to_none=True)
                 if not bool(torch.isfinite(loss)):
                     skipped += 1
@@ -90,9 +101,10 @@ class AutogradEngine:
                     skipped += 1
                     continue
                 optimizer.step()
-                logs.append(self.step_metrics(loss, grad_norm, terms, vterms))
+                logs.append(self.step_metrics(loss, grad_norm, terms, vterms, kl))
         metrics: dict[str, float] = {}
         if logs:  # one host transfer for all of them
             keys = STEP_METRICS if virt is None else STEP_METRICS + VIRTUAL_METRICS
+            keys += KL_METRICS if train.anchor is not None else ()
             metrics.update(zip(keys, torch.stack(logs).mean(0).tolist(), strict=True))
         return metrics, len(logs), skipped

@@ -18,6 +18,7 @@ import yaml
 
 import envs
 from learners.policy import NetworkConfig
+from learners.pompc import KLPriorConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag
@@ -36,6 +37,7 @@ _SECTIONS: list[tuple[str, type | None, str, str]] = [
     ),
     ("networks", NetworkConfig, "networks", ""),
     ("planner", None, "MPPI planner (App. C, Table 5)", ""),
+    ("kl", KLPriorConfig, "PO-MPC's KL prior (Serra-Gomez et al., arXiv 2510.04280)", ""),
     ("wandb", WandbConfig, "Weights & Biases", ""),
 ]
 _PREFIX = {section: prefix for section, _, _, prefix in _SECTIONS}

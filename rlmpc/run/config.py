@@ -9,6 +9,7 @@ Components and their sections on the command line (``python launch.py --help``):
 | influence ratio | `learners.rho.InfluenceRatioConfig` | §4.2, Alg. 2 |
 | networks | `learners.policy.NetworkConfig` | §4.4 ensemble |
 | planner | `planners.costs.PlannerConfig` (per env) | App. C, Table 5 |
+| kl | `learners.pompc.KLPriorConfig` | PO-MPC's KL prior (Serra-Gomez et al.) |
 | wandb | `rlmpc.run.runlog.WandbConfig` | |
 
 Per-env presets (`envs.registry.EnvSpec.presets`) set the defaults that differ between
@@ -30,6 +31,7 @@ import envs
 from envs.faults import parse_rates
 from learners.errors import ConfigError
 from learners.policy import NetworkConfig
+from learners.pompc import KLPriorConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from planners.costs import PlannerConfig
@@ -234,6 +236,7 @@ class TrainConfig:
     networks: NetworkConfig
     planner: PlannerConfig
     wandb: WandbConfig
+    kl: KLPriorConfig = KLPriorConfig()
 
     def __post_init__(self) -> None:
         n, total = self.ppo.n_steps, self.run.envs_total
@@ -261,6 +264,25 @@ class TrainConfig:
                 "update_every='minibatch' needs mixing='loss': per-sample mixing draws the "
                 "unified buffer once per iteration",
             )
+        if self.kl.enabled:
+            if self.ppo.engine != "autograd":
+                raise ConfigError(
+                    ("kl.kl_prior", "ppo.engine"),
+                    f"kl_prior={self.kl.kl_prior!r} runs on the autograd engine only: add "
+                    "--engine autograd (the fused engine has no KL term yet)",
+                )
+            if self.ppo.mixing != "loss":
+                raise ConfigError(
+                    ("kl.kl_prior", "ppo.mixing"),
+                    "the KL prior is taken on the real states, which per-sample mixing "
+                    "replaces: it needs mixing='loss'",
+                )
+            if self.run.num_candidates < 2:
+                raise ConfigError(
+                    ("kl.kl_prior", "run.num_candidates"),
+                    "the planner prior is fitted to each step's candidates: it needs "
+                    f"num_candidates >= 2, got {self.run.num_candidates}",
+                )
         if not isinstance(self.planner, envs.spec(self.run.env).planner):
             raise ConfigError(
                 ("planner", "run.env"),
@@ -319,6 +341,7 @@ class TrainConfig:
             planner=self.planner, networks=self.networks, seed=run.seed,
             device=run.actor_device, threads=run.threads, virtual_terminal=run.virtual_terminal,
             inject_faults=tuple(run.fault_rates.items()), env_step_timeout=run.env_step_timeout,
+            candidate_gamma=self.ppo.gamma if self.kl.enabled else None,
         )  # fmt: skip
 
     def eval_spec(self, episodes: int) -> WorkerSpec:
@@ -326,7 +349,9 @@ class TrainConfig:
         needs cluster resources (a CARLA server). No faults are injected into its envs."""
         needs = bool(envs.spec(self.run.env).resources_per_env)
         n = 1 if needs else min(10, max(episodes, 1))
-        return dataclasses.replace(self.worker_spec(), n_envs=n, device="cpu", inject_faults=())
+        return dataclasses.replace(
+            self.worker_spec(), n_envs=n, device="cpu", inject_faults=(), candidate_gamma=None
+        )
 
     def learner_spec(self) -> LearnerSpec:
         """What the learner is built from: its sections, the env's sizes, its device."""
@@ -335,7 +360,7 @@ class TrainConfig:
         return LearnerSpec(
             model.nobs, model.na, self.ppo, self.networks, self.influence_ratio,
             device=resolve_device(self.run.learner_device), seed=self.run.seed,
-            threads=self.run.threads,
+            threads=self.run.threads, kl=self.kl,
         )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import torch
 
 from learners.batches import RealBatch, VirtualBatch
 from learners.policy import NetworkConfig
+from learners.pompc import KLPriorConfig
 from learners.ppo import PPOConfig, PPOLearner
 from learners.rho import InfluenceRatioConfig
 from rlmpc.system.records import RealArrays, VirtualArrays, Weights
@@ -41,12 +42,14 @@ class Learner:
         device: str = "cpu",
         seed: int = 0,
         threads: int = 1,
+        kl: KLPriorConfig | None = None,
     ) -> None:
         torch.set_num_threads(threads)
         keep_freed_memory()  # minibatch tensors come and go thousands of times an iteration
         self.ppo = PPOLearner(
-            nobs, na, ppo, networks, influence_ratio, device=resolve_device(device), seed=seed
-        )
+            nobs, na, ppo, networks, influence_ratio, device=resolve_device(device), seed=seed,
+            kl=kl,
+        )  # fmt: skip
         self.version = 0
 
     def train(self, reals: list[RealArrays], virtuals: list[VirtualArrays]) -> dict[str, float]:

@@ -69,15 +69,21 @@ class RealArrays(NamedTuple):
     terminated: np.ndarray
     truncated: np.ndarray
     next_obs: np.ndarray
+    candidates: np.ndarray | None = None
+    """``[T, B, M, na]`` every candidate drawn at s_t (PO-MPC's planner prior; None: not scored)"""
+    candidate_returns: np.ndarray | None = None
+    """``[T, B, M]`` their planned returns G^(m) (`learners.pompc.candidate_returns`)"""
 
     @staticmethod
     def stack(steps: list[RealStep]) -> RealArrays:
-        """T steps ``[B, ...]`` -> one fragment ``[T, B, ...]``."""
+        """T steps ``[B, ...]`` -> one fragment ``[T, B, ...]`` (candidates are added after)."""
         return RealArrays(*(np.stack(column) for column in zip(*steps, strict=True)))
 
     def to_batch(self) -> RealBatch:
         # arrays fetched from the object store are read-only views; torch wants its own
-        return RealBatch.from_numpy(**{k: np.array(v) for k, v in self._asdict().items()})
+        return RealBatch.from_numpy(
+            **{k: None if v is None else np.array(v) for k, v in self._asdict().items()}
+        )
 
 
 class VirtualArrays(NamedTuple):

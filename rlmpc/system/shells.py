@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import envs
 from learners.policy import NetworkConfig
+from learners.pompc import KLPriorConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from rlmpc.system.backend import (
@@ -53,6 +54,7 @@ class LearnerSpec:
     device: str = "cpu"
     seed: int = 0
     threads: int = 1
+    kl: KLPriorConfig = KLPriorConfig()
 
 
 class Shards(Protocol):
@@ -135,7 +137,7 @@ class LearnerShell:
     def __init__(self, spec: LearnerSpec, shards: Shards) -> None:
         self.learner = Learner(
             spec.nobs, spec.na, spec.ppo, spec.networks, spec.influence_ratio,
-            device=spec.device, seed=spec.seed, threads=spec.threads,
+            device=spec.device, seed=spec.seed, threads=spec.threads, kl=spec.kl,
         )  # fmt: skip
         self.shards = shards
 

@@ -6,7 +6,11 @@ Per step (Alg. 1's inner loop, batched over the worker's B envs), `RolloutWorker
 2. plan once for all of them (`planners.MPPI`: shared K noise sequences, M cost updates);
 3. execute a uniformly chosen ``m*`` in the real env → one real transition (eq. 5);
 4. keep the other ``M-1`` candidates as virtual samples (eq. 7) with their planned paths,
-   re-scored with r̂ and mapped to observations with ψ (eq. 6), for the learner's targets.
+   re-scored with r̂ and mapped to observations with ψ (eq. 6), for the learner's targets;
+5. with PO-MPC's KL prior (``WorkerSpec.candidate_gamma``), score all M candidates on one
+   scale, G^(m) = Σ_k γ^k r̂_k + γ^H V̄(ψ(x̂_H)) along each planned path with this worker's
+   copy of the critic (`learners.pompc.candidate_returns`), and ship the candidates and their
+   G with the real fragment (`RealArrays.candidates`, ``.candidate_returns``); no env steps.
 
 The warm start of each env is the executed candidate's plan, shifted (zero after a reset).
 While training, an env step that raises, returns a non-finite observation or reward, or takes
@@ -41,6 +45,7 @@ import torch
 import envs
 from envs.faults import STALL_PAST_TIMEOUT, FaultInjector
 from learners.policy import NetworkConfig, build_networks
+from learners.pompc import candidate_returns
 from planners.costs import PlannerConfig, build_planner
 from planners.mppi import shift_warm_start
 from rlmpc.system import snapshots
@@ -84,6 +89,9 @@ class WorkerSpec:
     (`envs.faults.FaultInjector`); none: the envs are not wrapped"""
     env_step_timeout: float = math.inf
     """seconds an env step may take while training before it costs its episode"""
+    candidate_gamma: float | None = None
+    """PO-MPC's planner prior (`learners.pompc`): the discount γ of each candidate's planned
+    return G^(m), shipped with the real fragment; None: the candidates are not scored"""
 
 
 def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
@@ -130,6 +138,17 @@ class _Kept(NamedTuple):
     """``[B, M-1, H, nu]`` their planned control sequences."""
 
 
+class _Scored(NamedTuple):
+    """One step's M candidates, for their returns G^(m) (PO-MPC's planner prior)."""
+
+    x: torch.Tensor
+    """``[B, nx]`` the planner states the plans start from."""
+    actions: torch.Tensor
+    """``[B, M, na]`` all M candidates a^(m)."""
+    controls: torch.Tensor
+    """``[B, M, H, nu]`` their planned control sequences."""
+
+
 class RolloutWorker:
     """Acts in ``spec.n_envs`` envs with the policy + MPPI and returns fragments of T steps.
 
@@ -160,9 +179,11 @@ class RolloutWorker:
         self.horizon = spec.planner.planning_horizon
         self.values = None
         value_fn = None
-        if spec.planner.w_value > 0:  # eq. (41): -w_value V(ψ(x_H)), V from the learner's weights
+        if spec.planner.w_value > 0 or spec.candidate_gamma is not None:
+            # eq. (41): -w_value V(ψ(x_H)), and PO-MPC's G^(m): V from the learner's weights
             self.values = build_networks(self.model.nobs, self.model.na, spec.networks)[1]
             self.values.to(self.device).eval()
+        if spec.planner.w_value > 0:
             value_fn = self._terminal_value
         self.planner = build_planner(self.model, spec.planner, value_fn=value_fn)
         self.policy = build_networks(self.model.nobs, self.model.na, spec.networks)[0].to(
@@ -222,9 +243,9 @@ class RolloutWorker:
 
     def _act(
         self, st: _Acting, mode: Training | Evaluation
-    ) -> tuple[RealStep | None, _Kept | None]:
-        """One step of the live envs (module doc, 1-3); the real step and the M-1 candidates
-        kept for step 4 when training (None: none).
+    ) -> tuple[RealStep | None, _Kept | None, _Scored | None]:
+        """One step of the live envs (module doc, 1-3); the real step, the M-1 candidates
+        kept for step 4 and the M candidates to score for step 5, when training (None: none).
 
         While training, an env step that fails (`_guarded_step`) costs its episode: the
         transition is a truncation with reward 0 and next_obs s_t, nothing non-finite, and
@@ -281,19 +302,55 @@ class RolloutWorker:
             else:
                 st.obs[r] = o
         if logp is None:
-            return None, None
+            return None, None, None
+        scored = None
+        if self.spec.candidate_gamma is not None:
+            scored = _Scored(x, actions, plan.controls)
         real = RealStep(
             s_t, actions[ar, chosen].cpu().numpy(), logp[ar, chosen].cpu().numpy(), rewards,
             terminated, truncated, next_obs,
         )  # fmt: skip
         if M == 1 or not self.spec.keep_virtual:
-            return real, None
+            return real, None, scored
         # the M-1 candidates that were not executed, per env, in candidate order
         keep = np.ones((n, M), bool)
         keep[ar, chosen] = False
         idx = torch.as_tensor(np.nonzero(keep)[1].reshape(n, M - 1), device=self.device)
         take = lambda t: torch.take_along_dim(t, idx.view(n, M - 1, *([1] * (t.ndim - 2))), dim=1)
-        return real, _Kept(s_t, x, take(actions), take(logp), take(plan.controls))
+        kept = _Kept(s_t, x, take(actions), take(logp), take(plan.controls))
+        return real, kept, scored
+
+    def _rollout(
+        self, x: torch.Tensor, seqs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Planned paths ``[T, B, m, H+1, nx]`` of ``seqs [T, B, m, H, nu]`` from ``x [T, B, nx]``,
+        r̂ along them ``[T, B, m, H]`` (plus terminal rewards, by the run's rule) and the
+        model's terminal flags ``[T, B, m, H]`` (eqs. 6-7)."""
+        model = self.model
+        x = x.unsqueeze(2)  # [T, B, 1, nx]
+        paths = self.planner.paths(x.expand(*seqs.shape[:3], x.shape[-1]), seqs)
+        reward_after = getattr(model, "reward_after", None)  # r̂ read off x_{t+1}, no re-stepping
+        if reward_after is not None:
+            path_rewards = reward_after(paths[..., 1:, :])
+        else:
+            path_rewards = model.reward(paths[..., :-1, :], seqs)
+        terminated = model.terminated(paths[..., 1:, :])
+        if self.spec.virtual_terminal == "reward":
+            path_rewards = path_rewards + model.terminal_reward(paths[..., 1:, :])
+        return paths, path_rewards, terminated
+
+    @torch.inference_mode()
+    def _candidate_returns(self, steps: list[_Scored]) -> tuple[np.ndarray, np.ndarray]:
+        """Step 5 for T steps at once: the candidates ``[T, B, M, na]`` and their planned
+        returns G ``[T, B, M]`` (`learners.pompc.candidate_returns`, the critic at x̂_H)."""
+        seqs = torch.stack([s.controls for s in steps])  # [T, B, M, H, nu]
+        paths, path_rewards, terminated = self._rollout(torch.stack([s.x for s in steps]), seqs)
+        end = self.values.mean(self.model.observe(paths[..., -1, :]).to(torch.float32))
+        g = candidate_returns(
+            path_rewards.to(torch.float32), end, terminated, self.spec.candidate_gamma
+        )
+        actions = torch.stack([s.actions for s in steps])
+        return actions.cpu().numpy(), g.cpu().numpy()
 
     @torch.inference_mode()
     def _virtual(self, steps: list[_Kept]) -> VirtualArrays:
@@ -304,16 +361,7 @@ class RolloutWorker:
         """
         model = self.model
         seqs = torch.stack([s.controls for s in steps])  # [T, B, M-1, H, nu]
-        x = torch.stack([s.x for s in steps]).unsqueeze(2)  # [T, B, 1, nx]
-        paths = self.planner.paths(x.expand(*seqs.shape[:3], x.shape[-1]), seqs)
-        reward_after = getattr(model, "reward_after", None)  # r̂ read off x_{t+1}, no re-stepping
-        if reward_after is not None:
-            path_rewards = reward_after(paths[..., 1:, :])
-        else:
-            path_rewards = model.reward(paths[..., :-1, :], seqs)
-        terminated = model.terminated(paths[..., 1:, :])
-        if self.spec.virtual_terminal == "reward":
-            path_rewards = path_rewards + model.terminal_reward(paths[..., 1:, :])
+        paths, path_rewards, terminated = self._rollout(torch.stack([s.x for s in steps]), seqs)
         M1 = seqs.shape[2]
         return VirtualArrays(
             obs=np.repeat(np.stack([s.obs for s in steps])[:, :, None], M1, axis=2),
@@ -332,21 +380,27 @@ class RolloutWorker:
         start = time.perf_counter()
         if weights is not None:
             self.set_weights(weights, version)
-        reals, kept, training = [], [], Training()
+        reals, kept, scored, training = [], [], [], Training()
         with torch.inference_mode():
             for _ in range(steps):
-                real, k = self._act(self.acting, training)
+                real, k, sc = self._act(self.acting, training)
                 reals.append(real)
                 if k is not None:
                     kept.append(k)
+                if sc is not None:
+                    scored.append(sc)
         virtual = self._virtual(kept).flatten() if kept else None
+        real_arrays = RealArrays.stack(reals)
+        if scored:
+            cands, returns = self._candidate_returns(scored)
+            real_arrays = real_arrays._replace(candidates=cands, candidate_returns=returns)
         n_virtual = 0 if virtual is None else len(virtual.obs)
         meta = FragmentMeta(fid, self.version, steps * self.spec.n_envs, n_virtual)
         result = CollectResult(
             meta, self.acting.episodes.pop(), self.snapshot() if snapshot else None,
             time.perf_counter() - start,
         )  # fmt: skip
-        return RealArrays.stack(reals), virtual, result
+        return real_arrays, virtual, result
 
     @torch.inference_mode()
     def evaluate(self, weights: Weights | None, episodes: int, seed: int = 10_000,

@@ -1,0 +1,346 @@
+"""PO-MPC in the hierarchy: the planner's distribution over the high-level action as a KL prior.
+
+PO-MPC (Serra-Gomez et al., arXiv 2510.04280) regularises the policy toward the planner's
+action distribution π_P with a strength λ, optionally through a learned *intermediate prior*
+π_θp fitted to the planner's samples:
+
+    L(θ) = L_PPO(θ) + λ · KL(π_θ(·|s) ‖ π_prior(·|s))          (PO-MPC's KL-regularised policy
+                                                                  objective, §3; reverse KL)
+
+λ → 0 is return maximisation alone, large λ clones the prior. PO-MPC plans in the policy's own
+action space; here the policy acts in the high-level space a and MPPI plans controls u, so
+the prior must be a distribution over a. Every step already draws M candidates
+a^(m) ~ π_old(·|s) and plans each; their MPPI costs are not comparable (each candidate sets
+its own cost), but their planned paths all score on one scale, the model's reward plus the
+critic at the path's end (`candidate_returns`):
+
+    G^(m) = Σ_{k<H} γ^k r̂_k + γ^H V(ψ(x̂_H))          (stopping at a planned terminal state)
+
+The planner-improved distribution over a is the E-step of MPO/AWR on those M samples,
+π_P(a^(m)|s) ∝ exp(G^(m)/η) (`candidate_weights`), and a Gaussian fitted to the weighted
+candidates gives π_P(·|s) in closed form (`planner_prior`). η is read in the critic's units
+(the learner divides G by the value scale σ_G), so one η means the same on every env.
+
+The pieces, each one equation:
+
+* `gaussian_kl` — KL(p ‖ q) of diagonal Gaussians (the KL term of the objective above, either
+  direction; `policy_kl` picks it);
+* `candidate_returns` — G^(m), the H-step (λ = 1) return of each planned path;
+* `candidate_weights`, `planner_prior` — the E-step and its Gaussian fit;
+* `IntermediatePrior`, `intermediate_prior_loss` — π_θp and its fitting loss, the forward
+  KL(π_P ‖ π_θp) or the reverse KL(π_θp ‖ π_P) (PO-MPC's two intermediate-prior losses, the
+  ablation of its Fig. 3);
+* `KLPriorConfig` — the options (``--kl-prior`` and the rest);
+* `KLPrior` — the prior in the learner: π_prior at a real batch's states, π_θp's fit and its
+  state for checkpoints.
+
+Shapes: ``B`` states, ``M`` candidates, ``H`` horizon, ``na`` high-level action size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from learners.batches import RealBatch
+from learners.errors import ConfigError
+from learners.policy import GaussianPolicy
+from learners.targets import virtual_lambda_return
+
+
+@dataclass(frozen=True)
+class KLPriorConfig:
+    """PO-MPC's KL prior on the high-level policy (`learners.pompc`); off by default."""
+
+    kl_prior: Literal["none", "planner", "intermediate"] = "none"
+    """PO-MPC's prior π_prior the policy is regularised toward: 'none' (plain PPO-MPPI),
+    'planner' (π_P: the Gaussian fitted to each step's M candidates weighted by
+    exp(G/η), G their planned return), 'intermediate' (π_θp: a network fitted to π_P
+    each iteration, PO-MPC's learned intermediate prior)"""
+    kl_lambda: float = 1.0
+    """λ >= 0, the KL term's weight in the policy loss (PO-MPC's ablations: 0.1, 1, 9);
+    0 leaves PPO-MPPI unchanged"""
+    kl_direction: Literal["reverse", "forward"] = "reverse"
+    """'reverse': KL(π_θ ‖ π_prior) (PO-MPC's); 'forward': KL(π_prior ‖ π_θ)"""
+    kl_temperature: float = 1.0
+    """η > 0, the temperature of the candidates' weights exp(G/η), in the critic's units
+    (the std of the real returns when --normalize-values, else raw return units)"""
+    kl_min_std: float = 0.05
+    """floor of π_P's std per action dimension, > 0 (M weighted samples can collapse)"""
+    kl_critic: bool = False
+    """also regularise the critic's target, as PO-MPC's KL-regularised value: the real
+    rewards become r_t - λ·KL(π_θ(·|s_t) ‖ π_prior(·|s_t)) in GAE"""
+    kl_prior_loss: Literal["forward", "reverse"] = "forward"
+    """how π_θp is fitted to π_P (PO-MPC Fig. 3): 'forward' KL(π_P ‖ π_θp), 'reverse' KL(π_θp ‖ π_P)"""
+    kl_prior_lr: float = 3e-4
+    """Adam step size of π_θp, > 0"""
+    kl_prior_epochs: int = 10
+    """passes of π_θp's fit over each iteration's real states (minibatches of --batch-size), >= 1"""
+
+    def __post_init__(self) -> None:
+        choices = {
+            "kl_prior": ("none", "planner", "intermediate"),
+            "kl_direction": ("reverse", "forward"),
+            "kl_prior_loss": ("forward", "reverse"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    name, f"{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
+        if not (math.isfinite(self.kl_lambda) and self.kl_lambda >= 0.0):
+            raise ConfigError("kl_lambda", f"kl_lambda must be finite and >= 0, got {self.kl_lambda}")
+        for name in ("kl_temperature", "kl_min_std", "kl_prior_lr"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0.0):
+                raise ConfigError(name, f"{name} must be finite and > 0, got {v}")
+        if self.kl_prior_epochs < 1:
+            raise ConfigError(
+                "kl_prior_epochs", f"kl_prior_epochs must be >= 1, got {self.kl_prior_epochs}"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """A prior is in play (the actors score their candidates, the learner builds π_prior)."""
+        return self.kl_prior != "none"
+
+
+def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:
+    """KL(p ‖ q) of diagonal Gaussians, summed over the last axis ``[..., na] -> [...]``::
+
+        KL = Σ_i log σ_q,i - log σ_p,i + (σ_p,i² + (μ_p,i - μ_q,i)²) / (2 σ_q,i²) - 1/2
+
+    (the KL term of PO-MPC's regularised objective; inputs broadcast)."""
+    var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
+    diff = (mean_p - mean_q) * torch.exp(-log_std_q)
+    return (log_std_q - log_std_p + 0.5 * (var_ratio + diff.square()) - 0.5).sum(-1)
+
+
+def policy_kl(
+    mean: Tensor, log_std: Tensor, prior_mean: Tensor, prior_log_std: Tensor,
+    direction: Literal["reverse", "forward"],
+) -> Tensor:  # fmt: skip
+    """PO-MPC's KL term between π_θ = N(mean, σ²) and π_prior: 'reverse' KL(π_θ ‖ π_prior)
+    (the paper's), 'forward' KL(π_prior ‖ π_θ); ``[..., na] -> [...]``."""
+    if direction == "reverse":
+        return gaussian_kl(mean, log_std, prior_mean, prior_log_std)
+    if direction == "forward":
+        return gaussian_kl(prior_mean, prior_log_std, mean, log_std)
+    raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
+
+
+def candidate_returns(
+    path_rewards: Tensor, end_values: Tensor, path_terminated: Tensor, gamma: float
+) -> Tensor:
+    """G^(m) of each planned path, the scale the candidates are compared on::
+
+        G = Σ_{k<H} γ^k r̂_k + γ^H V(ψ(x̂_H)),   nothing after a planned terminal state
+
+    ``path_rewards [..., H]``, ``end_values [...]`` (V̄ at the path's last state, raw units),
+    ``path_terminated [..., H]`` → ``[...]``. The λ = 1 case of the virtual data's path
+    λ-return (`learners.targets.virtual_lambda_return`), which needs the critic only at x̂_H.
+    """
+    lead, H = path_rewards.shape[:-1], path_rewards.shape[-1]
+    r = path_rewards.reshape(-1, H)
+    values = torch.zeros(r.shape[0], H + 1, dtype=r.dtype, device=r.device)
+    values[:, -1] = end_values.reshape(-1).to(r.dtype)
+    g = virtual_lambda_return(r, values, path_terminated.reshape(-1, H), gamma, 1.0)
+    return g.reshape(lead)
+
+
+def candidate_weights(returns: Tensor, eta: float) -> Tensor:
+    """The E-step over M candidates, π_P(a^(m)|s) ∝ exp(G^(m)/η): ``[..., M]``, summing to 1
+    (MPO/AWR's non-parametric improvement step; softmax, so stable for any G)."""
+    return torch.softmax(returns / eta, dim=-1)
+
+
+def planner_prior(
+    candidates: Tensor, returns: Tensor, eta: float, min_std: float
+) -> tuple[Tensor, Tensor]:
+    """π_P(·|s): the Gaussian fitted to the candidates weighted by `candidate_weights`::
+
+        w_m = softmax(G/η)_m,  μ_P = Σ_m w_m a^(m),  σ_P² = max(Σ_m w_m (a^(m) - μ_P)², σ_min²)
+
+    per action dimension (the weighted maximum-likelihood fit, the M-step's closed form).
+    ``candidates [..., M, na]``, ``returns [..., M]`` → ``(mean [..., na], log_std [..., na])``.
+    """
+    if candidates.shape[:-1] != returns.shape:
+        raise ValueError(
+            f"candidates [..., M, na] and returns [..., M] disagree: {list(candidates.shape)}, "
+            f"{list(returns.shape)}"
+        )
+    w = candidate_weights(returns, eta)[..., None]
+    mean = (w * candidates).sum(-2)
+    var = (w * (candidates - mean[..., None, :]).square()).sum(-2)
+    log_std = 0.5 * torch.log(var.clamp(min=min_std * min_std))
+    return mean, log_std
+
+
+class IntermediatePrior(nn.Module):
+    """π_θp(a|s) = N(μ_θp(s), diag σ_θp(s)²): PO-MPC's learned intermediate prior over the
+    high-level action, fitted to π_P across states and iterations (a smoothed planner).
+
+    Takes *normalised* observations (the policy's normaliser, applied by the learner): its
+    statistics are the policy's and are not duplicated here. Two tanh layers like the policy,
+    the mean and the log-std as two heads; log σ is clamped to [log σ_min, 1].
+    """
+
+    def __init__(self, nobs: int, na: int, hidden_sizes=(64, 64), min_std: float = 0.05) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        sizes = [nobs, *hidden_sizes]
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            lin = nn.Linear(n_in, n_out)
+            nn.init.orthogonal_(lin.weight, gain=math.sqrt(2.0))
+            nn.init.zeros_(lin.bias)
+            layers += [lin, nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(sizes[-1], 2 * na)
+        nn.init.orthogonal_(self.head.weight, gain=0.01)
+        nn.init.zeros_(self.head.bias)
+        self.na, self.log_min_std = na, math.log(min_std)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x [..., nobs]`` (normalised) → ``(mean [..., na], log_std [..., na])``."""
+        out = self.head(self.body(x))
+        mean, log_std = out.split(self.na, dim=-1)
+        return mean, log_std.clamp(self.log_min_std, 1.0)
+
+
+def intermediate_prior_loss(
+    mean: Tensor, log_std: Tensor, target_mean: Tensor, target_log_std: Tensor,
+    loss: Literal["forward", "reverse"],
+) -> Tensor:  # fmt: skip
+    """π_θp's fitting loss per state ``[...]`` (PO-MPC's intermediate-prior losses, Fig. 3):
+    'forward' KL(π_P ‖ π_θp) (mass-covering; equals the candidates' weighted negative
+    log-likelihood up to a constant when σ_P is above its floor), 'reverse' KL(π_θp ‖ π_P)
+    (mode-seeking)."""
+    if loss == "forward":
+        return gaussian_kl(target_mean, target_log_std, mean, log_std)
+    if loss == "reverse":
+        return gaussian_kl(mean, log_std, target_mean, target_log_std)
+    raise ValueError(f"loss must be 'forward' or 'reverse', got {loss!r}")
+
+
+class KLPrior:
+    """PO-MPC's prior in the learner (`learners.ppo.PPOLearner` holds one when a prior is on).
+
+    `anchor` gives π_prior(·|s) at a real batch's states: π_P from each step's candidates and
+    their returns (`planner_prior`, G divided by the critic's scale so η is scale-free), or,
+    with the intermediate prior, π_θp after `fit` to π_P on those states. π_θp is built from
+    ``init_seed`` and draws its minibatches from ``generator``, so no other random stream of
+    the learner moves; its weights, Adam state and stream are in `state_dict`.
+    """
+
+    def __init__(
+        self, config: KLPriorConfig, nobs: int, na: int, hidden_sizes: Sequence[int],
+        batch_size: int, adam_eps: float, device: torch.device, init_seed: int,
+        generator: torch.Generator,
+    ) -> None:  # fmt: skip
+        self.config, self.nobs, self.na, self.batch_size = config, nobs, na, batch_size
+        self.net: IntermediatePrior | None = None
+        if config.kl_prior == "intermediate":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(init_seed)
+                net = IntermediatePrior(nobs, na, tuple(hidden_sizes), config.kl_min_std)
+            self.net = net.to(device)
+            self.optimizer = torch.optim.Adam(
+                self.net.parameters(), lr=config.kl_prior_lr, eps=adam_eps
+            )
+            self.generator = generator
+        self.device = device
+
+    def policy_kl(self, policy: GaussianPolicy, obs: Tensor, anchor: Tensor) -> Tensor:
+        """PO-MPC's KL term per state ``[N]`` between π_θ(·|s) at ``obs [N, nobs]`` and the
+        prior ``anchor [N, 2·na]`` (mean, log-std), in ``kl_direction``; differentiable in θ."""
+        mean = policy(obs)
+        return policy_kl(
+            mean, policy.log_std.expand_as(mean), anchor[:, : self.na], anchor[:, self.na :],
+            self.config.kl_direction,
+        )  # fmt: skip
+
+    def anchor(
+        self, real: RealBatch, policy: GaussianPolicy, value_std: Tensor
+    ) -> tuple[Tensor, dict[str, float]]:
+        """π_prior(·|s) at every real state, ``[T·B, 2·na]`` (mean, log-std), and its metrics
+        (``kl/*``, ``loss/kl_prior``). ``value_std``: the critic's scale σ_G (`ValueScale.std`)."""
+        kc = self.config
+        if real.candidates is None or real.candidate_returns is None:
+            raise ValueError(
+                f"kl_prior={kc.kl_prior!r} needs each step's candidates and their returns in the "
+                "real batch (RealBatch.candidates, .candidate_returns): the actors score them "
+                "when their WorkerSpec has candidate_gamma set"
+            )
+        T, B, M, na = real.candidates.shape
+        n = T * B
+        obs = real.obs.reshape(n, self.nobs)
+        with torch.no_grad():
+            g = real.candidate_returns.reshape(n, M) / value_std.to(real.candidate_returns.dtype)
+            mean, log_std = planner_prior(
+                real.candidates.reshape(n, M, na), g, kc.kl_temperature, kc.kl_min_std
+            )
+            weights = candidate_weights(g, kc.kl_temperature)
+        metrics = {
+            "kl/planner_std": float(log_std.exp().mean()),
+            "kl/weight_max": float(weights.max(-1).values.mean()),
+            "kl/return_spread": float(g.std(-1, correction=0).mean()),
+        }
+        if self.net is not None:
+            x = policy.normalizer(obs)
+            metrics["loss/kl_prior"] = self.fit(x, mean, log_std)
+            with torch.no_grad():
+                mean, log_std = self.net(x)
+            metrics["kl/intermediate_std"] = float(log_std.exp().mean())
+        anchor = torch.cat((mean, log_std), -1)
+        with torch.no_grad():
+            metrics["kl/policy_prior"] = float(self.policy_kl(policy, obs, anchor).mean())
+        return anchor, metrics
+
+    def fit(self, x: Tensor, mean: Tensor, log_std: Tensor) -> float:
+        """PO-MPC's intermediate-prior step: ``kl_prior_epochs`` passes of Adam on
+        `intermediate_prior_loss` (forward or reverse KL to π_P = N(mean, exp(log_std)²)) over
+        the states ``x [N, nobs]`` (normalised), minibatches of ``batch_size``; the mean loss
+        (NaN when every step was skipped for a non-finite loss)."""
+        kc, n = self.config, x.shape[0]
+        losses = []
+        for _ in range(kc.kl_prior_epochs):
+            perm = torch.randperm(n, generator=self.generator).to(self.device)
+            for idx in perm.split(self.batch_size):
+                m, ls = self.net(x[idx])
+                loss = intermediate_prior_loss(m, ls, mean[idx], log_std[idx], kc.kl_prior_loss)
+                loss = loss.mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                if not bool(torch.isfinite(loss)):
+                    continue
+                loss.backward()
+                self.optimizer.step()
+                losses.append(loss.detach())
+        return float(torch.stack(losses).mean()) if losses else math.nan
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"intermediate_prior": {net, optimizer, generator}}`` (empty without π_θp)."""
+        if self.net is None:
+            return {}
+        return {
+            "intermediate_prior": {
+                "net": self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+            }
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict`'s part from a learner's state (`ValueError` if it lacks π_θp)."""
+        if self.net is None:
+            return
+        if "intermediate_prior" not in state:
+            raise ValueError("the state has no intermediate prior (kl_prior='intermediate')")
+        prior = state["intermediate_prior"]
+        self.net.load_state_dict(prior["net"])
+        self.optimizer.load_state_dict(prior["optimizer"])
+        self.generator.set_state(prior["generator"])

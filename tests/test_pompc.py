@@ -1,0 +1,287 @@
+"""PO-MPC's KL prior in the hierarchy (`learners.pompc`): the maths against twins and hand
+computations, λ = 0 is PPO-MPPI bit for bit, a one-step toy with a known answer, resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from learners import InfluenceRatioConfig, NetworkConfig, PPOConfig, PPOLearner, RealBatch
+from learners.errors import ConfigError
+from learners.pompc import (
+    KLPriorConfig,
+    candidate_returns,
+    candidate_weights,
+    gaussian_kl,
+    intermediate_prior_loss,
+    planner_prior,
+    policy_kl,
+)
+from tests.test_ppo import virtual_batch
+
+NOBS, NA, M = 3, 2, 4
+SMALL = PPOConfig(batch_size=16, n_epochs=2)
+NETS = NetworkConfig(hidden_sizes=(8,), ensemble_size=3)
+
+
+def real_batch(T=8, B=4, seed=0, nobs=NOBS, na=NA, M=M) -> RealBatch:
+    rng = np.random.default_rng(seed)
+    return RealBatch.from_numpy(
+        obs=rng.normal(size=(T, B, nobs)),
+        actions=rng.normal(size=(T, B, na)),
+        logp=rng.normal(size=(T, B)) - 2.0,
+        rewards=rng.normal(size=(T, B)),
+        terminated=rng.random((T, B)) < 0.1,
+        truncated=rng.random((T, B)) < 0.1,
+        next_obs=rng.normal(size=(T, B, nobs)),
+        candidates=rng.normal(size=(T, B, M, na)),
+        candidate_returns=rng.normal(size=(T, B, M)),
+    )
+
+
+def learner(kl: KLPriorConfig | None = None, rho=0.0, seed=0, config=SMALL) -> PPOLearner:
+    return PPOLearner(
+        NOBS, NA, config, NETS, InfluenceRatioConfig(rho0=rho), seed=seed, engine="autograd",
+        kl=kl,
+    )  # fmt: skip
+
+
+def same_networks(a: PPOLearner, b: PPOLearner) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    nets = all(torch.equal(sa[k][n], sb[k][n]) for k in ("policy", "values") for n in sa[k])
+    oa, ob = sa["optimizer"]["state"], sb["optimizer"]["state"]
+    return nets and all(torch.equal(oa[i][k], ob[i][k]) for i in oa for k in oa[i])
+
+
+# ---- the maths --------------------------------------------------------------------------
+@pytest.mark.parametrize("direction", ["reverse", "forward"])
+def test_gaussian_kl_matches_a_monte_carlo_twin(direction):
+    g = torch.Generator().manual_seed(0)
+    mean, prior_mean = torch.randn(3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    log_std = 0.3 * torch.randn(3, generator=g, dtype=torch.float64)
+    prior_log_std = 0.3 * torch.randn(3, generator=g, dtype=torch.float64)
+    kl = float(policy_kl(mean, log_std, prior_mean, prior_log_std, direction))
+    # the twin: E_p[log p(x) - log q(x)] by sampling from p
+    p, q = ((mean, log_std), (prior_mean, prior_log_std))[:: 1 if direction == "reverse" else -1]
+    dist = lambda m, ls: torch.distributions.Normal(m, ls.exp())
+    x = dist(*p).sample((400_000,))
+    mc = float((dist(*p).log_prob(x) - dist(*q).log_prob(x)).sum(-1).mean())
+    assert kl > 0 and abs(kl - mc) < 0.02 * max(1.0, kl)
+    # and torch's closed form
+    ref = torch.distributions.kl_divergence(dist(*p), dist(*q)).sum()
+    assert kl == pytest.approx(float(ref), rel=1e-10)
+
+
+def test_kl_of_equal_gaussians_is_zero_and_the_directions_differ():
+    m, ls = torch.tensor([0.2, -1.0]), torch.tensor([0.0, -0.5])
+    assert float(gaussian_kl(m, ls, m, ls)) == pytest.approx(0.0, abs=1e-7)
+    a = float(policy_kl(m, ls, m + 1.0, ls + 1.0, "reverse"))
+    b = float(policy_kl(m, ls, m + 1.0, ls + 1.0, "forward"))
+    assert a != pytest.approx(b)
+
+
+def test_candidate_weighted_prior_by_hand():
+    # three candidates, returns (0, ln 2, 0), η = 1: weights (1/4, 1/2, 1/4)
+    cands = torch.tensor([[[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]], dtype=torch.float64)  # [1, 3, 2]
+    G = torch.tensor([[0.0, math.log(2.0), 0.0]], dtype=torch.float64)
+    w = candidate_weights(G, 1.0)
+    assert torch.allclose(w, torch.tensor([[0.25, 0.5, 0.25]], dtype=torch.float64))
+    mean, log_std = planner_prior(cands, G, eta=1.0, min_std=0.05)
+    # dim 0: μ = 0·¼ + 1·½ + 2·¼ = 1, σ² = ¼·1 + ½·0 + ¼·1 = ½; dim 1: all equal, σ at its floor
+    assert torch.allclose(mean, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
+    assert torch.allclose(log_std.exp(), torch.tensor([[math.sqrt(0.5), 0.05]], dtype=torch.float64))
+    # η scales the returns: (0, 2 ln 2, 0) at η = 2 is the same distribution
+    mean2, log_std2 = planner_prior(cands, 2.0 * G, eta=2.0, min_std=0.05)
+    assert torch.allclose(mean2, mean) and torch.allclose(log_std2, log_std)
+    # η → ∞: the plain mean of the candidates; η → 0: the best one (σ at the floor)
+    mean_hot, _ = planner_prior(cands, G, eta=1e9, min_std=0.05)
+    mean_cold, ls_cold = planner_prior(cands, G, eta=1e-9, min_std=0.05)
+    assert torch.allclose(mean_hot, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
+    assert torch.allclose(mean_cold, cands[:, 1]) and torch.allclose(ls_cold.exp(), torch.tensor(0.05, dtype=torch.float64))
+
+
+def test_candidate_returns_by_hand():
+    r = torch.tensor([[1.0, 2.0], [1.0, 2.0]])
+    term = torch.tensor([[False, False], [True, False]])
+    g = candidate_returns(r, torch.tensor([10.0, 10.0]), term, gamma=0.5)
+    # 1 + 0.5·2 + 0.25·10 = 4.5; a terminal planned state after the first step stops it: 1
+    assert torch.allclose(g, torch.tensor([4.5, 1.0]))
+    # leading shapes are kept: [T, B, M, H] -> [T, B, M]
+    g3 = candidate_returns(r.expand(2, 3, 2, 2), torch.full((2, 3, 2), 10.0), term.expand(2, 3, 2, 2), 0.5)
+    assert g3.shape == (2, 3, 2) and torch.allclose(g3[1, 2], g)
+
+
+def test_intermediate_prior_losses_are_the_two_kls():
+    m, ls, tm, tls = torch.randn(4, 2), torch.randn(4, 2) * 0.1, torch.randn(4, 2), torch.randn(4, 2) * 0.1
+    assert torch.allclose(intermediate_prior_loss(m, ls, tm, tls, "forward"), gaussian_kl(tm, tls, m, ls))
+    assert torch.allclose(intermediate_prior_loss(m, ls, tm, tls, "reverse"), gaussian_kl(m, ls, tm, tls))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("kl_prior", "mpc"), ("kl_lambda", -0.1), ("kl_lambda", math.inf), ("kl_direction", "both"),
+     ("kl_temperature", 0.0), ("kl_min_std", 0.0), ("kl_prior_loss", "x"), ("kl_prior_lr", 0.0),
+     ("kl_prior_epochs", 0)],
+)  # fmt: skip
+def test_invalid_kl_options_are_refused_naming_the_field(field, value):
+    with pytest.raises(ConfigError) as err:
+        KLPriorConfig(**{field: value})
+    assert err.value.fields == (field,)
+
+
+def test_construction_refuses_the_fused_engine_and_sample_mixing():
+    kl = KLPriorConfig("planner")
+    with pytest.raises(ValueError, match="autograd"):
+        PPOLearner(NOBS, NA, SMALL, NETS, kl=kl)  # the default engine is the fused one
+    with pytest.raises(ValueError, match="mixing"):
+        PPOLearner(NOBS, NA, PPOConfig(mixing="sample"), NETS, engine="autograd", kl=kl)
+
+
+def test_a_kl_prior_without_candidates_is_an_error():
+    lrn = learner(KLPriorConfig("planner"))
+    bare = real_batch()._replace(candidates=None, candidate_returns=None)
+    with pytest.raises(ValueError, match="candidates"):
+        lrn.update(bare)
+
+
+# ---- the learner ------------------------------------------------------------------------
+@pytest.mark.parametrize("prior", ["planner", "intermediate"])
+@pytest.mark.parametrize("rho", [0.0, 0.3])
+def test_lambda_zero_is_ppo_mppi_bit_for_bit(prior, rho):
+    plain, zero = learner(rho=rho), learner(KLPriorConfig(prior, kl_lambda=0.0, kl_critic=True), rho=rho)
+    for it in range(2):
+        real, virt = real_batch(seed=it), virtual_batch(seed=it, nobs=NOBS, na=NA)
+        m_plain = plain.update(real, virt)
+        m_zero = zero.update(real, virt)
+        assert same_networks(plain, zero)
+        assert all(m_zero[k] == v or (math.isnan(v) and math.isnan(m_zero[k])) for k, v in m_plain.items())
+        assert "loss/kl" in m_zero and "kl/policy_prior" in m_zero
+    if prior == "intermediate":
+        assert math.isfinite(m_zero["loss/kl_prior"])
+    # and λ > 0 does change the policy
+    some = learner(KLPriorConfig(prior, kl_lambda=1.0), rho=rho)
+    some.update(real_batch(seed=0), virtual_batch(seed=0, nobs=NOBS, na=NA))
+    plain2 = learner(rho=rho)
+    plain2.update(real_batch(seed=0), virtual_batch(seed=0, nobs=NOBS, na=NA))
+    assert not same_networks(plain2, some)
+
+
+def _toy_batch(rng: np.random.Generator, a_star: float, n: int = 256) -> RealBatch:
+    """One-step episodes at one state; every reward 0 (PPO's advantage is 0 everywhere, so
+    the PPO gradient on the policy vanishes); the candidates are a_star ± 0.2 with equal
+    returns and a_star with a higher one: π_P's mean is a_star exactly."""
+    obs = np.zeros((1, n, 1))
+    cands = np.array([a_star - 0.2, a_star, a_star + 0.2])[None, None, :, None].repeat(n, 1)
+    returns = np.array([0.0, 1.0, 0.0])[None, None].repeat(n, 1)
+    return RealBatch.from_numpy(
+        obs=obs, actions=rng.normal(size=(1, n, 1)), logp=np.full((1, n), -1.0),
+        rewards=np.zeros((1, n)), terminated=np.ones((1, n), bool),
+        truncated=np.zeros((1, n), bool), next_obs=obs, candidates=cands,
+        candidate_returns=returns,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("prior", ["planner", "intermediate"])
+def test_one_step_toy_large_lambda_puts_the_mean_on_the_prior_mean(prior):
+    cfg = PPOConfig(batch_size=64, n_epochs=10, learning_rate=1e-2)
+    kls = {lam: KLPriorConfig(prior, kl_lambda=lam, kl_prior_lr=1e-2) for lam in (0.0, 9.0)}
+    learners = {
+        lam: PPOLearner(1, 1, cfg, NETS, InfluenceRatioConfig(rho0=0.0), engine="autograd", kl=kl)
+        for lam, kl in kls.items()
+    }  # fmt: skip
+    s = torch.zeros(1, 1)
+    start = float(learners[0.0].policy.mean(s))
+    a_star = 0.5
+    for it in range(8):
+        for lam, lrn in learners.items():
+            lrn.update(_toy_batch(np.random.default_rng(it), a_star))
+    # λ = 0: the PPO gradient alone, and it is zero here: the mean has not moved
+    assert float(learners[0.0].policy.mean(s)) == start
+    # large λ: the mean is on π_prior's mean, a_star
+    assert float(learners[9.0].policy.mean(s)) == pytest.approx(a_star, abs=0.03)
+
+
+def test_intermediate_prior_resumes_exactly():
+    kl = KLPriorConfig("intermediate", kl_lambda=1.0)
+    a = learner(kl)
+    a.update(real_batch(seed=0))
+    state = a.state_dict()
+    b = learner(kl, seed=99)
+    b.load_state_dict(state)
+    m_a, m_b = a.update(real_batch(seed=1)), b.update(real_batch(seed=1))
+    assert m_a == m_b and same_networks(a, b)
+    pa, pb = a.prior_net.state_dict(), b.prior_net.state_dict()
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert state["configs"]["kl"]["kl_prior"] == "intermediate"
+    with pytest.raises(ValueError, match="intermediate prior"):
+        learner(kl).load_state_dict(learner().state_dict())
+
+
+# ---- the actor: candidates and their returns travel with the real fragment ---------------
+@pytest.mark.parametrize("env", ["acrobot", "racing"])
+def test_worker_scores_every_candidate_without_changing_the_fragment(env):
+    from dataclasses import replace
+
+    from planners.costs import planner_config
+    from rlmpc.system.records import FragmentId, Weights
+    from rlmpc.system.worker import RolloutWorker, WorkerSpec
+
+    spec = WorkerSpec(env, 3, 4, planner_config(env, num_samples=16), NetworkConfig(), seed=3)
+    plain, scoring = RolloutWorker(0, spec), RolloutWorker(0, replace(spec, candidate_gamma=0.9))
+    weights = Weights(plain.policy.state_dict(), scoring.values.state_dict())
+    T, B, M = 5, 3, 4
+    r0, v0, _ = plain.collect(FragmentId(0, 0), T, weights, 0)
+    r1, v1, _ = scoring.collect(FragmentId(0, 0), T, weights, 0)
+    # the same real and virtual data, bit for bit: scoring draws nothing and steps no env
+    for a, b in zip(r0[:7], r1[:7], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(v0, v1, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert r0.candidates is None and r0.candidate_returns is None
+    na = scoring.model.na
+    assert r1.candidates.shape == (T, B, M, na) and r1.candidate_returns.shape == (T, B, M)
+    assert np.isfinite(r1.candidate_returns).all()
+    # the executed action is one of the candidates, the virtual ones are the others
+    hit = (r1.candidates == r1.actions[:, :, None]).all(-1)
+    assert (hit.sum(-1) == 1).all()
+    others = r1.candidates[~hit].reshape(T, B, M - 1, na)
+    np.testing.assert_array_equal(others, v1.actions.reshape(T, B, M - 1, na))
+    # each kept candidate's G is its virtual path's H-step return with the critic at x̂_H
+    vb = v1.to_batch()
+    with torch.no_grad():
+        end = scoring.values.mean(vb.path_obs[:, -1])
+    g = candidate_returns(vb.path_rewards, end, vb.path_terminated, 0.9)
+    np.testing.assert_allclose(
+        r1.candidate_returns[~hit].reshape(-1), g.numpy(), rtol=1e-4, atol=1e-3
+    )
+    # and the fragment reaches the learner with them
+    batch = r1.to_batch()
+    assert batch.candidates.shape == (T, B, M, na)
+
+
+# ---- the command line -----------------------------------------------------------------------
+def test_command_line_options_and_refusals(capsys):
+    from rlmpc.run.cli import parse
+
+    cfg = parse([]).cfg
+    assert cfg.kl == KLPriorConfig() and cfg.worker_spec().candidate_gamma is None
+    cfg = parse(["--engine", "autograd", "--kl-prior", "intermediate", "--kl-lambda", "9",
+                 "--kl-direction", "forward", "--kl-temperature", "0.5"]).cfg  # fmt: skip
+    assert (cfg.kl.kl_prior, cfg.kl.kl_lambda, cfg.kl.kl_direction) == ("intermediate", 9.0, "forward")
+    assert cfg.worker_spec().candidate_gamma == cfg.ppo.gamma and cfg.learner_spec().kl == cfg.kl
+    assert cfg.eval_spec(10).candidate_gamma is None
+    refusals = [
+        (["--kl-prior", "planner"], ["--kl-prior", "--engine"]),
+        (["--kl-prior", "planner", "--engine", "autograd", "--mixing", "sample"], ["--kl-prior", "--mixing"]),
+        (["--kl-prior", "planner", "--engine", "autograd", "--num-candidates", "1",
+          "--influence-ratio-rho0", "0"], ["--kl-prior", "--num-candidates"]),
+        (["--kl-lambda", "-1"], ["--kl-lambda"]),
+    ]  # fmt: skip
+    for argv, named in refusals:
+        with pytest.raises(SystemExit):
+            parse(argv)
+        err = capsys.readouterr().err
+        assert all(flag in err for flag in named), err
