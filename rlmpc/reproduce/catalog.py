@@ -175,7 +175,8 @@ PRESETS: dict[str, Preset] = {
         "smoke", {"ppo-mppi": 1024, "rllib-ppo": 1024, "rllib-sac": 300, "mppi": 0}, 2, (0,),
         envs=("acrobot",), experiments=("table1", "table2"),
         ppo_mppi_args=("--n-steps", "512", "--n-epochs", "1", "--final-eval-episodes", "2"),
-        rllib_overrides={"rllib-ppo": {"train_batch_size_per_learner": 512, "num_epochs": 1},
-                         "rllib-sac": {"num_steps_sampled_before_learning_starts": 100}},
+        rllib_overrides={"rllib-ppo": {"training": {"train_batch_size_per_learner": 512,
+                                                    "num_epochs": 1}},
+                         "rllib-sac": {"training": {"num_steps_sampled_before_learning_starts": 100}}},
     ),  # fmt: skip
 }

@@ -59,12 +59,12 @@ class Cell:
 
 
 def _launch_argv(cell_args: list[str], env: str, seed: int, steps: int, episodes: int,
-                 run_dir: Path, group: str, wandb_mode: str) -> list[str]:  # fmt: skip
+                 run_dir: Path, group: str, method: str, wandb_mode: str) -> list[str]:  # fmt: skip
     return [
         "--env", env, "--seed", str(seed), "--total-env-steps", str(steps),
         "--final-eval-episodes", str(episodes), "--eval-every", "0", "--no-progress",
         "--runs-dir", str(run_dir.parent), "--run-name", run_dir.name,
-        "--wandb-group", group, "--wandb-mode", wandb_mode, *cell_args,
+        "--wandb-group", group, "--wandb-method", method, "--wandb-mode", wandb_mode, *cell_args,
     ]  # fmt: skip
 
 
@@ -109,7 +109,7 @@ def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], pres
                                 dict(preset.rllib_overrides.get(m.kind, {})))  # fmt: skip
                     if m.kind == "ppo-mppi":
                         argv = _launch_argv(list(cell.args), env, seed, max(steps, 1), episodes,
-                                            Path("runs/x/y"), owner, "disabled")  # fmt: skip
+                                            Path("runs/x/y"), owner, m.name, "disabled")  # fmt: skip
                         try:
                             cfg = parse(argv).cfg
                         except SystemExit as err:
@@ -147,6 +147,9 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto") ->
     if cell.kind == "ppo-mppi":
         return _run_ppo_mppi(cell, results, work, wandb_mode)
     started = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(1)  # the trial's one CPU (as the actors and the learner have)
     if cell.kind == "mppi":
         from rlmpc.baselines.mppi import run_pure_mppi_cell
 
@@ -176,7 +179,8 @@ def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str) -> Pat
             argv = ["--resume", str(work), "--no-progress"]
         else:
             argv = _launch_argv(list(cell.args), cell.env, cell.seed, cell.env_steps,
-                                cell.eval_episodes, work, cell.experiment, wandb_mode)  # fmt: skip
+                                cell.eval_episodes, work, cell.experiment, cell.method,
+                                wandb_mode)  # fmt: skip
         inv = parse(argv)
         run_dir = train(inv.cfg, resume=inv.resume, argv=argv)
     path = add(run_dir, cell.experiment, cell.method, results)
