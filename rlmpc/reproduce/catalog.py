@@ -16,6 +16,7 @@ is a Ray Tune trial (`rlmpc.reproduce.sweep`) and ends as
 | ``fig6-8`` | Figs. 6–8, Table 6 | Table 2's settings with ρ on the loss (eq. 10) and on the samples (eq. 8) |
 | ``fig9`` | Fig. 9 | horizon and samples ×½ and ×2 around Table 5 (ρ = 0.3) |
 | ``table7`` | Table 7 | wall time per 1M env steps of PPO and PPO-MPPI (Table 1's cells) |
+| ``pompc`` | PO-MPC | KL prior (planner / intermediate) × λ ∈ {0.1, 1, 9} × ρ ∈ {0, 0.3, adaptive} |
 
 Names of PPO-MPPI methods follow the results already recorded (``ppo-mppi-rho0.3``,
 ``ppo-mppi-adaptive0.3``), so the paper's figures (`rlmpc.tools.paper`) sit beside them.
@@ -126,6 +127,25 @@ def _cost(name: str, args: tuple[str, ...], what: str) -> tuple[Method, ...]:
     )  # fmt: skip
 
 
+def _pompc() -> tuple[Method, ...]:
+    """PO-MPC's KL prior (`learners.pompc`): λ ∈ {0.1, 1, 9} × prior ∈ {planner,
+    intermediate}, without ρ-mixing (ρ = 0) and with it (ρ = 0.3, adaptive ρ0 = 0.3)."""
+    mixes = {"rho0": ("--influence-ratio-rho0", "0"), "rho0.3": ("--influence-ratio-rho0", "0.3"),
+             "adaptive0.3": adaptive(0.3, 0.99, 0.98).args}  # fmt: skip
+    lam = adaptive(0.3, 0.99, 0.98).per_env
+    out = []
+    for prior in ("planner", "intermediate"):
+        for kl in (0.1, 1.0, 9.0):
+            for mix, args in mixes.items():
+                out.append(Method(
+                    f"pompc-{prior}-lam{kl:g}-{mix}",
+                    args=("--engine", "autograd", "--kl-prior", prior, "--kl-lambda", str(kl), *args),
+                    per_env=lam if mix.startswith("adaptive") else {},
+                    summary=f"PPO-MPPI + KL({prior} prior), λ = {kl:g}, {mix}",
+                ))  # fmt: skip
+    return (rho(0.0), rho(0.3), adaptive(0.3, 0.99, 0.98), *out)
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
@@ -147,6 +167,9 @@ EXPERIMENTS: dict[str, Experiment] = {
                    scaled=_scaled("--num-samples", "num_samples", 2.0), summary="samples ×2"),
         )),
         Experiment("table7", "Table 7", (PPO, rho(0.3)), cells_of="table1"),
+        Experiment("pompc", "PO-MPC (arXiv 2510.04280) on this system", _pompc(),
+                   shared={"ppo-mppi-rho0": "table1", "ppo-mppi-rho0.3": "table1",
+                           "ppo-mppi-adaptive0.3": "table2"}),
     )
 }  # fmt: skip
 
