@@ -22,6 +22,7 @@ from torch import Tensor
 
 from planners.checks import ConfigError
 from planners.mppi import BACKENDS, MPPI, make_planner
+from planners.reward_cost import RewardCost
 
 CostTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -197,6 +198,13 @@ class PlannerConfig:
     w_value: float = 0.0
     """Weight of eq. (41)'s terminal cost −V(x_H) (the learner's value ensemble, mean, on ψ(x_H)),
     added to either RL term; 0 leaves it out."""
+    objective: Literal["composite", "reward"] = "composite"
+    """'composite': eq. (38), conditioned on the high-level action; 'reward': App. E's pure
+    MPPI, −r̂ over the horizon H (`planners.reward_cost`; target, w_rl, w_danger, rl_term and
+    J_other unused)."""
+    reward_terminal: bool = True
+    """objective 'reward': add the env's terminal reward on a planned transition into a
+    terminal state (as training's default ``--virtual-terminal reward``); False: App. B's r̂."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -213,7 +221,7 @@ class PlannerConfig:
                     raise ConfigError(
                         f.name, f"{f.name} must be a finite number > 0, got {value!r}"
                     )
-            elif f.name not in ("rl_term", "backend", "effort"):
+            elif f.name not in ("rl_term", "backend", "effort", "objective", "reward_terminal"):
                 if (
                     isinstance(value, bool)
                     or not isinstance(value, (int, float))
@@ -226,11 +234,24 @@ class PlannerConfig:
             raise ConfigError("rl_term", f"rl_term must be 'track' or 'quad', got {self.rl_term!r}")
         if self.backend not in BACKENDS:
             raise ConfigError("backend", f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.objective not in ("composite", "reward"):
+            raise ConfigError(
+                "objective", f"objective must be 'composite' or 'reward', got {self.objective!r}"
+            )
+        if self.objective == "reward" and self.backend != "batched":
+            raise ConfigError(
+                ("objective", "backend"), "objective 'reward' needs backend 'batched'"
+            )
+        if not isinstance(self.reward_terminal, bool):
+            raise ConfigError(
+                "reward_terminal", f"reward_terminal must be a bool, got {self.reward_terminal!r}"
+            )
 
     @property
     def planning_horizon(self) -> int:
-        """The H that goes with ``rl_term``."""
-        return self.horizon if self.rl_term == "track" else self.horizon_qp
+        """The H that goes with ``rl_term`` (``horizon`` for the 'reward' objective)."""
+        quad = self.rl_term == "quad" and self.objective != "reward"
+        return self.horizon_qp if quad else self.horizon
 
     def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor] | None:
         """The domain's J_other(x, u) with this config's weights (None: no such term)."""
@@ -357,8 +378,11 @@ def planner_config(env: str, **overrides: Any) -> PlannerConfig:
     return envs.spec(env).planner(**overrides)
 
 
-def running_cost(model: Any, config: PlannerConfig) -> CompositeCost:
-    """Eq. (38)'s summand for ``model`` with ``config``'s RL term and weights."""
+def running_cost(model: Any, config: PlannerConfig) -> CompositeCost | RewardCost:
+    """Eq. (38)'s summand for ``model`` with ``config``'s RL term and weights, or App. E's
+    −r̂ (`planners.reward_cost.RewardCost`) for ``objective="reward"``."""
+    if config.objective == "reward":
+        return RewardCost(model, terminal=config.reward_terminal)
     if config.rl_term == "track":
         rl_term: CostTerm = partial(_tracking_term, model)
     else:

@@ -48,7 +48,9 @@ class RunningCost(Protocol):
         ``[B, M, 1, 1, nt]``, so terms that do not depend on the target are computed once.
         A running cost may also have a method ``horizon_sum(x, u, target)`` giving the sum of
         its values over the H axis (``x [..., H, nx]``, ``u [..., H, nu]``, ``target
-        [..., 1, nt]`` -> ``[...]``) more cheaply; `path_cost` then uses it.
+        [..., 1, nt]`` -> ``[...]``) more cheaply; `path_cost` then uses it. A cost of whole
+        paths has ``path_sum(states [..., H+1, nx], u [..., H, nu], target [..., 1, nt])``
+        instead, which `path_cost` prefers (App. E's −r̂, `planners.reward_cost`).
         """
         ...
 
@@ -156,8 +158,11 @@ def path_cost(
     ``states [..., H+1, nx]``, ``controls [..., H, nu]``, ``target [..., nt]``; leading dims
     broadcast (the result has their broadcast shape).
     """
+    whole = getattr(running_cost, "path_sum", None)
     summed = getattr(running_cost, "horizon_sum", None)
-    if summed is not None:
+    if whole is not None:
+        cost = whole(states, controls, target.unsqueeze(-2))
+    elif summed is not None:
         cost = summed(states[..., 1:, :], controls, target.unsqueeze(-2))
     else:
         cost = running_cost(states[..., 1:, :], controls, target.unsqueeze(-2)).sum(-1)

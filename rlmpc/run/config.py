@@ -379,6 +379,13 @@ def check_runnable(cfg: TrainConfig) -> None:
             f"{cfg.run.env} needs the Python package(s) {', '.join(missing)}, which this "
             "Python cannot import",
         )
+    if cfg.planner.objective == "reward":
+        raise ConfigError(
+            "planner.objective",
+            "objective 'reward' is App. E's pure MPPI (−r̂, no high-level target): the policy "
+            "would not reach the planner; run it with `python -m rlmpc.tools.planner_alone "
+            "--objective reward` (or rlmpc.baselines.mppi)",
+        )
     model = envs.make(spec.probe or spec.name).unwrapped.planner_model()
     try:
         cfg.planner.other_cost(model)  # the cost terms that depend on the env (its track...)
