@@ -5,7 +5,9 @@
   baseline's table compares like with like with PPO-MPPI's;
 * `train_rllib` (`rlmpc.baselines.rllib`): train RLlib's PPO or SAC (new API stack, Tables
   3-4 hyperparameters in SB3's meaning), resumable from its work directory, and evaluate the
-  final mean policy with `evaluate_policy`.
+  final mean policy with `evaluate_policy`;
+* `run_pure_mppi_cell` (`rlmpc.baselines.mppi`): App. E's pure MPPI (Fig. 10), the planner
+  alone with −r̂ as its cost, evaluated on the same protocol.
 
 Shapes: ``nobs`` observation size, ``nu`` low-level action size (the env's action space).
 """

@@ -11,6 +11,11 @@ so the same command measures every departure from Table 5.
 ``--policy initial`` instead acts as training starts: each step, one high-level action
 sampled from a freshly initialised policy network (the executed candidate of training is one
 such draw), which shows whether learning can start from the env's defaults.
+
+``--objective reward`` is App. E's "pure MPPI" (Fig. 10): the planner's cost is the reward
+model multiplied by −1 (`planners.reward_cost`), no high-level policy (``--policy none`` is
+implied), no learning; `pure_mppi` is the same from Python. ``--seed`` then names the
+evaluation protocol's seed: episodes ``1_000_000 + 10_000·seed + i`` (`first_eval_seed`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from rlmpc.run.evaluate import format_table, plot_traces, summarize
 from rlmpc.run.runlog import run_meta
 from rlmpc.system.worker import EVAL_ACTOR_ID, RolloutWorker, WorkerSpec
 
+POLICIES = ("scripted", "initial", "none")
+"""`run_alone`'s high-level policies."""
+
 
 class ScriptedPolicy:
     """The policy interface the acting loop uses (`mean`, `sample`), from ``model.scripted_action``."""
@@ -49,6 +57,13 @@ class ScriptedPolicy:
         return a, torch.zeros(a.shape[:2], dtype=a.dtype, device=a.device)
 
 
+class NoPolicy(ScriptedPolicy):
+    """No high-level policy: the action is 0 (the planner's objective ignores it: App. E)."""
+
+    def mean(self, obs: Tensor) -> Tensor:
+        return obs.new_zeros(obs.shape[0], self.model.na)
+
+
 class SampledPolicy:
     """A policy network acting stochastically: `mean` returns one draw of π(·|s) per state."""
 
@@ -61,8 +76,10 @@ class SampledPolicy:
 
 def run_alone(env: str, episodes: int, seed: int = 20_000, n_envs: int = 50, record: int = 3,
               policy: str = "scripted", **planner_options: Any) -> tuple[dict[str, Any], Any, Any]:  # fmt: skip
-    """``episodes`` episodes of the ``policy`` ('scripted' or 'initial') + MPPI; (summary,
-    `EvalResult`, model)."""
+    """``episodes`` episodes (seeds ``seed + i``) of the ``policy`` ('scripted', 'initial' or
+    'none': action 0) + MPPI, ``n_envs`` at once; (summary, `EvalResult`, model)."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     spec = WorkerSpec(
         env=env, n_envs=min(n_envs, episodes), num_candidates=1,
         planner=planner_config(env, **planner_options), networks=NetworkConfig(), seed=seed,
@@ -72,6 +89,8 @@ def run_alone(env: str, episodes: int, seed: int = 20_000, n_envs: int = 50, rec
         worker = RolloutWorker(EVAL_ACTOR_ID, replace(spec, keep_virtual=False))
     if policy == "scripted":
         worker.policy = ScriptedPolicy(worker.model)
+    elif policy == "none":
+        worker.policy = NoPolicy(worker.model)
     else:
         worker.policy = SampledPolicy(worker.policy, worker.gen)
     result = worker.evaluate(None, episodes, seed=seed, record=record)
@@ -79,6 +98,25 @@ def run_alone(env: str, episodes: int, seed: int = 20_000, n_envs: int = 50, rec
     summary["planner"] = {f.name: getattr(spec.planner, f.name) for f in fields(spec.planner)}
     summary["seed"], summary["policy"] = seed, policy
     return summary, result, worker.model
+
+
+def pure_mppi(env: str, episodes: int = 50, seed: int = 0, record: int = 3,
+              eval_seed: int | None = None, n_envs: int = 10,
+              **planner_options: Any) -> tuple[dict[str, Any], Any, Any]:  # fmt: skip
+    """App. E's "pure MPPI" (Fig. 10): MPPI alone with the reward model ×(−1) as its cost.
+
+    The env's Table-5 planner (K, H, Σ, λ; ``planner_options`` override it) with
+    ``objective="reward"`` and no high-level policy, on the evaluation protocol's episodes:
+    ``eval_seed + i`` with ``eval_seed = 1_000_000 + 10_000·seed`` by default, ``n_envs`` at
+    once (10, as `rlmpc.run.config.TrainConfig.eval_spec`). (summary, `EvalResult`, model).
+    """
+    if planner_options.get("objective", "reward") != "reward":
+        raise ValueError(
+            f"pure MPPI plans with objective 'reward', got {planner_options['objective']!r}"
+        )
+    first = 1_000_000 + 10_000 * seed if eval_seed is None else eval_seed
+    return run_alone(env, episodes, first, n_envs, record, policy="none",
+                     **{**planner_options, "objective": "reward"})  # fmt: skip
 
 
 def _number(text: str) -> Any:
@@ -94,10 +132,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env", default=envs.BENCHMARK_ENV, choices=envs.names(local=True),
                         help="an env whose planner model has a scripted policy")  # fmt: skip
     parser.add_argument("--episodes", type=int, default=50, help="episodes (1..10000)")
-    parser.add_argument("--seed", type=int, default=20_000, help="seed of the first episode")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the first episode (default 20000); with --objective reward "
+                        "the run seed of the evaluation protocol (default 0)")  # fmt: skip
     parser.add_argument(
-        "--policy", default="scripted", choices=["scripted", "initial"],
-        help="the env's scripted targets, or an untrained policy acting as in training",
+        "--policy", default="scripted", choices=POLICIES,
+        help="the env's scripted targets, an untrained policy acting as in training, or none",
+    )  # fmt: skip
+    parser.add_argument(
+        "--objective", default="composite", choices=["composite", "reward"],
+        help="the planner's cost: eq. (38) on the policy's targets, or App. E's pure MPPI "
+        "(−r̂, no policy; --seed is then the run seed of the evaluation protocol)",
     )  # fmt: skip
     parser.add_argument(
         "--out", default=None, help="directory for alone.json and alone_episodes.png"
@@ -116,22 +161,31 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"argument --set: expected NAME=VALUE, got {item!r}")
         options[name] = _number(value)
     torch.set_num_threads(1)
+    pure = args.objective == "reward"
+    if pure and args.policy != "scripted":
+        parser.error("argument --policy: --objective reward runs without a policy")
     try:
-        summary, result, model = run_alone(
-            args.env, args.episodes, args.seed, policy=args.policy, **options
-        )
+        if pure:
+            seed = 0 if args.seed is None else args.seed
+            summary, result, model = pure_mppi(args.env, args.episodes, seed, **options)
+        else:
+            seed = 20_000 if args.seed is None else args.seed
+            summary, result, model = run_alone(
+                args.env, args.episodes, seed, policy=args.policy, **options
+            )
     except NotImplementedError as err:
         parser.error(f"argument --env: {err}")
     except (TypeError, ValueError) as err:
         parser.error(f"argument --set: {err}")
     summary.update(run_meta(argv, "-m rlmpc.tools.planner_alone"))
+    label = "pure" if pure else args.policy
     print(format_table(summary))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"alone_{args.policy}.json").write_text(json.dumps(summary, indent=2))
-        plot_traces(result, out / f"alone_{args.policy}_episodes.png", model)
-    key = f"planner_alone_{args.env}_{args.policy}"
+        (out / f"alone_{label}.json").write_text(json.dumps(summary, indent=2))
+        plot_traces(result, out / f"alone_{label}_episodes.png", model)
+    key = f"planner_alone_{args.env}_{label}"
     for name in result.episodes.extra:  # the env's own figures (its registry entry), then success
         if summary.get(name):
             print(f"{key}_{name}: {summary[name]['mean']:.3f}")
