@@ -24,13 +24,12 @@ def run_pure_mppi_cell(
     learned), seed, eval_seed; "curve": []; "config": {"planner": the resolved planner options,
     "objective": "reward"}; "wall_time_s"}``. The same arguments give the same "eval".
     """
-    first = 1_000_000 + 10_000 * seed if eval_seed is None else eval_seed
     start = time.perf_counter()
-    summary, _, _ = pure_mppi(env, episodes, seed, record=0, eval_seed=first, **planner_options)
+    summary, _, _ = pure_mppi(env, episodes, seed, record=0, eval_seed=eval_seed, **planner_options)
     wall = time.perf_counter() - start
     planner = summary.pop("planner")
     summary.pop("policy", None)
-    summary.update(env_steps=0, seed=seed, eval_seed=first)
+    summary["env_steps"] = 0
     return {
         "eval": summary,
         "curve": [],

@@ -108,15 +108,18 @@ def pure_mppi(env: str, episodes: int = 50, seed: int = 0, record: int = 3,
     The env's Table-5 planner (K, H, Σ, λ; ``planner_options`` override it) with
     ``objective="reward"`` and no high-level policy, on the evaluation protocol's episodes:
     ``eval_seed + i`` with ``eval_seed = 1_000_000 + 10_000·seed`` by default, ``n_envs`` at
-    once (10, as `rlmpc.run.config.TrainConfig.eval_spec`). (summary, `EvalResult`, model).
+    once (10, as `rlmpc.run.config.TrainConfig.eval_spec`). (summary with ``seed`` and
+    ``eval_seed``, `EvalResult`, model).
     """
     if planner_options.get("objective", "reward") != "reward":
         raise ValueError(
             f"pure MPPI plans with objective 'reward', got {planner_options['objective']!r}"
         )
     first = 1_000_000 + 10_000 * seed if eval_seed is None else eval_seed
-    return run_alone(env, episodes, first, n_envs, record, policy="none",
-                     **{**planner_options, "objective": "reward"})  # fmt: skip
+    summary, result, model = run_alone(env, episodes, first, n_envs, record, policy="none",
+                                       **{**planner_options, "objective": "reward"})  # fmt: skip
+    summary["seed"], summary["eval_seed"] = seed, first
+    return summary, result, model
 
 
 def _number(text: str) -> Any:
