@@ -184,7 +184,7 @@ def test_pure_mppi_reaches_the_goal_of_a_dense_reward(toy):
         == {k: v for k, v in pure.items() if k not in ("seed", "planner", "policy")}  # fmt: skip
 
 
-def test_pure_mppi_cell_on_acrobot_has_the_columns_and_repeats_for_a_seed():
+def test_pure_mppi_cell_on_acrobot_has_the_keys_and_the_columns():
     cell = run_pure_mppi_cell("acrobot", seed=3, episodes=2, num_samples=16)
     assert set(cell) == {"eval", "curve", "config", "wall_time_s"} and cell["curve"] == []
     ev = cell["eval"]
@@ -195,5 +195,18 @@ def test_pure_mppi_cell_on_acrobot_has_the_columns_and_repeats_for_a_seed():
     assert cell["config"]["objective"] == "reward"
     assert cell["config"]["planner"]["objective"] == "reward"
     assert cell["config"]["planner"]["num_samples"] == 16
-    again = run_pure_mppi_cell("acrobot", seed=3, episodes=2, num_samples=16)
-    assert again["eval"] == ev
+
+
+def test_pure_mppi_cell_repeats_for_a_seed(toy):
+    """Same seed, same evaluation; another seed, other episodes."""
+    options = {"horizon": 10, "lambda_temp": 0.1}
+    first = run_pure_mppi_cell("toy-point", seed=1, episodes=3, **options)
+    assert first["eval"] == run_pure_mppi_cell("toy-point", seed=1, episodes=3, **options)["eval"]
+    other = run_pure_mppi_cell("toy-point", seed=2, episodes=3, **options)["eval"]
+    assert other["eval_seed"] == 1_020_000 and other["reward"] != first["eval"]["reward"]
+
+
+@pytest.mark.slow
+def test_pure_mppi_cell_on_acrobot_repeats_for_a_seed():
+    cell = run_pure_mppi_cell("acrobot", seed=3, episodes=2, num_samples=16)
+    assert run_pure_mppi_cell("acrobot", seed=3, episodes=2, num_samples=16)["eval"] == cell["eval"]
