@@ -33,6 +33,7 @@ from torch import Tensor
 import envs
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
+from rlmpc.baselines.evaluate import first_eval_seed
 from rlmpc.run.evaluate import format_table, plot_traces, summarize
 from rlmpc.run.runlog import run_meta
 from rlmpc.system.worker import EVAL_ACTOR_ID, RolloutWorker, WorkerSpec
@@ -115,7 +116,7 @@ def pure_mppi(env: str, episodes: int = 50, seed: int = 0, record: int = 3,
         raise ValueError(
             f"pure MPPI plans with objective 'reward', got {planner_options['objective']!r}"
         )
-    first = 1_000_000 + 10_000 * seed if eval_seed is None else eval_seed
+    first = first_eval_seed(seed) if eval_seed is None else eval_seed
     summary, result, model = run_alone(env, episodes, first, n_envs, record, policy="none",
                                        **{**planner_options, "objective": "reward"})  # fmt: skip
     summary["seed"], summary["eval_seed"] = seed, first
