@@ -4,7 +4,6 @@ smoke sweep on Ray Tune, and a sweep killed (``kill -9``) and re-run."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -58,7 +57,9 @@ def test_plan_shares_cells_and_reserves_bundles():
     assert mppi.env_steps == 0 and mppi.args == ()
     custom = plan(["table2"], ["lunarlander"], [0], PRESETS["paper"], env_steps=4096,
                   methods=["ppo-mppi-rho0.5"])  # fmt: skip
-    assert [(c.key, c.env_steps) for c in custom] == [("table2/lunarlander/ppo-mppi-rho0.5/seed0", 4096)]
+    assert [(c.key, c.env_steps) for c in custom] == [
+        ("table2/lunarlander/ppo-mppi-rho0.5/seed0", 4096)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -129,61 +130,83 @@ def _table_rows(md: str) -> list[list[str]]:
             if line.startswith("| ") and not line.startswith("| method") and "*paper*" not in line]  # fmt: skip
 
 
-def test_smoke_preset_runs_every_method_through_tune(tmp_path):
-    """The acceptance: ``--preset smoke`` in the default suite; every table cell is a trial's JSON."""
+def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if all(p.is_file() for p in paths):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{[str(p) for p in paths if not p.is_file()]} never written")
+
+
+def test_smoke_preset_killed_and_rerun(tmp_path):
+    """The acceptance, in one sweep: ``--preset smoke`` runs every method on Acrobot through
+    Tune; the driver is killed (``kill -9``) once some cells finished; the same command then
+    finishes without redoing them; every table cell is a trial's JSON."""
     env = {**os.environ, "WANDB_MODE": "offline"}
-    r = subprocess.run([*PY, "--preset", "smoke", "--results", str(tmp_path / "results"),
-                        "--runs", str(tmp_path / "runs")], cwd=ROOT, capture_output=True,
-                       text=True, timeout=900, env=env)  # fmt: skip
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     results = tmp_path / "results"
-    # Tune ran each cell as a trial, and each trial reported the JSON it wrote
+    args = [*PY, "--preset", "smoke", "--results", str(results), "--runs", str(tmp_path / "runs")]
+    early = [results / "table1/acrobot/ppo/seed0.json", results / "table1/acrobot/sac/seed0.json"]
+    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True, env=env)  # fmt: skip
+    try:
+        _wait_for(early, driver)
+        os.kill(driver.pid, signal.SIGKILL)  # the driver only, mid-sweep
+        driver.wait()
+    finally:
+        try:  # what the dead driver left (its Ray, the trials)
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    finished = {p: (p.read_text(), p.stat().st_mtime_ns) for p in results.glob("*/*/*/seed*.json")}
+    assert 2 <= len(finished) < 9
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for p, before in finished.items():  # not run again, not rewritten
+        assert f"skip {p.relative_to(results).with_suffix('')}: finished" in r.stdout
+        assert (p.read_text(), p.stat().st_mtime_ns) == before
+    assert f"{9 - len(finished)} cells run, {len(finished)} already finished, 0 failed" in r.stdout
+    # Tune ran each cell as a trial: each JSON names its trial, and the trials of the second
+    # sweep reported their JSON (the first sweep's last reports may have died with it)
     reported = set()
     for f in (tmp_path / "runs" / "tune").rglob("result.json"):
         for line in f.read_text().splitlines():
             reported.add(json.loads(line)["result"])
     cells = sorted(results.glob("*/*/*/seed*.json"))
-    assert {str(c) for c in cells} == reported
+    assert all(json.loads(c.read_text())["tune_trial"].startswith("_trial_") for c in cells)
+    assert {str(c) for c in cells if c not in finished} <= reported
     methods = {m.name for e in ("table1", "table2") for m in EXPERIMENTS[e].methods}
     assert {c.parent.name for c in cells} == methods  # every method, once
     for name in ("table1", "table2"):
         for row in _table_rows((results / f"{name}.md").read_text()):
             method, seed = row[0], int(row[1])
             owner = EXPERIMENTS[name].owner(method)
-            cell = json.loads((results / owner / "acrobot" / method / f"seed{seed}.json").read_text())
+            cell = json.loads(
+                (results / owner / "acrobot" / method / f"seed{seed}.json").read_text()
+            )
             assert row[3] == f"{cell['eval']['success_rate']['mean']:.2f} ± " \
                              f"{cell['eval']['success_rate']['std']:.2f}"  # fmt: skip
-            assert cell["git_commit"] and cell["eval"]["episodes"] == 2
+            assert cell["git_commit"] and cell["eval"]["episodes"] == 1
     # the baselines logged through Tune's W&B callback, offline
     assert list((tmp_path / "runs" / "wandb").rglob("*.wandb"))
 
 
-def test_killed_sweep_continues_without_redoing_finished_cells(tmp_path):
-    args = [*PY, "table2", "--preset", "smoke", "--methods", "ppo-mppi-rho0.5",
-            "ppo-mppi-rho0.8", "--results", str(tmp_path / "results"), "--runs",
-            str(tmp_path / "runs"), "--wandb-mode", "disabled"]  # fmt: skip
-    first = tmp_path / "results/table2/acrobot/ppo-mppi-rho0.5/seed0.json"
-    second = tmp_path / "results/table2/acrobot/ppo-mppi-rho0.8/seed0.json"
-    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+def test_a_trials_learner_and_actors_live_in_its_placement_group(tmp_path):
+    """A PPO-MPPI trial reserves its coordinator, learner and actor bundles together, and its
+    components are scheduled into them: with Ray holding exactly those 3 CPUs, a component
+    placed outside the group would wait forever."""
+    import ray
+
+    from rlmpc.reproduce.sweep import run_sweep
+
+    cells = plan(["table2"], ["acrobot"], [0], PRESETS["smoke"], methods=["ppo-mppi-rho0.5"],
+                 serial=False)  # fmt: skip
+    assert sum(b["CPU"] for b in cells[0].bundles) == 3
+    ray.init(num_cpus=3, include_dashboard=False, object_store_memory=256 * 1024**2)
     try:
-        deadline = time.monotonic() + 600
-        while not first.is_file() and time.monotonic() < deadline and driver.poll() is None:
-            time.sleep(0.5)
-        assert first.is_file(), "the first cell never finished"
-        os.kill(driver.pid, signal.SIGKILL)  # the driver only, mid-sweep
-        driver.wait()
-        assert not second.is_file()
+        status = run_sweep(cells, tmp_path / "results", tmp_path / "runs", wandb_mode="disabled")
     finally:
-        try:  # what the dead driver left (its Ray, the trial's actors)
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    before = first.read_text(), first.stat().st_mtime_ns
-    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert f"skip table2/acrobot/ppo-mppi-rho0.5/seed0: finished" in r.stdout
-    assert (first.read_text(), first.stat().st_mtime_ns) == before
-    assert json.loads(second.read_text())["eval"]["episodes"] == 2
-    assert "1 cells run, 1 already finished, 0 failed" in r.stdout
-    assert math.isfinite(json.loads(second.read_text())["wall_time_s"])
+        ray.shutdown()
+    assert status == {cells[0].key: "done"}
+    cell = json.loads(cells[0].result_path(tmp_path / "results").read_text())
+    assert cell["eval"]["episodes"] == 1 and cell["curve"][-1]["env_steps"] == 1024

@@ -35,20 +35,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                    help="budgets: 'paper' (1M env steps, 50 evaluation episodes) or 'smoke' "
                         "(every method on Acrobot in a few minutes)")  # fmt: skip
-    p.add_argument("--envs", nargs="+", default=None, help="envs to run (default: each experiment's)")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's)")
+    p.add_argument(
+        "--envs", nargs="+", default=None, help="envs to run (default: each experiment's)"
+    )
+    p.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's)"
+    )
     p.add_argument("--methods", nargs="+", default=None, help="only these methods")
     p.add_argument("--env-steps", type=int, default=None,
                    help="env steps per cell (default: the preset's, per method kind)")  # fmt: skip
     p.add_argument("--eval-episodes", type=int, default=None, help="final evaluation episodes")
-    p.add_argument("--results", type=Path, default=None,
-                   help="where cells and tables go (default: results/; smoke: runs/smoke/results)")
-    p.add_argument("--runs", type=Path, default=None,
-                   help="work directories of the cells (default: runs/reproduce; smoke: runs/smoke)")
-    p.add_argument("--ray-address", default=None, help="join this Ray cluster ('auto' on a head node)")
-    p.add_argument("--max-concurrent", type=int, default=None,
-                   help="trials at once (default: 1 on an embedded Ray, as many as fit on a cluster)")
-    p.add_argument("--wandb-mode", default="auto", choices=["auto", "online", "offline", "disabled"])
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="where cells and tables go (default: results/; smoke: runs/smoke/results)",
+    )
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="work directories of the cells (default: runs/reproduce; smoke: runs/smoke)",
+    )
+    p.add_argument("--serial", action=argparse.BooleanOptionalAction, default=None,
+                   help="run each PPO-MPPI cell's components in its trial's process, without "
+                        "Ray actors (default: the preset's; smoke: on)")  # fmt: skip
+    p.add_argument(
+        "--ray-address", default=None, help="join this Ray cluster ('auto' on a head node)"
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="at most this many trials at once (default: as many as the resources fit)",
+    )
+    p.add_argument(
+        "--wandb-mode", default="auto", choices=["auto", "online", "offline", "disabled"]
+    )
     p.add_argument("--wandb-project", default="rlmpc")
     p.add_argument("--from-results", action="store_true", help="only rebuild tables and figures")
     p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
@@ -73,13 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cells = plan(experiments, args.envs or (list(preset.envs) if preset.envs else None),
                      args.seeds or list(preset.seeds), preset, args.env_steps,
-                     args.eval_episodes, args.methods)  # fmt: skip
+                     args.eval_episodes, args.methods, args.serial)  # fmt: skip
     except ValueError as err:
         parser.error(str(err))
-    command = "python -m rlmpc.reproduce " + " ".join(argv)
+    "python -m rlmpc.reproduce " + " ".join(argv)
     if args.dry_run:
         for c in cells:
-            print(f"{c.key}: {c.kind}, {c.env_steps:,} env steps, {c.eval_episodes} evaluation "
+            print(f"{c.key}: {c.kind}{' (serial)' if c.serial else ''}, {c.env_steps:,} env steps, {c.eval_episodes} evaluation "
                   f"episodes, bundles {list(c.bundles)} {' '.join(c.args)}")  # fmt: skip
         return 0
     failed = []

@@ -85,7 +85,9 @@ def rho(value: float, mixing: str = "loss") -> Method:
     if mixing != "loss":
         args += ("--mixing", mixing)
     eq = "eq. 10" if mixing == "loss" else "eq. 8"
-    return Method(f"ppo-mppi{suffix}-rho{value:g}", args=args, summary=f"PPO-MPPI, ρ = {value:g} ({eq})")
+    return Method(
+        f"ppo-mppi{suffix}-rho{value:g}", args=args, summary=f"PPO-MPPI, ρ = {value:g} ({eq})"
+    )
 
 
 def adaptive(rho0: float, lam: float, racing_lam: float, mixing: str = "loss") -> Method:
@@ -187,19 +189,46 @@ class Preset:
     experiments: tuple[str, ...] = ()
     ppo_mppi_args: tuple[str, ...] = ()
     rllib_overrides: dict[str, dict[str, object]] = field(default_factory=dict)
+    mppi_options: dict[str, object] = field(default_factory=dict)
+    """planner options of the MPPI-alone cells (Table 5's unless given)"""
+    serial: bool = False
+    """PPO-MPPI cells run their components inside the trial's process (no Ray actors)"""
 
 
 PRESETS: dict[str, Preset] = {
     # the paper's budget: 1M env steps per run, 50 evaluation episodes (Tables 1-2)
-    "paper": Preset("paper", {"ppo-mppi": 1_000_000, "rllib-ppo": 1_000_000,
-                              "rllib-sac": 1_000_000, "mppi": 0}, 50, (1,)),  # fmt: skip
-    # the whole pipeline, Tune included, in a few minutes: every method kind on Acrobot
+    "paper": Preset(
+        "paper",
+        {"ppo-mppi": 1_000_000, "rllib-ppo": 1_000_000, "rllib-sac": 1_000_000, "mppi": 0},
+        50,
+        (1,),
+    ),  # fmt: skip
+    # the whole pipeline, Tune included, in a few minutes: every method on Acrobot, with
+    # budgets (and a planner: K = 16, H = 5) that only show that each part runs
     "smoke": Preset(
-        "smoke", {"ppo-mppi": 1024, "rllib-ppo": 1024, "rllib-sac": 300, "mppi": 0}, 2, (0,),
-        envs=("acrobot",), experiments=("table1", "table2"),
-        ppo_mppi_args=("--n-steps", "512", "--n-epochs", "1", "--final-eval-episodes", "2"),
-        rllib_overrides={"rllib-ppo": {"training": {"train_batch_size_per_learner": 512,
-                                                    "num_epochs": 1}},
-                         "rllib-sac": {"training": {"num_steps_sampled_before_learning_starts": 100}}},
+        "smoke",
+        {"ppo-mppi": 1024, "rllib-ppo": 1024, "rllib-sac": 64, "mppi": 0},
+        1,
+        (0,),
+        envs=("acrobot",),
+        experiments=("table1", "table2"),
+        ppo_mppi_args=(
+            "--n-steps",
+            "512",
+            "--n-epochs",
+            "1",
+            "--num-samples",
+            "16",
+            "--horizon",
+            "5",
+            "--eval-video-frames",
+            "0",
+        ),
+        rllib_overrides={
+            "rllib-ppo": {"training": {"train_batch_size_per_learner": 512, "num_epochs": 1}},
+            "rllib-sac": {"training": {"num_steps_sampled_before_learning_starts": 32}},
+        },
+        mppi_options={"num_samples": 16, "horizon": 5},
+        serial=True,
     ),  # fmt: skip
 }

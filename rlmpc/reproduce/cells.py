@@ -39,6 +39,10 @@ class Cell:
     """RLlib config overrides (baseline cells)"""
     bundles: tuple[dict[str, float], ...] = ({"CPU": 1.0},)
     """the trial's placement group: the trial itself first, then its learner and actors"""
+    serial: bool = False
+    """a PPO-MPPI cell's components in the trial's process (``launch.py --serial``)"""
+    planner: dict[str, Any] = field(default_factory=dict)
+    """planner options of an MPPI-alone cell"""
 
     @property
     def key(self) -> str:
@@ -70,9 +74,11 @@ def _launch_argv(cell_args: list[str], env: str, seed: int, steps: int, episodes
 
 def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], preset: Preset,
          env_steps: int | None = None, eval_episodes: int | None = None,
-         methods: list[str] | None = None) -> list[Cell]:  # fmt: skip
+         methods: list[str] | None = None, serial: bool | None = None) -> list[Cell]:  # fmt: skip
     """The cells of ``experiments`` (each on its envs ∩ ``envs_``), validated. ``methods``
-    keeps only the methods named. Raises ValueError naming the bad option."""
+    keeps only the methods named; ``serial`` (default: the preset's) runs PPO-MPPI cells
+    without Ray actors. Raises ValueError naming the bad option."""
+    serial = preset.serial if serial is None else serial
     from rlmpc.run.cli import parse
 
     unknown = [e for e in experiments if e not in EXPERIMENTS]
@@ -106,8 +112,10 @@ def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], pres
                     cell = Cell(owner, env, m.name, seed, m.kind, steps if m.kind != "mppi" else 0,
                                 episodes,
                                 (*preset.ppo_mppi_args, *m.argv(env)) if m.kind == "ppo-mppi" else (),
-                                dict(preset.rllib_overrides.get(m.kind, {})))  # fmt: skip
-                    if m.kind == "ppo-mppi":
+                                dict(preset.rllib_overrides.get(m.kind, {})),
+                                serial=serial and m.kind == "ppo-mppi",
+                                planner=dict(preset.mppi_options) if m.kind == "mppi" else {})  # fmt: skip
+                    if m.kind == "ppo-mppi" and not serial:
                         argv = _launch_argv(list(cell.args), env, seed, max(steps, 1), episodes,
                                             Path("runs/x/y"), owner, m.name, "disabled")  # fmt: skip
                         try:
@@ -121,6 +129,13 @@ def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], pres
                         if evaluator:
                             bundles += ({"CPU": 0.0, **evaluator},)
                         cell = Cell(**{**cell.to_dict(), "bundles": bundles})
+                    elif m.kind == "ppo-mppi":  # validated all the same
+                        argv = _launch_argv(list(cell.args), env, seed, max(steps, 1), episodes,
+                                            Path("runs/x/y"), owner, m.name, "disabled")  # fmt: skip
+                        try:
+                            parse(argv)
+                        except SystemExit as err:
+                            raise ValueError(f"{cell.key}: launch.py refused {argv}") from err
                     if cell.key not in {c.key for c in cells}:
                         cells.append(cell)
     return cells
@@ -135,9 +150,10 @@ def _write(path: Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto") -> Path:
+def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
+             trial: str | None = None) -> Path:  # fmt: skip
     """Run ``cell`` (continuing its work directory if a previous attempt was killed) and write
-    its result JSON; returns the JSON's path."""
+    its result JSON, naming the Tune ``trial`` that ran it; returns the JSON's path."""
     out = cell.result_path(results)
     if out.is_file():
         return out
@@ -145,7 +161,7 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto") ->
     argv = [cell.experiment, "--envs", cell.env, "--methods", cell.method,
             "--seeds", str(cell.seed)]  # fmt: skip
     if cell.kind == "ppo-mppi":
-        return _run_ppo_mppi(cell, results, work, wandb_mode)
+        return _run_ppo_mppi(cell, results, work, wandb_mode, trial)
     started = time.perf_counter()
     import torch
 
@@ -153,7 +169,8 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto") ->
     if cell.kind == "mppi":
         from rlmpc.baselines.mppi import run_pure_mppi_cell
 
-        record = run_pure_mppi_cell(cell.env, cell.seed, episodes=cell.eval_episodes)
+        record = run_pure_mppi_cell(cell.env, cell.seed, episodes=cell.eval_episodes,
+                                    **cell.planner)  # fmt: skip
     else:
         from rlmpc.baselines.rllib import train_rllib
 
@@ -163,10 +180,12 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto") ->
     record.setdefault("wall_time_s", time.perf_counter() - started)
     meta = run_meta(argv, "-m rlmpc.reproduce")
     return _write(out, {"experiment": cell.experiment, "env": cell.env, "method": cell.method,
-                        "seed": cell.seed, "kind": cell.kind, **meta, **record})  # fmt: skip
+                        "seed": cell.seed, "kind": cell.kind, "tune_trial": trial, **meta,
+                        **record})  # fmt: skip
 
 
-def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str) -> Path:
+def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str,
+                  trial: str | None) -> Path:  # fmt: skip
     from rlmpc.run.cli import parse
     from rlmpc.run.train import train
     from rlmpc.system.checkpoint import latest_checkpoint
@@ -182,8 +201,8 @@ def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str) -> Pat
                                 cell.eval_episodes, work, cell.experiment, cell.method,
                                 wandb_mode)  # fmt: skip
         inv = parse(argv)
-        run_dir = train(inv.cfg, resume=inv.resume, argv=argv)
+        run_dir = train(inv.cfg, resume=inv.resume, argv=argv, serial=cell.serial)
     path = add(run_dir, cell.experiment, cell.method, results)
     record = json.loads(path.read_text())
-    record["kind"] = cell.kind
+    record["kind"], record["tune_trial"] = cell.kind, trial
     return _write(path, record)

@@ -74,7 +74,10 @@ def plot_experiment(experiment: str, root: Path, out: Path, key: str = "episode_
 def wall_times(experiment: str, root: Path) -> str:
     """Table 7: wall time per 1M env steps, per env and method (mean over seeds), with the
     machine each came from."""
-    rows = ["| env | method | seeds | wall time per 1M env steps | machine |", "|---|---|---|---|---|"]
+    rows = [
+        "| env | method | seeds | wall time per 1M env steps | machine |",
+        "|---|---|---|---|---|",
+    ]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for c in _seed_cells(experiment, root):
         groups.setdefault((c["env"], c["method"]), []).append(c)
@@ -84,8 +87,14 @@ def wall_times(experiment: str, root: Path) -> str:
         if not per_m:
             continue
         s = statistics.fmean(per_m)
-        machines = sorted({f"{c['machine'].get('cpu', '?')}, {c['machine'].get('cores', '?')} cores"
-                           if isinstance(c.get("machine"), dict) else "?" for c in runs})
+        machines = sorted(
+            {
+                f"{c['machine'].get('cpu', '?')}, {c['machine'].get('cores', '?')} cores"
+                if isinstance(c.get("machine"), dict)
+                else "?"
+                for c in runs
+            }
+        )
         rows.append(f"| {env} | {method} | {len(per_m)} | {s / 3600:.2f} h ({s:,.0f} s) | "
                     f"{'; '.join(machines)} |")  # fmt: skip
     return "\n".join(rows)
@@ -116,8 +125,10 @@ def welch(experiment: str, root: Path, baseline: str = "ppo-mppi-adaptive0.3") -
                 continue
             b = pooled(methods[base])
             for method, runs in sorted(methods.items()):
-                if method == base or not method.startswith(prefix) or (
-                    prefix == "ppo-mppi-" and method.startswith("ppo-mppi-sample-")
+                if (
+                    method == base
+                    or not method.startswith(prefix)
+                    or (prefix == "ppo-mppi-" and method.startswith("ppo-mppi-sample-"))
                 ):
                     continue
                 t, p = ttest_ind_from_stats(*b, *pooled(runs), equal_var=False)

@@ -4,9 +4,10 @@ A PPO-MPPI trial reserves, together, a bundle for itself (the coordinator), one 
 learner and one per rollout actor (with the actors' custom resources, e.g. a CARLA server):
 the components it starts land in its group (`rlmpc.system.ray_backend` schedules into the
 current placement group), so trials pack onto a cluster without starving one another. A
-baseline trial (RLlib, MPPI alone) is one bundle. On one machine trials run one at a time
-(``max_concurrent`` 1); on a cluster (``--ray-address auto``, as ``ray submit`` runs it)
-as many as fit.
+baseline trial (RLlib, MPPI alone) is one bundle. As many trials run at once as their
+groups fit: on an embedded Ray (as many CPUs as the machine has, at least one trial's
+worth) a 2-core machine runs a PPO-MPPI trial at a time, or two one-bundle trials; on a
+cluster (``--ray-address auto``, as ``ray submit`` runs it) as many as the cluster holds.
 
 Finished cells (their JSON exists) are skipped before Tune starts, so a killed sweep,
 re-run with the same command, only runs what is left; a trial that fails is retried once
@@ -36,7 +37,8 @@ def _trial(config: dict[str, Any]) -> None:
 
     cell = Cell.from_dict(config["cell"])
     paths = config["paths"]
-    out = run_cell(cell, Path(paths["results"]), Path(paths["runs"]), paths["wandb_mode"])
+    trial = tune.get_context().get_trial_name()
+    out = run_cell(cell, Path(paths["results"]), Path(paths["runs"]), paths["wandb_mode"], trial)
     import json
 
     ev = json.loads(out.read_text())["eval"]
@@ -107,7 +109,6 @@ def run_sweep(cells: list[Cell], results: Path, runs: Path, ray_address: str | N
             need = max(sum(b.get("CPU", 0) for b in c.bundles) for c in todo)
             ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(need)), include_dashboard=False,
                      logging_level=logging.WARNING, object_store_memory=512 * 1024**2)  # fmt: skip
-            max_concurrent = max_concurrent or 1  # one machine: one trial at a time
     trainable = tune.with_resources(_trial, _resources)
     callbacks = []
     if mode != "disabled" and any(c.kind != "ppo-mppi" for c in todo):
