@@ -22,10 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = [sys.executable, "-m", "rlmpc.reproduce"]
 
 
-def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
 def test_catalog_has_the_papers_methods():
     t1 = {m.name for m in EXPERIMENTS["table1"].methods}
     assert t1 == {"ppo", "sac", "ppo-mppi-rho0", "ppo-mppi-rho0.3", "mppi"}
@@ -62,10 +58,35 @@ def test_plan_shares_cells_and_reserves_bundles():
     ]
 
 
+def test_every_experiment_plans_on_every_env():
+    """Every method's options on every env pass launch.py's own checks (before any Ray)."""
+    cells = plan(list(EXPERIMENTS), None, [0], PRESETS["paper"])
+    assert {c.experiment for c in cells} == set(EXPERIMENTS) - {"table7"}
+    assert len({c.key for c in cells}) == len(cells)
+
+
+def test_a_finished_cell_of_another_budget_is_refused(tmp_path):
+    cell = plan(["table2"], ["acrobot"], [0], PRESETS["paper"], methods=["ppo-mppi-rho0.5"])[0]
+    path = cell.result_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"budget": {"env_steps": 4096, "eval_episodes": 50},
+                                "eval": {"episodes": 50}}))  # fmt: skip
+    r = subprocess.run([*PY, "table2", "--envs", "acrobot", "--methods", "ppo-mppi-rho0.5",
+                        "--seeds", "0", "--results", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "another budget" in r.stderr and "4,096 env steps" in r.stderr
+    ok = subprocess.run([*PY, "table2", "--envs", "acrobot", "--methods", "ppo-mppi-rho0.5",
+                         "--seeds", "0", "--results", str(tmp_path), "--env-steps", "4096",
+                         "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert ok.returncode == 0
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["table9"], "--experiments"),
+        (["table9"], "EXPERIMENT"),
+        (["table1", "--envs", "carla-racing"], "no cells"),
+        (["table1", "--wandb-mode", "online"], "WANDB_API_KEY"),
         (["table1", "--envs", "mars"], "--envs"),
         (["table1", "--seeds", "-1"], "--seeds"),
         (["table1", "--env-steps", "0"], "--env-steps"),
@@ -75,7 +96,9 @@ def test_plan_shares_cells_and_reserves_bundles():
     ],
 )
 def test_bad_input_is_refused_before_ray(args, named):
-    r = _cli(*args, "--results", "/nonexistent/never-written")
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    r = subprocess.run([*PY, *args, "--results", "/nonexistent/never-written"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert named in r.stderr
     assert "Ray" not in r.stdout + r.stderr.replace("before Ray", "")  # nothing started

@@ -17,6 +17,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -99,18 +100,22 @@ def main(argv: list[str] | None = None) -> int:
                      args.eval_episodes, args.methods, args.serial)  # fmt: skip
     except ValueError as err:
         parser.error(str(err))
-    "python -m rlmpc.reproduce " + " ".join(argv)
     if args.dry_run:
         for c in cells:
             print(f"{c.key}: {c.kind}{' (serial)' if c.serial else ''}, {c.env_steps:,} env steps, {c.eval_episodes} evaluation "
                   f"episodes, bundles {list(c.bundles)} {' '.join(c.args)}")  # fmt: skip
         return 0
+    if args.wandb_mode == "online" and not os.environ.get("WANDB_API_KEY"):
+        parser.error("argument --wandb-mode: 'online' needs WANDB_API_KEY (or use offline)")
     failed = []
     if not args.from_results:
         from rlmpc.reproduce.sweep import run_sweep
 
-        status = run_sweep(cells, results, runs, args.ray_address, args.max_concurrent,
-                           args.wandb_mode, args.wandb_project)  # fmt: skip
+        try:
+            status = run_sweep(cells, results, runs, args.ray_address, args.max_concurrent,
+                               args.wandb_mode, args.wandb_project)  # fmt: skip
+        except ValueError as err:  # raised before Ray starts
+            parser.error(str(err))
         failed = [f"{k}: {v}" for k, v in status.items() if v.startswith("failed")]
         done = sum(v == "done" for v in status.values())
         print(f"{done} cells run, {sum(v == 'skipped' for v in status.values())} already "

@@ -45,6 +45,10 @@ class Cell:
     """planner options of an MPPI-alone cell"""
 
     @property
+    def budget(self) -> dict[str, int]:
+        return {"env_steps": self.env_steps, "eval_episodes": self.eval_episodes}
+
+    @property
     def key(self) -> str:
         return f"{self.experiment}/{self.env}/{self.method}/seed{self.seed}"
 
@@ -83,7 +87,7 @@ def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], pres
 
     unknown = [e for e in experiments if e not in EXPERIMENTS]
     if unknown:
-        raise ValueError(f"--experiments: unknown {unknown}; choose from {sorted(EXPERIMENTS)}")
+        raise ValueError(f"EXPERIMENT: unknown {unknown}; choose from {sorted(EXPERIMENTS)}")
     if envs_ is not None:
         bad = [e for e in envs_ if e not in envs.names()]
         if bad:
@@ -138,10 +142,49 @@ def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], pres
                             raise ValueError(f"{cell.key}: launch.py refused {argv}") from err
                     if cell.key not in {c.key for c in cells}:
                         cells.append(cell)
+    if not cells:
+        raise ValueError(f"no cells: {experiments} on --envs {envs_} with --methods {methods} "
+                         f"select nothing (each experiment's envs: "
+                         f"{ {e: EXPERIMENTS[e].envs for e in experiments} })")  # fmt: skip
     return cells
 
 
-def _write(path: Path, record: dict[str, Any]) -> Path:
+def recorded_budget(record: dict[str, Any]) -> dict[str, int]:
+    """The env steps and evaluation episodes a finished cell was run with (cells recorded
+    before budgets were: from the run's config)."""
+    if "budget" in record:
+        return record["budget"]
+    steps = record.get("config", {}).get("run", {}).get("total_env_steps")
+    if steps is None:
+        steps = record["eval"].get("env_steps", 0)
+    return {"env_steps": int(steps), "eval_episodes": int(record["eval"]["episodes"])}
+
+
+def finished(cells: list[Cell], results: Path) -> list[Cell]:
+    """The cells whose JSON exists. Raises ValueError (before anything starts) when one was
+    run with another budget than the sweep asks for: a table must not mix budgets."""
+    done, clash = [], []
+    for c in cells:
+        path = c.result_path(results)
+        if not path.is_file():
+            continue
+        had = recorded_budget(json.loads(path.read_text()))
+        if had != c.budget:
+            clash.append(f"{path} was run with {had['env_steps']:,} env steps and "
+                         f"{had['eval_episodes']} evaluation episodes")  # fmt: skip
+        done.append(c)
+    if clash:
+        asked = f"{cells[0].eval_episodes} evaluation episodes"
+        raise ValueError(
+            "finished cells with another budget than this sweep's (--env-steps, "
+            f"--eval-episodes: {asked}; env steps per cell as --dry-run lists): "
+            + "; ".join(clash)
+            + ". Give the same budget, or move those cells away"
+        )
+    return done
+
+
+def write_record(path: Path, record: dict[str, Any]) -> Path:
     """Atomically: a half-written cell must never look finished."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -179,9 +222,9 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
                              eval_episodes=cell.eval_episodes, overrides=cell.overrides)  # fmt: skip
     record.setdefault("wall_time_s", time.perf_counter() - started)
     meta = run_meta(argv, "-m rlmpc.reproduce")
-    return _write(out, {"experiment": cell.experiment, "env": cell.env, "method": cell.method,
-                        "seed": cell.seed, "kind": cell.kind, "tune_trial": trial, **meta,
-                        **record})  # fmt: skip
+    return write_record(out, {"experiment": cell.experiment, "env": cell.env, "method": cell.method,
+                        "seed": cell.seed, "kind": cell.kind, "tune_trial": trial,
+                        "budget": cell.budget, **meta, **record})  # fmt: skip
 
 
 def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str,
@@ -204,5 +247,5 @@ def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str,
         run_dir = train(inv.cfg, resume=inv.resume, argv=argv, serial=cell.serial)
     path = add(run_dir, cell.experiment, cell.method, results)
     record = json.loads(path.read_text())
-    record["kind"], record["tune_trial"] = cell.kind, trial
-    return _write(path, record)
+    record["kind"], record["tune_trial"], record["budget"] = cell.kind, trial, cell.budget
+    return write_record(path, record)

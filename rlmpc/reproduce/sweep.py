@@ -21,6 +21,7 @@ the config, with the evaluation media); the other trials go through Tune's
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlmpc.reproduce.cells import Cell, run_cell
+from rlmpc.reproduce.cells import Cell, finished, run_cell, write_record
 
 
 def _trial(config: dict[str, Any]) -> None:
@@ -39,11 +40,11 @@ def _trial(config: dict[str, Any]) -> None:
     paths = config["paths"]
     trial = tune.get_context().get_trial_name()
     out = run_cell(cell, Path(paths["results"]), Path(paths["runs"]), paths["wandb_mode"], trial)
-    import json
-
-    ev = json.loads(out.read_text())["eval"]
+    record = out.read_text()
+    ev = json.loads(record)["eval"]
+    # the record travels back too: on a cluster the driver writes it where the tables are built
     tune.report({f"final/{k}": v["mean"] for k, v in ev.items() if isinstance(v, dict)} |
-                {"result": str(out)})  # fmt: skip
+                {"result": str(out), "record_json": record})  # fmt: skip
 
 
 def _resources(config: dict[str, Any]) -> Any:
@@ -74,9 +75,8 @@ def _wandb_callback(project: str, mode: str, directory: Path) -> Any:
             if not self._own(trial):
                 super().log_trial_end(trial, failed)
 
-    os.environ["WANDB_MODE"] = mode
     directory.mkdir(parents=True, exist_ok=True)
-    return BaselineWandb(project=project, dir=str(directory))
+    return BaselineWandb(project=project, dir=str(directory), mode=mode)
 
 
 def resolved_wandb_mode(mode: str) -> str:
@@ -94,13 +94,15 @@ def run_sweep(cells: list[Cell], results: Path, runs: Path, ray_address: str | N
     from ray import tune
 
     results, runs = results.resolve(), runs.resolve()
-    status = {c.key: "skipped" for c in cells if c.result_path(results).is_file()}
+    status = {c.key: "skipped" for c in finished(cells, results)}
     todo = [c for c in cells if c.key not in status]
     for key in status:
         print(f"skip {key}: finished ({results / key}.json)", flush=True)
     if not todo:
         return status
     mode = resolved_wandb_mode(wandb_mode)
+    if mode in ("offline", "disabled"):  # before Ray starts: its workers inherit it
+        os.environ["WANDB_MODE"] = mode
     if not ray.is_initialized():
         address = ray_address or os.environ.get("RAY_ADDRESS")
         if address:
@@ -127,6 +129,11 @@ def run_sweep(cells: list[Cell], results: Path, runs: Path, ray_address: str | N
     )  # fmt: skip
     grid = tuner.fit()
     for r in grid:
-        key = Cell.from_dict(r.config["cell"]).key
-        status[key] = "done" if r.error is None else f"failed: {type(r.error).__name__}: {r.error}"
+        cell = Cell.from_dict(r.config["cell"])
+        status[cell.key] = (
+            "done" if r.error is None else f"failed: {type(r.error).__name__}: {r.error}"
+        )
+        record = (r.metrics or {}).get("record_json")
+        if r.error is None and record and not cell.result_path(results).is_file():
+            write_record(cell.result_path(results), json.loads(record))  # run on another node
     return status

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -58,7 +59,9 @@ def add(run_dir: Path, experiment: str, method: str, root: Path = RESULTS) -> Pa
         "curve": curve,
     }  # fmt: skip
     path = out / f"seed{seed}.json"
-    path.write_text(json.dumps(cell, indent=1))
+    tmp = path.with_suffix(".json.tmp")  # atomically: a half-written cell never looks finished
+    tmp.write_text(json.dumps(cell, indent=1))
+    os.replace(tmp, path)
     for png in ("eval_episodes.png", "learning_curves.png"):
         if (run_dir / png).is_file():
             shutil.copyfile(run_dir / png, out / f"seed{seed}_{png}")
@@ -88,7 +91,9 @@ def table(experiment: str, root: Path = RESULTS, env: str | None = None,
     lines = []
     for name, methods in by_env.items():
         cols = envs.spec(name).columns  # the env's table columns (registry)
-        where = sorted({f"`results/{c['experiment']}/{name}/`" for m in methods.values() for c in m})
+        where = sorted(
+            {f"`results/{c['experiment']}/{name}/`" for m in methods.values() for c in m}
+        )
         lines += [f"**{name}** ({', '.join(where)})", ""]
         lines.append("| method | seeds | env steps | " + " | ".join(h for _, h in cols) + " |")
         lines.append("|---|---|---|" + "---|" * len(cols))
