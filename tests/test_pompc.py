@@ -273,16 +273,17 @@ def test_command_line_options_and_refusals(capsys):
 
     cfg = parse([]).cfg
     assert cfg.kl == KLPriorConfig() and cfg.worker_spec().candidate_gamma is None
-    cfg = parse(["--engine", "autograd", "--kl-prior", "intermediate", "--kl-lambda", "9",
+    cfg = parse(["--kl-prior", "intermediate", "--kl-lambda", "9",
                  "--kl-direction", "forward", "--kl-temperature", "0.5"]).cfg  # fmt: skip
     assert (cfg.kl.kl_prior, cfg.kl.kl_lambda, cfg.kl.kl_direction) == ("intermediate", 9.0, "forward")
+    assert cfg.ppo.engine == "fused"  # the default engine takes the KL prior
+    assert parse(["--kl-prior", "planner", "--engine", "autograd"]).cfg.ppo.engine == "autograd"
     assert cfg.worker_spec().candidate_gamma == cfg.ppo.gamma and cfg.learner_spec().kl == cfg.kl
     assert cfg.eval_spec(10).candidate_gamma is None
     refusals = [
-        (["--kl-prior", "planner"], ["--kl-prior", "--engine"]),
-        (["--kl-prior", "planner", "--engine", "autograd", "--mixing", "sample"], ["--kl-prior", "--mixing"]),
-        (["--kl-prior", "planner", "--engine", "autograd", "--num-candidates", "1",
-          "--influence-ratio-rho0", "0"], ["--kl-prior", "--num-candidates"]),
+        (["--kl-prior", "planner", "--mixing", "sample"], ["--kl-prior", "--mixing"]),
+        (["--kl-prior", "planner", "--num-candidates", "1", "--influence-ratio-rho0", "0"],
+         ["--kl-prior", "--num-candidates"]),
         (["--kl-lambda", "-1"], ["--kl-lambda"]),
     ]  # fmt: skip
     for argv, named in refusals:
