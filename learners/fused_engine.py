@@ -2,7 +2,8 @@
 
 Per iteration the training samples (real, then virtual) become one matrix of columns (the
 normalised observation, action, log-probability, advantage, target, bootstrap weights and
-prior of each sample: the observation statistics do not change inside an iteration); per
+prior of each sample, and with PO-MPC's KL prior π_prior's mean and log-std at the real
+states: the observation statistics do not change inside an iteration); per
 epoch one gather lays the epoch's minibatches out side by side, drawn from the learner's
 generators exactly as the autograd engine draws them (`PPOLearner.draw_epoch`), and each
 minibatch is a view of it. Adam's state lives in flat tensors here and is handed to
@@ -19,7 +20,7 @@ from torch import Tensor
 from learners.batches import Samples
 from learners.fused import FlatNetworks
 from learners.fused_step import LOG_SQRT_2PI, Columns, FusedSteps
-from learners.ppo_autograd import STEP_METRICS, VIRTUAL_METRICS
+from learners.ppo_autograd import KL_METRICS, STEP_METRICS, VIRTUAL_METRICS
 
 if TYPE_CHECKING:
     from learners.ppo import PPOLearner
@@ -31,20 +32,25 @@ class FusedEngine:
     def __init__(self, learner: PPOLearner) -> None:
         self.learner = learner
         self.nets = FlatNetworks(learner.policy, learner.values)
-        self.steps = FusedSteps(self.nets, learner.config)
+        kl = learner.kl_config if learner.kl_config.enabled else None
+        self.steps = FusedSteps(self.nets, learner.config, kl)
 
     def critic(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """The heads' trained parts and priors ``([..., D], [..., D])`` (`FlatNetworks.critic`)."""
         self.nets.pack()
         return self.nets.critic(obs)
 
-    def _columns(self, s: Samples) -> Tensor:
-        """``[n, F]``: one row per sample, fields in `learners.fused_step.Columns` order."""
+    def _columns(self, s: Samples, anchor: bool = False) -> Tensor:
+        """``[n, F]``: one row per sample, fields in `learners.fused_step.Columns` order;
+        ``anchor``: with π_prior's rows (zeros where ``s`` has none: virtual samples)."""
         b, na = s.batch, self.nets.na
         x = self.learner.policy.normalizer(b.obs)
         lpc = b.logp + na * LOG_SQRT_2PI
-        return torch.cat((x, b.actions, lpc[:, None], b.advantages[:, None],
-                          b.returns[:, None], b.boot, s.prior), 1)  # fmt: skip
+        fields = [x, b.actions, lpc[:, None], b.advantages[:, None], b.returns[:, None],
+                  b.boot, s.prior]  # fmt: skip
+        if anchor:
+            fields.append(s.anchor if s.anchor is not None else x.new_zeros(b.size, 2 * na))
+        return torch.cat(fields, 1)
 
     def run(self, train: Samples, virt: Samples | None) -> tuple[dict[str, float], int, int]:
         """``n_epochs`` passes of minibatch steps: (the steps' mean metrics, steps taken,
@@ -54,9 +60,10 @@ class FusedEngine:
         cfg, device = lrn.config, lrn.device
         self.nets.pack()
         n_train, n_virt = train.batch.size, 0 if virt is None else virt.batch.size
-        pool = self._columns(train)
+        anchor = train.anchor is not None  # PO-MPC's KL term on the real columns
+        pool = self._columns(train, anchor)
         if virt is not None:
-            pool = torch.cat((pool, self._columns(virt)))
+            pool = torch.cat((pool, self._columns(virt, anchor)))
         bs = cfg.batch_size
         sizes = [min(bs, n_train - i) for i in range(0, n_train, bs)]
         vsize = lrn.virtual_chunk_size(n_virt, len(sizes)) if virt is not None else 0
@@ -67,10 +74,13 @@ class FusedEngine:
         off = 0
         for n in sizes:  # the epoch's minibatches: n real columns, then vsize virtual ones
             if shadow:
-                main = steps.columns(block[:, off : off + n])
-                plan.append((main, n, 0, steps.columns(block[:, off + n : off + n + vsize])))
+                main = steps.columns(block[:, off : off + n], anchor)
+                sh = steps.columns(block[:, off + n : off + n + vsize], anchor)
+                plan.append((main, n, 0, sh._replace(anchor=None)))  # metrics only: no KL
             else:
-                plan.append((steps.columns(block[:, off : off + n + vsize]), n, vsize, None))
+                plan.append(
+                    (steps.columns(block[:, off : off + n + vsize], anchor), n, vsize, None)
+                )
             off += n + vsize
         rho_fn = None
         if lrn.influence_config.update_every == "minibatch":
@@ -96,9 +106,9 @@ class FusedEngine:
                 steps.step(cols, n_real, n_virtual, lrn.rho, epoch * len(sizes) + k,
                            mixed=mixed, shadow=sh, rho_fn=rho_fn)  # fmt: skip
         self.nets.unpack()
-        return self._metrics(virt is not None, mixed)
+        return self._metrics(virt is not None, mixed, anchor)
 
-    def _metrics(self, virtual: bool, mixed: bool) -> tuple[dict[str, float], int, int]:
+    def _metrics(self, virtual: bool, mixed: bool, kl: bool) -> tuple[dict[str, float], int, int]:
         """The mean of each step metric over the steps taken (one host transfer)."""
         s, cfg = self.steps, self.learner.config
         taken = s.taken.bool()
@@ -113,6 +123,10 @@ class FusedEngine:
         loss = objective(0)
         if mixed:
             loss = (1.0 - rho) * loss + (rho * objective(1) if virtual else 0.0)
+        kl_means = s.kl_means[taken]
+        lam = self.learner.kl_config.kl_lambda
+        if kl and lam > 0:  # PO-MPC: L_PPO + λ mean KL (λ = 0: logged only, as autograd)
+            loss = loss + lam * kl_means
         rows = [
             -q[:, 0, 0],
             q[:, 1, 0],
@@ -126,6 +140,9 @@ class FusedEngine:
         if virtual:
             rows += [-q[:, 0, 1], q[:, 1, 1]]
             keys = STEP_METRICS + VIRTUAL_METRICS
+        if kl:
+            rows += [kl_means]
+            keys = keys + KL_METRICS
         values = torch.stack(rows).mean(1).tolist()
         return dict(zip(keys, values, strict=True)), n, skipped
 

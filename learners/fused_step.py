@@ -17,6 +17,16 @@ advantage, ``R`` the value target, ``b`` the bootstrap weights, ``z = (a - μ)/�
     ∂L/∂μ = ∂L/∂log π · z/σ,    ∂L/∂log σ = Σ_i ∂L/∂log π · (z² - 1) - ent Σ_i c_i
     ∂L/∂V_d = c_i · vf · (2/D) · b_d (V_d - R)
 
+With PO-MPC's KL prior (`learners.pompc`; ``anchor`` rows: π_prior = N(μ_p, σ_p²) per real
+column) the loss gains ``λ/n_real · Σ_i KL_i`` over the minibatch's ``n_real`` real columns,
+unweighted by ρ, each KL summed over the action's dimensions (σ is the policy's state-free
+``log_std``, so its gradient sums over the columns)::
+
+    reverse, KL(π ‖ p) = log σ_p - log σ + (σ² + (μ - μ_p)²) / (2σ_p²) - 1/2:
+        ∂/∂μ = (μ - μ_p) / σ_p²,   ∂/∂log σ = σ²/σ_p² - 1
+    forward, KL(p ‖ π) = log σ - log σ_p + (σ_p² + (μ - μ_p)²) / (2σ²) - 1/2:
+        ∂/∂μ = (μ - μ_p) / σ²,     ∂/∂log σ = 1 - (σ_p² + (μ - μ_p)²) / σ²
+
 ``tests/test_fused_step.py`` checks a step against autograd on `minibatch_loss`, and whole
 updates against the autograd engine.
 """
@@ -31,6 +41,7 @@ import torch
 from torch import Tensor
 
 from learners.fused import FlatNetworks
+from learners.pompc import KLPriorConfig
 from learners.ppo_loss import PPOConfig
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -47,11 +58,14 @@ class Columns(NamedTuple):
     ret: Tensor  #: ``[N]``
     boot: Tensor  #: ``[D, N]``
     prior: Tensor  #: ``[D, N]``
+    #: ``[2·na, N]`` PO-MPC's π_prior, its mean then log-std (read on the real columns only;
+    #: filler on virtual ones), or None without a KL prior
+    anchor: Tensor | None = None
 
 
-def rows_of(nobs: int, na: int, D: int) -> list[int]:
-    """Row counts of a block, in `Columns` order."""
-    return [nobs, na, 1, 1, 1, D, D]
+def rows_of(nobs: int, na: int, D: int, anchor: bool = False) -> list[int]:
+    """Row counts of a block, in `Columns` order (with the ``anchor`` rows or without)."""
+    return [nobs, na, 1, 1, 1, D, D] + ([2 * na] if anchor else [])
 
 
 class _Buffers:
@@ -79,6 +93,9 @@ class _Buffers:
             like.new_empty(N) for _ in range(7)
         )
         self.gate = torch.empty(N, dtype=torch.bool, device=like.device)
+        # PO-MPC's KL term on the real columns: μ - μ_p, a weight, a product, KL per column
+        self.k_diff, self.k_w, self.k_e = (like.new_empty(na, N) for _ in range(3))
+        self.kl, self.k_s = like.new_empty(N), like.new_empty(N)
 
 
 class Weights(NamedTuple):
@@ -95,12 +112,15 @@ class FusedSteps:
 
     `begin(steps)` starts an iteration of ``steps`` steps; `step` takes one; the logged
     per-step figures are `q_means` (``[steps, 4, 2]``: the real and the virtual means of the
-    per-sample terms), `grad_norms`, `entropy_sums` (Σ log σ), `taken` (1 where the step
-    was applied) and `rhos`.
+    per-sample terms), `kl_means` (the KL term's mean over the real columns; 0 without
+    anchors), `grad_norms`, `entropy_sums` (Σ log σ), `taken` (1 where the step was applied)
+    and `rhos`. ``kl``: PO-MPC's prior (its λ and direction), for minibatches with anchors.
     """
 
-    def __init__(self, nets: FlatNetworks, config: PPOConfig) -> None:
-        self.nets, self.cfg = nets, config
+    def __init__(
+        self, nets: FlatNetworks, config: PPOConfig, kl: KLPriorConfig | None = None
+    ) -> None:
+        self.nets, self.cfg, self.kl = nets, config, kl
         self.grad, self.exp_avg, self.exp_avg_sq = nets.like(), nets.like(), nets.like()
         self.adam_step = torch.zeros((), dtype=torch.float32, device=nets.device)
         self.g_W, self.g_WoT, self.g_log_std = nets.split(self.grad)
@@ -118,7 +138,8 @@ class FusedSteps:
         self._norms, self._coef = like.new_empty(2), like.new_empty(2)
         self._norm_rows, self._coef_rows = self._norms.unbind(0), self._coef.unbind(0)
         self._gap, self._gsum = like.new_empty(()), like.new_empty(())
-        self._inv_std = like.new_empty(nets.na, 1)
+        self._inv_std, self._var = like.new_empty(nets.na, 1), like.new_empty(nets.na, 1)
+        self._g_kl = like.new_empty(nets.na)
         self._minus1, self._plus1 = like.new_full((), -1.0), like.new_full((), 1.0)
         self._found, self._total = like.new_empty(()), like.new_empty(())
         self._buffers: dict[int, _Buffers] = {}
@@ -151,18 +172,21 @@ class FusedSteps:
         like = self.nets.flat
         self.q_means = like.new_zeros(steps, 4, 2)
         self.grad_norms, self.entropy_sums, self.taken = (like.new_zeros(steps) for _ in range(3))
+        self.kl_means = like.new_zeros(steps)
         self._q_rows, self._gn_rows = self.q_means.unbind(0), self.grad_norms.unbind(0)
+        self._kl_rows = self.kl_means.unbind(0)
         self._ent_rows, self._taken_rows = self.entropy_sums.unbind(0), self.taken.unbind(0)
         self.rhos: list[float] = []
         self._weights.clear()
 
-    def columns(self, block: Tensor) -> Columns:
-        """The `Columns` of a block ``[F, N]`` (rows as `rows_of`)."""
+    def columns(self, block: Tensor, anchor: bool = False) -> Columns:
+        """The `Columns` of a block ``[F, N]`` (rows as `rows_of`, with ``anchor`` rows or not)."""
         nets = self.nets
-        parts = block.split(rows_of(nets.nobs, nets.na, nets.D))
+        parts = block.split(rows_of(nets.nobs, nets.na, nets.D, anchor))
         return Columns(
-            parts[0], parts[1], parts[2][0], parts[3][0], parts[4][0], parts[5], parts[6]
-        )
+            parts[0], parts[1], parts[2][0], parts[3][0], parts[4][0], parts[5], parts[6],
+            parts[7] if anchor else None,
+        )  # fmt: skip
 
     # ---- the networks ------------------------------------------------------------------
     def forward(self, x: Tensor, buf: _Buffers) -> None:
@@ -224,6 +248,8 @@ class FusedSteps:
         if cfg.ent_coef:
             self.g_log_std.sub_(cfg.ent_coef * w.sum_c)
         torch.mul(buf.bd, w.cvf, out=buf.d_v)
+        if cols.anchor is not None:
+            self._kl_term(cols.anchor, buf, n_real, index, log_std_sum)
         self.backward(cols.x, buf)
         norm = self.clip(index)
         if shadow is not None:
@@ -233,6 +259,8 @@ class FusedSteps:
             torch.mean(sb.q, 1, keepdim=True, out=self._q_rows[index][:, 1:])
         # a step whose loss or gradient is not finite is skipped (on the device)
         total = torch.sum(self._q_rows[index], (0, 1), out=self._total).add_(norm)
+        if cols.anchor is not None and self.kl.kl_lambda > 0:  # λ = 0: the KL is only logged
+            total.add_(self._kl_rows[index])
         finite = torch.isfinite(total)
         self._taken_rows[index].copy_(finite)
         torch.logical_not(finite, out=self._found)
@@ -262,6 +290,48 @@ class FusedSteps:
         torch.mean(torch.mul(buf.bd, buf.v, out=buf.vv), 0, out=q_val)
         torch.sub(buf.ratio, 1.0, out=q_kl).sub_(buf.lr)  # (r - 1) - log r
         torch.ne(buf.clr, buf.ratio, out=q_clip)
+
+    def _kl_term(
+        self, anchor: Tensor, buf: _Buffers, n: int, index: int, log_std_sum: Tensor
+    ) -> None:
+        """PO-MPC's ``λ/n · Σ_i KL_i`` on the first ``n`` (real) columns (module docstring):
+        KL per column into ``buf.kl``, its mean into `kl_means`, and, for λ > 0, its gradient
+        added to ``buf.d_mu`` and `g_log_std`. Reads `_inv_std` (this step's 1/σ)."""
+        kc = self.kl
+        if kc is None:
+            raise ValueError("the minibatch carries a KL prior but FusedSteps has no KLPriorConfig")
+        na, reverse = self.nets.na, kc.kl_direction == "reverse"
+        mu, mean_p, log_std_p = buf.mu[:, :n], anchor[:na, :n], anchor[na:, :n]
+        diff, w, e = buf.k_diff[:, :n], buf.k_w[:, :n], buf.k_e[:, :n]
+        kl, s = buf.kl[:n], buf.k_s[:n]
+        torch.sub(mu, mean_p, out=diff)  # μ - μ_p
+        torch.mul(diff, diff, out=e)
+        if reverse:
+            torch.mul(log_std_p, -2.0, out=w).exp_()  # 1/σ_p²
+            torch.mul(self.nets.log_std[:, None], 2.0, out=self._var).exp_()  # σ²
+            e.add_(self._var).mul_(w)  # (σ² + (μ - μ_p)²) / σ_p²
+        else:
+            torch.mul(log_std_p, 2.0, out=w).exp_()  # σ_p²
+            torch.mul(self._inv_std, self._inv_std, out=self._var)  # 1/σ²
+            e.add_(w).mul_(self._var)  # (σ_p² + (μ - μ_p)²) / σ²
+        # KL = ±(Σ log σ_p - Σ log σ) + ½ Σ e - na/2, per column
+        torch.sum(e, 0, out=kl).mul_(0.5).sub_(0.5 * na)
+        torch.sum(log_std_p, 0, out=s)
+        if reverse:
+            kl.add_(s).sub_(log_std_sum)
+        else:
+            kl.sub_(s).add_(log_std_sum)
+        torch.mean(kl, 0, out=self._kl_rows[index])
+        if kc.kl_lambda == 0.0:  # λ = 0: logged, no gradient (the autograd engine's rule)
+            return
+        c = kc.kl_lambda / n
+        if reverse:  # ∂/∂μ = (μ - μ_p)/σ_p², ∂/∂log σ = Σ_i σ²/σ_p² - 1
+            buf.d_mu[:, :n].addcmul_(diff, w, value=c)
+            torch.sum(w, 1, out=self._g_kl).mul_(self._var[:, 0]).sub_(float(n))
+        else:  # ∂/∂μ = (μ - μ_p)/σ², ∂/∂log σ = Σ_i 1 - e
+            buf.d_mu[:, :n].addcmul_(diff, self._var, value=c)
+            torch.sum(e, 1, out=self._g_kl).neg_().add_(float(n))
+        self.g_log_std.add_(self._g_kl, alpha=c)
 
     def clip(self, index: int) -> Tensor:
         """Clip the gradient to ``max_grad_norm`` per network (or jointly); logs and returns

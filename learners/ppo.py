@@ -26,7 +26,7 @@ One learner iteration (`PPOLearner.update`) runs, top to bottom:
      unweighted on that unified buffer of the real buffer's size.
 
 With a KL prior each real minibatch adds ``λ · mean KL(π_θ ‖ π_prior)`` over its states
-(PO-MPC's regularised objective; autograd engine only). λ = 0 computes and logs the KL but
+(PO-MPC's regularised objective; on either engine). λ = 0 computes and logs the KL but
 leaves every number of the update as without it, bit for bit.
 
 A virtual sample's advantage is its path λ-return minus V̄(s_t) at its real state. Each
@@ -157,10 +157,6 @@ class PPOLearner:
         self.engine = engine or config.engine
         if self.engine not in ("fused", "autograd"):
             raise ValueError(f"engine must be 'fused' or 'autograd', got {self.engine!r}")
-        if kl.enabled and self.engine == "fused":
-            raise ValueError(
-                "KLPriorConfig.kl_prior runs on the autograd engine only: pass engine='autograd'"
-            )
         self._fused = FusedEngine(self) if self.engine == "fused" else None
         self.kl_prior: KLPrior | None = None
         if kl.enabled:  # its own seed and streams: nothing else moves

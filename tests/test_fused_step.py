@@ -1,5 +1,6 @@
 """The fused engine against the autograd engine (the reference): one step's gradient, whole
-updates on fixed batches (Table 3's and the options'), random streams, Adam's state."""
+updates on fixed batches (Table 3's and the options', PO-MPC's KL prior), random streams,
+Adam's state."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 from learners import InfluenceRatioConfig, NetworkConfig, PPOConfig, PPOLearner
 from learners.bench_update import random_batches
 from learners.fused_step import LOG_SQRT_2PI
+from learners.pompc import KLPriorConfig
 from learners.ppo_loss import minibatch_loss
+from tests.test_pompc import real_batch as kl_real_batch
 from tests.test_ppo import NA, NETS, NOBS, SMALL, real_batch, virtual_batch
 
 
@@ -147,3 +150,87 @@ def test_checkpoints_cross_between_engines():
     back = _pair(0.3, mode="adaptive")[0]
     back.load_state_dict(ref.state_dict())
     assert _max_diff(back, ref) == 0.0 and math.isclose(back.rho, ref.rho)
+
+
+# ---- PO-MPC's KL prior on the fused engine ----------------------------------------------
+KL_GRID = [(d, lam) for d in ("reverse", "forward") for lam in (0.1, 9.0)]
+
+
+def _kl_pair(kl: KLPriorConfig, rho=0.3, **rho_kwargs) -> tuple[PPOLearner, PPOLearner]:
+    make = lambda engine: PPOLearner(
+        NOBS, NA, SMALL, NETS, InfluenceRatioConfig(rho0=rho, **rho_kwargs), seed=0,
+        engine=engine, kl=kl,
+    )  # fmt: skip
+    return make("fused"), make("autograd")
+
+
+@pytest.mark.parametrize(("direction", "lam"), KL_GRID)
+def test_one_step_with_a_kl_prior_equals_autograd(direction, lam):
+    """With PO-MPC's KL term, a fused step's gradient is autograd's of ``minibatch_loss +
+    λ · mean KL`` over the real columns, and the step gives the same weights and KL."""
+    fused, ref = _kl_pair(KLPriorConfig("planner", kl_lambda=lam, kl_direction=direction))
+    for lrn in (fused, ref):
+        lrn.update(kl_real_batch(), virtual_batch())  # away from the initialisation
+    real = kl_real_batch(seed=3)
+    anchor, _ = ref.kl_prior.anchor(real, ref.policy, ref.values.scale.std)
+    train, _, _ = ref._real_targets(real, anchor)
+    virt, _ = ref._virtual_targets(virtual_batch(seed=4))
+    mb, vmb = train.index(torch.arange(16)), virt.index(torch.arange(40, 88))
+    # the policy's mean sits away from the prior's and σ differs from σ_p: every term counts
+    assert float((ref.policy(mb.batch.obs) - mb.anchor[:, :NA]).abs().min().detach()) > 1e-3
+    loss, _, _ = minibatch_loss(ref.policy, ref.values, mb, vmb, 0.3, ref.config)
+    kl = ref.kl_prior.policy_kl(ref.policy, mb.batch.obs, mb.anchor)
+    loss = loss + lam * kl.mean()
+    ref.optimizer.zero_grad()
+    loss.backward()
+    grads = [p.grad.clone() for p in ref.params]
+    ref._clip_gradients()
+    ref.optimizer.step()
+
+    engine = fused._fused
+    engine.nets.pack()
+    columns = torch.cat((engine._columns(mb, True), engine._columns(vmb, True))).t().contiguous()
+    steps = engine.steps
+    steps.begin(1)
+    backward, seen = steps.backward, {}
+
+    def keep_gradient(*args):
+        backward(*args)
+        seen["grad"] = steps.grad.clone()
+
+    steps.backward = keep_gradient
+    steps.step(steps.columns(columns, anchor=True), 16, 48, 0.3, 0)
+    engine.nets.unpack()
+    for k, g in enumerate(grads):
+        torch.testing.assert_close(engine.nets.view(seen["grad"], k), g, rtol=1e-5, atol=1e-6)
+    assert _max_diff(fused, ref) < 1e-6
+    torch.testing.assert_close(steps.kl_means[0], kl.mean().detach(), rtol=1e-5, atol=1e-6)
+
+
+KL_CASES = {
+    **{f"planner, {d}, λ = {lam:g}": dict(kl=("planner", lam, d)) for d, lam in KL_GRID},
+    "rho 0 (virtual metrics only), reverse, λ = 9": dict(kl=("planner", 9.0, "reverse"), rho=0.0),
+    "intermediate, forward, λ = 0.1, adaptive per minibatch": dict(
+        kl=("intermediate", 0.1, "forward"), mode="adaptive", update_every="minibatch"
+    ),
+    "intermediate, reverse, λ = 9, KL critic": dict(kl=("intermediate", 9.0, "reverse", True)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KL_CASES))
+def test_fused_updates_with_a_kl_prior_equal_the_autograd_engines(case):
+    """PO-MPC's KL prior on both engines (both directions, λ ∈ {0.1, 9}): same batches, same
+    seed, the same weights and metrics (``loss/kl``, ``loss/total`` with λ·KL) to float32
+    rounding, and the same random streams."""
+    args = dict(KL_CASES[case])
+    prior, lam, direction, *critic = args.pop("kl")
+    kl = KLPriorConfig(prior, kl_lambda=lam, kl_direction=direction, kl_critic=bool(critic))
+    fused, ref = _kl_pair(kl, **args)
+    for it in range(3):
+        real, virt = kl_real_batch(seed=it), virtual_batch(seed=10 + it)
+        m_f, m_r = fused.update(real, virt), ref.update(real, virt)
+        assert _same_streams(fused, ref)
+        assert _max_diff(fused, ref) < 1e-5, case
+        assert m_f.keys() == m_r.keys() and "loss/kl" in m_f
+        for key, value in m_r.items():
+            assert m_f[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (case, key)

@@ -1,5 +1,6 @@
 """PO-MPC's KL prior in the hierarchy (`learners.pompc`): the maths against twins and hand
-computations, λ = 0 is PPO-MPPI bit for bit, a one-step toy with a known answer, resume."""
+computations, λ = 0 is PPO-MPPI bit for bit and a one-step toy with a known answer (both
+engines), resume. The fused engine's KL term against autograd's: `tests/test_fused_step.py`."""
 
 from __future__ import annotations
 
@@ -42,11 +43,12 @@ def real_batch(T=8, B=4, seed=0, nobs=NOBS, na=NA, M=M) -> RealBatch:
     )
 
 
-def learner(kl: KLPriorConfig | None = None, rho=0.0, seed=0, config=SMALL) -> PPOLearner:
+def learner(
+    kl: KLPriorConfig | None = None, rho=0.0, seed=0, config=SMALL, engine="autograd"
+) -> PPOLearner:
     return PPOLearner(
-        NOBS, NA, config, NETS, InfluenceRatioConfig(rho0=rho), seed=seed, engine="autograd",
-        kl=kl,
-    )  # fmt: skip
+        NOBS, NA, config, NETS, InfluenceRatioConfig(rho0=rho), seed=seed, engine=engine, kl=kl
+    )
 
 
 def same_networks(a: PPOLearner, b: PPOLearner) -> bool:
@@ -132,12 +134,12 @@ def test_invalid_kl_options_are_refused_naming_the_field(field, value):
     assert err.value.fields == (field,)
 
 
-def test_construction_refuses_the_fused_engine_and_sample_mixing():
+def test_construction_refuses_sample_mixing_on_either_engine():
     kl = KLPriorConfig("planner")
-    with pytest.raises(ValueError, match="autograd"):
-        PPOLearner(NOBS, NA, SMALL, NETS, kl=kl)  # the default engine is the fused one
-    with pytest.raises(ValueError, match="mixing"):
-        PPOLearner(NOBS, NA, PPOConfig(mixing="sample"), NETS, engine="autograd", kl=kl)
+    assert PPOLearner(NOBS, NA, SMALL, NETS, kl=kl).engine == "fused"  # the default engine
+    for engine in ("fused", "autograd"):
+        with pytest.raises(ValueError, match="mixing"):
+            PPOLearner(NOBS, NA, PPOConfig(mixing="sample"), NETS, engine=engine, kl=kl)
 
 
 def test_a_kl_prior_without_candidates_is_an_error():
@@ -148,10 +150,12 @@ def test_a_kl_prior_without_candidates_is_an_error():
 
 
 # ---- the learner ------------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ["autograd", "fused"])
 @pytest.mark.parametrize("prior", ["planner", "intermediate"])
 @pytest.mark.parametrize("rho", [0.0, 0.3])
-def test_lambda_zero_is_ppo_mppi_bit_for_bit(prior, rho):
-    plain, zero = learner(rho=rho), learner(KLPriorConfig(prior, kl_lambda=0.0, kl_critic=True), rho=rho)
+def test_lambda_zero_is_ppo_mppi_bit_for_bit(prior, rho, engine):
+    kl = KLPriorConfig(prior, kl_lambda=0.0, kl_critic=True)
+    plain, zero = learner(rho=rho, engine=engine), learner(kl, rho=rho, engine=engine)
     for it in range(2):
         real, virt = real_batch(seed=it), virtual_batch(seed=it, nobs=NOBS, na=NA)
         m_plain = plain.update(real, virt)
@@ -162,9 +166,9 @@ def test_lambda_zero_is_ppo_mppi_bit_for_bit(prior, rho):
     if prior == "intermediate":
         assert math.isfinite(m_zero["loss/kl_prior"])
     # and λ > 0 does change the policy
-    some = learner(KLPriorConfig(prior, kl_lambda=1.0), rho=rho)
+    some = learner(KLPriorConfig(prior, kl_lambda=1.0), rho=rho, engine=engine)
     some.update(real_batch(seed=0), virtual_batch(seed=0, nobs=NOBS, na=NA))
-    plain2 = learner(rho=rho)
+    plain2 = learner(rho=rho, engine=engine)
     plain2.update(real_batch(seed=0), virtual_batch(seed=0, nobs=NOBS, na=NA))
     assert not same_networks(plain2, some)
 
@@ -184,19 +188,20 @@ def _toy_batch(rng: np.random.Generator, a_star: float, n: int = 256) -> RealBat
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("engine", ["autograd", "fused"])
 @pytest.mark.parametrize("prior", ["planner", "intermediate"])
-def test_one_step_toy_large_lambda_puts_the_mean_on_the_prior_mean(prior):
+def test_one_step_toy_large_lambda_puts_the_mean_on_the_prior_mean(prior, engine):
     cfg = PPOConfig(batch_size=64, n_epochs=10, learning_rate=1e-2)
     kls = {lam: KLPriorConfig(prior, kl_lambda=lam, kl_prior_lr=1e-2) for lam in (0.0, 9.0)}
     learners = {
-        lam: PPOLearner(1, 1, cfg, NETS, InfluenceRatioConfig(rho0=0.0), engine="autograd", kl=kl)
+        lam: PPOLearner(1, 1, cfg, NETS, InfluenceRatioConfig(rho0=0.0), engine=engine, kl=kl)
         for lam, kl in kls.items()
     }  # fmt: skip
     s = torch.zeros(1, 1)
     start = float(learners[0.0].policy.mean(s))
     a_star = 0.5
     for it in range(8):
-        for lam, lrn in learners.items():
+        for lrn in learners.values():
             lrn.update(_toy_batch(np.random.default_rng(it), a_star))
     # λ = 0: the PPO gradient alone, and it is zero here: the mean has not moved
     assert float(learners[0.0].policy.mean(s)) == start
@@ -268,16 +273,17 @@ def test_command_line_options_and_refusals(capsys):
 
     cfg = parse([]).cfg
     assert cfg.kl == KLPriorConfig() and cfg.worker_spec().candidate_gamma is None
-    cfg = parse(["--engine", "autograd", "--kl-prior", "intermediate", "--kl-lambda", "9",
+    cfg = parse(["--kl-prior", "intermediate", "--kl-lambda", "9",
                  "--kl-direction", "forward", "--kl-temperature", "0.5"]).cfg  # fmt: skip
     assert (cfg.kl.kl_prior, cfg.kl.kl_lambda, cfg.kl.kl_direction) == ("intermediate", 9.0, "forward")
+    assert cfg.ppo.engine == "fused"  # the default engine takes the KL prior
+    assert parse(["--kl-prior", "planner", "--engine", "autograd"]).cfg.ppo.engine == "autograd"
     assert cfg.worker_spec().candidate_gamma == cfg.ppo.gamma and cfg.learner_spec().kl == cfg.kl
     assert cfg.eval_spec(10).candidate_gamma is None
     refusals = [
-        (["--kl-prior", "planner"], ["--kl-prior", "--engine"]),
-        (["--kl-prior", "planner", "--engine", "autograd", "--mixing", "sample"], ["--kl-prior", "--mixing"]),
-        (["--kl-prior", "planner", "--engine", "autograd", "--num-candidates", "1",
-          "--influence-ratio-rho0", "0"], ["--kl-prior", "--num-candidates"]),
+        (["--kl-prior", "planner", "--mixing", "sample"], ["--kl-prior", "--mixing"]),
+        (["--kl-prior", "planner", "--num-candidates", "1", "--influence-ratio-rho0", "0"],
+         ["--kl-prior", "--num-candidates"]),
         (["--kl-lambda", "-1"], ["--kl-lambda"]),
     ]  # fmt: skip
     for argv, named in refusals:

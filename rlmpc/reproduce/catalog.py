@@ -141,7 +141,7 @@ def _pompc() -> tuple[Method, ...]:
             for mix, args in mixes.items():
                 out.append(Method(
                     f"pompc-{prior}-lam{kl:g}-{mix}",
-                    args=("--engine", "autograd", "--kl-prior", prior, "--kl-lambda", str(kl), *args),
+                    args=("--kl-prior", prior, "--kl-lambda", str(kl), *args),
                     per_env=lam if mix.startswith("adaptive") else {},
                     summary=f"PPO-MPPI + KL({prior} prior), λ = {kl:g}, {mix}",
                 ))  # fmt: skip

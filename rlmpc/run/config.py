@@ -265,12 +265,6 @@ class TrainConfig:
                 "unified buffer once per iteration",
             )
         if self.kl.enabled:
-            if self.ppo.engine != "autograd":
-                raise ConfigError(
-                    ("kl.kl_prior", "ppo.engine"),
-                    f"kl_prior={self.kl.kl_prior!r} runs on the autograd engine only: add "
-                    "--engine autograd (the fused engine has no KL term yet)",
-                )
             if self.ppo.mixing != "loss":
                 raise ConfigError(
                     ("kl.kl_prior", "ppo.mixing"),
