@@ -40,8 +40,8 @@ Shapes: ``B`` states, ``M`` candidates, ``H`` horizon, ``na`` high-level action 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
