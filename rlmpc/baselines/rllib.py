@@ -70,7 +70,10 @@ from rlmpc.baselines.evaluate import evaluate_policy, first_eval_seed
 
 ALGOS = ("ppo", "sac")
 #: iterations between checkpoints (and one after the last)
-CHECKPOINT_EVERY = 5
+CHECKPOINT_STEPS = 50_000
+CHECKPOINT_SECONDS = 600.0
+# a checkpoint every 50k env steps or 10 minutes, whichever comes first, and at the end: SAC's
+# holds its replay buffer (up to 1M transitions), too big to write every few iterations
 #: custom env-runner metric: the success of each ended episode (`envs.registry.EnvSpec.success`)
 SUCCESS = "success"
 
@@ -271,7 +274,7 @@ def train_rllib(algo: str, env: str, seed: int, env_steps: int, workdir: Path,
                 curve = json.loads((ckpt / "curve.json").read_text())
             _write_curve(workdir / "curve.jsonl", curve)
             steps = curve[-1]["env_steps"] if curve else 0
-            since = 0
+            saved_steps, saved_at = steps, time.perf_counter()
             while steps < env_steps:
                 result = trainer.train()
                 row = _row(result, len(curve) + 1)
@@ -281,10 +284,12 @@ def train_rllib(algo: str, env: str, seed: int, env_steps: int, workdir: Path,
                     f.write(json.dumps(row) + "\n")
                 if log is not None:
                     log(row)
-                since += 1
-                if since >= CHECKPOINT_EVERY or steps >= env_steps:
+                due = steps - saved_steps >= CHECKPOINT_STEPS or (
+                    time.perf_counter() - saved_at >= CHECKPOINT_SECONDS
+                )
+                if due or steps >= env_steps:
                     _save(trainer, workdir, curve)
-                    since = 0
+                    saved_steps, saved_at = steps, time.perf_counter()
             sampled = int(trainer.metrics.peek(
                 (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=steps
             ))  # fmt: skip
