@@ -34,13 +34,17 @@ import torch
 from torch import Tensor
 
 
-def reward_path_cost(model: Any, states: Tensor, controls: Tensor, terminal: bool) -> Tensor:
-    """``−Σ_k live_k (r̂_k + [terminal] R_T(x_{k+1}))`` ``[...]`` (the module docstring).
+def path_rewards(
+    model: Any, states: Tensor, controls: Tensor, terminal: bool
+) -> tuple[Tensor, Tensor]:
+    """r̂ along planned paths and the model's terminal flags, both ``[..., H]`` (eqs. 6-7):
+    ``r̂_k + [terminal] R_T(x_{k+1})`` and ``terminated(x_{k+1})``. The one rule for the
+    virtual data (`rlmpc.system.worker`) and App. E's objective.
 
     ``states [..., H+1, nx]`` (``states[..., 0, :]`` the planning state), ``controls [..., H, nu]``.
     """
     reached = states[..., 1:, :]
-    reward_after = getattr(model, "reward_after", None)
+    reward_after = getattr(model, "reward_after", None)  # r̂ read off x_{k+1}, no re-stepping
     if reward_after is not None:
         rewards = reward_after(reached)
     else:
@@ -48,6 +52,12 @@ def reward_path_cost(model: Any, states: Tensor, controls: Tensor, terminal: boo
     ended = model.terminated(reached)  # [..., H]: x_{k+1} terminal
     if terminal:
         rewards = rewards + model.terminal_reward(reached)
+    return rewards, ended
+
+
+def reward_path_cost(model: Any, states: Tensor, controls: Tensor, terminal: bool) -> Tensor:
+    """``−Σ_k live_k (r̂_k + [terminal] R_T(x_{k+1}))`` ``[...]`` (the module docstring)."""
+    rewards, ended = path_rewards(model, states, controls, terminal)
     # live_k: no terminal state among x_1..x_k (x_{k+1} may be one: that transition still pays)
     ended_before = torch.cumsum(ended.to(torch.int32), -1) - ended.to(torch.int32)
     live = (ended_before == 0).to(rewards.dtype)

@@ -39,6 +39,16 @@ def _same_streams(a: PPOLearner, b: PPOLearner) -> bool:
     )
 
 
+def _reference_step(ref, loss):
+    """The autograd engine's step on ``loss``: its raw gradients, then clip and Adam."""
+    ref.optimizer.zero_grad()
+    loss.backward()
+    grads = [p.grad.clone() for p in ref.params]
+    ref._clip_gradients()
+    ref.optimizer.step()
+    return grads
+
+
 def test_one_step_gradient_and_adam_step_equal_autograd():
     """A fused step's gradient is autograd's of `minibatch_loss` (eq. 10), and the clipped
     Adam step that follows gives the same weights, to float32 rounding."""
@@ -49,11 +59,7 @@ def test_one_step_gradient_and_adam_step_equal_autograd():
     virt, _ = ref._virtual_targets(virtual_batch(seed=4))
     mb, vmb = train.index(torch.arange(16)), virt.index(torch.arange(40, 88))
     loss, terms, vterms = minibatch_loss(ref.policy, ref.values, mb, vmb, 0.3, ref.config)
-    ref.optimizer.zero_grad()
-    loss.backward()
-    grads = [p.grad.clone() for p in ref.params]
-    ref._clip_gradients()
-    ref.optimizer.step()
+    grads = _reference_step(ref, loss)
 
     engine = fused._fused
     engine.nets.pack()
@@ -181,11 +187,7 @@ def test_one_step_with_a_kl_prior_equals_autograd(direction, lam):
     loss, _, _ = minibatch_loss(ref.policy, ref.values, mb, vmb, 0.3, ref.config)
     kl = ref.kl_prior.policy_kl(ref.policy, mb.batch.obs, mb.anchor)
     loss = loss + lam * kl.mean()
-    ref.optimizer.zero_grad()
-    loss.backward()
-    grads = [p.grad.clone() for p in ref.params]
-    ref._clip_gradients()
-    ref.optimizer.step()
+    grads = _reference_step(ref, loss)
 
     engine = fused._fused
     engine.nets.pack()

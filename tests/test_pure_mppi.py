@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-import envs
 from planners.checks import ConfigError
 from planners.costs import CompositeCost, build_planner, planner_config, running_cost
 from planners.mppi import rollout
@@ -18,15 +17,7 @@ from rlmpc.run import cli
 from rlmpc.tools import planner_alone
 from rlmpc.tools.planner_alone import run_alone
 from tests import toy_env
-
-F64 = torch.float64
-
-
-def model_and_state(name: str, seed: int = 0):
-    env = envs.make(name)
-    model = env.unwrapped.planner_model()
-    env.reset(seed=seed)
-    return model, torch.as_tensor(model.planner_state(env), dtype=F64)
+from tests.test_costs import F64, model_and_state
 
 
 def minus_return_twin(model, states, controls, terminal: bool = True) -> torch.Tensor:

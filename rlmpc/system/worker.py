@@ -48,6 +48,7 @@ from learners.policy import NetworkConfig, build_networks
 from learners.pompc import candidate_returns
 from planners.costs import PlannerConfig, build_planner
 from planners.mppi import shift_warm_start
+from planners.reward_cost import path_rewards
 from rlmpc.system import snapshots
 from rlmpc.system.episodes import EpisodeTracker, Evaluation, Training
 from rlmpc.system.records import (
@@ -326,28 +327,22 @@ class RolloutWorker:
         """Planned paths ``[T, B, m, H+1, nx]`` of ``seqs [T, B, m, H, nu]`` from ``x [T, B, nx]``,
         r̂ along them ``[T, B, m, H]`` (plus terminal rewards, by the run's rule) and the
         model's terminal flags ``[T, B, m, H]`` (eqs. 6-7)."""
-        model = self.model
         x = x.unsqueeze(2)  # [T, B, 1, nx]
         paths = self.planner.paths(x.expand(*seqs.shape[:3], x.shape[-1]), seqs)
-        reward_after = getattr(model, "reward_after", None)  # r̂ read off x_{t+1}, no re-stepping
-        if reward_after is not None:
-            path_rewards = reward_after(paths[..., 1:, :])
-        else:
-            path_rewards = model.reward(paths[..., :-1, :], seqs)
-        terminated = model.terminated(paths[..., 1:, :])
-        if self.spec.virtual_terminal == "reward":
-            path_rewards = path_rewards + model.terminal_reward(paths[..., 1:, :])
-        return paths, path_rewards, terminated
+        rewards, terminated = path_rewards(
+            self.model, paths, seqs, terminal=self.spec.virtual_terminal == "reward"
+        )
+        return paths, rewards, terminated
 
     @torch.inference_mode()
     def _candidate_returns(self, steps: list[_Scored]) -> tuple[np.ndarray, np.ndarray]:
         """Step 5 for T steps at once: the candidates ``[T, B, M, na]`` and their planned
         returns G ``[T, B, M]`` (`learners.pompc.candidate_returns`, the critic at x̂_H)."""
         seqs = torch.stack([s.controls for s in steps])  # [T, B, M, H, nu]
-        paths, path_rewards, terminated = self._rollout(torch.stack([s.x for s in steps]), seqs)
+        paths, rewards, terminated = self._rollout(torch.stack([s.x for s in steps]), seqs)
         end = self.values.mean(self.model.observe(paths[..., -1, :]).to(torch.float32))
         g = candidate_returns(
-            path_rewards.to(torch.float32), end, terminated, self.spec.candidate_gamma
+            rewards.to(torch.float32), end, terminated, self.spec.candidate_gamma
         )
         actions = torch.stack([s.actions for s in steps])
         return actions.cpu().numpy(), g.cpu().numpy()
@@ -361,14 +356,14 @@ class RolloutWorker:
         """
         model = self.model
         seqs = torch.stack([s.controls for s in steps])  # [T, B, M-1, H, nu]
-        paths, path_rewards, terminated = self._rollout(torch.stack([s.x for s in steps]), seqs)
+        paths, rewards, terminated = self._rollout(torch.stack([s.x for s in steps]), seqs)
         M1 = seqs.shape[2]
         return VirtualArrays(
             obs=np.repeat(np.stack([s.obs for s in steps])[:, :, None], M1, axis=2),
             actions=torch.stack([s.actions for s in steps]).cpu().numpy(),
             logp=torch.stack([s.logp for s in steps]).cpu().numpy(),
             path_obs=model.observe(paths).cpu().numpy(),
-            path_rewards=path_rewards.cpu().numpy(),
+            path_rewards=rewards.cpu().numpy(),
             path_terminated=terminated.cpu().numpy(),
         )
 
