@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rlmpc.reproduce.catalog import EXPERIMENTS, PRESETS
-from rlmpc.reproduce.cells import plan
+from rlmpc.reproduce.cells import parse_env_steps, plan
 from rlmpc.reproduce.report import welch, write_reports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +56,12 @@ def test_plan_shares_cells_and_reserves_bundles():
     assert [(c.key, c.env_steps) for c in custom] == [
         ("table2/lunarlander/ppo-mppi-rho0.5/seed0", 4096)
     ]
+    # one kind's budget: SAC with less, the others as the preset (or as a plain N) says
+    steps = {c.method: c.env_steps for c in plan(["table1"], ["acrobot"], [0], PRESETS["paper"],
+             env_steps=parse_env_steps(["rllib-sac=50000"]))}  # fmt: skip
+    assert steps == {"ppo": 1_000_000, "sac": 50_000, "ppo-mppi-rho0": 1_000_000,
+                     "ppo-mppi-rho0.3": 1_000_000, "mppi": 0}  # fmt: skip
+    assert parse_env_steps(["4096", "rllib-sac=64"]) == {"*": 4096, "rllib-sac": 64}
 
 
 def test_every_experiment_plans_on_every_env():
@@ -90,6 +96,8 @@ def test_a_finished_cell_of_another_budget_is_refused(tmp_path):
         (["table1", "--envs", "mars"], "--envs"),
         (["table1", "--seeds", "-1"], "--seeds"),
         (["table1", "--env-steps", "0"], "--env-steps"),
+        (["table1", "--env-steps", "sac=64"], "--env-steps"),
+        (["table1", "--env-steps", "10", "20"], "--env-steps"),
         (["table1", "--eval-episodes", "0"], "--eval-episodes"),
         (["table1", "--methods", "ppo-mppi-rho0.5"], "--methods"),
         (["table1", "--max-concurrent", "0"], "--max-concurrent"),

@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from rlmpc.reproduce.catalog import EXPERIMENTS, PRESETS
+from rlmpc.reproduce.catalog import EXPERIMENTS, KINDS, PRESETS
 from rlmpc.tools.results import RESULTS
 
 
@@ -43,8 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's)"
     )
     p.add_argument("--methods", nargs="+", default=None, help="only these methods")
-    p.add_argument("--env-steps", type=int, default=None,
-                   help="env steps per cell (default: the preset's, per method kind)")  # fmt: skip
+    p.add_argument("--env-steps", nargs="+", default=None, metavar="[KIND=]N",
+                   help="env steps per cell: N for every kind, or KIND=N for one method kind "
+                        f"({', '.join(KINDS)}; the others keep the preset's), e.g. "
+                        "'rllib-sac=100000' (default: the preset's, per method kind)")  # fmt: skip
     p.add_argument("--eval-episodes", type=int, default=None, help="final evaluation episodes")
     p.add_argument(
         "--results",
@@ -91,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     runs = (args.runs or Path("runs/smoke" if smoke else "runs/reproduce")).resolve()
     if args.max_concurrent is not None and args.max_concurrent < 1:
         parser.error(f"argument --max-concurrent: must be >= 1, got {args.max_concurrent}")
-    from rlmpc.reproduce.cells import plan
+    from rlmpc.reproduce.cells import parse_env_steps, plan
     from rlmpc.reproduce.report import write_reports
 
     try:
+        env_steps = parse_env_steps(args.env_steps)
         cells = plan(experiments, args.envs or (list(preset.envs) if preset.envs else None),
-                     args.seeds or list(preset.seeds), preset, args.env_steps,
+                     args.seeds or list(preset.seeds), preset, env_steps,
                      args.eval_episodes, args.methods, args.serial)  # fmt: skip
     except ValueError as err:
         parser.error(str(err))

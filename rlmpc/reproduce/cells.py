@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import envs
-from rlmpc.reproduce.catalog import EXPERIMENTS, Preset
+from rlmpc.reproduce.catalog import EXPERIMENTS, KINDS, Preset
 from rlmpc.run.runlog import run_meta
 
 
@@ -76,12 +76,37 @@ def _launch_argv(cell_args: list[str], env: str, seed: int, steps: int, episodes
     ]  # fmt: skip
 
 
+def parse_env_steps(values: list[str] | None) -> dict[str, int] | None:
+    """``--env-steps`` as ``{kind or "*": steps}``: ``N`` sets every method kind, ``KIND=N``
+    one kind (it wins over a plain ``N``). Raises ValueError naming the option."""
+    if not values:
+        return None
+    out: dict[str, int] = {}
+    for v in values:
+        kind, _, n = v.rpartition("=")
+        kind = kind or "*"
+        if kind != "*" and kind not in KINDS:
+            raise ValueError(f"--env-steps: unknown method kind {kind!r} in {v!r}; choose from "
+                             f"{list(KINDS)}")  # fmt: skip
+        try:
+            steps = int(n)
+        except ValueError:
+            raise ValueError(f"--env-steps: {v!r} is not N or KIND=N") from None
+        if steps < 1:
+            raise ValueError(f"--env-steps: must be >= 1, got {v!r}")
+        if kind in out:
+            raise ValueError(f"--env-steps: {kind if kind != '*' else 'N'} given twice")
+        out[kind] = steps
+    return out
+
+
 def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], preset: Preset,
-         env_steps: int | None = None, eval_episodes: int | None = None,
+         env_steps: int | dict[str, int] | None = None, eval_episodes: int | None = None,
          methods: list[str] | None = None, serial: bool | None = None) -> list[Cell]:  # fmt: skip
     """The cells of ``experiments`` (each on its envs ∩ ``envs_``), validated. ``methods``
-    keeps only the methods named; ``serial`` (default: the preset's) runs PPO-MPPI cells
-    without Ray actors. Raises ValueError naming the bad option."""
+    keeps only the methods named; ``env_steps`` (N, or ``{kind or "*": N}`` as
+    `parse_env_steps` gives) replaces the preset's budgets; ``serial`` (default: the
+    preset's) runs PPO-MPPI cells without Ray actors. Raises ValueError naming the bad option."""
     serial = preset.serial if serial is None else serial
     from rlmpc.run.cli import parse
 
@@ -94,7 +119,9 @@ def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], pres
             raise ValueError(f"--envs: unknown {bad}; choose from {envs.names()}")
     if not seeds or any(s < 0 for s in seeds):
         raise ValueError(f"--seeds: non-negative integers, got {seeds}")
-    if env_steps is not None and env_steps < 1:
+    if isinstance(env_steps, int):
+        env_steps = {"*": env_steps}
+    if env_steps is not None and min(env_steps.values()) < 1:
         raise ValueError(f"--env-steps: must be >= 1, got {env_steps}")
     if eval_episodes is not None and not 1 <= eval_episodes <= 1000:
         raise ValueError(f"--eval-episodes: must be in [1, 1000], got {eval_episodes}")
@@ -111,7 +138,9 @@ def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], pres
                 if methods is not None and m.name not in methods:
                     continue
                 owner = exp.owner(m.name)  # Table 2's ρ = 0.3 is Table 1's cell
-                steps = env_steps if env_steps is not None else preset.env_steps[m.kind]
+                steps = (env_steps or {}).get(
+                    m.kind, (env_steps or {}).get("*", preset.env_steps[m.kind])
+                )
                 for seed in seeds:
                     cell = Cell(owner, env, m.name, seed, m.kind, steps if m.kind != "mppi" else 0,
                                 episodes,
