@@ -54,7 +54,7 @@ def test_train_rllib_refuses_bad_input(tmp_path):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -102,3 +102,33 @@ def test_train_rllib_trains_evaluates_and_resumes(local_ray, tmp_path, algo, ove
     assert logged2[0]["env_steps"] > curve[-1]["env_steps"]
     assert out2["eval"]["env_steps"] >= more
     assert len((tmp_path / "curve.jsonl").read_text().splitlines()) == len(out2["curve"])
+
+
+def test_a_baseline_outside_ray_starts_its_own_beside_a_running_one(tmp_path):
+    """`train_rllib` called without a Ray (the CLI, a script) starts a fresh one even while
+    a ``ray start`` cluster lives on the machine (its address in Ray's temp directory), instead
+    of joining it and failing on ``num_cpus`` ('When connecting to an existing cluster,
+    num_cpus ... must not be provided'), as it did before."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ray.cluster_utils import Cluster
+
+    other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+
+    code = (
+        "from rlmpc.baselines.rllib import train_rllib\n"
+        f"out = train_rllib('ppo', 'acrobot', 0, 64, {str(tmp_path)!r}, eval_episodes=1, "
+        "overrides={'training': {'train_batch_size_per_learner': 64, 'minibatch_size': 32, "
+        "'num_epochs': 1}})\n"
+        "print('episodes', out['eval']['episodes'])\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    try:
+        r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    finally:
+        other.shutdown()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "episodes 1" in r.stdout

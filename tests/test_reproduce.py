@@ -170,6 +170,7 @@ def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 600) -
     raise AssertionError(f"{[str(p) for p in paths if not p.is_file()]} never written")
 
 
+@pytest.mark.timeout(1500)  # two sweeps; ~4 min alone, far more beside other Ray tests
 def test_smoke_preset_killed_and_rerun(tmp_path):
     """The acceptance, in one sweep: ``--preset smoke`` runs every method on Acrobot through
     Tune; the driver is killed (``kill -9``) once some cells finished; the same command then
@@ -233,7 +234,8 @@ def test_a_trials_learner_and_actors_live_in_its_placement_group(tmp_path):
     cells = plan(["table2"], ["acrobot"], [0], PRESETS["smoke"], methods=["ppo-mppi-rho0.5"],
                  serial=False)  # fmt: skip
     assert sum(b["CPU"] for b in cells[0].bundles) == 3
-    ray.init(num_cpus=3, include_dashboard=False, object_store_memory=256 * 1024**2)
+    ray.init(address="local", num_cpus=3, include_dashboard=False,
+             object_store_memory=256 * 1024**2)  # fmt: skip
     try:
         status = run_sweep(cells, tmp_path / "results", tmp_path / "runs", wandb_mode="disabled")
     finally:

@@ -20,7 +20,6 @@ import yaml
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
-from planners.costs import planner_config
 from rlmpc.run.cli import parse
 from rlmpc.run.config import RunConfig, TrainConfig
 from rlmpc.run.evaluate import main as evaluate_main
@@ -34,16 +33,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
+    toy_env.register()  # seconds-long episodes: evaluations in the runs below cost little
     ray.init(address="local", num_cpus=6, include_dashboard=False, object_store_memory=200 * 1024**2,
              log_to_driver=False)  # fmt: skip
     yield
     ray.shutdown()
+    toy_env.unregister()
 
 
 def tiny(tmp_path: Path, name: str, **run) -> TrainConfig:
-    """Acrobot, 2 actors × 2 envs, 16-step fragments, K = 16: seconds per iteration."""
+    """The test suite's point mass (episodes of at most 40 steps), 2 actors × 2 envs, 16-step
+    fragments, K = 16: a fraction of a second per iteration."""
     base = dict(
-        env="acrobot", num_actors=2, envs_per_actor=2, total_env_steps=64 * 4, eval_every=2,
+        env="toy-point", num_actors=2, envs_per_actor=2, total_env_steps=64 * 4, eval_every=2,
         eval_episodes=2, final_eval_episodes=2, checkpoint_every=2, run_name=name,
         runs_dir=str(tmp_path), progress=False, threads=1,
     )  # fmt: skip
@@ -53,7 +55,7 @@ def tiny(tmp_path: Path, name: str, **run) -> TrainConfig:
         ppo=PPOConfig(n_steps=64, batch_size=16, n_epochs=2),
         influence_ratio=InfluenceRatioConfig(mode="adaptive", rho0=0.3, lam=0.5),
         networks=NetworkConfig(hidden_sizes=(32, 32)),
-        planner=planner_config("acrobot", num_samples=16),
+        planner=toy_env.ToyPlannerConfig(),
         wandb=WandbConfig(wandb_mode="offline"),
     )
 
@@ -122,34 +124,32 @@ def test_killed_actor_is_restarted_and_counters_stay_exact(tmp_path):
     assert "actor 1 died" in (run_dir / "events.log").read_text()
 
 
-def test_resume_continues_exactly(tmp_path):
-    whole = train(tiny(tmp_path, "whole", eval_every=0))
-    part = tiny(tmp_path, "part", eval_every=0, stop_after=2)
+def test_resume_continues_exactly(tmp_path, uninterrupted):
+    """Stopped after 2 of 6 iterations and resumed: the same rows, evaluations included, as
+    the run that was never stopped (episodes end and restart on both sides of the stop)."""
+    part = tiny(tmp_path, "part", total_env_steps=64 * 6, stop_after=2)
     part_dir = train(part)
     assert len(rows(part_dir)) == 2 and not (part_dir / "eval.json").exists()
     train(replace(part, run=replace(part.run, stop_after=0)), resume=part_dir)
-    a, b = rows(whole), rows(part_dir)
+    a, b = rows(uninterrupted), rows(part_dir)
     for key in ("iteration", "env_steps", "virtual_samples", "rho", "episodes"):
         assert [x[key] for x in a] == [x[key] for x in b], key
+    assert _numbers(part_dir) == _numbers(uninterrupted)
     assert "resumed at iteration 2" in (part_dir / "events.log").read_text()
 
 
 def test_serial_and_ray_runs_give_the_same_metrics(tmp_path):
     """The same config on Ray and in one process (--serial): the same rows, evaluations
-    included, and the same final evaluation. The env is the test suite's own (registered
+    included, and the same final evaluation. The env is the test suite's own (registered for
     here, shipped to the actors with its registry entry)."""
-    toy_env.register()
-    try:
-        cfg = parse(
-            ["--env", "toy-point", "--num-actors", "2", "--envs-per-actor", "2",
-             "--total-env-steps", "128", "--eval-every", "1", "--checkpoint-every", "100",
-             "--runs-dir", str(tmp_path), "--run-name", "on-ray", "--no-progress",
-             "--wandb-mode", "disabled"]
-        ).cfg  # fmt: skip
-        on_ray = train(cfg)
-        serial = train(replace(cfg, run=replace(cfg.run, run_name="serial")), serial=True)
-    finally:
-        toy_env.unregister()
+    cfg = parse(
+        ["--env", "toy-point", "--num-actors", "2", "--envs-per-actor", "2",
+         "--total-env-steps", "128", "--eval-every", "1", "--checkpoint-every", "100",
+         "--runs-dir", str(tmp_path), "--run-name", "on-ray", "--no-progress",
+         "--wandb-mode", "disabled"]
+    ).cfg  # fmt: skip
+    on_ray = train(cfg)
+    serial = train(replace(cfg, run=replace(cfg.run, run_name="serial")), serial=True)
     numbers = lambda d: [
         {k: v for k, v in r.items() if not (k.startswith("time/") or k in ("sps", "time"))}
         for r in rows(d)

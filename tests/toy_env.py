@@ -102,6 +102,15 @@ class ToyEnv(gym.Env):
     def planner_state(self) -> np.ndarray:
         return ToyModel().planner_state(self)
 
+    def get_state(self) -> dict[str, Any]:
+        """The episode as plain data (`envs.base.EnvState`): exact resumption holds here too."""
+        return {"rng": self.np_random.bit_generator.state, "state": self.state.tolist(),
+                "steps": int(getattr(self, "steps", 0))}  # fmt: skip
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.np_random.bit_generator.state = state["rng"]
+        self.state, self.steps = np.array(state["state"], dtype=np.float64), int(state["steps"])
+
 
 @dataclass(frozen=True)
 class ToyPlannerConfig(PlannerConfig):

@@ -262,7 +262,9 @@ def train_rllib(algo: str, env: str, seed: int, env_steps: int, workdir: Path,
     workdir.mkdir(parents=True, exist_ok=True)
     own_ray = not ray.is_initialized()
     if own_ray:
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+        # address="local": a fresh Ray even when another lives on this machine (ray.init
+        # would join that one and refuse num_cpus)
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)  # fmt: skip
     try:
         trainer = build_config(algo, env, seed, overrides).build_algo()

@@ -109,8 +109,12 @@ def run_sweep(cells: list[Cell], results: Path, runs: Path, ray_address: str | N
             ray.init(address=address)
         else:
             need = max(sum(b.get("CPU", 0) for b in c.bundles) for c in todo)
-            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(need)), include_dashboard=False,
-                     logging_level=logging.WARNING, object_store_memory=512 * 1024**2)  # fmt: skip
+            # address="local": a fresh embedded Ray even when another one (a training run, a
+            # second sweep) lives on this machine; without it ray.init joins that one and
+            # refuses num_cpus
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(need)),
+                     include_dashboard=False, logging_level=logging.WARNING,
+                     object_store_memory=512 * 1024**2)  # fmt: skip
     trainable = tune.with_resources(_trial, _resources)
     callbacks = []
     if mode != "disabled" and any(c.kind != "ppo-mppi" for c in todo):
