@@ -3,8 +3,11 @@
 `FakeWaypoint`: a map's waypoints, in CARLA's frame: the default stadium loop (road 1) and a
 spur (road 2) leaving it 45° to the right at arc-length ``BRANCH`` and ending ``SPUR`` m later.
 `fake_carla()`: a ``carla`` module whose one server keeps actors at the velocity last set with
-``set_target_velocity`` (no tires, no controls), can drop out (``up = False``) or time out on
-the next ``fail_ticks`` ticks, and records controls, settings and connections.
+``set_target_velocity`` (no tires, no controls), can drop out (``up = False``), time out on
+the next ``fail_ticks`` ticks or on every call named in ``fail_calls`` (``get_world``,
+``load_world``, ``apply_settings``, ``get_trafficmanager``), has the towns in ``maps`` and
+records controls, settings, connections and traffic managers. `tests.carla_standin` serves
+the same world from a process of its own.
 """
 
 import math
@@ -54,13 +57,19 @@ class FakeWaypoint:
         return [FakeWaypoint(1, s)]
 
 
-class _Server:
-    def __init__(self):
-        self.up, self.fail_ticks, self.connects, self.ticks = True, 0, 0, 0
+#: the towns of CARLA's main 0.9.16 package, and the map a fresh server has loaded
+MAIN_TOWNS = ("Town01", "Town02", "Town03", "Town04", "Town05", "Town10HD", "Town10HD_Opt")
+TIMEOUT = "time-out of 200ms while waiting for the simulator"
 
-    def check(self):
-        if not self.up:
-            raise RuntimeError("time-out of 200ms while waiting for the simulator")
+
+class _Server:
+    def __init__(self, maps=(*MAIN_TOWNS, "Town07")):
+        self.up, self.fail_ticks, self.connects, self.ticks = True, 0, 0, 0
+        self.maps, self.fail_calls, self.loads = tuple(maps), set(), 0
+
+    def check(self, call=""):
+        if not self.up or call in self.fail_calls:
+            raise RuntimeError(TIMEOUT)
 
 
 class _Actor:
@@ -86,6 +95,9 @@ class _Actor:
     def apply_control(self, c):
         self.controls.append(c)
 
+    def set_autopilot(self, on, port):
+        self.autopilot = (on, port)
+
     def get_transform(self):
         return self.tf
 
@@ -106,24 +118,26 @@ class _Actor:
 
 
 class _World:
-    def __init__(self, server):
-        self.server, self.actors, self.boxes = server, [], 0
-        self.settings = types.SimpleNamespace(synchronous_mode=False, fixed_delta_seconds=None)
+    def __init__(self, server, town="Town07"):
+        self.server, self.actors, self.boxes, self.town = server, [], 0, town
+        self.settings = types.SimpleNamespace(
+            synchronous_mode=False, fixed_delta_seconds=None, no_rendering_mode=False
+        )
         self.debug = types.SimpleNamespace(
             draw_box=lambda *a: setattr(self, "boxes", self.boxes + 1)
         )
 
     def get_map(self):
         return types.SimpleNamespace(
-            name="Carla/Maps/Town07", get_waypoint=lambda loc: FakeWaypoint(1, 0.0)
+            name=f"Carla/Maps/{self.town}", get_waypoint=lambda loc: FakeWaypoint(1, 0.0)
         )
 
     def get_settings(self):
-        return self.settings
+        return types.SimpleNamespace(**vars(self.settings))
 
     def apply_settings(self, settings):
-        self.server.check()
-        self.settings = settings
+        self.server.check("apply_settings")
+        self.settings = types.SimpleNamespace(**vars(settings))
 
     def get_blueprint_library(self):
         return types.SimpleNamespace(find=lambda name: name)
@@ -145,11 +159,27 @@ class _World:
         return self.server.ticks
 
 
-def fake_carla() -> types.ModuleType:
-    """A fresh ``carla`` double with one server (``module.SERVER``, world ``module.WORLD``)."""
+class _TrafficManager:
+    def __init__(self, port):
+        self.port, self.alive, self.sync = port, True, None
+
+    def set_synchronous_mode(self, on):
+        self.sync = on
+
+    def shut_down(self):
+        self.alive = False
+
+    def __getattr__(self, name):  # set_desired_speed, set_path...: accepted, not simulated
+        return lambda *args: None
+
+
+def fake_carla(maps=(*MAIN_TOWNS, "Town07"), town="Town07") -> types.ModuleType:
+    """A fresh ``carla`` double with one server (``module.SERVER``, world ``module.WORLD``)
+    that has the towns ``maps`` and ``town`` loaded; ``module.TMS``: the traffic managers."""
     mod = types.ModuleType("carla")
-    mod.SERVER = server = _Server()
-    mod.WORLD = world = _World(server)
+    mod.SERVER = server = _Server(maps)
+    mod.WORLD = world = _World(server, town)
+    mod.TMS = tms = []
 
     class Client:
         def __init__(self, host, port):
@@ -163,8 +193,25 @@ def fake_carla() -> types.ModuleType:
             server.connects += 1
             return "0.9.16"
 
+        def get_available_maps(self):
+            server.check()
+            return [f"/Game/Carla/Maps/{m}" for m in server.maps]
+
         def get_world(self):
+            server.check("get_world")
             return world
+
+        def load_world(self, town):
+            server.check("load_world")
+            if town not in server.maps:
+                raise RuntimeError(f"map '{town}' not found")
+            world.town, world.actors, server.loads = town, [], server.loads + 1
+            return world
+
+        def get_trafficmanager(self, port):
+            server.check("get_trafficmanager")
+            tms.append(_TrafficManager(port))
+            return tms[-1]
 
     mod.Client, mod.Location, mod.Vector3D, mod.Rotation, mod.Transform = (
         Client,
