@@ -1,20 +1,17 @@
 """Test doubles standing in for a CARLA server (no CARLA semantics beyond what is named here).
 
-`FakeWaypoint`: a map's waypoints, in CARLA's frame: the default stadium loop (road 1) and a
-spur (road 2) leaving it 45° to the right at arc-length ``BRANCH`` and ending ``SPUR`` m later.
+`FakeWaypoint` (`tests.carla_waypoints`): a map's waypoints, in CARLA's frame: a stadium loop
+and a spur leaving it.
 `fake_carla()`: a ``carla`` module whose one server keeps actors at the velocity last set with
 ``set_target_velocity`` (no tires, no controls), can drop out (``up = False``), time out on
 the next ``fail_ticks`` ticks or on every call named in ``fail_calls`` (``get_world``,
 ``load_world``, ``apply_settings``, ``get_trafficmanager``), has the towns in ``maps`` and
 records controls, settings, connections and traffic managers. `tests.carla_standin` serves
-the same world from a process of its own.
+the same world from a process of its own; this module imports nothing heavy for it (the
+waypoints, which need `envs`, are `tests.carla_waypoints`, loaded on first use).
 """
 
-import math
 import types
-
-from envs.racing import task as rt
-from envs.racing.carla_sim import from_plane
 
 
 class _Loc:
@@ -30,31 +27,6 @@ class _Rot:
 class _Tf:
     def __init__(self, location=None, rotation=None):
         self.location, self.rotation = location or _Loc(), rotation or _Rot()
-
-
-class FakeWaypoint:
-    TRACK = rt.Track.stadium(rt.TrackParams())
-    BRANCH, SPUR = 40.0, 40.0
-
-    def __init__(self, road, s):
-        self.road_id, self.lane_id, self.s = road, -1, s
-        self.lane_width, self.is_junction = 3.5, False
-        if road == 1:
-            (x, y), psi = self.TRACK.centre(s), float(self.TRACK.frame(s)[2])
-        else:
-            x0, y0 = self.TRACK.centre(self.BRANCH)
-            psi = -math.pi / 4
-            x, y = x0 + s * math.cos(psi), y0 + s * math.sin(psi)
-        cx, cy, yaw = from_plane(float(x), float(y), psi)
-        self.transform = _Tf(_Loc(cx, cy, 0.5), _Rot(yaw=yaw))
-
-    def next(self, d):
-        if self.road_id == 2:
-            return [FakeWaypoint(2, self.s + d)] if self.s + d <= self.SPUR else []
-        s = (self.s + d) % self.TRACK.length
-        if self.s < self.BRANCH <= self.s + d:
-            return [FakeWaypoint(2, self.s + d - self.BRANCH), FakeWaypoint(1, s)]
-        return [FakeWaypoint(1, s)]
 
 
 #: the towns of CARLA's main 0.9.16 package, and the map a fresh server has loaded
@@ -129,7 +101,7 @@ class _World:
 
     def get_map(self):
         return types.SimpleNamespace(
-            name=f"Carla/Maps/{self.town}", get_waypoint=lambda loc: FakeWaypoint(1, 0.0)
+            name=f"Carla/Maps/{self.town}", get_waypoint=lambda loc: __getattr__("FakeWaypoint")(1, 0.0)
         )
 
     def get_settings(self):
@@ -224,3 +196,12 @@ def fake_carla(maps=(*MAIN_TOWNS, "Town07"), town="Town07") -> types.ModuleType:
     mod.Color = lambda *a: a
     mod.BoundingBox = lambda location, extent: (location, extent)
     return mod
+
+
+def __getattr__(name: str):
+    """``FakeWaypoint`` from `tests.carla_waypoints`, imported when first asked for."""
+    if name == "FakeWaypoint":
+        from tests.carla_waypoints import FakeWaypoint  # noqa: PLC0415
+
+        return FakeWaypoint
+    raise AttributeError(name)
