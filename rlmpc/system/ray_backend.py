@@ -263,7 +263,8 @@ class RayBackend:
         return ray.get(ref)
 
     def restarted(self, component: str, timeout: float) -> bool:
-        """Whether Ray brought the actor back within ``timeout`` seconds."""
+        """Whether Ray brought the actor back within ``timeout`` seconds (not when its
+        constructor failed on the way: every call then raises that error)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ref = self.handles[component].pid.remote()
@@ -273,6 +274,8 @@ class RayBackend:
             try:
                 ray.get(ready[0])
                 return True
+            except RayTaskError:  # the restarted constructor raised
+                return False
             except RayActorError:
                 time.sleep(0.2)
         return False
