@@ -11,7 +11,8 @@ A lost server (`CarlaSim.reconnect`): the old cars are dropped, the server is wa
 ``ClientParams.reconnect_wait`` seconds (its node's watchdog restarts it on the same ports,
 `rlmpc.tools.carla_watchdog`), then, if the env was given its node's server registry
 (``servers``), another free server of the node is claimed; `CarlaUnavailable` if neither
-answers.
+answers. A sim given a registry connects the same way when it is built (a rollout actor that
+Ray restarts may find its server restarting too); one without connects once (``attempts``).
 
 Traffic managers: LibCarla keeps one traffic manager per port per client process, and every
 ``world.tick()`` of the process ticks all of them
@@ -158,9 +159,13 @@ class CarlaSim:
         if opponent_driver == "traffic_manager":
             CarlaSim._tm_sims.add(id(self))
         try:
-            self._connect()
+            if servers is None:  # a server of one's own: it answers, or CarlaUnavailable
+                self._connect()
+            else:  # claimed from a node's registry: a restarting server is waited for
+                self._await_server()
             self.track, self._z = route_track(self.world.get_map(), route)
-            limits = opponent or rt.OpponentSpeed.of(self.track, rt.TaskParams()).limits
+            task = rt.TaskParams()
+            limits = opponent or (task.opponent_lateral_accel, task.opponent_long_accel)
             self.opponent_speed = rt.OpponentSpeed(self.track, *limits)
             self._opp_s, self._opp_top = 0.0, 0.0
             self._park()
@@ -339,25 +344,15 @@ class CarlaSim:
                 pass
             self.tm = None
 
-    def _reopen(self, params: ClientParams | None = None) -> None:
-        """Connect and respawn the cars; `CarlaUnavailable` if the server fails on the way."""
-        self._connect(params)
-        try:
-            self._park()
-        except RuntimeError as err:  # lost again while respawning
-            raise CarlaUnavailable(self.host, self.port, self.params.attempts, str(err)) from err
-
-    def reconnect(self) -> None:
-        """Get a server back after a loss (module docstring): drop the old cars, wait for this
-        server up to ``reconnect_wait`` s, then claim another free server of ``servers``;
+    def _await_server(self) -> None:
+        """Connect, waiting up to ``reconnect_wait`` s for the server (its node's watchdog
+        restarts it on the same ports), then claiming another free server of ``servers``;
         `CarlaUnavailable` if neither answers (`CarlaMapMissing` if one lacks the town)."""
-        self._destroy_actors()
-        self._drop_traffic_manager()
         once = dataclasses.replace(self.params, attempts=1)
         deadline, failed = time.monotonic() + self.params.reconnect_wait, 0
         while True:
             try:
-                self._reopen(once)
+                self._connect(once)
                 return
             except CarlaUnavailable as err:
                 last = err
@@ -372,6 +367,17 @@ class CarlaSim:
             raise CarlaUnavailable(self.host, self.port, failed, f"{last.cause}; not back "
                                    f"within reconnect_wait={self.params.reconnect_wait:g} s")  # fmt: skip
         self._claim_another(last)
+
+    def reconnect(self) -> None:
+        """Get a server back after a loss (module docstring): drop the old cars, wait for the
+        server (`_await_server`), respawn the cars (`CarlaUnavailable` if it fails again)."""
+        self._destroy_actors()
+        self._drop_traffic_manager()
+        self._await_server()
+        try:
+            self._park()
+        except RuntimeError as err:  # lost again while respawning
+            raise CarlaUnavailable(self.host, self.port, self.params.attempts, str(err)) from err
 
     def _claim_another(self, last: CarlaUnavailable) -> None:
         """Move to another free server of the node's registry (`CarlaUnavailable` if none)."""
@@ -392,7 +398,7 @@ class CarlaSim:
                     new.host, new.port)  # fmt: skip
         self.host, self.port, self.tm_port = new.host, new.port, new.tm_port
         release_server(old, self.servers)
-        self._reopen()
+        self._connect()
 
     def close(self) -> None:
         """Destroy the cars and give the server back as CARLA starts: asynchronous, rendering."""
