@@ -88,8 +88,10 @@ CARLA=${CARLA_ROOT:-}
 if [ -z "$CARLA" ]; then
   CARLA="$WORK/carla-standin"
   mkdir -p "$CARLA"
-  printf '#!/bin/sh\nexec %s %s "$@"\n' "$(realpath "$PY")" "$(realpath tests/carla_standin.py)" \
-    >"$CARLA/CarlaUE4.sh"
+  # the venv's python by its own path (realpath would resolve it to the base interpreter,
+  # without the venv's packages)
+  printf '#!/bin/sh\nexec %s %s "$@"\n' "$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" \
+    "$(realpath tests/carla_standin.py)" >"$CARLA/CarlaUE4.sh"
   chmod +x "$CARLA/CarlaUE4.sh"
   echo "(CARLA_ROOT is not set: using the test suite's stand-in server)"
 fi

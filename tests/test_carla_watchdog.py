@@ -108,6 +108,10 @@ def test_start_watch_restarts_a_killed_server_and_stop_ends_both(carla_root, sta
     dog = wd.watchdog_pid(state_dir)
     assert dog is not None and f"watchdog: pid {dog}" in capsys.readouterr().out
     (victim,) = _read_registry(state_dir)
+    with pytest.raises(cs.CarlaServerError, match="already running"):  # a second start...
+        cs.main(["start", "--count", "1", "--carla-root", str(carla_root), "--base-port",
+                 str(free_base(6)), "--state-dir", str(state_dir), "--watch"])  # fmt: skip
+    assert wd.watchdog_pid(state_dir) == dog  # ...leaves the running servers' watchdog be
     assert wait_for(lambda: "watching" in (state_dir / wd.LOG).read_text(), timeout=120)
     os.killpg(victim.pid, signal.SIGKILL)
     assert wait_for(lambda: _read_registry(state_dir)[0].restarts == 1, timeout=60)

@@ -325,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(a, f"ServerConfig.{name}") is None:
                 parser.error(f"argument {flag(name)}: required" + (" (or set $CARLA_ROOT)" if name == "carla_root" else ""))  # fmt: skip
         cfg, watch_cfg = _build(parser, ServerConfig, a), _build(parser, watchdog.WatchConfig, a)
-        watchdog.stop_detached(state_dir)  # one left from servers that all died
-        statuses = start_servers(cfg, state_dir)
+        if not any(is_running(r) for r in _read_registry(state_dir)):
+            watchdog.stop_detached(state_dir)  # one left from servers that all died
+        statuses = start_servers(cfg, state_dir)  # refuses while servers run
         if a.watch:
             watchdog.start_detached(state_dir, watch_cfg)
     elif a.cmd == "status":
