@@ -2,8 +2,10 @@
 # Rehearse cluster/cluster.yaml on one machine, with the same pieces it uses on AWS:
 #   1. a Ray head (`ray start --head`), and NODES "CARLA nodes": more raylets on this machine
 #      (`ray start --address ...`), each offering {"carla": K} and its own CARLA state directory;
-#   2. K CARLA servers per node, started by `python -m rlmpc.tools.carla_servers start`: the real
-#      CARLA when $CARLA_ROOT is set, otherwise a stand-in that only accepts connections;
+#   2. K CARLA servers per node and their watchdog, started by
+#      `python -m rlmpc.tools.carla_servers start --watch`: the real CARLA when $CARLA_ROOT is
+#      set, otherwise the test suite's stand-in server (tests/carla_standin.py, which answers
+#      CARLA's version RPC: what the tool checks);
 #   3. NODES*K Ray actors, each reserving one "carla", that claim_server() on their node: every
 #      one must get a server of its own, from the node it runs on;
 #   4. a short training run, `launch.py --ray-address <this cluster>`, whose rollout actors
@@ -81,26 +83,21 @@ for n in $(seq 1 "$NODES"); do
 done
 "$RAY" status --address="$ADDRESS" | sed -n '/Resources/,$p'
 
-echo "== 2. $K CARLA servers per node"
+echo "== 2. $K CARLA servers per node, and their watchdog"
 CARLA=${CARLA_ROOT:-}
 if [ -z "$CARLA" ]; then
   CARLA="$WORK/carla-standin"
   mkdir -p "$CARLA"
-  cat >"$CARLA/CarlaUE4.sh" <<EOF
-#!$(realpath "$PY")
-# Stand-in for CarlaUE4.sh (no CARLA here): accepts connections on -carla-rpc-port, nothing else.
-import socket, sys
-port = int(next(a for a in sys.argv if a.startswith("-carla-rpc-port=")).split("=")[1])
-s = socket.create_server(("127.0.0.1", port))
-while True:
-    s.accept()[0].close()
-EOF
+  # the venv's python by its own path (realpath would resolve it to the base interpreter,
+  # without the venv's packages)
+  printf '#!/bin/sh\nexec %s %s "$@"\n' "$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" \
+    "$(realpath tests/carla_standin.py)" >"$CARLA/CarlaUE4.sh"
   chmod +x "$CARLA/CarlaUE4.sh"
-  echo "(CARLA_ROOT is not set: using a stand-in server that only accepts connections)"
+  echo "(CARLA_ROOT is not set: using the test suite's stand-in server)"
 fi
 for n in $(seq 1 "$NODES"); do
   "$PY" -m rlmpc.tools.carla_servers start --state-dir "$WORK/node$n" --count "$K" --carla-root "$CARLA" \
-    --base-port $((BASE_PORT + (n - 1) * 3 * K)) --tm-base-port $((BASE_PORT + 1000 + (n - 1) * K))
+    --base-port $((BASE_PORT + (n - 1) * 3 * K)) --tm-base-port $((BASE_PORT + 1000 + (n - 1) * K)) --watch
 done
 
 echo "== 3. $((NODES * K)) actors reserving one \"carla\" each claim servers"

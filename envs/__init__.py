@@ -55,6 +55,11 @@ def _racing_metrics(info: dict[str, Any]) -> dict[str, float]:
     return {}
 
 
+def _server_lost(info: dict[str, Any]) -> bool:
+    """Racing's episodes end early when the env loses its simulator's server."""
+    return bool(info.get("server_lost", False))
+
+
 _LANDER_COLUMNS = (
     ("success_rate", "success"),
     ("distance_to_pad", "distance to pad"),
@@ -84,14 +89,14 @@ register(EnvSpec(
     "racing", "rlmpc/RacingDZ-v0", "envs.racing.env:RacingDZEnv", RacingPlannerConfig,
     summary="racing with a danger zone on the embedded bicycle simulator (App. B.3)",
     presets={"run": {"total_env_steps": 1_000_000}},
-    episode_metrics=_racing_metrics, columns=_RACING_COLUMNS,
+    episode_metrics=_racing_metrics, columns=_RACING_COLUMNS, episode_lost=_server_lost,
 ))  # fmt: skip
 register(EnvSpec(
     "carla-racing", "rlmpc/CarlaRacing-v0", "envs.racing.carla_env:CarlaRacingEnv",
     RacingPlannerConfig,
     summary="racing with a danger zone on CARLA servers (cluster/README.md)",
     presets={"run": {"total_env_steps": 1_000_000, "envs_per_actor": 1, "num_actors": 4}},
-    episode_metrics=_racing_metrics, columns=_RACING_COLUMNS,
+    episode_metrics=_racing_metrics, columns=_RACING_COLUMNS, episode_lost=_server_lost,
     probe="racing",  # the same spaces; probing this env would need a server
     resources_per_env={"carla": 1.0},  # one CARLA server per env
     node_env_kwargs="envs.racing.carla_servers:claim_env_kwargs",

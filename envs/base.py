@@ -31,6 +31,12 @@ Conventions (all envs follow them; the planner and learner rely on them):
   ``get_state()`` / ``set_state(state)``. An env that cannot capture its simulator returns
   None (Box2D's world, a CARLA server's), and so does one without the methods: its episode
   restarts when a checkpoint is restored.
+* **An env on an external simulator (a server) that it lost** ends the episode it was in
+  with its registry's ``episode_lost(info)`` true (the rollout worker drops that episode and
+  counts it as a ``lost`` fault), and gets its server back on the next ``reset``. When the
+  server is still not back after the env's own wait, ``reset`` raises `SimulatorUnavailable`:
+  the env is intact and tries again on its next ``reset``, so the driver counts the fragment
+  as lost and keeps the actor.
 """
 
 from __future__ import annotations
@@ -43,6 +49,15 @@ import torch
 from torch import Tensor
 
 from envs.danger import in_zone
+
+
+class SimulatorUnavailable(ConnectionError):
+    """An env's external simulator (a server) did not answer within the env's own wait.
+
+    The env itself is intact: its next ``reset`` tries the simulator again. Subclasses
+    (`envs.racing.carla_client.CarlaUnavailable`) carry the details as fields and pickle with
+    them, so the error crosses Ray as itself.
+    """
 
 
 class PlannerModel(abc.ABC):

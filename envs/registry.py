@@ -36,6 +36,11 @@ def no_metrics(info: dict[str, Any]) -> dict[str, float]:
     return {}
 
 
+def never_lost(info: dict[str, Any]) -> bool:
+    """An env without an external simulator never loses one."""
+    return False
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     """One task env, as the system sees it (see the module docstring)."""
@@ -56,6 +61,9 @@ class EnvSpec:
     """the env's own figures of an ended episode, from its last ``info`` (name -> value)"""
     success: Callable[[dict[str, Any]], bool] = info_success
     """whether an ended episode succeeded, from its last ``info``"""
+    episode_lost: Callable[[dict[str, Any]], bool] = never_lost
+    """whether an episode ended because the env lost its simulator (a server), not by the
+    task, from its last ``info``: the rollout worker drops it and counts a ``lost`` fault"""
     columns: tuple[tuple[str, str], ...] = BASE_COLUMNS
     """the evaluation table's columns: (``eval.json`` key, header)"""
     probe: str | None = None

@@ -1,17 +1,17 @@
 """Test doubles standing in for a CARLA server (no CARLA semantics beyond what is named here).
 
-`FakeWaypoint`: a map's waypoints, in CARLA's frame: the default stadium loop (road 1) and a
-spur (road 2) leaving it 45° to the right at arc-length ``BRANCH`` and ending ``SPUR`` m later.
+`FakeWaypoint` (`tests.carla_waypoints`): a map's waypoints, in CARLA's frame: a stadium loop
+and a spur leaving it.
 `fake_carla()`: a ``carla`` module whose one server keeps actors at the velocity last set with
-``set_target_velocity`` (no tires, no controls), can drop out (``up = False``) or time out on
-the next ``fail_ticks`` ticks, and records controls, settings and connections.
+``set_target_velocity`` (no tires, no controls), can drop out (``up = False``), time out on
+the next ``fail_ticks`` ticks or on every call named in ``fail_calls`` (``get_world``,
+``load_world``, ``apply_settings``, ``get_trafficmanager``), has the towns in ``maps`` and
+records controls, settings, connections and traffic managers. `tests.carla_standin` serves
+the same world from a process of its own; this module imports nothing heavy for it (the
+waypoints, which need `envs`, are `tests.carla_waypoints`, loaded on first use).
 """
 
-import math
 import types
-
-from envs.racing import task as rt
-from envs.racing.carla_sim import from_plane
 
 
 class _Loc:
@@ -29,38 +29,19 @@ class _Tf:
         self.location, self.rotation = location or _Loc(), rotation or _Rot()
 
 
-class FakeWaypoint:
-    TRACK = rt.Track.stadium(rt.TrackParams())
-    BRANCH, SPUR = 40.0, 40.0
-
-    def __init__(self, road, s):
-        self.road_id, self.lane_id, self.s = road, -1, s
-        self.lane_width, self.is_junction = 3.5, False
-        if road == 1:
-            (x, y), psi = self.TRACK.centre(s), float(self.TRACK.frame(s)[2])
-        else:
-            x0, y0 = self.TRACK.centre(self.BRANCH)
-            psi = -math.pi / 4
-            x, y = x0 + s * math.cos(psi), y0 + s * math.sin(psi)
-        cx, cy, yaw = from_plane(float(x), float(y), psi)
-        self.transform = _Tf(_Loc(cx, cy, 0.5), _Rot(yaw=yaw))
-
-    def next(self, d):
-        if self.road_id == 2:
-            return [FakeWaypoint(2, self.s + d)] if self.s + d <= self.SPUR else []
-        s = (self.s + d) % self.TRACK.length
-        if self.s < self.BRANCH <= self.s + d:
-            return [FakeWaypoint(2, self.s + d - self.BRANCH), FakeWaypoint(1, s)]
-        return [FakeWaypoint(1, s)]
+#: the towns of CARLA's main 0.9.16 package, and the map a fresh server has loaded
+MAIN_TOWNS = ("Town01", "Town02", "Town03", "Town04", "Town05", "Town10HD", "Town10HD_Opt")
+TIMEOUT = "time-out of 200ms while waiting for the simulator"
 
 
 class _Server:
-    def __init__(self):
+    def __init__(self, maps=(*MAIN_TOWNS, "Town07")):
         self.up, self.fail_ticks, self.connects, self.ticks = True, 0, 0, 0
+        self.maps, self.fail_calls, self.loads = tuple(maps), set(), 0
 
-    def check(self):
-        if not self.up:
-            raise RuntimeError("time-out of 200ms while waiting for the simulator")
+    def check(self, call=""):
+        if not self.up or call in self.fail_calls:
+            raise RuntimeError(TIMEOUT)
 
 
 class _Actor:
@@ -86,6 +67,9 @@ class _Actor:
     def apply_control(self, c):
         self.controls.append(c)
 
+    def set_autopilot(self, on, port):
+        self.autopilot = (on, port)
+
     def get_transform(self):
         return self.tf
 
@@ -106,24 +90,26 @@ class _Actor:
 
 
 class _World:
-    def __init__(self, server):
-        self.server, self.actors, self.boxes = server, [], 0
-        self.settings = types.SimpleNamespace(synchronous_mode=False, fixed_delta_seconds=None)
+    def __init__(self, server, town="Town07"):
+        self.server, self.actors, self.boxes, self.town = server, [], 0, town
+        self.settings = types.SimpleNamespace(
+            synchronous_mode=False, fixed_delta_seconds=None, no_rendering_mode=False
+        )
         self.debug = types.SimpleNamespace(
             draw_box=lambda *a: setattr(self, "boxes", self.boxes + 1)
         )
 
     def get_map(self):
         return types.SimpleNamespace(
-            name="Carla/Maps/Town07", get_waypoint=lambda loc: FakeWaypoint(1, 0.0)
+            name=f"Carla/Maps/{self.town}", get_waypoint=lambda loc: __getattr__("FakeWaypoint")(1, 0.0)
         )
 
     def get_settings(self):
-        return self.settings
+        return types.SimpleNamespace(**vars(self.settings))
 
     def apply_settings(self, settings):
-        self.server.check()
-        self.settings = settings
+        self.server.check("apply_settings")
+        self.settings = types.SimpleNamespace(**vars(settings))
 
     def get_blueprint_library(self):
         return types.SimpleNamespace(find=lambda name: name)
@@ -145,11 +131,27 @@ class _World:
         return self.server.ticks
 
 
-def fake_carla() -> types.ModuleType:
-    """A fresh ``carla`` double with one server (``module.SERVER``, world ``module.WORLD``)."""
+class _TrafficManager:
+    def __init__(self, port):
+        self.port, self.alive, self.sync = port, True, None
+
+    def set_synchronous_mode(self, on):
+        self.sync = on
+
+    def shut_down(self):
+        self.alive = False
+
+    def __getattr__(self, name):  # set_desired_speed, set_path...: accepted, not simulated
+        return lambda *args: None
+
+
+def fake_carla(maps=(*MAIN_TOWNS, "Town07"), town="Town07") -> types.ModuleType:
+    """A fresh ``carla`` double with one server (``module.SERVER``, world ``module.WORLD``)
+    that has the towns ``maps`` and ``town`` loaded; ``module.TMS``: the traffic managers."""
     mod = types.ModuleType("carla")
-    mod.SERVER = server = _Server()
-    mod.WORLD = world = _World(server)
+    mod.SERVER = server = _Server(maps)
+    mod.WORLD = world = _World(server, town)
+    mod.TMS = tms = []
 
     class Client:
         def __init__(self, host, port):
@@ -163,8 +165,25 @@ def fake_carla() -> types.ModuleType:
             server.connects += 1
             return "0.9.16"
 
+        def get_available_maps(self):
+            server.check()
+            return [f"/Game/Carla/Maps/{m}" for m in server.maps]
+
         def get_world(self):
+            server.check("get_world")
             return world
+
+        def load_world(self, town):
+            server.check("load_world")
+            if town not in server.maps:
+                raise RuntimeError(f"map '{town}' not found")
+            world.town, world.actors, server.loads = town, [], server.loads + 1
+            return world
+
+        def get_trafficmanager(self, port):
+            server.check("get_trafficmanager")
+            tms.append(_TrafficManager(port))
+            return tms[-1]
 
     mod.Client, mod.Location, mod.Vector3D, mod.Rotation, mod.Transform = (
         Client,
@@ -177,3 +196,12 @@ def fake_carla() -> types.ModuleType:
     mod.Color = lambda *a: a
     mod.BoundingBox = lambda location, extent: (location, extent)
     return mod
+
+
+def __getattr__(name: str):
+    """``FakeWaypoint`` from `tests.carla_waypoints`, imported when first asked for."""
+    if name == "FakeWaypoint":
+        from tests.carla_waypoints import FakeWaypoint  # noqa: PLC0415
+
+        return FakeWaypoint
+    raise AttributeError(name)

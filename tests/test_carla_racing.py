@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import envs
+from envs.base import SimulatorUnavailable
 from envs.racing import task as rt
 from envs.racing.bicycle import BicycleSim
 from envs.racing.carla_env import CarlaRacingEnv
@@ -113,6 +114,8 @@ def test_registered_env_without_server_raises_the_clear_error():
         ({"port": 0}, "port"),
         ({"port": "2000"}, "port"),
         ({"tm_port": 2001}, "tm_port"),
+        ({"tm_port": 2002}, "tm_port"),  # port + 2: CARLA's secondary port
+        ({"servers": ""}, "servers"),
         ({"tm_port": 70000}, "tm_port"),
         ({"host": ""}, "host"),
         ({"town": "Town99"}, "town"),
@@ -271,22 +274,34 @@ def test_server_loss_truncates_the_episode_and_the_next_reset_resumes():
     obs, reward, terminated, truncated, info = env.step(action)
     assert (reward, terminated, truncated, info["server_lost"]) == (0.0, False, True, True)
     np.testing.assert_array_equal(obs, last)
-    assert sim.reconnects == 1
+    assert sim.reconnects == 0  # the episode ends at once; the reset gets the server back
+    assert envs.spec("carla-racing").episode_lost(info) and envs.spec("racing").episode_lost(info)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(action)
     env.reset(seed=1)
+    assert sim.reconnects == 1
     for _ in range(5):
         *_, truncated, info = env.step(action)
         assert not truncated and not info["server_lost"]
+        assert not envs.spec("carla-racing").episode_lost(info)
 
 
-def test_server_that_does_not_come_back_raises_the_clear_error():
+def test_server_that_does_not_come_back_raises_the_clear_error_at_each_reset():
+    """The reset after a loss raises `CarlaUnavailable` (a `SimulatorUnavailable`) while the
+    server stays away, and every later reset tries again."""
     env, sim = flaky_env(fail_step=2, reconnect_ok=False)
     env.reset(seed=0)
     env.step(np.zeros(2, np.float32))
-    with pytest.raises(CarlaUnavailable, match="0.9.16"):
-        env.step(np.zeros(2, np.float32))
-    assert sim.reconnects == 1
+    *_, truncated, info = env.step(np.zeros(2, np.float32))
+    assert truncated and info["server_lost"] and sim.reconnects == 0
+    for attempt in (1, 2):
+        with pytest.raises(CarlaUnavailable, match="0.9.16") as err:
+            env.reset(seed=attempt)
+        assert isinstance(err.value, SimulatorUnavailable) and sim.reconnects == attempt
+    sim.reconnect_ok = True
+    obs, _ = env.reset(seed=3)
+    assert sim.reconnects == 3 and obs.shape == (rt.NOBS,)
+    assert not env.step(np.zeros(2, np.float32))[4]["server_lost"]
 
 
 def test_server_lost_during_reset_reconnects_once():

@@ -55,13 +55,15 @@ def test_carla_task_defaults_are_racing_dz_but_for_zone_size_and_time_limit():
 
 
 def test_carla_sim_code_path_on_a_server_double(monkeypatch):
-    """CarlaSim's calls, in order, on a `carla` double: sync mode at dt, the route from the map,
-    controls in CARLA's convention, loss -> reconnect and respawn, close -> async mode."""
+    """CarlaSim's calls, in order, on a `carla` double: sync mode at dt without rendering, the
+    route from the map, controls in CARLA's convention, loss -> the episode ends at once, the
+    next reset reconnects and respawns, close -> async mode."""
     carla = fake_carla()
     monkeypatch.setitem(sys.modules, "carla", carla)
     env = CarlaRacingEnv(client=ClientParams(timeout=0.1, attempts=2, backoff=0.0))
     world, server = carla.WORLD, carla.SERVER
     assert world.settings.synchronous_mode and world.settings.fixed_delta_seconds == env.task.dt
+    assert world.settings.no_rendering_mode and server.loads == 0  # Town07 was loaded already
     stadium = FakeWaypoint.TRACK
     assert math.isclose(env.track.length, stadium.length - 2 * math.pi * 1.75, rel_tol=2e-3)
     assert math.isclose(env.car.lf + env.car.lr, 2.9) and math.isclose(
@@ -77,9 +79,10 @@ def test_carla_sim_code_path_on_a_server_double(monkeypatch):
     assert env.opp_v == pytest.approx(CARLA_TASK.opponent_speed) and env.opp_s > 15.0
     server.fail_ticks = 1
     *_, truncated, info = env.step(np.zeros(2, np.float32))
-    assert truncated and info["server_lost"] and server.connects == 2
-    assert not ego.alive and len(world.actors) == 4  # old cars destroyed, new ones spawned
+    assert truncated and info["server_lost"] and server.connects == 1  # no wait inside step
     env.reset(seed=1)
+    assert server.connects == 2
+    assert not ego.alive and len(world.actors) == 4  # old cars destroyed, new ones spawned
     assert not env.step(np.zeros(2, np.float32))[4]["server_lost"]
     env.close()
     assert not world.settings.synchronous_mode and not any(a.alive for a in world.actors)

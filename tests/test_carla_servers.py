@@ -1,7 +1,8 @@
 """rlmpc.tools.carla_servers against a stand-in CarlaUE4.sh: real processes, ports, PIDs and claims.
 
-The stand-in behaves like the real script where the manager can tell: it runs the "server" as
-its child and waits for it, and the child listens on ``-carla-rpc-port`` (loopback only).
+The stand-in (`tests.carla_standin`) behaves like the real script where the manager can tell:
+it runs the "server" as its child and waits for it, and the child answers CARLA's ``version``
+RPC on ``-carla-rpc-port`` (loopback only).
 """
 
 from __future__ import annotations
@@ -9,45 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from rlmpc.tools import carla_servers as cs
 from rlmpc.tools.carla_servers import CarlaServerError, ServerConfig
-
-STANDIN = '''\
-#!{python}
-"""Stand-in for CarlaUE4.sh (test double): the wrapper runs the server as its child."""
-import os, socket, subprocess, sys, time
-args = sys.argv[1:]
-if args[:1] != ["--child"]:
-    sys.exit(subprocess.call([sys.executable, __file__, "--child", *args]))
-print(f"child={{os.getpid()}}", *args, flush=True)
-port = int([a for a in args if a.startswith("-carla-rpc-port=")][0].split("=", 1)[1])
-deadline = time.monotonic() + 300  # bounded even if a test leaks it
-if "-standin-no-listen" in args:
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-    sys.exit(0)
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", port))
-srv.listen(16)
-srv.settimeout(0.5)
-while time.monotonic() < deadline:
-    try:
-        srv.accept()[0].close()
-    except TimeoutError:
-        pass
-'''
+from tests.carla_standin import free_base, wait_for, write_launcher
 
 CLAIMER = textwrap.dedent("""\
     import sys
@@ -57,40 +31,10 @@ CLAIMER = textwrap.dedent("""\
 """)
 
 
-def wait_for(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((cs.LOOPBACK, port))
-            return True
-        except OSError:
-            return False
-
-
-def free_base(span: int) -> int:
-    rng = random.Random(os.getpid() ^ time.time_ns())
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - span)
-        if all(_free(p) for p in range(base, base + span)):
-            return base
-    raise RuntimeError("no free port range")
-
-
 @pytest.fixture
 def carla_root(tmp_path: Path) -> Path:
     root = tmp_path / "carla"
-    root.mkdir()
-    script = root / "CarlaUE4.sh"
-    script.write_text(STANDIN.format(python=sys.executable))
-    script.chmod(0o755)
+    write_launcher(root)
     return root
 
 
@@ -123,7 +67,10 @@ def three(carla_root: Path, state_dir: Path) -> list[cs.ServerStatus]:
         ({"base_port": 65531, "count": 2}, "--base-port"),  # server 1 would use 65534..65536
         ({"tm_base_port": 70000}, "--tm-base-port"),
         ({"tm_base_port": 2001}, "--tm-base-port"),  # inside server 0's RPC ports 2000..2002
-        ({"gpus": (0, -1)}, "--gpus"),
+        ({"gpus": (0, -1), "render": "offscreen"}, "--gpus"),
+        ({"gpus": (0,)}, "--gpus"),  # -nullrhi uses no GPU
+        ({"render": "vulkan"}, "--render"),
+        ({"env_wait_s": -1.0}, "--env-wait-s"),
         ({"startup_timeout_s": 0.0}, "--startup-timeout-s"),
     ],
 )
@@ -161,7 +108,8 @@ def test_start_three_servers(three: list[cs.ServerStatus], state_dir: Path) -> N
         assert os.getsid(s.record.pid) == s.record.pid  # a session (process group) of its own
         assert cs.port_open(cs.LOOPBACK, s.record.rpc_port)
         line = Path(s.record.log).read_text()
-        assert "-RenderOffScreen" in line and f"-carla-rpc-port={s.record.rpc_port}" in line
+        assert "-nullrhi" in line and f"-carla-rpc-port={s.record.rpc_port}" in line
+        assert "-RenderOffScreen" not in line
 
 
 def test_second_start_refused_while_running(three, carla_root: Path, state_dir: Path) -> None:
@@ -335,4 +283,8 @@ def test_carla_racing_actor_gets_one_server_per_env(three, state_dir: Path, monk
     ports = {s.record.rpc_port for s in three}
     assert len(kwargs) == 2 and len({k["port"] for k in kwargs}) == 2
     assert {k["port"] for k in kwargs} <= ports and all(k["host"] == "127.0.0.1" for k in kwargs)
+    # where to claim a replacement, and how long to wait for a lost server first: the node's
+    # startup time (20 s here) + 60 s for the watchdog to notice
+    assert all(k["servers"] == str(state_dir) for k in kwargs)
+    assert all(k["client"].reconnect_wait == 80.0 for k in kwargs)
     assert node_env_kwargs(dataclasses.replace(spec, env="racing")) is None

@@ -224,7 +224,10 @@ def test_time_limit_truncates_never_terminates():
 
 
 def test_pure_pursuit_drives_a_lap_on_track():
-    env = envs.make("racing", task=rt.TaskParams(opponent_speed=20.0))
+    # an opponent that stays out of the way: 20 m/s, and grip enough not to slow in the turns
+    # (sqrt(20 · 30) ≈ 24.5 m/s; at the default 4 m/s² it would take them at 11 m/s)
+    task = rt.TaskParams(opponent_speed=20.0, opponent_lateral_accel=20.0)
+    env = envs.make("racing", task=task)
     env.reset(seed=4)
     for _ in range(400):
         _, r, term, trunc, info = env.step(pure_pursuit(env, 15.0))

@@ -6,17 +6,19 @@ episode end, reset distribution, server-loss handling) on a `envs.racing.carla_s
 
 | | |
 |---|---|
-| server | CARLA 0.9.16 at ``host:port``, synchronous mode, ``fixed_delta_seconds = task.dt`` |
+| server | CARLA 0.9.16 at ``host:port``, synchronous mode, ``fixed_delta_seconds = task.dt``, rendering off (the town must be installed there: `envs.racing.carla_client.CarlaMapMissing` otherwise) |
 | track | a closed route on ``town`` (`envs.racing.carla_route`; default Town07's outskirts lap), both lanes |
 | ego | ``vehicle.tesla.model3`` at the start line, ``ey ~ U(±start_lateral)``, ``U(start_speed)`` |
-| opponent | ``vehicle.audi.tt`` on the centreline at ``opponent_speed``, ``U(opponent_gap)`` ahead, driven by pure pursuit (or the traffic manager on ``tm_port``) |
+| opponent | ``vehicle.audi.tt`` on the centreline at up to ``opponent_speed``, slowing for corners (`envs.racing.task.OpponentSpeed`: 4 m/s² lateral, 3 m/s² braking), ``U(opponent_gap)`` ahead, driven by pure pursuit (or the traffic manager on ``tm_port``) |
 | danger zone | `envs.racing.task.sample_zone`, drawn in the world with ``world.debug`` |
 | action | ``[steer, throttle] ∈ [-1, 1]²``: CARLA steer ``-steer`` (its > 0 is right), throttle > 0 drives, < 0 brakes |
 | observation | ``[37]`` float32, `envs.racing.task.observation` |
 | reward, terminated | `envs.racing.task.evaluate_step`, as RacingDZ |
-| truncated | ``task.max_steps`` (default 1200 here: a CARLA lap is longer), or the server was lost |
+| truncated | ``task.max_steps`` (default 1200 here: a CARLA lap is longer), or the server was lost (``server_lost``) |
 
-If a lost server does not come back, `envs.racing.carla_sim.CarlaUnavailable` is raised.
+A lost server ends the episode; the next `reset` waits for it (``client.reconnect_wait``) or
+claims another free server of ``servers`` (its node's registry), and raises
+`envs.racing.carla_client.CarlaUnavailable` if none comes back (`envs.racing.carla_sim`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from typing import Any
 
 from envs.racing import task as rt
 from envs.racing.bicycle import CarParams
+from envs.racing.carla_client import ClientParams
 from envs.racing.carla_route import ROUTES, RouteSpec
-from envs.racing.carla_sim import CarlaSim, ClientParams
+from envs.racing.carla_sim import CarlaSim
 from envs.racing.env import RacingTaskEnv
 
 #: the CARLA env's default task: RacingDZ's, with zones that fit a lane-wide half-width and a
@@ -43,11 +46,15 @@ def _check_port(name: str, value: Any) -> None:
 class CarlaRacingEnv(RacingTaskEnv):
     """``rlmpc/CarlaRacing-v0``: the Racing task on a CARLA 0.9.16 server (module docstring).
 
-    Connects at construction (`envs.racing.carla_sim.CarlaUnavailable` after
-    ``client.attempts`` tries). ``route`` defaults to the town's built-in route
+    Connects at construction (`envs.racing.carla_client.CarlaUnavailable` after
+    ``client.attempts`` tries; `envs.racing.carla_client.CarlaMapMissing` if the server lacks
+    ``town``). ``route`` defaults to the town's built-in route
     (`envs.racing.carla_route.ROUTES`);
     ``car`` (the planner's kinematic-bicycle constants) defaults to `CarParams` with the ego's
-    wheelbase (split 45/55 front/rear) and steering range read from CARLA.
+    wheelbase (split 45/55 front/rear) and steering range read from CARLA. ``servers``: the
+    server registry of this node the server was claimed from (what
+    `envs.racing.carla_servers.claim_env_kwargs` passes), where a replacement is claimed when
+    the server does not come back; ``rendering``: let the server render (to watch it).
     """
 
     def __init__(
@@ -64,13 +71,18 @@ class CarlaRacingEnv(RacingTaskEnv):
         vehicle: str = "vehicle.tesla.model3",
         opponent_vehicle: str = "vehicle.audi.tt",
         opponent_driver: str = "pursuit",
+        servers: str | None = None,
+        rendering: bool = False,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise ValueError(f"host must be a non-empty string, got {host!r}")
         _check_port("port", port)
         _check_port("tm_port", tm_port)
-        if tm_port in (port, port + 1):
-            raise ValueError(f"tm_port must differ from port and port + 1 (CARLA's), got {tm_port}")
+        if tm_port in (port, port + 1, port + 2):
+            raise ValueError(
+                f"tm_port must differ from port, port + 1 and port + 2 (CARLA's RPC, streaming "
+                f"and secondary ports), got {tm_port} with port {port}"
+            )
         if route is None and town not in ROUTES:
             raise ValueError(
                 f"town {town!r} has no built-in route (have {sorted(ROUTES)}); pass route=RouteSpec(...)"
@@ -84,6 +96,8 @@ class CarlaRacingEnv(RacingTaskEnv):
                 raise ValueError(f"{name} must be a CARLA blueprint id 'vehicle.*', got {value!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if servers is not None and (not isinstance(servers, str) or not servers):
+            raise ValueError(f"servers must be None or a registry directory, got {servers!r}")
         task = task or CARLA_TASK
         sim = CarlaSim(
             host,
@@ -97,6 +111,9 @@ class CarlaRacingEnv(RacingTaskEnv):
             opponent_vehicle=opponent_vehicle,
             opponent_driver=opponent_driver,
             zone_life=task.dt * task.max_steps,
+            opponent=(task.opponent_lateral_accel, task.opponent_long_accel),
+            rendering=bool(rendering),
+            servers=servers,
         )
         if car is None:
             lf = 0.45 * sim.wheelbase

@@ -1,7 +1,8 @@
 """The CARLA servers of this node, as an env sees them: the node's registry, and claims on it.
 
 ``python -m rlmpc.tools.carla_servers start`` (run on a CARLA node before ``ray start``)
-starts k servers and records them in ``<state dir>/servers.json``; this module reads that
+starts k servers and records them in ``<state dir>/servers.json``, with what the node tells
+its envs (`NodeSettings`: how long a lost server is worth waiting for); this module reads that
 registry and gives each CARLA env a server of its own: a claim is an exclusive ``flock`` on
 ``<state dir>/claim-<i>.lock``, held until `release_server` or the claimer's exit (the kernel
 drops the lock of a dead process, so stale claims are reclaimed by construction). The env
@@ -46,6 +47,17 @@ class ServerRecord:
     restarts: int = 0
 
 
+@dataclass(frozen=True)
+class NodeSettings:
+    """What ``start`` records for the node's envs and its watchdog (``servers.json``'s ``node``)."""
+
+    startup_timeout_s: float = 180.0
+    """seconds a server may take to answer after it was (re)started"""
+    env_wait_s: float = 300.0
+    """seconds an env waits for its lost server (the watchdog restarts it) before it claims
+    another free server of the node (`envs.racing.carla_client.ClientParams.reconnect_wait`)"""
+
+
 class ServerClaim(NamedTuple):
     """A server of one's own: ``carla.Client(host, port)``, traffic manager on ``tm_port``."""
 
@@ -81,9 +93,20 @@ def _read_registry(state_dir: Path) -> list[ServerRecord]:
     return [ServerRecord(**{**row, "command": tuple(row["command"])}) for row in rows]
 
 
-def _write_registry(state_dir: Path, records: list[ServerRecord]) -> None:
+def read_node_settings(state_dir: Path | str | None = None) -> NodeSettings:
+    """The node's `NodeSettings` from its registry (the defaults where it has none)."""
+    path = Path(state_dir or default_state_dir()) / REGISTRY
+    node = json.loads(path.read_text()).get("node", {}) if path.is_file() else {}
+    return NodeSettings(**node)
+
+
+def _write_registry(state_dir: Path, records: list[ServerRecord],
+                    node: NodeSettings | None = None) -> None:  # fmt: skip
+    """Write the registry (atomically); ``node`` None keeps the recorded `NodeSettings`."""
+    node = node or read_node_settings(state_dir)
     tmp = state_dir / (REGISTRY + ".tmp")
-    tmp.write_text(json.dumps({"servers": [dataclasses.asdict(r) for r in records]}, indent=1))
+    tmp.write_text(json.dumps({"servers": [dataclasses.asdict(r) for r in records],
+                               "node": dataclasses.asdict(node)}, indent=1))  # fmt: skip
     os.replace(tmp, state_dir / REGISTRY)
 
 
@@ -123,9 +146,15 @@ def claim_server(state_dir: Path | str | None = None) -> ServerClaim:
 
 
 def claim_env_kwargs(n: int) -> list[dict[str, object]]:
-    """Constructor arguments of ``n`` CARLA envs on this node: a claimed server each."""
-    claims = [claim_server() for _ in range(n)]
-    return [{"host": c.host, "port": c.port, "tm_port": c.tm_port} for c in claims]
+    """Constructor arguments of ``n`` CARLA envs on this node: a claimed server each, the
+    registry to claim a replacement from, and how long to wait for a lost server first."""
+    from envs.racing.carla_client import ClientParams  # noqa: PLC0415
+
+    state_dir = default_state_dir()
+    client = ClientParams(reconnect_wait=read_node_settings(state_dir).env_wait_s)
+    claims = [claim_server(state_dir) for _ in range(n)]
+    return [{"host": c.host, "port": c.port, "tm_port": c.tm_port, "servers": str(state_dir),
+             "client": client} for c in claims]  # fmt: skip
 
 
 def release_server(claim: ServerClaim, state_dir: Path | str | None = None) -> None:

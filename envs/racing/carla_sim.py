@@ -1,9 +1,25 @@
-"""CARLA behind the racing env's `envs.racing.env.VehicleSim` interface: client layer, vehicles.
+"""CARLA behind the racing env's `envs.racing.env.VehicleSim` interface: the vehicles on a server.
 
 `CarlaSim` implements the interface on a CARLA 0.9.16 server in synchronous mode (one
-``world.tick()`` of ``fixed_delta_seconds = dt`` per env step); `envs.racing.bicycle.BicycleSim`
-implements it with the embedded dynamic bicycle. The route (the `Track` built from the map)
-is `envs.racing.carla_route`.
+``world.tick()`` of ``fixed_delta_seconds = dt`` per env step), with rendering off
+(``no_rendering_mode``: the env reads no sensors); `envs.racing.bicycle.BicycleSim`
+implements it with the embedded dynamic bicycle. The client layer (connecting, the map
+check, the errors) is `envs.racing.carla_client`; the route (the `Track` built from the
+map) is `envs.racing.carla_route`.
+
+A lost server (`CarlaSim.reconnect`): the old cars are dropped, the server is waited for up to
+``ClientParams.reconnect_wait`` seconds (its node's watchdog restarts it on the same ports,
+`rlmpc.tools.carla_watchdog`), then, if the env was given its node's server registry
+(``servers``), another free server of the node is claimed; `CarlaUnavailable` if neither
+answers. A sim given a registry connects the same way when it is built (a rollout actor that
+Ray restarts may find its server restarting too); one without connects once (``attempts``).
+
+Traffic managers: LibCarla keeps one traffic manager per port per client process, and every
+``world.tick()`` of the process ticks all of them
+(``carla::traffic_manager::TrafficManager::Tick`` from ``Simulator::Tick``). So a reconnect
+shuts the old one down first (else ``get_trafficmanager(port)`` hands back the dead server's),
+and ``opponent_driver="traffic_manager"`` is refused for a second env in one process (its
+ticks would step the first env's opponent).
 
 Frames: CARLA's world is left-handed (x forward, y right, yaw in degrees, clockwise seen from
 above; steer > 0 turns right); the task's plane is right-handed (``y`` to the left, ``ψ`` in
@@ -16,106 +32,28 @@ factory), so ``import envs`` works without it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from envs.danger import DangerZone
 from envs.racing import task as rt
+from envs.racing.carla_client import (  # noqa: F401  (the client layer, re-exported)
+    SERVER_VERSION,
+    CarlaMapMissing,
+    CarlaUnavailable,
+    ClientParams,
+    connect,
+    require_map,
+)
 from envs.racing.carla_route import RouteSpec, route_track
 from envs.racing.task import SimStep
 
-#: the CARLA server version the client (``carla==0.9.16``) is built for
-SERVER_VERSION = "0.9.16"
 log = logging.getLogger(__name__)
-
-
-class CarlaUnavailable(ConnectionError):
-    """No CARLA server answered at ``host:port`` after ``attempts`` tries."""
-
-    def __init__(self, host: str, port: int, attempts: int, cause: str = "") -> None:
-        self.host, self.port, self.attempts, self.cause = host, port, attempts, cause
-        super().__init__(
-            f"no CARLA server answered at {host}:{port} after {attempts} attempt(s)"
-            f" (last error: {cause or 'none'}). rlmpc expects a CARLA {SERVER_VERSION} server:"
-            f" start one with `./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port}`"
-            f" (CARLA_{SERVER_VERSION} release), or use the embedded env rlmpc/RacingDZ-v0."
-        )
-
-    def __reduce__(self) -> tuple:  # pickles across Ray with its fields
-        return type(self), (self.host, self.port, self.attempts, self.cause)
-
-
-@dataclass(frozen=True)
-class ClientParams:
-    """Connection to a CARLA server: per-call timeout, attempts, exponential backoff."""
-
-    timeout: float = 10.0  # seconds each RPC may take (client.set_timeout), > 0
-    attempts: int = 5  # connection attempts before CarlaUnavailable, int >= 1
-    backoff: float = 1.0  # wait after the first failed attempt (s), doubling each time, >= 0
-    max_backoff: float = 30.0  # cap on one wait (s), >= backoff
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, name: str, allowed: str) -> None:
-            if not ok:
-                raise ValueError(
-                    f"ClientParams.{name} must be {allowed}, got {getattr(self, name)!r}"
-                )
-
-        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)
-        need(finite(self.timeout) and self.timeout > 0, "timeout", "a finite number > 0")
-        need(isinstance(self.attempts, int) and self.attempts >= 1, "attempts", "an int >= 1")
-        need(finite(self.backoff) and self.backoff >= 0, "backoff", "a finite number >= 0")
-        ok = finite(self.max_backoff) and self.max_backoff >= self.backoff
-        need(ok, "max_backoff", f"a finite number >= backoff={self.backoff}")
-
-    def delay(self, failed: int) -> float:
-        """Seconds to wait after the ``failed``-th failed attempt: ``backoff · 2^(failed-1)``, capped."""
-        return min(self.backoff * 2.0 ** (failed - 1), self.max_backoff)
-
-
-def connect(
-    host: str,
-    port: int,
-    params: ClientParams,
-    client_factory: Callable[[str, int], Any] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Any:
-    """A ``carla.Client`` whose server answered ``get_server_version``; `CarlaUnavailable` otherwise.
-
-    Up to ``params.attempts`` attempts, each bounded by ``params.timeout``, with ``params.delay``
-    between them. A server of another version is used with a warning.
-    """
-    if client_factory is None:
-        import carla  # noqa: PLC0415  (optional dependency)
-
-        client_factory = carla.Client
-    cause = ""
-    for attempt in range(1, params.attempts + 1):
-        try:
-            client = client_factory(host, port)
-            client.set_timeout(params.timeout)
-            version = client.get_server_version()
-        except RuntimeError as err:
-            cause = str(err)
-            log.warning("CARLA %s:%d, attempt %d/%d: %s", host, port, attempt, params.attempts, err)
-            if attempt < params.attempts:
-                sleep(params.delay(attempt))
-            continue
-        if not str(version).startswith(SERVER_VERSION):
-            warnings.warn(
-                f"CARLA server {host}:{port} runs {version}, the client expects {SERVER_VERSION}",
-                stacklevel=2,
-            )
-        return client
-    raise CarlaUnavailable(host, port, params.attempts, cause)
-
 
 def to_plane(x: float, y: float, yaw_deg: float) -> tuple[float, float, float]:
     """CARLA world (x, y, yaw °) -> task plane (x, y, ψ rad)."""
@@ -171,13 +109,21 @@ def pursuit_control(
 class CarlaSim:
     """`VehicleSim` on a CARLA server: synchronous mode, ego + one opponent on the route.
 
-    The opponent follows the track centreline at the episode's opponent speed, driven by
+    The opponent follows the track centreline at its speed profile (`rt.OpponentSpeed`: the
+    episode's opponent speed at most, slower where a corner needs it), driven by
     `pursuit_control` (``opponent_driver="pursuit"``) or by CARLA's traffic manager on
     ``tm_port`` (``"traffic_manager"``: its own lane along the route, desired speed set).
     Both cars are spawned at construction (their physics gives the planner's `CarParams`) and
     teleported on every reset; the danger zone is drawn with ``world.debug`` for ``zone_life`` s.
     One `CarlaSim` per server: it owns the server's clock (every `step` ticks the world).
+    ``opponent``: the opponent's (lateral, longitudinal) acceleration limits (m/s²; default
+    the default task's); ``rendering``: let the server render (only to watch it; off, it
+    needs no GPU work); ``servers``: the node's server registry the env's server was claimed
+    from (`envs.racing.carla_servers`), for a replacement when it does not come back.
     """
+
+    #: ids of the live sims in this process whose opponent the traffic manager drives
+    _tm_sims: ClassVar[set[int]] = set()
 
     def __init__(
         self,
@@ -192,17 +138,36 @@ class CarlaSim:
         opponent_vehicle: str = "vehicle.audi.tt",
         opponent_driver: str = "pursuit",
         zone_life: float = 60.0,
+        opponent: tuple[float, float] | None = None,
+        rendering: bool = False,
+        servers: str | None = None,
     ) -> None:
         import carla  # noqa: PLC0415  (optional dependency)
 
+        if opponent_driver == "traffic_manager" and CarlaSim._tm_sims:
+            raise ValueError(
+                "opponent_driver='traffic_manager' allows one CARLA env per process: LibCarla "
+                "ticks every traffic manager of a process on each world.tick(), so this env's "
+                "ticks would step the other env's opponent; use opponent_driver='pursuit' or "
+                "one env per rollout actor (--envs-per-actor 1)"
+            )
         self._carla, self.host, self.port, self.town, self.dt = carla, host, port, town, dt
         self.params, self.tm_port, self.zone_life = client, tm_port, zone_life
         self.blueprints, self.opponent_driver = (vehicle, opponent_vehicle), opponent_driver
+        self.rendering, self.servers = rendering, servers
         self.ego = self.opponent = self.tm = None
-        self._connect()
+        if opponent_driver == "traffic_manager":
+            CarlaSim._tm_sims.add(id(self))
         try:
+            if servers is None:  # a server of one's own: it answers, or CarlaUnavailable
+                self._connect()
+            else:  # claimed from a node's registry: a restarting server is waited for
+                self._await_server()
             self.track, self._z = route_track(self.world.get_map(), route)
-            self._opp_s, self._opp_speed = 0.0, 0.0
+            task = rt.TaskParams()
+            limits = opponent or (task.opponent_lateral_accel, task.opponent_long_accel)
+            self.opponent_speed = rt.OpponentSpeed(self.track, *limits)
+            self._opp_s, self._opp_top = 0.0, 0.0
             self._park()
             self.wheelbase, self.max_steer = self._geometry(self.ego)
             self._opp_geometry = self._geometry(self.opponent)
@@ -215,22 +180,35 @@ class CarlaSim:
         start = rt.VehicleState(*self.track.points[0], float(self.track.heading[0]), 0.0, 0.0, 0.0)
         self.reset(start, 0.25 * self.track.length, 0.0, None)
 
-    def _connect(self) -> None:
-        """Connect, load the town if another is loaded, switch to synchronous mode."""
-        self.client = connect(self.host, self.port, self.params)
-        world = self.client.get_world()
-        if world.get_map().name.split("/")[-1] != self.town:
-            self.client.set_timeout(max(self.params.timeout, 120.0))  # loading takes a while
-            world = self.client.load_world(self.town)
-            self.client.set_timeout(self.params.timeout)
-        settings = world.get_settings()
-        settings.synchronous_mode, settings.fixed_delta_seconds = True, self.dt
-        settings.substepping, settings.max_substeps = True, 16
-        settings.max_substep_delta_time = max(0.01, self.dt / 16)
-        world.apply_settings(settings)
-        if self.opponent_driver == "traffic_manager":
-            self.tm = self.client.get_trafficmanager(self.tm_port)
-            self.tm.set_synchronous_mode(True)
+    def _connect(self, params: ClientParams | None = None) -> None:
+        """Connect; check the server has the town (`CarlaMapMissing`), load it if another is
+        loaded, switch to synchronous mode without rendering. A call that times out after
+        the server answered raises `CarlaUnavailable` naming the call."""
+        params = params or self.params
+        self.client = connect(self.host, self.port, params)
+        call = "get_available_maps"
+        try:
+            require_map(self.client, self.town, self.host, self.port)
+            call = "get_world"
+            world = self.client.get_world()
+            if world.get_map().name.split("/")[-1] != self.town:
+                call = "load_world"
+                self.client.set_timeout(max(params.timeout, 120.0))  # loading takes a while
+                world = self.client.load_world(self.town)
+                self.client.set_timeout(params.timeout)
+            call = "apply_settings"
+            settings = world.get_settings()
+            settings.synchronous_mode, settings.fixed_delta_seconds = True, self.dt
+            settings.substepping, settings.max_substeps = True, 16
+            settings.max_substep_delta_time = max(0.01, self.dt / 16)
+            settings.no_rendering_mode = not self.rendering
+            world.apply_settings(settings)
+            if self.opponent_driver == "traffic_manager":
+                call = "get_trafficmanager"
+                self.tm = self.client.get_trafficmanager(self.tm_port)
+                self.tm.set_synchronous_mode(True)
+        except RuntimeError as err:
+            raise CarlaUnavailable(self.host, self.port, params.attempts, f"{call}: {err}") from err
         self.world = world
 
     def _geometry(self, actor: Any) -> tuple[float, float]:
@@ -272,13 +250,15 @@ class CarlaSim:
     def reset(
         self, ego: rt.VehicleState, opp_s: float, opp_v: float, zone: DangerZone | None
     ) -> SimStep:
+        """``opp_v``: the opponent's top speed; it starts at its profile's speed at ``opp_s``."""
         tr = self.track
         s_ego = float(tr.project((ego.x, ego.y))[0])
         self.ego = self._place(self.ego, self.blueprints[0], s_ego, ego, ego.vx)
         (ox, oy), heading = tr.centre(opp_s), float(tr.frame(opp_s)[2])
-        opp = rt.VehicleState(float(ox), float(oy), heading, opp_v, 0.0, 0.0)
-        self.opponent = self._place(self.opponent, self.blueprints[1], opp_s, opp, opp_v)
-        self._opp_s, self._opp_speed = opp_s, opp_v
+        v0 = self.opponent_speed(opp_s, opp_v)
+        opp = rt.VehicleState(float(ox), float(oy), heading, v0, 0.0, 0.0)
+        self.opponent = self._place(self.opponent, self.blueprints[1], opp_s, opp, v0)
+        self._opp_s, self._opp_top = opp_s, opp_v
         if self.tm is not None:
             self._drive_by_traffic_manager(opp_s, opp_v)
         if zone is not None:
@@ -323,7 +303,8 @@ class CarlaSim:
         if self.tm is None:
             opp = self._state(self.opponent)
             wheelbase, max_steer = self._opp_geometry
-            a = pursuit_control(self.track, opp, self._opp_speed, wheelbase, max_steer)
+            speed = self.opponent_speed(self._opp_s, self._opp_top)
+            a = pursuit_control(self.track, opp, speed, wheelbase, max_steer)
             throttle, steer, brake = carla_control(a)
             self.opponent.apply_control(
                 carla.VehicleControl(throttle=throttle, steer=steer, brake=brake)
@@ -353,23 +334,82 @@ class CarlaSim:
                 pass
         self.ego = self.opponent = None
 
+    def _drop_traffic_manager(self) -> None:
+        """Shut this process's traffic manager on ``tm_port`` down (LibCarla keeps it, with the
+        old server's episode, until then)."""
+        if self.tm is not None:
+            try:
+                self.tm.shut_down()
+            except RuntimeError:  # its server is gone: the client still forgets it
+                pass
+            self.tm = None
+
+    def _await_server(self) -> None:
+        """Connect, waiting up to ``reconnect_wait`` s for the server (its node's watchdog
+        restarts it on the same ports), then claiming another free server of ``servers``;
+        `CarlaUnavailable` if neither answers (`CarlaMapMissing` if one lacks the town)."""
+        once = dataclasses.replace(self.params, attempts=1)
+        deadline, failed = time.monotonic() + self.params.reconnect_wait, 0
+        while True:
+            try:
+                self._connect(once)
+                return
+            except CarlaUnavailable as err:
+                last = err
+            failed += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(max(self.params.delay(failed), 0.05), left))  # never a busy loop
+        log.warning("CARLA %s:%d not back after %.0f s (%s)", self.host, self.port,
+                    self.params.reconnect_wait, last.cause)  # fmt: skip
+        if self.servers is None:
+            raise CarlaUnavailable(self.host, self.port, failed, f"{last.cause}; not back "
+                                   f"within reconnect_wait={self.params.reconnect_wait:g} s")  # fmt: skip
+        self._claim_another(last)
+
     def reconnect(self) -> None:
-        """Drop the old actors, connect again (`CarlaUnavailable` if that fails), respawn them."""
+        """Get a server back after a loss (module docstring): drop the old cars, wait for the
+        server (`_await_server`), respawn the cars (`CarlaUnavailable` if it fails again)."""
         self._destroy_actors()
-        self._connect()
+        self._drop_traffic_manager()
+        self._await_server()
         try:
             self._park()
         except RuntimeError as err:  # lost again while respawning
             raise CarlaUnavailable(self.host, self.port, self.params.attempts, str(err)) from err
 
+    def _claim_another(self, last: CarlaUnavailable) -> None:
+        """Move to another free server of the node's registry (`CarlaUnavailable` if none)."""
+        from envs.racing.carla_servers import (  # noqa: PLC0415  (the node's registry)
+            CarlaServerError,
+            ServerClaim,
+            claim_server,
+            release_server,
+        )
+
+        try:
+            new = claim_server(self.servers)
+        except CarlaServerError as err:
+            raise CarlaUnavailable(self.host, self.port, self.params.attempts,
+                                   f"{last.cause}; no free server to claim instead: {err}") from err  # fmt: skip
+        old = ServerClaim(self.host, self.port, self.tm_port)
+        log.warning("CARLA %s:%d is gone; claimed %s:%d instead", self.host, self.port,
+                    new.host, new.port)  # fmt: skip
+        self.host, self.port, self.tm_port = new.host, new.port, new.tm_port
+        release_server(old, self.servers)
+        self._connect()
+
     def close(self) -> None:
-        """Destroy the cars and give the server back in asynchronous mode."""
+        """Destroy the cars and give the server back as CARLA starts: asynchronous, rendering."""
+        CarlaSim._tm_sims.discard(id(self))
         self._destroy_actors()
         try:
             settings = self.world.get_settings()
             settings.synchronous_mode, settings.fixed_delta_seconds = False, None
+            settings.no_rendering_mode = False
             self.world.apply_settings(settings)
             if self.tm is not None:
                 self.tm.set_synchronous_mode(False)
-        except RuntimeError:
+        except (RuntimeError, AttributeError):  # no server, or never connected
             pass

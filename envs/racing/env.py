@@ -15,7 +15,7 @@ bicycle** (Polack et al. 2017), a deliberate mismatch as in the paper. Task logi
 | track | stadium: 80 m straights, 30 m turn radius, 6 m half-width, 348.5 m lap (`TrackParams`) |
 | car | 1.2 t, lf/lr 1.0/1.5 m, μ = 1, 80 kW; 10 Euler substeps of 10 ms (`CarParams`) |
 | ego | starts at the start line, ``ey ~ U(±1 m)``, along the track at ``U(8, 12)`` m/s |
-| opponent | drives the centreline at 10 m/s, starting ``U(15, 35)`` m ahead |
+| opponent | drives the centreline at up to 10 m/s, slowing where a corner needs more than 4 m/s² (`task.OpponentSpeed`; never on this stadium: its 30 m turns allow 11 m/s), starting ``U(15, 35)`` m ahead |
 | danger zone | square, side ``U(3, 5)`` m, centre at arc-length ``U(50, 300)`` m, inside the track |
 | action | ``[steer, throttle] ∈ [-1, 1]²``: wheel angle ``steer * 0.45`` rad; throttle > 0 drives, < 0 brakes |
 | observation | ``[37]`` float32, see `envs.racing.task.observation` |
@@ -25,9 +25,11 @@ bicycle** (Polack et al. 2017), a deliberate mismatch as in the paper. Task logi
 
 ``info`` carries ``is_success`` (goal reached), ``in_danger``, ``off_track``, ``collision``,
 ``s`` and ``server_lost``. A simulator that raises ``RuntimeError`` from `VehicleSim.step`
-has lost its server: the env reconnects and ends the episode as truncated with
-``server_lost = True`` (reward 0, the last observation); the next `reset` places the cars
-again.
+has lost its server: the env ends the episode at once as truncated with ``server_lost =
+True`` (reward 0, the last observation; the registry's ``episode_lost`` tells the rollout
+worker to drop it), and the next `reset` gets the server back (`VehicleSim.reconnect`: it
+waits for the server, or finds another) before placing the cars; it raises
+`envs.base.SimulatorUnavailable` if none comes back, and tries again on the reset after.
 """
 
 from __future__ import annotations
@@ -95,14 +97,22 @@ class RacingTaskEnv(gym.Env):
         self.goal_length = self.task.goal_laps * self.track.length
         self.state: rt.VehicleState | None = None
         self._lost = False  # the server was lost: step() needs a reset() first
+        self._disconnected = False  # ... and reset() gets it back first
 
     def _reset_sim(self, *args: Any) -> SimStep:
-        """``sim.reset(*args)``; on a lost server: reconnect (or `CarlaUnavailable`), once more."""
+        """``sim.reset(*args)``, after getting a lost server back (`VehicleSim.reconnect`: it
+        raises `SimulatorUnavailable` if none comes back); a server lost during the reset is
+        got back once more."""
+        if self._disconnected:
+            self.sim.reconnect()
+            self._disconnected = False
         try:
             return self.sim.reset(*args)
         except RuntimeError as err:
             log.warning("simulator lost during reset (%s); reconnecting", err)
+            self._disconnected = True
             self.sim.reconnect()
+            self._disconnected = False
             return self.sim.reset(*args)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -184,10 +194,9 @@ class RacingTaskEnv(gym.Env):
         self.zone, self.steps = DangerZone(*ep["zone"]), int(ep["steps"])
 
     def _server_lost(self, err: RuntimeError):
-        """End the episode (truncated, reward 0) after reconnecting; `CarlaUnavailable` if that fails."""
-        log.warning("simulator lost mid-episode (%s); reconnecting", err)
-        self._lost = True
-        self.sim.reconnect()
+        """End the episode (truncated, reward 0); the next `reset` gets the server back."""
+        log.warning("simulator lost mid-episode (%s); the next reset reconnects", err)
+        self._lost = self._disconnected = True
         info = {**dict.fromkeys(_FLAGS, False), "server_lost": True, "s": self.s}
         return self._obs(), 0.0, False, True, info
 
@@ -222,4 +231,5 @@ class RacingDZEnv(RacingTaskEnv):
         self.track_params = track or rt.TrackParams()
         task, car = task or rt.TaskParams(), car or CarParams()
         track = rt.Track.stadium(self.track_params)
-        super().__init__(BicycleSim(track, car, task.dt), task, car, render_mode)
+        sim = BicycleSim(track, car, task.dt, rt.OpponentSpeed.of(track, task))
+        super().__init__(sim, task, car, render_mode)

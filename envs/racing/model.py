@@ -53,7 +53,7 @@ class RacingModel(PlannerModel):
     |---|---|
     | 0-5 | ego X, Y (m), yaw ψ (rad), body velocity vx, vy (m/s), yaw rate r (rad/s) |
     | 6-8 | ego track coordinates: s (unwrapped arc-length from the start line), ey, eψ |
-    | 9-10 | opponent arc-length s_o and speed v_o (it drives the centreline at constant speed) |
+    | 9-10 | opponent arc-length s_o and speed v_o (on the centreline; the model holds v_o over the horizon, the envs slow it for corners) |
     | 11-14 | danger zone (cx, cy, w, h), w = h = s_D |
 
     ``dynamics`` integrates ``ṡ = v cos(eψ+β) / (1 - κ(s) ey)``, ``ėy = v sin(eψ+β)``,

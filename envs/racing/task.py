@@ -30,6 +30,7 @@ from envs.racing.track import (  # noqa: F401  (the task's vocabulary, one impor
     _finite,
     _require,
     _require_pair,
+    speed_profile,
     stadium_centreline,
     wrap_angle,
     wrap_gap,
@@ -53,7 +54,9 @@ class TaskParams:
     car_width: float = 1.8  # ego and opponent body width (m), < half_width
     start_lateral: float = 1.0  # ego starts at ey ~ U(-start_lateral, start_lateral) (m)
     start_speed: tuple[float, float] = (8.0, 12.0)  # ego start speed range (m/s)
-    opponent_speed: float = 10.0  # opponent's constant speed along the centreline (m/s)
+    opponent_speed: float = 10.0  # opponent's top speed along the centreline (m/s)
+    opponent_lateral_accel: float = 4.0  # opponent's cornering limit (m/s², `speed_profile`)
+    opponent_long_accel: float = 3.0  # opponent's braking / speeding-up limit (m/s²)
     opponent_gap: tuple[float, float] = (15.0, 35.0)  # opponent start, arc-length ahead (m)
     zone_size: tuple[float, float] = (3.0, 5.0)  # danger-zone side s_D range (m), <= half_width
     zone_s: tuple[float, float] = (50.0, 300.0)  # zone centre arc-length range (m), within a lap
@@ -75,7 +78,8 @@ class TaskParams:
         _require(
             isinstance(steps, int) and steps >= 1, "TaskParams.max_steps", "an int >= 1", steps
         )
-        for name in ("goal_laps", "car_length", "car_width"):
+        for name in ("goal_laps", "car_length", "car_width", "opponent_lateral_accel",
+                     "opponent_long_accel"):  # fmt: skip
             _require(getattr(self, name) > 0, f"TaskParams.{name}", "> 0", getattr(self, name))
         for name in ("start_lateral", "opponent_speed", "w_progress", "w_pass", "w_bound"):
             _require(getattr(self, name) >= 0, f"TaskParams.{name}", ">= 0", getattr(self, name))
@@ -110,6 +114,35 @@ class TaskParams:
         _require_pair("TaskParams.zone_size", self.zone_size, 1e-3, hw)
         _require_pair("TaskParams.zone_s", self.zone_s, 0.0, lap)
         _require_pair("TaskParams.opponent_gap", self.opponent_gap, d, lap / 2)
+
+
+class OpponentSpeed:
+    """The opponent's speed by arc-length: it drives the centreline at up to its top speed and
+    slows for the corners (`envs.racing.track.speed_profile` with the task's opponent limits).
+    Both simulators drive the opponent by it. On RacingDZ's stadium (30 m turns) the limits
+    never bind at 10 m/s: sqrt(4.0 · 30) ≈ 11 m/s (a test checks it)."""
+
+    def __init__(self, track: Track, lateral_accel: float, long_accel: float) -> None:
+        self.track, self.limits = track, (lateral_accel, long_accel)
+        self._profiles: dict[float, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, track: Track, p: TaskParams) -> OpponentSpeed:
+        """The opponent of task ``p`` on ``track``."""
+        return cls(track, p.opponent_lateral_accel, p.opponent_long_accel)
+
+    def profile(self, v_max: float) -> np.ndarray:
+        """Speeds ``[N]`` at the track's vertices for top speed ``v_max`` (cached)."""
+        if v_max not in self._profiles:
+            self._profiles[v_max] = speed_profile(self.track, v_max, *self.limits)
+        return self._profiles[v_max]
+
+    def __call__(self, s: float, v_max: float) -> float:
+        """The speed at arc-length ``s`` (unwrapped) for top speed ``v_max`` (m/s)."""
+        if v_max <= 0:
+            return 0.0
+        tr = self.track
+        return float(np.interp(s, tr.s[:-1], self.profile(v_max), period=tr.length))
 
 
 class VehicleState(NamedTuple):

@@ -179,3 +179,40 @@ class Track:
         u = self._seg_dir[i]
         side = np.sign(u[..., 0] * d_i[..., 1] - u[..., 1] * d_i[..., 0])
         return np.mod(self.s[i] + t_i, self.length), side * np.linalg.norm(d_i, axis=-1)
+
+
+def speed_profile(
+    track: Track, v_max: float, lateral_accel: float, long_accel: float, smooth: float = 5.0
+) -> np.ndarray:
+    """Speeds ``[N]`` at the track's vertices for a driver on the centreline, as on a racing line.
+
+    At most ``v_max``; at most ``sqrt(lateral_accel / |κ|)`` where the centreline curves (|κ|
+    averaged over ``smooth`` m, so a waypoint-traced centreline's noise does not show, then
+    its largest value within ``smooth / 2`` m taken, so a corner's entry is not cut); and
+    changing by at most ``long_accel`` along the track (``|v_{i+1}² - v_i²| <= 2 a ds``): it
+    brakes before a corner and speeds up after it. Forward and backward passes, twice around
+    the closed track. Where no corner limits it the speed is exactly ``v_max``.
+    """
+    for name, value in (("v_max", v_max), ("lateral_accel", lateral_accel),
+                        ("long_accel", long_accel)):  # fmt: skip
+        _require(_finite(value) and value > 0, name, "a finite number > 0", value)
+    n = len(track.points)
+    k = max(1, round(smooth / float(np.mean(track.seg_len))))
+    kernel = np.ones(2 * (k // 2) + 1) / (2 * (k // 2) + 1)
+    pad = len(kernel) // 2
+    kappa = np.abs(track.curvature)
+    if pad:
+        wrap = lambda a: np.concatenate([a[-pad:], a, a[:pad]])
+        kappa = np.convolve(wrap(kappa), kernel, "valid")
+        kappa = np.lib.stride_tricks.sliding_window_view(wrap(kappa), len(kernel)).max(axis=1)
+    with np.errstate(divide="ignore"):
+        v = np.minimum(v_max, np.sqrt(lateral_accel / kappa))
+    ds = track.seg_len  # segment i joins vertex i and i + 1
+    for _ in range(2):  # twice around: the limits carry over the start line
+        for i in range(n):  # forward: speeding up
+            j = (i + 1) % n
+            v[j] = min(v[j], math.sqrt(v[i] ** 2 + 2 * long_accel * ds[i]))
+        for i in range(n - 1, -1, -1):  # backward: braking
+            j = (i + 1) % n
+            v[i] = min(v[i], math.sqrt(v[j] ** 2 + 2 * long_accel * ds[i]))
+    return v

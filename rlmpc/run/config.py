@@ -100,7 +100,8 @@ class RunConfig:
     stop_after: int = 0
     """stop (with a checkpoint) after this many iterations of this invocation; 0: run to the end"""
     max_actor_failures: int = 10
-    """restarts allowed per actor before it is dropped (the run goes on with the others), >= 0"""
+    """restarts allowed per actor before it is dropped, and fragments it may lose in a row to
+    an env whose simulator did not come back (the run goes on with the others), >= 0"""
     actor_restart_timeout: float = 120.0
     """seconds to wait for Ray to bring a dead actor back (e.g. its node is gone and no
     other node has room) before dropping it, > 0"""

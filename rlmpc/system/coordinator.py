@@ -13,7 +13,10 @@ Failures (`rlmpc.system.recovery`): a rollout actor that dies, or stalls (no fra
 ``actor_timeout`` seconds: it is killed), is restarted and replayed from its snapshot at the
 newest checkpoint, so where snapshots are exact the run goes on as if nothing happened; a dead
 core component (the learner, a replay shard, the evaluator) raises `RestoreNeeded`, and the
-caller (`rlmpc.run.train.Run`) restores the newest checkpoint in place.
+caller (`rlmpc.run.train.Run`) restores the newest checkpoint in place. An env whose simulator
+did not come back in time (`envs.base.SimulatorUnavailable` from an actor's call) costs that
+fragment, never the actor nor the run (`Recovery._fragment_lost`); a periodic evaluation it
+fails is skipped, a final one tried again.
 """
 
 from __future__ import annotations
@@ -25,19 +28,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from envs.base import SimulatorUnavailable
 from rlmpc.system.backend import (
-    EVALUATOR,
-    FINAL_EVALUATOR,
     LEARNER,
     REAL_SHARD,
     VIRTUAL_SHARD,
     Backend,
     ComponentDied,
     ComponentFailed,
-    RestoreNeeded,
     actor_name,
 )
 from rlmpc.system.checkpoint import Checkpoint
+from rlmpc.system.evaluations import EVAL_FIGURES, Evaluations  # noqa: F401  (re-exported)
 from rlmpc.system.records import (
     FAULT_KINDS,
     CollectResult,
@@ -45,12 +47,8 @@ from rlmpc.system.records import (
     EvalResult,
     FragmentId,
     FragmentMeta,
-    summarize,
 )
 from rlmpc.system.recovery import Recovery
-
-#: the figures of a periodic evaluation that go into ``metrics.jsonl`` (besides the env's own)
-EVAL_FIGURES = ("success_rate", "steps", "reward")
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ class Counters:
         return {k: v for k, v in vars(self).items() if k != "recent"}
 
 
-class Coordinator(Recovery):
+class Coordinator(Recovery, Evaluations):
     """Runs a training run over ``backend`` (module docstring); output goes to ``observer``.
 
     ``record`` is what checkpoints carry besides the loop's state: the worker spec and the
@@ -126,6 +124,7 @@ class Coordinator(Recovery):
         self.record = record or {}
         self.live = list(range(schedule.num_actors))
         self.failures = [0] * schedule.num_actors
+        self.env_failures = [0] * schedule.num_actors  # fragments lost in a row, per actor
         self.slots: dict[int, collections.deque[_Slot]] = {
             a: collections.deque() for a in self.live
         }
@@ -164,12 +163,22 @@ class Coordinator(Recovery):
             self._submit(a, slot)
 
     def _gather(self, index: int) -> dict[int, CollectResult]:
-        """The fragment of every live actor for ``index`` (re-collecting after failures)."""
+        """The fragment of every live actor for ``index`` (re-collecting after failures); an
+        actor whose env lost its simulator has none (`Recovery._fragment_lost`), unless every
+        actor lost theirs: those are collected again."""
         done: dict[int, CollectResult] = {}
+        lost: dict[int, _Slot] = {}
         while True:
-            waiting = {a: self.slots[a][0] for a in self.live if a not in done}
+            waiting = {a: self.slots[a][0] for a in self.live if a not in done and a not in lost}
             if not waiting:
-                return done
+                if done or not lost:
+                    return done
+                for a, slot in lost.items():  # nothing to learn on: collect them again
+                    slot.attempt += 1
+                    self.slots[a].appendleft(slot)
+                    self._submit(a, slot)
+                lost.clear()
+                continue
             calls = {id(s.call): a for a, s in waiting.items()}
             ready = self.backend.wait(
                 [s.call for s in waiting.values()], num_returns=1, timeout=self.s.actor_timeout
@@ -187,13 +196,19 @@ class Coordinator(Recovery):
                 result = self.backend.get(ready[0])
             except (ComponentDied, ComponentFailed) as err:
                 self._core_check(err)  # a dead shard fails the actors' calls too
-                if not isinstance(err, ComponentDied):
+                if isinstance(err, ComponentDied):
+                    self._actor_failed(a, err)
+                elif isinstance(err.cause, SimulatorUnavailable):
+                    slot = self._fragment_lost(a, err)
+                    if slot is not None:
+                        lost[a] = slot
+                else:
                     raise
-                self._actor_failed(a, err)
                 continue
             slot = self.slots[a].popleft()
             assert slot.index == index, (slot.index, index)
             done[a] = result
+            self.env_failures[a] = 0
 
     # -- checkpoints --
     def _checkpoint(self, results: dict[int, CollectResult]) -> None:
@@ -359,54 +374,3 @@ class Coordinator(Recovery):
         for k, v in metrics.items():
             row.setdefault(k, v)
         self.observer.log(row)
-
-    # -- evaluation --
-    def _start_eval(self, version: int | None = None, due: int | None = None,
-                    steps: int | None = None) -> None:  # fmt: skip
-        """Start a periodic evaluation of ``version`` (default: the newest), logged at
-        iteration ``due``."""
-        if self.pending_eval is None:
-            s, c = self.s, self.counters
-            version = self.version if version is None else version
-            call = self.backend.call(
-                EVALUATOR, "evaluate", self.weights[version], s.eval_episodes,
-                s.first_eval_seed, 0,
-            )  # fmt: skip
-            due = min(c.iteration + s.eval_every, s.iterations) if due is None else due
-            steps = c.env_steps if steps is None else steps
-            self.pending_eval = (call, due, steps, version)
-
-    def _finished_eval(self) -> tuple[dict[str, float], tuple[EvalResult, int, int] | None]:
-        """The periodic evaluation due at this iteration, waited for: its ``eval/*`` figures,
-        and it with its policy's iteration and env steps; else nothing."""
-        if self.pending_eval is None or self.counters.iteration < self.pending_eval[1]:
-            return {}, None
-        call, _, steps, version = self.pending_eval
-        self.pending_eval = None
-        if not self.backend.wait([call], timeout=60.0):
-            self.observer.event(
-                f"iteration {self.counters.iteration}: waiting for the periodic evaluation "
-                f"started at {steps} env steps (its evaluator may wait for resources)"
-            )
-        try:
-            result: EvalResult = self.backend.get(call)
-        except ComponentDied as err:  # the evaluator is core: the run restores itself
-            raise RestoreNeeded([EVALUATOR], err.cause) from err
-        summary = summarize(result.env, result.episodes)
-        row: dict[str, float] = {"eval/env_steps": steps}
-        for k in (*EVAL_FIGURES, *result.episodes.extra):
-            if summary.get(k):
-                row[f"eval/{k}"] = summary[k]["mean"]
-                row[f"eval/{k}_std"] = summary[k]["std"]
-        return row, (result, version, steps)
-
-    def _final_eval(self) -> EvalResult:
-        s, b = self.s, self.backend
-        weights = self.weights[self.version]
-        evaluator = FINAL_EVALUATOR
-        if s.final_eval_on_evaluator:  # next to the resources the actors now free
-            for a in self.live:
-                b.drop(actor_name(a))
-            evaluator = EVALUATOR
-        call = b.call(evaluator, "evaluate", weights, s.final_eval_episodes, s.first_eval_seed, 3)
-        return b.get(call)

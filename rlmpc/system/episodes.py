@@ -12,6 +12,8 @@ from the registry); an episode cut short by a failing env step is dropped and on
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,25 @@ import torch
 
 import envs
 from rlmpc.system.records import EpisodeStats, Trace
+
+_log = logging.getLogger(__name__)
+
+
+def guarded_step(env: Any, u: np.ndarray, timeout: float, who: tuple[int, int]) -> tuple | str:
+    """``env.step(u)``, or the fault that costs its episode: 'raise' (the step raised), 'nan'
+    (a non-finite observation or reward), 'stall' (slower than ``timeout`` s). ``who``:
+    (actor, env) for the log."""
+    start = time.perf_counter()
+    try:
+        out = env.step(u)
+    except Exception as err:  # whatever the env raises costs its episode, not the actor
+        _log.info("actor %d, env %d: step raised %r; episode dropped", *who, err)
+        return "raise"
+    if not (np.isfinite(out[0]).all() and np.isfinite(out[1])):
+        return "nan"
+    if time.perf_counter() - start > timeout:
+        return "stall"
+    return out
 
 
 class EpisodeTracker:
@@ -83,6 +104,10 @@ class Training:
         """The first observation of env ``r``'s next episode (None: the env rests)."""
         return env.reset()[0]
 
+    def restart(self, r: int, env: Any) -> np.ndarray:
+        """After an episode lost to the env's simulator: a fresh one, from the env's stream."""
+        return env.reset()[0]
+
 
 class Evaluation:
     """Acting to evaluate: the policy's mean, episodes ``seed``, ``seed + 1``... until N started.
@@ -144,6 +169,14 @@ class Evaluation:
         obs = env.reset(seed=self.seed + self.started)[0]
         self.episode_of[r], self.started, self.t[r] = self.started, self.started + 1, 0
         return obs
+
+    def restart(self, r: int, env: Any) -> np.ndarray:
+        """Play env ``r``'s episode again from its start, its seed, recording it afresh: its
+        simulator was lost (every one of the N seeded episodes is played out)."""
+        ep = self.episode_of[r]
+        self.t[r] = 0
+        self.recs.pop(ep, None)
+        return env.reset(seed=self.seed + ep)[0]
 
     def recorded(self) -> list[Trace]:
         return [self.traces[k] for k in sorted(self.traces)]

@@ -9,7 +9,8 @@ RolloutActor ×N ──fragments (object refs)──> ReplayShard "real" / Repla
 
 This module is the only place ``ray.remote`` is applied: to the shells of
 `rlmpc.system.shells` (with the little only Ray needs: restart detection, the process and
-node ids) and to `ReplayShard`. The shards are named actors on the coordinator's node (a
+node ids, a shell that could not be built handing its error to the driver as itself) and to
+`ReplayShard`. The shards are named actors on the coordinator's node (a
 lost worker node costs its actors' fragments, not the replay); the others find them by
 name, so no actor is built from another actor's handle (Ray could not restart it from
 arguments that live in the object store). The learner and the evaluator prefer the
@@ -118,7 +119,26 @@ class RayShards:
         return reals, virtuals
 
 
-class RolloutActor(RolloutShell):
+class _Built:
+    """An actor whose shell could not be built (its env's server away, its town missing, a bad
+    argument) stays up holding the error, and every call of its shell raises it: the driver
+    gets it as itself (a ``RayTaskError`` whose ``cause`` keeps its type and fields), where
+    Ray's own report of a failed constructor keeps only its text."""
+
+    _error: Exception | None = None
+
+    def _build(self, build: Any) -> None:
+        try:
+            build()
+        except Exception as err:  # handed to the driver by the calls below
+            self._error = err
+
+    def _ready(self) -> None:
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+
+
+class RolloutActor(_Built, RolloutShell):
     """A rollout shell as a Ray actor; a restarted one draws fresh random streams. ``env``
     is the env's registry entry (an env registered outside `envs` is known here too)."""
 
@@ -128,7 +148,24 @@ class RolloutActor(RolloutShell):
         with warnings.catch_warnings():  # Ray's own use of a deprecated property
             warnings.simplefilter("ignore")
             restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        super().__init__(actor_id, spec, RayShards(*shards), os.getpid() if restarted else 0)
+        offset = os.getpid() if restarted else 0
+        self._build(lambda: RolloutShell.__init__(self, actor_id, spec, RayShards(*shards), offset))
+
+    def collect(self, *args: Any) -> Any:
+        self._ready()
+        return super().collect(*args)
+
+    def snapshot(self) -> Any:
+        self._ready()
+        return super().snapshot()
+
+    def restore(self, snapshot: Any) -> None:
+        self._ready()
+        super().restore(snapshot)
+
+    def close(self) -> None:
+        if self._error is None:
+            super().close()
 
     def pid(self) -> int:
         return os.getpid()
@@ -137,10 +174,14 @@ class RolloutActor(RolloutShell):
         return ray.get_runtime_context().get_node_id()
 
 
-class EvalActor(EvalShell):
+class EvalActor(_Built, EvalShell):
     def __init__(self, spec: WorkerSpec, env: EnvSpec) -> None:
         envs.registry.ensure(env)
-        super().__init__(spec)
+        self._build(lambda: EvalShell.__init__(self, spec))
+
+    def evaluate(self, *args: Any) -> Any:
+        self._ready()
+        return super().evaluate(*args)
 
     def pid(self) -> int:
         return os.getpid()

@@ -111,9 +111,10 @@ class VirtualArrays(NamedTuple):
         return VirtualBatch.from_numpy(**{k: np.array(v) for k, v in self._asdict().items()})
 
 
-#: how an env step can fail (`rlmpc.system.worker.RolloutWorker._act`): it raised, returned a
-#: non-finite observation or reward, or took longer than the worker's env step timeout
-FAULT_KINDS = ("raise", "nan", "stall")
+#: how an episode can be cut short (`rlmpc.system.worker.RolloutWorker._act`): a step raised,
+#: returned a non-finite observation or reward, or took longer than the worker's env step
+#: timeout; or the env lost its simulator (a server: the registry's ``episode_lost``)
+FAULT_KINDS = ("raise", "nan", "stall", "lost")
 
 
 class EpisodeStats(NamedTuple):

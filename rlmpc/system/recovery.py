@@ -6,6 +6,10 @@
   dropped; the shards prune it), then those it had in flight. Where the snapshots are exact
   the run goes on exactly as it would have without the death. An actor that keeps dying, or
   does not come back, is dropped (`Recovery._actor_failed`).
+* A rollout actor whose call failed because an env's simulator did not come back in time
+  (`envs.base.SimulatorUnavailable`) loses that fragment (`Recovery._fragment_lost`): counted,
+  logged, the actor stays and goes on with its next fragments (its env tries the simulator
+  again first); one that loses ``max_actor_failures`` in a row is dropped.
 * A dead core component (`rlmpc.system.backend.CORE`) raises `RestoreNeeded`
   (`Recovery._core_check`): the run restores its newest checkpoint in place
   (`rlmpc.run.train.Run`).
@@ -20,7 +24,15 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from rlmpc.system.backend import CORE, Backend, ComponentDied, RestoreNeeded, actor_name, brief
+from rlmpc.system.backend import (
+    CORE,
+    Backend,
+    ComponentDied,
+    ComponentFailed,
+    RestoreNeeded,
+    actor_name,
+    brief,
+)
 from rlmpc.system.records import FragmentId
 
 
@@ -35,6 +47,7 @@ class Recovery:
     counters: Any
     live: list[int]
     failures: list[int]
+    env_failures: list[int]
     slots: dict[int, collections.deque]
     weights: dict[int, Any]
     base: dict[int, tuple[Any, int]]
@@ -103,6 +116,35 @@ class Recovery:
             f"{len(slots)} collected again"
         )
         self._replay(actor)
+
+    def _fragment_lost(self, actor: int, error: ComponentFailed) -> Any:
+        """The actor's call failed with its env's simulator unavailable: its fragment is lost
+        (counted, logged) and the actor goes on. Returns the lost slot; None when the actor
+        has now lost ``max_actor_failures`` fragments in a row and is dropped."""
+        slot, name = self.slots[actor].popleft(), actor_name(actor)
+        self.counters.lost_fragments += 1
+        self.env_failures[actor] += 1
+        lost = self.env_failures[actor]
+        if lost <= self.s.max_actor_failures:
+            self.observer.event(
+                f"iteration {slot.index}: {name} lost its fragment ({brief(error.cause)}); the "
+                f"actor stays, its env tries its simulator again ({lost} fragment(s) lost in a row)"
+            )
+            return slot
+        slots = self.slots[actor]
+        self.live.remove(actor)
+        self.counters.lost_fragments += len(slots)
+        slots.clear()
+        self.backend.drop(name)
+        self.observer.event(
+            f"iteration {slot.index}: {name} lost {lost} fragments in a row to an unavailable "
+            f"simulator ({brief(error.cause)}); dropped, {len(self.live)} actors left"
+        )
+        if not self.live:
+            raise ComponentDied(
+                name, f"{error.cause!r}; every rollout actor has failed, stopping the run"
+            ) from error
+        return None
 
     def _rebase(self, snapshots: dict[int, Any], index: int) -> None:
         """Replays start from these snapshots, taken before fragment ``index``."""

@@ -54,6 +54,7 @@ def put(self: RolloutWorker, snapshot: dict[str, Any]) -> None:
             f"the snapshot holds {len(snapshot['envs'])} envs, this worker {len(self.envs)}"
         )
     st, ep, episodes = self.acting, self.acting.episodes, snapshot["episodes"]
+    st.pending.clear()  # a snapshot is taken between episodes' starts, never with one pending
     st.obs = snapshot["obs"].numpy().copy()
     st.warm = snapshot["warm"].to(self.device, copy=True)
     self.rng.bit_generator.state = snapshot["rng"]

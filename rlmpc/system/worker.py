@@ -15,7 +15,11 @@ Per step (Alg. 1's inner loop, batched over the worker's B envs), `RolloutWorker
 The warm start of each env is the executed candidate's plan, shifted (zero after a reset).
 While training, an env step that raises, returns a non-finite observation or reward, or takes
 longer than ``env_step_timeout`` costs its episode, not the worker (`RolloutWorker._act`);
-``inject_faults`` wraps the envs to cause such steps on purpose (`envs.faults`).
+``inject_faults`` wraps the envs to cause such steps on purpose (`envs.faults`). An episode
+the env ends because it lost its simulator (the registry's ``episode_lost``) is dropped the
+same way (a ``lost`` fault; an evaluation plays it again from its seed). An env whose next
+episode cannot start (its simulator did not come back: `envs.base.SimulatorUnavailable`)
+fails the call, and starts it first thing in the next one.
 Acting needs only the plans' controls (`planners.MPPI.plan_controls`); the kept candidates'
 paths are rolled out, re-scored and observed once per fragment, for all T steps together.
 
@@ -33,7 +37,6 @@ This is a plain class: tests drive it in-process; `rlmpc.system.shells` wraps it
 from __future__ import annotations
 
 import ctypes
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -50,7 +53,7 @@ from planners.costs import PlannerConfig, build_planner
 from planners.mppi import shift_warm_start
 from planners.reward_cost import path_rewards
 from rlmpc.system import snapshots
-from rlmpc.system.episodes import EpisodeTracker, Evaluation, Training
+from rlmpc.system.episodes import EpisodeTracker, Evaluation, Training, guarded_step
 from rlmpc.system.records import (
     CollectResult,
     EvalResult,
@@ -65,7 +68,6 @@ from rlmpc.system.records import (
 #: the actor id that seeds evaluation workers (apart from every rollout actor)
 EVAL_ACTOR_ID = 1_000_000
 
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class _Acting:
         self.warm = warm  # [B, H, nu]: each env's warm start
         self.episodes = episodes
         self.live = np.ones(len(obs), bool)  # the envs that act (an evaluation rests some)
+        self.pending: dict[int, bool] = {}  # envs whose next episode did not start: again?
 
 
 class _Kept(NamedTuple):
@@ -176,6 +179,7 @@ class RolloutWorker:
                 f"env_kwargs must hold one dict per env ({spec.n_envs}), got {len(kwargs)}"
             )
         self.envs = [envs.make(spec.env, **kw) for kw in kwargs]
+        self.episode_lost = envs.spec(spec.env).episode_lost
         self.model = self.envs[0].unwrapped.planner_model()
         self.horizon = spec.planner.planning_horizon
         self.values = None
@@ -227,20 +231,19 @@ class RolloutWorker:
         x = np.stack([self.model.planner_state(self.envs[r]) for r in rows])
         return torch.as_tensor(x, dtype=torch.float32, device=self.device)
 
-    def _guarded_step(self, r: int, u: np.ndarray) -> tuple | str:
-        """``envs[r].step(u)``, or the fault that costs its episode: 'raise' (the step raised),
-        'nan' (a non-finite observation or reward), 'stall' (slower than env_step_timeout)."""
-        start = time.perf_counter()
-        try:
-            out = self.envs[r].step(u)
-        except Exception as err:  # whatever the env raises costs its episode, not the actor
-            _log.info("actor %d, env %d: step raised %r; episode dropped", self.actor_id, r, err)
-            return "raise"
-        if not (np.isfinite(out[0]).all() and np.isfinite(out[1])):
-            return "nan"
-        if time.perf_counter() - start > self.spec.env_step_timeout:
-            return "stall"
-        return out
+    def _begin(self, st: _Acting, mode: Training | Evaluation, r: int, again: bool) -> None:
+        """Start env ``r``'s next episode (``again``: the one its simulator lost, from its
+        start); if that raises, the env is left pending, started first in the next `_act`."""
+        r = int(r)
+        st.pending[r] = again
+        env = self.envs[r]
+        first = mode.restart(r, env) if again else mode.next_episode(r, env, st.episodes)
+        del st.pending[r]
+        st.warm[r] = 0.0
+        if first is None:
+            st.live[r] = False
+        else:
+            st.obs[r] = first
 
     def _act(
         self, st: _Acting, mode: Training | Evaluation
@@ -248,9 +251,12 @@ class RolloutWorker:
         """One step of the live envs (module doc, 1-3); the real step, the M-1 candidates
         kept for step 4 and the M candidates to score for step 5, when training (None: none).
 
-        While training, an env step that fails (`_guarded_step`) costs its episode: the
-        transition is a truncation with reward 0 and next_obs s_t, nothing non-finite, and
-        the episode is counted as faulted instead of ended (`EpisodeTracker.drop`)."""
+        While training, an env step that fails (`rlmpc.system.episodes.guarded_step`), or an
+        episode the env lost its simulator in (any mode), costs its episode: the transition is
+        a truncation with reward 0 and next_obs s_t, nothing non-finite, and the episode is
+        counted as faulted instead of ended (`EpisodeTracker.drop`)."""
+        for r, again in sorted(st.pending.items()):
+            self._begin(st, mode, r, again)
         M, rows = self.spec.num_candidates, np.nonzero(st.live)[0]
         n, ar = len(rows), np.arange(len(rows))
         s_t = st.obs[rows]
@@ -281,12 +287,17 @@ class RolloutWorker:
         for j, r in enumerate(rows):
             env = self.envs[r]
             u = controls[j].astype(env.action_space.dtype)
-            stepped = self._guarded_step(r, u) if mode.drops_faults else env.step(u)
-            if isinstance(stepped, str):  # a fault: the episode is dropped, s_t stands in
+            if mode.drops_faults:
+                stepped = guarded_step(env, u, self.spec.env_step_timeout, (self.actor_id, r))
+            else:
+                stepped = env.step(u)
+            fault = stepped if isinstance(stepped, str) else None
+            if fault is None and self.episode_lost(stepped[4]):
+                fault = "lost"
+            if fault is not None:  # the episode is dropped, s_t stands in
                 next_obs[j], truncated[j] = s_t[j], True
-                st.episodes.drop(r, stepped)
-                st.obs[r] = mode.next_episode(r, env, st.episodes)
-                st.warm[r] = 0.0
+                st.episodes.drop(r, fault)
+                self._begin(st, mode, r, again=fault == "lost")
                 continue
             o, rew, term, trunc, info = stepped
             next_obs[j], rewards[j], terminated[j], truncated[j] = o, rew, term, trunc
@@ -294,12 +305,7 @@ class RolloutWorker:
             mode.after_step(r, env)
             if term or trunc:
                 st.episodes.end(r, info)
-                first = mode.next_episode(r, env, st.episodes)
-                st.warm[r] = 0.0
-                if first is None:
-                    st.live[r] = False
-                else:
-                    st.obs[r] = first
+                self._begin(st, mode, r, again=False)
             else:
                 st.obs[r] = o
         if logp is None:
