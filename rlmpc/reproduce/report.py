@@ -42,8 +42,13 @@ def plot_experiment(experiment: str, root: Path, out: Path, key: str = "episode_
     for c in found:
         by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
     fig, axes = plt.subplots(1, len(by_env), figsize=(4.8 * len(by_env), 3.4), squeeze=False)
+    # one colour per method in every panel, in the experiment's order of methods
+    order = [m.name for m in EXPERIMENTS[experiment].methods]
+    palette = plt.get_cmap("tab10").colors
+    colour = {m: palette[i % len(palette)] for i, m in enumerate(order)}
     for ax, (env, methods) in zip(axes[0], by_env.items(), strict=True):
-        for method, runs in methods.items():
+        for method, runs in sorted(methods.items(), key=lambda kv: order.index(kv[0])
+                                   if kv[0] in order else len(order)):  # fmt: skip
             series = [smoothed(c["curve"], key, window) for c in runs]
             series = [s for s in series if s]
             if not series:
@@ -54,7 +59,8 @@ def plot_experiment(experiment: str, root: Path, out: Path, key: str = "episode_
                 continue
             ys = np.stack([np.interp(grid, [p[0] for p in s], [p[1] for p in s]) for s in series])
             mean, std = ys.mean(0), ys.std(0)
-            (line,) = ax.plot(grid, mean, lw=1.3, label=f"{method} ({len(series)} seed"
+            (line,) = ax.plot(grid, mean, lw=1.3, color=colour.get(method),
+                              label=f"{method} ({len(series)} seed"
                               f"{'s' if len(series) > 1 else ''})")  # fmt: skip
             if len(series) > 1:
                 ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
