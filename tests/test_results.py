@@ -44,6 +44,23 @@ def test_cells_make_a_table_with_the_papers_row(tmp_path):
     assert "| *paper* | | 1M | 0.46 ± 0.50 | 0.40 ± 0.35 | 44.20 ± 215.50 |" in md
 
 
+def test_seeds_of_another_budget_get_their_own_row(tmp_path):
+    """A diagnostic seed at 300k beside a 1M seed: two rows (largest budget first), never one
+    mean over both; the paper's row once, after them."""
+    root = tmp_path / "results"
+    for seed, success, steps in ((0, 0.5, 300), (1, 0.9, 1000), (2, 0.7, 1000)):
+        _fake_run(tmp_path / f"run{seed}", seed, success, [1.0, 2.0])
+        ev = json.loads((tmp_path / f"run{seed}" / "eval.json").read_text())
+        (tmp_path / f"run{seed}" / "eval.json").write_text(json.dumps({**ev, "env_steps": steps}))
+        results.add(tmp_path / f"run{seed}", "table1", "ppo-mppi-rho0.3", root=root)
+    rows = [r for r in results.table("table1", root=root).splitlines() if r.startswith("| ")]
+    assert rows[1:] == [
+        "| ppo-mppi-rho0.3 | 1, 2 | 1,000 | 0.80 ± 0.10 | 0.05 ± 0.00 | 200.00 ± 0.00 |",
+        "| ppo-mppi-rho0.3 | 0 | 300 | 0.50 ± 0.10 | 0.05 ± 0.01 | 200.00 ± 9.00 |",
+        "| *paper* | | 1M | 0.46 ± 0.50 | 0.40 ± 0.35 | 44.20 ± 215.50 |",
+    ]
+
+
 def test_speedup_counts_env_steps_to_the_reference_best(tmp_path):
     """Reference reaches its best (smoothed, window 1) at 400 steps; the other run at 200."""
     ref = {"curve": [{"env_steps": s, "episode_return": r} for s, r in

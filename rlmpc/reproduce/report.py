@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from rlmpc.reproduce.catalog import EXPERIMENTS
-from rlmpc.tools.results import cells, smoothed, table
+from rlmpc.tools.results import by_budget, cells, smoothed, table
 
 
 def _seed_cells(experiment: str, root: Path) -> list[dict[str, Any]]:
@@ -25,6 +25,23 @@ def _seed_cells(experiment: str, root: Path) -> list[dict[str, Any]]:
     exp = EXPERIMENTS[experiment]
     by_owner = {o: cells(o, root) for o in {exp.owner(m.name) for m in exp.methods}}
     return [c for m in exp.methods for c in by_owner[exp.owner(m.name)] if c["method"] == m.name]
+
+
+def _plot_seeds(ax: Any, runs: list[dict[str, Any]], key: str, window: int, label: str,
+                colour: Any, style: str) -> None:  # fmt: skip
+    """The mean over ``runs``' smoothed curves (on their common range) and a ± std band."""
+    series = [s for s in (smoothed(c["curve"], key, window) for c in runs) if s]
+    if not series or len(series[0]) < 2:
+        return
+    end = min(s[-1][0] for s in series)
+    if end <= 0:
+        return
+    grid = np.linspace(max(s[0][0] for s in series), end, 100)
+    ys = np.stack([np.interp(grid, [p[0] for p in s], [p[1] for p in s]) for s in series])
+    mean, std = ys.mean(0), ys.std(0)
+    (line,) = ax.plot(grid, mean, lw=1.3, color=colour, ls=style, label=label)
+    if len(series) > 1:
+        ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 
 
 def plot_experiment(experiment: str, root: Path, out: Path, key: str = "episode_return",
@@ -47,23 +64,15 @@ def plot_experiment(experiment: str, root: Path, out: Path, key: str = "episode_
     palette = plt.get_cmap("tab10").colors
     colour = {m: palette[i % len(palette)] for i, m in enumerate(order)}
     for ax, (env, methods) in zip(axes[0], by_env.items(), strict=True):
-        for method, runs in sorted(methods.items(), key=lambda kv: order.index(kv[0])
-                                   if kv[0] in order else len(order)):  # fmt: skip
-            series = [smoothed(c["curve"], key, window) for c in runs]
-            series = [s for s in series if s]
-            if not series:
-                continue
-            end = min(s[-1][0] for s in series)
-            grid = np.linspace(max(s[0][0] for s in series), end, 100) if end > 0 else None
-            if grid is None or len(series[0]) < 2:
-                continue
-            ys = np.stack([np.interp(grid, [p[0] for p in s], [p[1] for p in s]) for s in series])
-            mean, std = ys.mean(0), ys.std(0)
-            (line,) = ax.plot(grid, mean, lw=1.3, color=colour.get(method),
-                              label=f"{method} ({len(series)} seed"
-                              f"{'s' if len(series) > 1 else ''})")  # fmt: skip
-            if len(series) > 1:
-                ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        for method, all_runs in sorted(methods.items(), key=lambda kv: order.index(kv[0])
+                                       if kv[0] in order else len(order)):  # fmt: skip
+            groups = by_budget(all_runs)
+            for g, runs in enumerate(groups):  # a line per budget: means never mix budgets
+                steps = runs[0]["eval"].get("env_steps")
+                budget = f", {steps / 1000:,.0f}k steps" if len(groups) > 1 and steps else ""
+                seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
+                _plot_seeds(ax, runs, key, window, f"{method} ({seeds}{budget})",
+                            colour.get(method), ("-", "--", ":")[min(g, 2)])  # fmt: skip
         ax.set_title(env, fontsize=10)
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"{key} (moving average, {window} iterations)")

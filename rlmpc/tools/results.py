@@ -80,6 +80,16 @@ def cells(experiment: str, root: Path = RESULTS) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((root / experiment).glob("*/*/seed*.json"))]
 
 
+def by_budget(runs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``runs`` (cells of one method and env) grouped by the env steps they ran, largest
+    budget first, each group by seed: a mean over seeds never mixes budgets."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for c in runs:
+        groups.setdefault(c["eval"].get("env_steps"), []).append(c)
+    return [sorted(groups[k], key=lambda c: c["seed"])
+            for k in sorted(groups, key=lambda k: -1 if k is None else k, reverse=True)]  # fmt: skip
+
+
 def table(experiment: str, root: Path = RESULTS, env: str | None = None,
           footnote: bool = True, found: list[dict[str, Any]] | None = None) -> str:  # fmt: skip
     """Markdown: one table per env (or only ``env``'s), a row per method (seeds' figures and
@@ -97,20 +107,20 @@ def table(experiment: str, root: Path = RESULTS, env: str | None = None,
         lines += [f"**{name}** ({', '.join(where)})", ""]
         lines.append("| method | seeds | env steps | " + " | ".join(h for _, h in cols) + " |")
         lines.append("|---|---|---|" + "---|" * len(cols))
-        for method, runs in methods.items():
-            runs.sort(key=lambda c: c["seed"])
-            seeds = ", ".join(str(c["seed"]) for c in runs)
-            steps = sorted({c["eval"].get("env_steps") for c in runs})
-            figures = []
-            for key, _ in cols:
-                per_seed = [c["eval"][key]["mean"] for c in runs if c["eval"].get(key)]
-                if len(runs) == 1 and runs[0]["eval"].get(key):
-                    e = runs[0]["eval"][key]
-                    figures.append(f"{e['mean']:.2f} ± {e['std']:.2f}")
-                else:
-                    figures.append(_ms(per_seed))
-            steps_s = ", ".join(f"{s:,}" for s in steps if s is not None)
-            lines.append(f"| {method} | {seeds} | {steps_s} | " + " | ".join(figures) + " |")
+        for method, all_runs in methods.items():
+            for runs in by_budget(all_runs):  # seeds of one budget per row, never mixed
+                seeds = ", ".join(str(c["seed"]) for c in runs)
+                steps = runs[0]["eval"].get("env_steps")
+                figures = []
+                for key, _ in cols:
+                    per_seed = [c["eval"][key]["mean"] for c in runs if c["eval"].get(key)]
+                    if len(runs) == 1 and runs[0]["eval"].get(key):
+                        e = runs[0]["eval"][key]
+                        figures.append(f"{e['mean']:.2f} ± {e['std']:.2f}")
+                    else:
+                        figures.append(_ms(per_seed))
+                steps_s = "" if steps is None else f"{steps:,}"
+                lines.append(f"| {method} | {seeds} | {steps_s} | " + " | ".join(figures) + " |")
             paper = PAPER.get(name, {}).get(method)
             if paper:
                 figures = [f"{paper[k][0]:.2f} ± {paper[k][1]:.2f}" if k in paper else "—"
