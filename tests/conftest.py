@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,3 +13,23 @@ ENV_NAMES = ["acrobot", "lunarlander", "racing"]
 @pytest.fixture(params=ENV_NAMES)
 def env_name(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def carla_root(tmp_path: Path) -> Path:
+    """A CARLA root whose launcher starts the stand-in server (`tests.carla_standin`)."""
+    from tests.carla_standin import write_launcher
+
+    root = tmp_path / "carla"
+    write_launcher(root)
+    return root
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path):
+    """A node's server state directory; servers and a watchdog left running are stopped."""
+    from rlmpc.tools import carla_servers as cs
+
+    d = tmp_path / "state"
+    yield d
+    cs.stop_servers(d, grace_s=2.0)

@@ -21,7 +21,7 @@ import pytest
 
 from rlmpc.tools import carla_servers as cs
 from rlmpc.tools.carla_servers import CarlaServerError, ServerConfig
-from tests.carla_standin import free_base, wait_for, write_launcher
+from tests.carla_standin import free_base, wait_for
 
 CLAIMER = textwrap.dedent("""\
     import sys
@@ -29,20 +29,6 @@ CLAIMER = textwrap.dedent("""\
     print(claim_server(sys.argv[1]).port, flush=True)
     sys.stdin.read()  # hold the claim until the test closes stdin or kills us
 """)
-
-
-@pytest.fixture
-def carla_root(tmp_path: Path) -> Path:
-    root = tmp_path / "carla"
-    write_launcher(root)
-    return root
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path):
-    d = tmp_path / "state"
-    yield d
-    cs.stop_servers(d, grace_s=2.0)  # whatever a test left running
 
 
 def config(carla_root: Path, count: int = 3, **kw) -> ServerConfig:

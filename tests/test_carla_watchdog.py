@@ -15,21 +15,7 @@ from rlmpc.tools import carla_servers as cs
 from rlmpc.tools import carla_watchdog as wd
 from rlmpc.tools.carla_processes import answers, port_open
 from rlmpc.tools.carla_servers import ServerConfig
-from tests.carla_standin import free_base, wait_for, write_launcher
-
-
-@pytest.fixture
-def carla_root(tmp_path: Path) -> Path:
-    root = tmp_path / "carla"
-    write_launcher(root)
-    return root
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path):
-    d = tmp_path / "state"
-    yield d
-    cs.stop_servers(d, grace_s=2.0)  # stops a watchdog too
+from tests.carla_standin import free_base, wait_for
 
 
 def start(carla_root: Path, state_dir: Path, count: int = 2, *extra: str) -> list[cs.ServerStatus]:

@@ -95,18 +95,8 @@ class Recovery:
             name, s.actor_restart_timeout
         )
         if not back:
-            self.live.remove(actor)
-            self.counters.lost_fragments += len(slots)
-            slots.clear()
-            self.backend.drop(name)
-            self.observer.event(
-                f"iteration {self.counters.iteration}: {name} failed {self.failures[actor]} "
-                f"times ({brief(error.cause)}) and is not back; dropped, {len(self.live)} actors left"
-            )
-            if not self.live:
-                raise ComponentDied(
-                    name, f"{error.cause!r}; every rollout actor has failed, stopping the run"
-                ) from error
+            self._drop(actor, error, f"iteration {self.counters.iteration}: {name} failed "
+                       f"{self.failures[actor]} times ({brief(error.cause)}) and is not back")  # fmt: skip
             return
         start = self.base[actor][1] if actor in self.base else self._first_inflight(actor)
         replayed = sum(start <= i < self._first_inflight(actor) for i, _ in self.history[actor])
@@ -131,20 +121,23 @@ class Recovery:
                 f"actor stays, its env tries its simulator again ({lost} fragment(s) lost in a row)"
             )
             return slot
-        slots = self.slots[actor]
+        self._drop(actor, error, f"iteration {slot.index}: {name} lost {lost} fragments in a "
+                   f"row to an unavailable simulator ({brief(error.cause)})")  # fmt: skip
+        return None
+
+    def _drop(self, actor: int, error: ComponentFailed, why: str) -> None:
+        """Give up on ``actor``: its fragments in flight are lost, the run goes on with the
+        others (logged: ``why``); raises ComponentDied when it was the last one."""
+        name, slots = actor_name(actor), self.slots[actor]
         self.live.remove(actor)
         self.counters.lost_fragments += len(slots)
         slots.clear()
         self.backend.drop(name)
-        self.observer.event(
-            f"iteration {slot.index}: {name} lost {lost} fragments in a row to an unavailable "
-            f"simulator ({brief(error.cause)}); dropped, {len(self.live)} actors left"
-        )
+        self.observer.event(f"{why}; dropped, {len(self.live)} actors left")
         if not self.live:
             raise ComponentDied(
                 name, f"{error.cause!r}; every rollout actor has failed, stopping the run"
             ) from error
-        return None
 
     def _rebase(self, snapshots: dict[int, Any], index: int) -> None:
         """Replays start from these snapshots, taken before fragment ``index``."""
