@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rlmpc.reproduce.catalog import EXPERIMENTS, PRESETS
-from rlmpc.reproduce.cells import parse_env_steps, plan
+from rlmpc.reproduce.cells import parse_env_steps, plan, portable
 from rlmpc.reproduce.report import welch, write_reports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,3 +243,18 @@ def test_a_trials_learner_and_actors_live_in_its_placement_group(tmp_path):
     assert status == {cells[0].key: "done"}
     cell = json.loads(cells[0].result_path(tmp_path / "results").read_text())
     assert cell["eval"]["episodes"] == 1 and cell["curve"][-1]["env_steps"] == 1024
+
+
+def test_a_cell_names_no_folder_of_the_machine_it_ran_on(tmp_path):
+    """An absolute ``--runs`` is spelled RUNS in the committed commands; a relative one stays."""
+    runs = tmp_path / "sweep" / "runs"
+    cmd = f"python launch.py --env acrobot --runs-dir {runs}/table1/acrobot/ppo-mppi-rho0"
+    record = {"command": cmd, "invocations": [{"command": cmd, "git_commit": "abc"}], "seed": 1,
+              "config": {"run": {"runs_dir": f"{runs}/table1/acrobot/ppo-mppi-rho0"}}}  # fmt: skip
+    out = portable(record, runs)
+    assert out["config"]["run"]["runs_dir"] == "RUNS/table1/acrobot/ppo-mppi-rho0"
+    expected = "python launch.py --env acrobot --runs-dir RUNS/table1/acrobot/ppo-mppi-rho0"
+    assert out["command"] == out["invocations"][0]["command"] == expected
+    assert out["invocations"][0]["git_commit"] == "abc" and out["seed"] == 1
+    assert str(tmp_path) not in json.dumps(out) and record["command"] == cmd
+    assert portable(record, Path("runs/reproduce")) == record

@@ -124,7 +124,7 @@ def test_checkpoint_schema_is_plain_data_and_round_trips(tmp_path):
     state = ckpt.Checkpoint(
         counters={"iteration": 3, "env_steps": 96}, recent=[(1.5, True)], version=3,
         learner={"ppo": {"w": torch.ones(2)}, "version": 3},
-        weights=Weights({"w": torch.zeros(2)}, {"v": torch.ones(1)}),
+        weights=Weights({"w": torch.zeros(2)}, {"v": torch.ones(1)}, rho=0.25),
         inflight_weights={2: Weights({"w": torch.ones(2)})}, inflight={0: [(3, 2)], 1: []},
         live=[0], snapshots={0: b"worker state"}, worker=spec, config={"run": {"env": "racing"}},
     )  # fmt: skip
@@ -137,7 +137,10 @@ def test_checkpoint_schema_is_plain_data_and_round_trips(tmp_path):
     assert back.inflight == {0: [(3, 2)], 1: []} and back.snapshots == {0: b"worker state"}
     torch.testing.assert_close(back.weights.values["v"], torch.ones(1))
     assert back.inflight_weights[2].values is None
+    assert back.weights.rho == 0.25 and back.inflight_weights[2].rho is None
     plain = ckpt.load_plain(tmp_path)
+    del plain["weights"]["rho"]  # written before weights carried ρ: unknown, virtual data built
+    assert ckpt.Checkpoint.from_plain(plain).weights.rho is None
     plain["schema"] = 1
     with pytest.raises(ValueError, match="another version"):
         ckpt.Checkpoint.from_plain(plain)

@@ -105,6 +105,64 @@ def test_single_candidate_ships_no_virtual_data():
     assert virtual is None and result.meta.virtual_samples == 0 and real.obs.shape[:2] == (3, 3)
 
 
+@pytest.mark.parametrize("env", ["acrobot", "lunarlander"])
+def test_weights_made_at_rho_zero_stop_the_virtual_data_and_leave_the_real_data_alone(env):
+    """ρ travels with the weights (`Weights.rho`): at ρ = 0 no virtual sample is built, and
+    since none of them draws anything random, the real fragments equal, bit for bit, those
+    of a worker that builds them; weights made at ρ > 0 (or with ρ unknown) bring them back."""
+    with_virtual, without = RolloutWorker(0, _spec(env)), RolloutWorker(0, _spec(env))
+    policy = with_virtual.policy.state_dict()
+    for i, rho in enumerate((0.0, 0.0, 0.3, None)):
+        a, va, _ = with_virtual.collect(FragmentId(i, 0), 4, Weights(policy, rho=0.3), i)
+        b, vb, result = without.collect(FragmentId(i, 0), 4, Weights(policy, rho=rho), i)
+        for field in a._fields:
+            x, y = getattr(a, field), getattr(b, field)
+            assert (x is None and y is None) or np.array_equal(x, y), field
+        if rho == 0.0:
+            assert vb is None and result.meta.virtual_samples == 0
+        else:
+            assert result.meta.virtual_samples == len(va.obs) == len(vb.obs) > 0
+            np.testing.assert_array_equal(va.path_obs, vb.path_obs)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "adaptive"])
+def test_a_learner_ships_its_rho_and_at_rho_zero_leaves_virtual_fragments_out(mode):
+    """`Learner.train` at ρ = 0 equals, bit for bit, a learner given no virtual fragments
+    (what the workers send once the weights carry ρ = 0); its weights carry ρ."""
+    from learners.ppo import PPOConfig
+    from learners.rho import InfluenceRatioConfig
+    from rlmpc.system.learner import Learner
+
+    w = RolloutWorker(0, _spec(n_envs=4))
+    real, virtual, _ = w.collect(FragmentId(0, 0), 8, None, 0)
+    ppo, nets = PPOConfig(n_steps=32, batch_size=16, n_epochs=2), NetworkConfig((16,), 2)
+    make = lambda rho: Learner(w.model.nobs, w.model.na, ppo, nets,
+                               InfluenceRatioConfig(mode=mode, rho0=rho), seed=1)  # fmt: skip
+    given, none, positive = make(0.0), make(0.0), make(0.3)
+    assert given.get_weights().rho == 0.0 and positive.get_weights().rho == 0.3
+    m_given, m_none = given.train([real], [virtual]), none.train([real], [])
+    assert m_given["virtual_samples"] == m_none["virtual_samples"] == 0
+    a, b = given.get_weights(), none.get_weights()
+    for k in a.policy:
+        assert torch.equal(a.policy[k], b.policy[k]), k
+    assert positive.train([real], [virtual])["virtual_samples"] == len(virtual.obs)
+
+
+def test_bench_worker_times_a_rho_zero_twin(capsys):
+    from rlmpc.tools import bench_worker
+
+    argv = ["--envs", "acrobot", "--n-envs", "2", "--steps", "2", "--repeats", "1", "--rho-zero"]
+    figures = bench_worker.main(argv)
+    assert list(figures) == [
+        "worker_acrobot_B2_env_steps_per_s", "worker_acrobot_B2_rho0_env_steps_per_s",
+        "worker_acrobot_B2_rho0_speedup",
+    ]  # fmt: skip
+    assert figures["worker_acrobot_B2_rho0_speedup"] == pytest.approx(
+        figures["worker_acrobot_B2_rho0_env_steps_per_s"]
+        / figures["worker_acrobot_B2_env_steps_per_s"]
+    )
+
+
 def test_episode_stats_add_up():
     """Every reward is accounted for: in the returns of ended episodes or in flight."""
     w = RolloutWorker(0, _spec(n_envs=2, K=8))

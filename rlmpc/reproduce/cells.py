@@ -275,6 +275,21 @@ def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str,
         inv = parse(argv)
         run_dir = train(inv.cfg, resume=inv.resume, argv=argv, serial=cell.serial)
     path = add(run_dir, cell.experiment, cell.method, results)
-    record = json.loads(path.read_text())
+    record = portable(json.loads(path.read_text()), work.parents[3])
     record["kind"], record["tune_trial"], record["budget"] = cell.kind, trial, cell.budget
     return write_record(path, record)
+
+
+def portable(record: Any, runs: Path) -> Any:
+    """``record`` with the sweep's ``--runs`` folder spelled ``RUNS`` in every string (the
+    commands, the resolved config's ``runs_dir``) when it was given as an absolute path: a
+    committed cell names no folder of the machine it ran on."""
+    if not runs.is_absolute():
+        return record
+    if isinstance(record, str):
+        return record.replace(str(runs), "RUNS")
+    if isinstance(record, dict):
+        return {k: portable(v, runs) for k, v in record.items()}
+    if isinstance(record, list):
+        return [portable(v, runs) for v in record]
+    return record

@@ -107,7 +107,7 @@ class Checkpoint:
         return int(self.counters["iteration"])
 
     def to_plain(self) -> dict[str, Any]:
-        weights = lambda w: {"policy": w.policy, "values": w.values}
+        weights = lambda w: {"policy": w.policy, "values": w.values, "rho": w.rho}
         return {
             "schema": SCHEMA, "counters": dict(self.counters), "recent": list(self.recent),
             "version": self.version, "learner": self.learner, "weights": weights(self.weights),
@@ -124,7 +124,7 @@ class Checkpoint:
                 f"checkpoint layout {d.get('schema')!r} is not this version's ({SCHEMA}); "
                 "it was written by another version of rlmpc"
             )
-        weights = lambda w: Weights(w["policy"], w["values"])
+        weights = lambda w: Weights(w["policy"], w["values"], w.get("rho"))
         return Checkpoint(
             counters=d["counters"], recent=[tuple(r) for r in d["recent"]], version=d["version"],
             learner=d["learner"], weights=weights(d["weights"]),

@@ -53,9 +53,14 @@ class Learner:
         self.version = 0
 
     def train(self, reals: list[RealArrays], virtuals: list[VirtualArrays]) -> dict[str, float]:
-        """One learner iteration on these fragments; bumps the policy version."""
+        """One learner iteration on these fragments; bumps the policy version.
+
+        At ρ = 0 the virtual fragments (sent by workers still on weights from before ρ
+        reached 0) are left out: they would add exactly zero (`learners.ppo`)."""
         real = RealBatch.concat([r.to_batch() for r in reals])
-        virtual = VirtualBatch.concat([v.to_batch() for v in virtuals]) if virtuals else None
+        virtual = None
+        if virtuals and self.ppo.rho > 0.0:
+            virtual = VirtualBatch.concat([v.to_batch() for v in virtuals])
         metrics = self.ppo.update(real, virtual)
         self.version += 1
         metrics["version"] = float(self.version)
@@ -63,7 +68,7 @@ class Learner:
 
     def get_weights(self) -> Weights:
         weights = self.ppo.get_weights()
-        return Weights(weights["policy"], weights["values"])
+        return Weights(weights["policy"], weights["values"], self.ppo.rho)
 
     def state_dict(self) -> dict[str, Any]:
         return {"ppo": self.ppo.state_dict(), "version": self.version}

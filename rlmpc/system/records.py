@@ -179,6 +179,10 @@ class Weights(NamedTuple):
     """the Gaussian policy (with the observation statistics)"""
     values: dict[str, Tensor] | None = None
     """the value ensemble, for eq. (41)'s terminal cost (None: not shipped)"""
+    rho: float | None = None
+    """the learner's influence ratio ρ when these weights were made (Alg. 1-2; the design
+    card's "weights and ρ"). ρ = 0 tells the workers to build no virtual samples: ρ never
+    grows (`learners.rho`), so the learner would never use them. None: unknown, build them."""
 
 
 class Trace(NamedTuple):

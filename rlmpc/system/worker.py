@@ -69,7 +69,6 @@ from rlmpc.system.records import (
 EVAL_ACTOR_ID = 1_000_000
 
 
-
 @dataclass(frozen=True)
 class WorkerSpec:
     """Everything a rollout worker is built from (plain data; `rlmpc.system.checkpoint`
@@ -208,16 +207,23 @@ class RolloutWorker:
         self.rng = np.random.default_rng(int(np_seed))
         self.gen = torch.Generator(device=self.device).manual_seed(int(torch_seed))
         self.version = -1
+        self.build_virtual = spec.keep_virtual
+        """whether `_act` keeps the unexecuted candidates: `WorkerSpec.keep_virtual`, and off
+        while the weights acted under carry ρ = 0 (`Weights.rho`)"""
         obs = np.stack([e.reset(seed=int(env_seed) + i)[0] for i, e in enumerate(self.envs)])
         warm = torch.zeros(spec.n_envs, self.horizon, self.model.nu, device=self.device)
         self.acting = _Acting(obs.astype(np.float32), warm, EpisodeTracker(spec.n_envs, spec.env))
 
     # ---- weights ----------------------------------------------------------------------
     def set_weights(self, weights: Weights, version: int) -> None:
-        """Load the learner's `Weights` (at fragment boundaries)."""
+        """Load the learner's `Weights` (at fragment boundaries). Weights made at ρ = 0 stop
+        the virtual samples: their paths, r̂ and shipping cost ~a third of a Lunar Lander
+        actor's time, and a learner at ρ = 0 drops them. Nothing random is drawn for them, so
+        the real data does not change."""
         self.policy.load_state_dict(weights.policy)
         if self.values is not None:
             self.values.load_state_dict(weights.values)
+        self.build_virtual = self.spec.keep_virtual and weights.rho != 0.0
         self.version = version
 
     def _terminal_value(self, x: torch.Tensor) -> torch.Tensor:
@@ -317,7 +323,7 @@ class RolloutWorker:
             s_t, actions[ar, chosen].cpu().numpy(), logp[ar, chosen].cpu().numpy(), rewards,
             terminated, truncated, next_obs,
         )  # fmt: skip
-        if M == 1 or not self.spec.keep_virtual:
+        if M == 1 or not self.build_virtual:
             return real, None, scored
         # the M-1 candidates that were not executed, per env, in candidate order
         keep = np.ones((n, M), bool)
@@ -347,9 +353,7 @@ class RolloutWorker:
         seqs = torch.stack([s.controls for s in steps])  # [T, B, M, H, nu]
         paths, rewards, terminated = self._rollout(torch.stack([s.x for s in steps]), seqs)
         end = self.values.mean(self.model.observe(paths[..., -1, :]).to(torch.float32))
-        g = candidate_returns(
-            rewards.to(torch.float32), end, terminated, self.spec.candidate_gamma
-        )
+        g = candidate_returns(rewards.to(torch.float32), end, terminated, self.spec.candidate_gamma)
         actions = torch.stack([s.actions for s in steps])
         return actions.cpu().numpy(), g.cpu().numpy()
 

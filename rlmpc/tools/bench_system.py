@@ -43,6 +43,10 @@ def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reference-steps", type=int, default=60, help="acting steps timed for the reference"
     )
+    p.add_argument(
+        "--rho0", type=float, default=None,
+        help="the run's influence ratio rho0 (default: launch.py's); 0: no virtual data",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_system)
 
@@ -59,6 +63,8 @@ def _config(args: argparse.Namespace, run_dir: str):
         argv += ["--num-actors", str(args.num_actors)]
     if args.envs_per_actor:
         argv += ["--envs-per-actor", str(args.envs_per_actor)]
+    if args.rho0 is not None:
+        argv += ["--influence-ratio-rho0", str(args.rho0)]
     return parse(argv).cfg
 
 
@@ -98,7 +104,7 @@ def measure_reference(cfg, steps: int, seed: int) -> tuple[float, float, float]:
     real, virtual, _ = fast.collect(FragmentId(0, 0), n // 64, None, 0)
     learner = Learner(ref.model.nobs, ref.model.na, cfg.ppo, cfg.networks, cfg.influence_ratio)
     start = time.perf_counter()
-    learner.train([real], [virtual])
+    learner.train([real], [virtual] if virtual is not None else [])
     update = time.perf_counter() - start
     return 1.0 / (act + update / n), act, update
 
@@ -114,7 +120,8 @@ def run_system(args: argparse.Namespace) -> dict[str, float]:
         print(
             f"system bench: env={run.env} M={run.num_candidates} K={cfg.planner.num_samples} "
             f"H={cfg.planner.planning_horizon} actors={run.num_actors}×{run.envs_per_actor} envs, "
-            f"n_steps={cfg.ppo.n_steps}, {args.iterations} iterations"
+            f"n_steps={cfg.ppo.n_steps}, rho0={cfg.influence_ratio.rho0}, "
+            f"{args.iterations} iterations"
         )
         ref_sps, act, update = measure_reference(cfg, args.reference_steps, args.seed)
         print(f"  reference: {act * 1e3:.1f} ms per acting step, {update:.2f} s per update "

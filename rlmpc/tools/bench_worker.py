@@ -4,6 +4,10 @@ Env steps per second of one in-process `RolloutWorker` (B envs, M candidates, th
 Table-5 planner, one torch thread): a ``collect`` of T steps after a short warm-up, timed
 ``--repeats`` times, median reported. Ends with one ``worker_<env>_B<B>_env_steps_per_s: v``
 line per env, so that scripts can compare runs.
+
+``--rho-zero`` also times a twin worker under weights made at ρ = 0 (`Weights.rho`: no virtual
+samples are built), the two interleaved call by call so that load on the machine hits both
+alike, and prints ``worker_<env>_B<B>_rho0_env_steps_per_s`` and ``..._rho0_speedup``.
 """
 
 from __future__ import annotations
@@ -18,23 +22,37 @@ import torch
 import envs
 from learners.policy import NetworkConfig
 from planners.costs import planner_config
-from rlmpc.system.records import FragmentId
+from rlmpc.system.records import FragmentId, Weights
 from rlmpc.system.worker import RolloutWorker, WorkerSpec
 
 
 def worker_steps_per_s(
-    env: str, n_envs: int, num_candidates: int, steps: int, repeats: int, seed: int
-) -> float:
-    """Median env steps/s of ``collect(steps)`` over ``repeats`` timed calls (after a warm-up)."""
+    env: str,
+    n_envs: int,
+    num_candidates: int,
+    steps: int,
+    repeats: int,
+    seed: int,
+    rhos: Sequence[float | None] = (None,),
+) -> list[float]:
+    """Median env steps/s of ``collect(steps)`` over ``repeats`` timed calls (after a warm-up),
+    one figure per ρ in ``rhos`` (the ρ its weights carry; None: weights as built), the
+    workers' calls interleaved."""
     spec = WorkerSpec(env, n_envs, num_candidates, planner_config(env), NetworkConfig(), seed)
-    w = RolloutWorker(0, spec)
-    w.collect(FragmentId(0, 0), 4, None, 0)  # warm-up
-    rates = []
+    workers, weights = [], []
+    for rho in rhos:
+        w = RolloutWorker(0, spec)
+        values = None if w.values is None else w.values.state_dict()
+        weights.append(Weights(w.policy.state_dict(), values, rho))
+        w.collect(FragmentId(0, 0), 4, weights[-1], 0)  # warm-up
+        workers.append(w)
+    rates: list[list[float]] = [[] for _ in rhos]
     for i in range(repeats):
-        t = time.perf_counter()
-        w.collect(FragmentId(i + 1, 0), steps, None, 0)
-        rates.append(n_envs * steps / (time.perf_counter() - t))
-    return statistics.median(rates)
+        for j, w in enumerate(workers):
+            t = time.perf_counter()
+            w.collect(FragmentId(i + 1, 0), steps, weights[j], 0)
+            rates[j].append(n_envs * steps / (time.perf_counter() - t))
+    return [statistics.median(r) for r in rates]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -50,16 +68,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     p.add_argument("--repeats", type=int, default=5, help="timed collects per env (median)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rho-zero", action="store_true",
+        help="also time a worker under weights made at rho = 0 (no virtual samples)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    figures = {
-        f"worker_{env}_B{args.n_envs}_env_steps_per_s": worker_steps_per_s(
-            env, args.n_envs, args.num_candidates, args.steps, args.repeats, args.seed
-        )
-        for env in args.envs
-    }
+    figures = {}
+    for env in args.envs:
+        key = f"worker_{env}_B{args.n_envs}"
+        rates = worker_steps_per_s(
+            env, args.n_envs, args.num_candidates, args.steps, args.repeats, args.seed,
+            rhos=(None, 0.0) if args.rho_zero else (None,),
+        )  # fmt: skip
+        figures[f"{key}_env_steps_per_s"] = rates[0]
+        if args.rho_zero:
+            figures[f"{key}_rho0_env_steps_per_s"] = rates[1]
+            figures[f"{key}_rho0_speedup"] = rates[1] / rates[0]
     for key, value in figures.items():
-        print(f"{key}: {value:.0f}")
+        print(f"{key}: {value:.2f}" if key.endswith("speedup") else f"{key}: {value:.0f}")
     return figures
 
 
