@@ -40,7 +40,7 @@ import ctypes
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,12 +48,11 @@ import torch
 import envs
 from envs.faults import STALL_PAST_TIMEOUT, FaultInjector
 from learners.policy import NetworkConfig, build_networks
-from learners.pompc import candidate_returns
 from planners.costs import PlannerConfig, build_planner
 from planners.mppi import shift_warm_start
-from planners.reward_cost import path_rewards
 from rlmpc.system import snapshots
 from rlmpc.system.episodes import EpisodeTracker, Evaluation, Training, guarded_step
+from rlmpc.system.planned import Kept, Scored, scored_candidates, virtual_arrays
 from rlmpc.system.records import (
     CollectResult,
     EvalResult,
@@ -124,32 +123,6 @@ class _Acting:
         self.episodes = episodes
         self.live = np.ones(len(obs), bool)  # the envs that act (an evaluation rests some)
         self.pending: dict[int, bool] = {}  # envs whose next episode did not start: again?
-
-
-class _Kept(NamedTuple):
-    """One step's M-1 candidates that were not executed, before their paths are rolled out."""
-
-    obs: np.ndarray
-    """``[B, nobs]`` s_t, where every kept candidate was drawn."""
-    x: torch.Tensor
-    """``[B, nx]`` the planner states the plans start from."""
-    actions: torch.Tensor
-    """``[B, M-1, na]`` the candidates a^(m)."""
-    logp: torch.Tensor
-    """``[B, M-1]`` their log-probabilities."""
-    controls: torch.Tensor
-    """``[B, M-1, H, nu]`` their planned control sequences."""
-
-
-class _Scored(NamedTuple):
-    """One step's M candidates, for their returns G^(m) (PO-MPC's planner prior)."""
-
-    x: torch.Tensor
-    """``[B, nx]`` the planner states the plans start from."""
-    actions: torch.Tensor
-    """``[B, M, na]`` all M candidates a^(m)."""
-    controls: torch.Tensor
-    """``[B, M, H, nu]`` their planned control sequences."""
 
 
 class RolloutWorker:
@@ -253,7 +226,7 @@ class RolloutWorker:
 
     def _act(
         self, st: _Acting, mode: Training | Evaluation
-    ) -> tuple[RealStep | None, _Kept | None, _Scored | None]:
+    ) -> tuple[RealStep | None, Kept | None, Scored | None]:
         """One step of the live envs (module doc, 1-3); the real step, the M-1 candidates
         kept for step 4 and the M candidates to score for step 5, when training (None: none).
 
@@ -276,7 +249,7 @@ class RolloutWorker:
                 extra, _ = self.policy.sample(obs, M - 1, generator=self.gen)
                 actions = torch.cat([actions, extra], dim=1)
         x = self._planner_states(rows)
-        if mode.explore:  # the paths are rolled out later, for many steps at once (`_virtual`)
+        if mode.explore:  # paths are rolled out later, many steps at once (`rlmpc.system.planned`)
             plan = self.planner.plan_controls(x, actions, st.warm[rows], generator=self.gen)
             chosen = self.rng.integers(M, size=n)
         else:  # planned in full: the pictures draw the candidates' paths
@@ -318,7 +291,7 @@ class RolloutWorker:
             return None, None, None
         scored = None
         if self.spec.candidate_gamma is not None:
-            scored = _Scored(x, actions, plan.controls)
+            scored = Scored(x, actions, plan.controls)
         real = RealStep(
             s_t, actions[ar, chosen].cpu().numpy(), logp[ar, chosen].cpu().numpy(), rewards,
             terminated, truncated, next_obs,
@@ -330,52 +303,8 @@ class RolloutWorker:
         keep[ar, chosen] = False
         idx = torch.as_tensor(np.nonzero(keep)[1].reshape(n, M - 1), device=self.device)
         take = lambda t: torch.take_along_dim(t, idx.view(n, M - 1, *([1] * (t.ndim - 2))), dim=1)
-        kept = _Kept(s_t, x, take(actions), take(logp), take(plan.controls))
+        kept = Kept(s_t, x, take(actions), take(logp), take(plan.controls))
         return real, kept, scored
-
-    def _rollout(
-        self, x: torch.Tensor, seqs: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Planned paths ``[T, B, m, H+1, nx]`` of ``seqs [T, B, m, H, nu]`` from ``x [T, B, nx]``,
-        r̂ along them ``[T, B, m, H]`` (plus terminal rewards, by the run's rule) and the
-        model's terminal flags ``[T, B, m, H]`` (eqs. 6-7)."""
-        x = x.unsqueeze(2)  # [T, B, 1, nx]
-        paths = self.planner.paths(x.expand(*seqs.shape[:3], x.shape[-1]), seqs)
-        rewards, terminated = path_rewards(
-            self.model, paths, seqs, terminal=self.spec.virtual_terminal == "reward"
-        )
-        return paths, rewards, terminated
-
-    @torch.inference_mode()
-    def _candidate_returns(self, steps: list[_Scored]) -> tuple[np.ndarray, np.ndarray]:
-        """Step 5 for T steps at once: the candidates ``[T, B, M, na]`` and their planned
-        returns G ``[T, B, M]`` (`learners.pompc.candidate_returns`, the critic at x̂_H)."""
-        seqs = torch.stack([s.controls for s in steps])  # [T, B, M, H, nu]
-        paths, rewards, terminated = self._rollout(torch.stack([s.x for s in steps]), seqs)
-        end = self.values.mean(self.model.observe(paths[..., -1, :]).to(torch.float32))
-        g = candidate_returns(rewards.to(torch.float32), end, terminated, self.spec.candidate_gamma)
-        actions = torch.stack([s.actions for s in steps])
-        return actions.cpu().numpy(), g.cpu().numpy()
-
-    @torch.inference_mode()
-    def _virtual(self, steps: list[_Kept]) -> VirtualArrays:
-        """Step 4 for T steps' kept candidates at once: arrays ``[T, B, M-1, ...]``.
-
-        The planned paths (`PlanResult.paths` of the kept candidates) and r̂ along them are
-        one batched rollout of ``T·B·(M-1)`` rows instead of T rollouts of ``B·M``.
-        """
-        model = self.model
-        seqs = torch.stack([s.controls for s in steps])  # [T, B, M-1, H, nu]
-        paths, rewards, terminated = self._rollout(torch.stack([s.x for s in steps]), seqs)
-        M1 = seqs.shape[2]
-        return VirtualArrays(
-            obs=np.repeat(np.stack([s.obs for s in steps])[:, :, None], M1, axis=2),
-            actions=torch.stack([s.actions for s in steps]).cpu().numpy(),
-            logp=torch.stack([s.logp for s in steps]).cpu().numpy(),
-            path_obs=model.observe(paths).cpu().numpy(),
-            path_rewards=rewards.cpu().numpy(),
-            path_terminated=terminated.cpu().numpy(),
-        )
 
     def collect(
         self, fid: FragmentId, steps: int, weights: Weights | None, version: int,
@@ -394,10 +323,15 @@ class RolloutWorker:
                     kept.append(k)
                 if sc is not None:
                     scored.append(sc)
-        virtual = self._virtual(kept).flatten() if kept else None
+        terminal = self.spec.virtual_terminal == "reward"
+        virtual = None
+        if kept:
+            virtual = virtual_arrays(self.planner, self.model, kept, terminal).flatten()
         real_arrays = RealArrays.stack(reals)
         if scored:
-            cands, returns = self._candidate_returns(scored)
+            cands, returns = scored_candidates(
+                self.planner, self.model, self.values, scored, self.spec.candidate_gamma, terminal
+            )
             real_arrays = real_arrays._replace(candidates=cands, candidate_returns=returns)
         n_virtual = 0 if virtual is None else len(virtual.obs)
         meta = FragmentMeta(fid, self.version, steps * self.spec.n_envs, n_virtual)
