@@ -80,7 +80,8 @@ def test_train_rllib_trains_evaluates_and_resumes(local_ray, tmp_path, algo, ove
     assert set(out) == {"eval", "curve", "config", "wall_time_s"}
     curve = out["curve"]
     assert curve and logged == curve
-    assert set(curve[0]) == {"iteration", "env_steps", "episode_return", "success_rate"}
+    assert set(curve[0]) == {"iteration", "env_steps", "episode_return", "success_rate",
+                             "wall_time_s"}  # fmt: skip
     assert [r["iteration"] for r in curve] == list(range(1, len(curve) + 1))
     assert len(curve) >= 2 and curve[-2]["env_steps"] < budget <= curve[-1]["env_steps"]
     ev = out["eval"]
@@ -88,7 +89,8 @@ def test_train_rllib_trains_evaluates_and_resumes(local_ray, tmp_path, algo, ove
     assert ev["env_steps"] == curve[-1]["env_steps"] >= budget
     assert ev["seed"] == 1 and ev["eval_seed"] == 1_010_000
     assert out["config"]["gamma"] == 0.99 and out["config"]["seed"] == 1
-    assert out["wall_time_s"] > 0
+    times = [r["wall_time_s"] for r in curve]
+    assert 0 < times[0] and times == sorted(times) and out["wall_time_s"] > times[-1]
     assert (tmp_path / "checkpoint").is_dir()
     assert len((tmp_path / "curve.jsonl").read_text().splitlines()) == len(curve)
 
@@ -101,6 +103,9 @@ def test_train_rllib_trains_evaluates_and_resumes(local_ray, tmp_path, algo, ove
     assert logged2[0]["iteration"] == len(curve) + 1
     assert logged2[0]["env_steps"] > curve[-1]["env_steps"]
     assert out2["eval"]["env_steps"] >= more
+    # the wall time is the whole training's: the first call's (to its checkpoint) and this one's
+    assert logged2[0]["wall_time_s"] > curve[-1]["wall_time_s"]
+    assert out2["wall_time_s"] > logged2[-1]["wall_time_s"] > curve[-1]["wall_time_s"]
     assert len((tmp_path / "curve.jsonl").read_text().splitlines()) == len(out2["curve"])
 
 

@@ -246,7 +246,9 @@ def train_rllib(algo: str, env: str, seed: int, env_steps: int, workdir: Path,
     "episode_return", "success_rate"}`` (the mean return and success of the env runner's
     last 100 episodes; None before one ended). Returns ``{"eval": summary + {"env_steps",
     "seed", "eval_seed"}, "curve": rows, "config": the resolved config (its JSON-able
-    entries), "wall_time_s"}``.
+    entries), "wall_time_s"}``. Each row also has ``wall_time_s``, the seconds spent so far
+    over all attempts (a continued run adds its own to those of the checkpoint it restored),
+    so the record's ``wall_time_s`` is the whole training's, not the last attempt's.
     """
     import ray
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
@@ -276,10 +278,13 @@ def train_rllib(algo: str, env: str, seed: int, env_steps: int, workdir: Path,
                 curve = json.loads((ckpt / "curve.json").read_text())
             _write_curve(workdir / "curve.jsonl", curve)
             steps = curve[-1]["env_steps"] if curve else 0
+            # seconds spent by the attempts before this one, up to the checkpoint it continues
+            before = curve[-1].get("wall_time_s", 0.0) if curve else 0.0
             saved_steps, saved_at = steps, time.perf_counter()
             while steps < env_steps:
                 result = trainer.train()
                 row = _row(result, len(curve) + 1)
+                row["wall_time_s"] = before + time.perf_counter() - start
                 steps = row["env_steps"]
                 curve.append(row)
                 with (workdir / "curve.jsonl").open("a") as f:
@@ -307,7 +312,7 @@ def train_rllib(algo: str, env: str, seed: int, env_steps: int, workdir: Path,
         "eval": {**summary, "env_steps": sampled, "seed": seed, "eval_seed": eval_seed},
         "curve": curve,
         "config": config,
-        "wall_time_s": time.perf_counter() - start,
+        "wall_time_s": before + time.perf_counter() - start,
     }
 
 
