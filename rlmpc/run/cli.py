@@ -10,6 +10,7 @@ the program (status 2) naming its options, found from the error's ``fields``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -131,7 +132,7 @@ def parse(argv: list[str] | None = None) -> Invocation:
             _refuse(parser, err, section)
     try:
         cfg = TrainConfig(**parts)
-        check_runnable(cfg)
+        check_runnable(cfg, cluster=bool(ns.ray_address or os.environ.get("RAY_ADDRESS")))
     except ValueError as err:
         _refuse(parser, err, "run")
     if resume is not None and stored.get("run", {}).get("env") not in (None, env):

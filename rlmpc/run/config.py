@@ -22,6 +22,7 @@ before Ray starts. `check_runnable` adds what depends on this machine (devices, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -82,6 +83,9 @@ class RunConfig:
     """torch threads per actor and for the learner, 1..64"""
     actor_cpus: float = 1.0
     """CPUs each rollout actor reserves in Ray's scheduler, > 0"""
+    actor_gpus: float = 0.0
+    """GPUs each rollout actor reserves in Ray's scheduler: 0, a share in (0, 1] (0.25: four
+    actors share one GPU) or a whole number; > 0 exactly when actor_device is cuda"""
     eval_every: int = 25
     """run a periodic evaluation every this many iterations (0: only the final one); its
     figures are logged eval_every iterations later. An env whose envs need cluster resources
@@ -178,6 +182,20 @@ class RunConfig:
             )
         if not self.actor_cpus > 0:
             raise ConfigError("actor_cpus", f"actor_cpus must be > 0, got {self.actor_cpus!r}")
+        gpus = self.actor_gpus
+        if not (math.isfinite(gpus) and gpus >= 0 and (gpus <= 1 or float(gpus).is_integer())):
+            raise ConfigError(
+                "actor_gpus",
+                "actor_gpus must be 0, a share in (0, 1] or a whole number of GPUs (Ray's "
+                f"rule), got {gpus!r}",
+            )
+        if self.actor_device.startswith("cuda") != (gpus > 0):
+            raise ConfigError(
+                ("actor_device", "actor_gpus"),
+                "actor_device cuda needs actor_gpus > 0 (the GPU share each actor reserves, "
+                "e.g. 0.25), and actor_gpus > 0 needs actor_device cuda; got actor_device="
+                f"{self.actor_device!r}, actor_gpus={gpus!r}",
+            )
         for name in ("learner_device", "actor_device"):
             dev = getattr(self, name)
             ok = dev in ("cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
@@ -359,13 +377,30 @@ class TrainConfig:
         )  # fmt: skip
 
 
-def check_runnable(cfg: TrainConfig) -> None:
+def check_runnable(cfg: TrainConfig, cluster: bool = False) -> None:
     """What the config asks of this machine and of the env: devices, the env's packages, the
-    planner's cost on the env's model (`ConfigError` naming the fields)."""
+    planner's cost on the env's model (`ConfigError` naming the fields).
+
+    On a ``cluster`` (a Ray address given) the actors' GPUs are the cluster's, not this
+    machine's: Ray places them. Here, the GPUs the run reserves must fit the ones torch sees
+    (else Ray would wait for them forever)."""
+    run = cfg.run
     for name in ("learner_device", "actor_device"):
-        device = getattr(cfg.run, name)
+        device = getattr(run, name)
+        if name == "actor_device" and cluster:
+            continue
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"run.{name}", f"{device!r} asked for, but torch sees no CUDA device")
+    if run.actor_gpus > 0 and not cluster:
+        learner_gpu = resolve_device(run.learner_device).startswith("cuda")
+        wanted = run.num_actors * run.actor_gpus + learner_gpu
+        have = torch.cuda.device_count()
+        if wanted > have:
+            raise ConfigError(
+                ("run.num_actors", "run.actor_gpus"),
+                f"num_actors × actor_gpus = {run.num_actors} × {run.actor_gpus:g} GPUs (plus "
+                f"one for a cuda learner) = {wanted:g}, but this machine has {have}",
+            )
     spec = envs.spec(cfg.run.env)
     missing = spec.missing()
     if missing:

@@ -16,6 +16,7 @@ stopped, the last line printed is the command that resumes the run.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -55,10 +56,11 @@ def make_backend(cfg: TrainConfig, serial: bool = False, ray_address: str | None
         return serial_backend(**parts)
     from rlmpc.system.ray_backend import RayBackend, RayPlacement, init_ray
 
-    init_ray(ray_address, run.num_actors * run.actor_cpus + 2,
-             gpu=parts["learner"].device.startswith("cuda"))  # fmt: skip
+    gpu = parts["learner"].device.startswith("cuda") or run.actor_gpus > 0
+    init_ray(ray_address, run.num_actors * run.actor_cpus + 2, gpu=gpu)
     placement = RayPlacement(
-        actor_cpus=run.actor_cpus, actor_resources=run.actor_resource_dict,
+        actor_cpus=run.actor_cpus, actor_gpus=run.actor_gpus,
+        actor_resources=run.actor_resource_dict,
         max_restarts=run.max_actor_failures,
         eval_resources=envs.spec(run.env).resources(1) or None,
     )  # fmt: skip
@@ -203,7 +205,7 @@ def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None 
 
     ``argv`` (the command line, for the record) goes to ``meta.json`` with the git commit and
     the machine; the wall time is added when the run ends."""
-    check_runnable(cfg)
+    check_runnable(cfg, cluster=bool(ray_address or os.environ.get("RAY_ADDRESS")))
     if resume is not None:
         run_dir = resume
         if latest_checkpoint(run_dir) is None:

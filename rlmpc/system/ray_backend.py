@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import ray
+import torch
 from ray._private import state as ray_state  # the actor table; no public API without a dashboard
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util import get_current_placement_group
@@ -61,7 +62,8 @@ from rlmpc.system.worker import WorkerSpec
 
 
 def init_ray(address: str | None, num_cpus: float, gpu: bool) -> None:
-    """Join the given cluster ($RAY_ADDRESS, 'auto'), or start an embedded local Ray."""
+    """Join the given cluster ($RAY_ADDRESS, 'auto'), or start an embedded local Ray that
+    declares this machine's GPUs (torch's count) when ``gpu`` (a component wants one)."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -76,7 +78,7 @@ def init_ray(address: str | None, num_cpus: float, gpu: bool) -> None:
         ray.init(
             address="local",  # a fresh embedded Ray, even when a cluster runs on this machine
             num_cpus=max(os.cpu_count() or 1, math.ceil(num_cpus)),
-            num_gpus=1 if gpu else 0,
+            num_gpus=max(torch.cuda.device_count(), 1) if gpu else 0,
             include_dashboard=False,
             object_store_memory=512 * 1024**2,
             log_to_driver=True,
@@ -205,6 +207,9 @@ class RayPlacement:
     """What the Ray scheduler is told: the actors' resources and restarts."""
 
     actor_cpus: float = 1.0
+    actor_gpus: float = 0.0
+    """each rollout actor's GPU share (`RunConfig.actor_gpus`): actors on one GPU by Ray's
+    accounting, placed on a GPU node of a cluster"""
     actor_resources: dict[str, float] | None = None
     max_restarts: int = 10
     eval_resources: dict[str, float] | None = None
@@ -248,7 +253,8 @@ class RayBackend:
             .remote(replace(learner, device="cuda" if gpu else "cpu"), shards),
         }
         Actor = ray.remote(RolloutActor).options(
-            num_cpus=placement.actor_cpus, resources=placement.actor_resources or None,
+            num_cpus=placement.actor_cpus, num_gpus=placement.actor_gpus,
+            resources=placement.actor_resources or None,
             max_restarts=placement.max_restarts, max_task_retries=0,
             scheduling_strategy=None if group is None else near,
         )  # fmt: skip
@@ -258,8 +264,11 @@ class RayBackend:
         res = placement.eval_resources
         self.handles[EVALUATOR] = (
             ray.remote(EvalActor)
-            .options(num_cpus=0, resources=res,
-                     scheduling_strategy=None if res and group is None else near)
+            .options(
+                num_cpus=0,
+                resources=res,
+                scheduling_strategy=None if res and group is None else near,
+            )
             .remote(eval_worker, env)
         )
         self.final_eval_worker = final_eval_worker
