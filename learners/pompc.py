@@ -27,6 +27,8 @@ The pieces, each one equation:
   direction; `policy_kl` picks it);
 * `candidate_returns` — G^(m), the H-step (λ = 1) return of each planned path;
 * `candidate_weights`, `planner_prior` — the E-step and its Gaussian fit;
+* `temperature_for_kl` — η from MPO's E-step bound (``--kl-epsilon``): the weights' mean KL
+  from uniform is ε, whatever the returns' scale and spread;
 * `IntermediatePrior`, `intermediate_prior_loss` — π_θp and its fitting loss, the forward
   KL(π_P ‖ π_θp) or the reverse KL(π_θp ‖ π_P) (PO-MPC's two intermediate-prior losses, the
   ablation of its Fig. 3);
@@ -70,6 +72,10 @@ class KLPriorConfig:
     kl_temperature: float = 1.0
     """η > 0, the temperature of the candidates' weights exp(G/η), in the critic's units
     (the std of the real returns when --normalize-values, else raw return units)"""
+    kl_epsilon: float = 0.0
+    """> 0: η is chosen each iteration so that the candidates' weights are, on average over
+    the iteration's states, ε away from uniform in KL (MPO's E-step bound,
+    `temperature_for_kl`; scale-free, below log M); 0: η = kl_temperature"""
     kl_min_std: float = 0.05
     """floor of π_P's std per action dimension, > 0 (M weighted samples can collapse)"""
     kl_critic: bool = False
@@ -94,11 +100,17 @@ class KLPriorConfig:
                     name, f"{name} must be one of {allowed}, got {getattr(self, name)!r}"
                 )
         if not (math.isfinite(self.kl_lambda) and self.kl_lambda >= 0.0):
-            raise ConfigError("kl_lambda", f"kl_lambda must be finite and >= 0, got {self.kl_lambda}")
+            raise ConfigError(
+                "kl_lambda", f"kl_lambda must be finite and >= 0, got {self.kl_lambda}"
+            )
         for name in ("kl_temperature", "kl_min_std", "kl_prior_lr"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0.0):
                 raise ConfigError(name, f"{name} must be finite and > 0, got {v}")
+        if not (math.isfinite(self.kl_epsilon) and self.kl_epsilon >= 0.0):
+            raise ConfigError(
+                "kl_epsilon", f"kl_epsilon must be finite and >= 0, got {self.kl_epsilon}"
+            )
         if self.kl_prior_epochs < 1:
             raise ConfigError(
                 "kl_prior_epochs", f"kl_prior_epochs must be >= 1, got {self.kl_prior_epochs}"
@@ -157,6 +169,36 @@ def candidate_weights(returns: Tensor, eta: float) -> Tensor:
     """The E-step over M candidates, π_P(a^(m)|s) ∝ exp(G^(m)/η): ``[..., M]``, summing to 1
     (MPO/AWR's non-parametric improvement step; softmax, so stable for any G)."""
     return torch.softmax(returns / eta, dim=-1)
+
+
+def weights_kl(returns: Tensor, eta: float) -> Tensor:
+    """KL(w ‖ uniform) = Σ_m w_m log(M w_m) of `candidate_weights` per state, ``[..., M] -> [...]``."""
+    log_w = torch.log_softmax(returns / eta, dim=-1)
+    return (log_w.exp() * (log_w + math.log(returns.shape[-1]))).sum(-1)
+
+
+def temperature_for_kl(
+    returns: Tensor, epsilon: float, lo: float = 1e-6, hi: float = 1e6, steps: int = 60
+) -> float:
+    """η with mean_s KL(softmax(G_s/η) ‖ uniform) = ε over the states of ``returns [..., M]``:
+    MPO's E-step, whose weights are bounded in KL from the samples' own distribution π_old
+    (here: the uniform weights of M draws of π_old), with η found by bisection in log η
+    instead of MPO's dual (the mean KL falls monotonically as η grows). Clamped to
+    ``[lo, hi]``: ``hi`` when even η = ``hi`` exceeds ε, ``lo`` when ε cannot be reached
+    (ε ≥ the KL of the greediest weights, at most log M; e.g. all returns equal)."""
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    g = returns.detach().double()
+    mean_kl = lambda log_eta: float(weights_kl(g, math.exp(log_eta)).mean())
+    a, b = math.log(lo), math.log(hi)
+    if mean_kl(b) >= epsilon:
+        return hi
+    if mean_kl(a) <= epsilon:
+        return lo
+    for _ in range(steps):  # mean_kl(a) > ε > mean_kl(b)
+        mid = 0.5 * (a + b)
+        a, b = (mid, b) if mean_kl(mid) > epsilon else (a, mid)
+    return math.exp(0.5 * (a + b))
 
 
 def planner_prior(
@@ -281,11 +323,14 @@ class KLPrior:
         obs = real.obs.reshape(n, self.nobs)
         with torch.no_grad():
             g = real.candidate_returns.reshape(n, M) / value_std.to(real.candidate_returns.dtype)
-            mean, log_std = planner_prior(
-                real.candidates.reshape(n, M, na), g, kc.kl_temperature, kc.kl_min_std
-            )
-            weights = candidate_weights(g, kc.kl_temperature)
+            eta = kc.kl_temperature
+            if kc.kl_epsilon > 0:
+                eta = temperature_for_kl(g, kc.kl_epsilon)
+            mean, log_std = planner_prior(real.candidates.reshape(n, M, na), g, eta, kc.kl_min_std)
+            weights = candidate_weights(g, eta)
         metrics = {
+            "kl/eta": eta,
+            "kl/weights_kl": float(weights_kl(g, eta).mean()),
             "kl/planner_std": float(log_std.exp().mean()),
             "kl/weight_max": float(weights.max(-1).values.mean()),
             "kl/return_spread": float(g.std(-1, correction=0).mean()),

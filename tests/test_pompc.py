@@ -20,6 +20,8 @@ from learners.pompc import (
     intermediate_prior_loss,
     planner_prior,
     policy_kl,
+    temperature_for_kl,
+    weights_kl,
 )
 from tests.test_ppo import virtual_batch
 
@@ -62,7 +64,10 @@ def same_networks(a: PPOLearner, b: PPOLearner) -> bool:
 @pytest.mark.parametrize("direction", ["reverse", "forward"])
 def test_gaussian_kl_matches_a_monte_carlo_twin(direction):
     g = torch.Generator().manual_seed(0)
-    mean, prior_mean = torch.randn(3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    mean, prior_mean = (
+        torch.randn(3, generator=g, dtype=torch.float64),
+        torch.randn(3, generator=g, dtype=torch.float64),
+    )
     log_std = 0.3 * torch.randn(3, generator=g, dtype=torch.float64)
     prior_log_std = 0.3 * torch.randn(3, generator=g, dtype=torch.float64)
     kl = float(policy_kl(mean, log_std, prior_mean, prior_log_std, direction))
@@ -94,7 +99,9 @@ def test_candidate_weighted_prior_by_hand():
     mean, log_std = planner_prior(cands, G, eta=1.0, min_std=0.05)
     # dim 0: μ = 0·¼ + 1·½ + 2·¼ = 1, σ² = ¼·1 + ½·0 + ¼·1 = ½; dim 1: all equal, σ at its floor
     assert torch.allclose(mean, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
-    assert torch.allclose(log_std.exp(), torch.tensor([[math.sqrt(0.5), 0.05]], dtype=torch.float64))
+    assert torch.allclose(
+        log_std.exp(), torch.tensor([[math.sqrt(0.5), 0.05]], dtype=torch.float64)
+    )
     # η scales the returns: (0, 2 ln 2, 0) at η = 2 is the same distribution
     mean2, log_std2 = planner_prior(cands, 2.0 * G, eta=2.0, min_std=0.05)
     assert torch.allclose(mean2, mean) and torch.allclose(log_std2, log_std)
@@ -102,7 +109,42 @@ def test_candidate_weighted_prior_by_hand():
     mean_hot, _ = planner_prior(cands, G, eta=1e9, min_std=0.05)
     mean_cold, ls_cold = planner_prior(cands, G, eta=1e-9, min_std=0.05)
     assert torch.allclose(mean_hot, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
-    assert torch.allclose(mean_cold, cands[:, 1]) and torch.allclose(ls_cold.exp(), torch.tensor(0.05, dtype=torch.float64))
+    assert torch.allclose(mean_cold, cands[:, 1]) and torch.allclose(
+        ls_cold.exp(), torch.tensor(0.05, dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_the_kl_bound_picks_eta_whatever_the_returns_scale(scale):
+    """MPO's E-step bound: η puts the weights' mean KL from uniform at ε, and η scales with the
+    returns, so the weights are the same on every scale (η = 1 would give near-uniform weights
+    on returns 1,000 times smaller and one-hot ones on returns 1,000 times larger)."""
+    g = torch.randn(500, M, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eta = temperature_for_kl(g * scale, 0.2)
+    assert float(weights_kl(g * scale, eta).mean()) == pytest.approx(0.2, abs=1e-9)
+    assert eta == pytest.approx(temperature_for_kl(g, 0.2) * scale, rel=1e-9)
+    torch.testing.assert_close(candidate_weights(g * scale, eta), candidate_weights(g, eta / scale))
+    # KL(w ‖ uniform) by hand for one state: w = softmax(G/η)
+    w = torch.softmax(g[0] / (eta / scale), -1)
+    assert float(weights_kl(g[:1], eta / scale)) == pytest.approx(
+        float((w * torch.log(M * w)).sum())
+    )
+
+
+def test_the_kl_bound_at_its_limits():
+    equal = torch.zeros(10, M)  # uniform weights at any η: ε is out of reach
+    assert temperature_for_kl(equal, 0.1, lo=1e-4) == 1e-4
+    g = torch.randn(10, M, generator=torch.Generator().manual_seed(1))
+    assert temperature_for_kl(g, 1e-30, hi=1e3) == 1e3  # as uniform as η = hi makes them
+    with pytest.raises(ValueError, match="epsilon"):
+        temperature_for_kl(g, 0.0)
+
+
+def test_the_learner_reports_eta_and_the_weights_kl():
+    fixed = learner(KLPriorConfig("planner", kl_temperature=0.7)).update(real_batch())
+    assert fixed["kl/eta"] == 0.7
+    bounded = learner(KLPriorConfig("planner", kl_epsilon=0.3)).update(real_batch())
+    assert bounded["kl/weights_kl"] == pytest.approx(0.3, abs=1e-6)
 
 
 def test_candidate_returns_by_hand():
@@ -112,21 +154,32 @@ def test_candidate_returns_by_hand():
     # 1 + 0.5·2 + 0.25·10 = 4.5; a terminal planned state after the first step stops it: 1
     assert torch.allclose(g, torch.tensor([4.5, 1.0]))
     # leading shapes are kept: [T, B, M, H] -> [T, B, M]
-    g3 = candidate_returns(r.expand(2, 3, 2, 2), torch.full((2, 3, 2), 10.0), term.expand(2, 3, 2, 2), 0.5)
+    g3 = candidate_returns(
+        r.expand(2, 3, 2, 2), torch.full((2, 3, 2), 10.0), term.expand(2, 3, 2, 2), 0.5
+    )
     assert g3.shape == (2, 3, 2) and torch.allclose(g3[1, 2], g)
 
 
 def test_intermediate_prior_losses_are_the_two_kls():
-    m, ls, tm, tls = torch.randn(4, 2), torch.randn(4, 2) * 0.1, torch.randn(4, 2), torch.randn(4, 2) * 0.1
-    assert torch.allclose(intermediate_prior_loss(m, ls, tm, tls, "forward"), gaussian_kl(tm, tls, m, ls))
-    assert torch.allclose(intermediate_prior_loss(m, ls, tm, tls, "reverse"), gaussian_kl(m, ls, tm, tls))
+    m, ls, tm, tls = (
+        torch.randn(4, 2),
+        torch.randn(4, 2) * 0.1,
+        torch.randn(4, 2),
+        torch.randn(4, 2) * 0.1,
+    )
+    assert torch.allclose(
+        intermediate_prior_loss(m, ls, tm, tls, "forward"), gaussian_kl(tm, tls, m, ls)
+    )
+    assert torch.allclose(
+        intermediate_prior_loss(m, ls, tm, tls, "reverse"), gaussian_kl(m, ls, tm, tls)
+    )
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [("kl_prior", "mpc"), ("kl_lambda", -0.1), ("kl_lambda", math.inf), ("kl_direction", "both"),
      ("kl_temperature", 0.0), ("kl_min_std", 0.0), ("kl_prior_loss", "x"), ("kl_prior_lr", 0.0),
-     ("kl_prior_epochs", 0)],
+     ("kl_prior_epochs", 0), ("kl_epsilon", -0.1), ("kl_epsilon", math.nan)],
 )  # fmt: skip
 def test_invalid_kl_options_are_refused_naming_the_field(field, value):
     with pytest.raises(ConfigError) as err:
@@ -161,7 +214,9 @@ def test_lambda_zero_is_ppo_mppi_bit_for_bit(prior, rho, engine):
         m_plain = plain.update(real, virt)
         m_zero = zero.update(real, virt)
         assert same_networks(plain, zero)
-        assert all(m_zero[k] == v or (math.isnan(v) and math.isnan(m_zero[k])) for k, v in m_plain.items())
+        assert all(
+            m_zero[k] == v or (math.isnan(v) and math.isnan(m_zero[k])) for k, v in m_plain.items()
+        )
         assert "loss/kl" in m_zero and "kl/policy_prior" in m_zero
     if prior == "intermediate":
         assert math.isfinite(m_zero["loss/kl_prior"])
@@ -275,7 +330,11 @@ def test_command_line_options_and_refusals(capsys):
     assert cfg.kl == KLPriorConfig() and cfg.worker_spec().candidate_gamma is None
     cfg = parse(["--kl-prior", "intermediate", "--kl-lambda", "9",
                  "--kl-direction", "forward", "--kl-temperature", "0.5"]).cfg  # fmt: skip
-    assert (cfg.kl.kl_prior, cfg.kl.kl_lambda, cfg.kl.kl_direction) == ("intermediate", 9.0, "forward")
+    assert (cfg.kl.kl_prior, cfg.kl.kl_lambda, cfg.kl.kl_direction) == (
+        "intermediate",
+        9.0,
+        "forward",
+    )
     assert cfg.ppo.engine == "fused"  # the default engine takes the KL prior
     assert parse(["--kl-prior", "planner", "--engine", "autograd"]).cfg.ppo.engine == "autograd"
     assert cfg.worker_spec().candidate_gamma == cfg.ppo.gamma and cfg.learner_spec().kl == cfg.kl
@@ -285,6 +344,7 @@ def test_command_line_options_and_refusals(capsys):
         (["--kl-prior", "planner", "--num-candidates", "1", "--influence-ratio-rho0", "0"],
          ["--kl-prior", "--num-candidates"]),
         (["--kl-lambda", "-1"], ["--kl-lambda"]),
+        (["--kl-prior", "planner", "--kl-epsilon", "1.4"], ["--kl-epsilon", "--num-candidates"]),
     ]  # fmt: skip
     for argv, named in refusals:
         with pytest.raises(SystemExit):

@@ -296,6 +296,13 @@ class TrainConfig:
                     "the planner prior is fitted to each step's candidates: it needs "
                     f"num_candidates >= 2, got {self.run.num_candidates}",
                 )
+            if self.kl.kl_epsilon >= math.log(self.run.num_candidates):
+                raise ConfigError(
+                    ("kl.kl_epsilon", "run.num_candidates"),
+                    "the candidates' weights are at most log(num_candidates) = "
+                    f"{math.log(self.run.num_candidates):.3f} away from uniform in KL; "
+                    f"kl_epsilon={self.kl.kl_epsilon} cannot be reached",
+                )
         if not isinstance(self.planner, envs.spec(self.run.env).planner):
             raise ConfigError(
                 ("planner", "run.env"),
