@@ -190,9 +190,9 @@ class RolloutWorker:
     # ---- weights ----------------------------------------------------------------------
     def set_weights(self, weights: Weights, version: int) -> None:
         """Load the learner's `Weights` (at fragment boundaries). Weights made at ρ = 0 stop
-        the virtual samples: their paths, r̂ and shipping cost ~a third of a Lunar Lander
-        actor's time, and a learner at ρ = 0 drops them. Nothing random is drawn for them, so
-        the real data does not change."""
+        the virtual samples (a learner at ρ = 0 drops them; their paths and r̂ cost ~3 % of a
+        Lunar Lander actor's time and ~15 % of an Acrobot one's, `rlmpc.tools.bench_worker
+        --rho-zero`). Nothing random is drawn for them, so the real data does not change."""
         self.policy.load_state_dict(weights.policy)
         if self.values is not None:
             self.values.load_state_dict(weights.values)
