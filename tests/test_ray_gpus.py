@@ -1,17 +1,14 @@
 """GPU shares of rollout actors in Ray's scheduler (`RunConfig.actor_gpus`), on a real local
 Ray that declares one GPU. No GPU is needed: Ray's accounting is what is checked, the actors
-act on the CPU."""
+act on the CPU. The options' refusals: `tests/test_system.py`."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import ray
-import torch
 
 from learners.policy import NetworkConfig
 from learners.ppo import PPOConfig
@@ -62,27 +59,3 @@ def test_actors_with_a_gpu_share_reserve_it_and_two_halves_fill_one_gpu(tmp_path
     finally:
         backend.close()
     assert _gpus_free(1.0)  # given back with the actors
-
-
-@pytest.mark.parametrize(
-    "args, options",
-    [
-        (["--actor-device", "cuda"], ("--actor-device", "--actor-gpus")),
-        (["--actor-gpus", "0.25"], ("--actor-device", "--actor-gpus")),
-        (["--actor-gpus", "1.5", "--actor-device", "cuda"], ("--actor-gpus",)),
-        (["--actor-gpus", "-1", "--actor-device", "cuda"], ("--actor-gpus",)),
-        pytest.param(
-            ["--actor-device", "cuda", "--actor-gpus", "0.5"],
-            ("--actor-device",),
-            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
-        ),  # fmt: skip
-    ],
-)
-def test_gpu_options_are_refused_before_ray_starts_naming_them(args, options):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr
-    error = proc.stderr.strip().splitlines()[-1]
-    assert all(o in error for o in options), error

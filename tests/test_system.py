@@ -195,16 +195,21 @@ def test_a_learner_that_cannot_start_is_reported_as_the_learner(tmp_path):
         (["--influence-ratio-rho0", "1.5"], "--influence-ratio-rho0"),
         (["--influence-ratio-lam", "1.0"], "--influence-ratio-lam"),
         (["--learner-device", "tpu"], "--learner-device"),
-        pytest.param(
-            ["--actor-device", "cuda"],
-            "--actor-device",
-            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
-        ),
+        (["--actor-device", "cuda"], ("--actor-device", "--actor-gpus")),
         (["--num-samples", "0"], "--num-samples"),
         (["--env", "racing", "--boundary-margin", "7"], "--boundary-margin"),  # the env's track
         (["--n-steps", "100", "--num-actors", "3"], "n_steps"),
         (["--env", "pong"], "--env"),
         (["--resume", "/nonexistent/run"], "--resume"),
+        # GPU shares of the rollout actors (`tests/test_ray_gpus.py` checks Ray's accounting)
+        (["--actor-gpus", "0.25"], ("--actor-device", "--actor-gpus")),
+        (["--actor-gpus", "1.5", "--actor-device", "cuda"], "--actor-gpus"),
+        (["--actor-gpus", "-1", "--actor-device", "cuda"], "--actor-gpus"),
+        pytest.param(
+            ["--actor-device", "cuda", "--actor-gpus", "0.5"],
+            "--actor-device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+        ),
     ],
 )
 def test_bad_options_are_refused_before_ray_starts(args, option):
@@ -213,7 +218,9 @@ def test_bad_options_are_refused_before_ray_starts(args, option):
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert option in proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    options = (option,) if isinstance(option, str) else option
+    assert all(o in error for o in options), error
     assert "Ray" not in proc.stderr and "ray" not in proc.stdout.lower()
 
 

@@ -22,8 +22,9 @@ from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
 from learners.ppo import PPOConfig
 from learners.rho import InfluenceRatioConfig
+from rlmpc.run.checks import check_runnable
 from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag
-from rlmpc.run.config import RunConfig, TrainConfig, check_runnable
+from rlmpc.run.config import RunConfig, TrainConfig
 from rlmpc.run.runlog import WandbConfig
 
 _SECTIONS: list[tuple[str, type | None, str, str]] = [

@@ -27,7 +27,8 @@ import torch
 import yaml
 
 import envs
-from rlmpc.run.config import TrainConfig, check_runnable
+from rlmpc.run.checks import check_runnable
+from rlmpc.run.config import TrainConfig
 from rlmpc.run.evaluate import format_table, plot_traces
 from rlmpc.run.media import episode_gif, table_row
 from rlmpc.run.runlog import RunLogger, plot_curves, run_meta
