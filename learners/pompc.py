@@ -206,20 +206,42 @@ def planner_prior(
 ) -> tuple[Tensor, Tensor]:
     """π_P(·|s): the Gaussian fitted to the candidates weighted by `candidate_weights`::
 
-        w_m = softmax(G/η)_m,  μ_P = Σ_m w_m a^(m),  σ_P² = max(Σ_m w_m (a^(m) - μ_P)², σ_min²)
+        w_m = softmax(G/η)_m,   μ_P(s) = Σ_m w_m a^(m),
+        v(s) = ½ · Σ_{m<j} w_m w_j (a^(m) - a^(j))² / Σ_{m<j} w_m w_j,
+        σ_P² = max(mean_s v(s), σ_min²)
 
-    per action dimension (the weighted maximum-likelihood fit, the M-step's closed form).
-    ``candidates [..., M, na]``, ``returns [..., M]`` → ``(mean [..., na], log_std [..., na])``.
+    per action dimension, over every state of the call. μ_P is the M-step's weighted
+    maximum-likelihood mean, per state. The variance departs from the per-state ML fit
+    Σ_m w_m (a^(m) - μ_P)², for a measured reason: with it, λ = 9 and ε = 0.1 on Lunar Lander
+    drove the policy's log σ from -0.09 to -1.09 in 14 iterations (40k env steps, seed 0) with
+    the KL to the prior at 2-3 nats. The candidates are M = 4 draws from π_old, so
+    (i) the ML variance of M draws is (M-1)/M of the distribution's, and (ii) a per-state
+    variance of 4 draws is so noisy that the reverse KL, which weighs the prior's *precision*
+    1/σ_P², pulls σ_θ² to the harmonic mean of the estimates: σ²/3 for unweighted draws
+    (E[1/χ²₃] = 1), a third of the variance each iteration whatever the returns say.
+    So v(s) is the *unbiased* weighted variance (reliability weights, Σ w (a - μ_P)² / (1 - Σ w²),
+    written pairwise so that nothing cancels when one weight is near 1), and it is pooled over
+    the states, as the policy's own σ is state-independent (`GaussianPolicy.log_std`). With
+    uninformative returns π_P's σ is then π_old's and the KL a trust region; informative
+    weights move each state's mean toward its better candidates and narrow σ_P as far as they
+    agree (MPO bounds the covariance's change separately, ε_Σ, for the same reason).
+    ``candidates [..., M, na]``, ``returns [..., M]`` → ``(mean [..., na], log_std [..., na])``,
+    log_std the same at every state.
     """
     if candidates.shape[:-1] != returns.shape:
         raise ValueError(
             f"candidates [..., M, na] and returns [..., M] disagree: {list(candidates.shape)}, "
             f"{list(returns.shape)}"
         )
-    w = candidate_weights(returns, eta)[..., None]
-    mean = (w * candidates).sum(-2)
-    var = (w * (candidates - mean[..., None, :]).square()).sum(-2)
-    log_std = 0.5 * torch.log(var.clamp(min=min_std * min_std))
+    w = candidate_weights(returns, eta)
+    mean = (w[..., None] * candidates).sum(-2)
+    m, na = candidates.shape[-2:]
+    i, j = torch.triu_indices(m, m, offset=1, device=candidates.device)
+    pair_w = w[..., i] * w[..., j]  # [..., P]
+    sq = (candidates[..., i, :] - candidates[..., j, :]).square()  # [..., P, na]
+    denom = pair_w.sum(-1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
+    var = (0.5 * (pair_w[..., None] * sq).sum(-2) / denom).reshape(-1, na).mean(0)
+    log_std = 0.5 * torch.log(var.clamp(min=min_std * min_std)).expand_as(mean)
     return mean, log_std
 
 

@@ -97,21 +97,42 @@ def test_candidate_weighted_prior_by_hand():
     w = candidate_weights(G, 1.0)
     assert torch.allclose(w, torch.tensor([[0.25, 0.5, 0.25]], dtype=torch.float64))
     mean, log_std = planner_prior(cands, G, eta=1.0, min_std=0.05)
-    # dim 0: μ = 0·¼ + 1·½ + 2·¼ = 1, σ² = ¼·1 + ½·0 + ¼·1 = ½; dim 1: all equal, σ at its floor
+    # dim 0: μ = 0·¼ + 1·½ + 2·¼ = 1; the ML variance ¼·1 + ½·0 + ¼·1 = ½ over
+    # 1 - Σw² = 1 - 3/8 = 5/8 (unbiased, reliability weights) gives σ² = 0.8;
+    # dim 1: all equal, σ at its floor
     assert torch.allclose(mean, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
     assert torch.allclose(
-        log_std.exp(), torch.tensor([[math.sqrt(0.5), 0.05]], dtype=torch.float64)
+        log_std.exp(), torch.tensor([[math.sqrt(0.8), 0.05]], dtype=torch.float64)
     )
     # η scales the returns: (0, 2 ln 2, 0) at η = 2 is the same distribution
     mean2, log_std2 = planner_prior(cands, 2.0 * G, eta=2.0, min_std=0.05)
     assert torch.allclose(mean2, mean) and torch.allclose(log_std2, log_std)
-    # η → ∞: the plain mean of the candidates; η → 0: the best one (σ at the floor)
-    mean_hot, _ = planner_prior(cands, G, eta=1e9, min_std=0.05)
-    mean_cold, ls_cold = planner_prior(cands, G, eta=1e-9, min_std=0.05)
+    # η → ∞: the plain mean and sample variance (n - 1) of the candidates, σ² = 1;
+    # η → 0 (0.05: the others weigh 1e-6): the best one's mean, half its squared distance to
+    # the others, ½, as variance
+    mean_hot, ls_hot = planner_prior(cands, G, eta=1e9, min_std=0.05)
+    mean_cold, ls_cold = planner_prior(cands, G, eta=0.05, min_std=0.05)
     assert torch.allclose(mean_hot, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
-    assert torch.allclose(mean_cold, cands[:, 1]) and torch.allclose(
-        ls_cold.exp(), torch.tensor(0.05, dtype=torch.float64)
+    assert torch.allclose(ls_hot.exp()[0, 0], torch.tensor(1.0, dtype=torch.float64))
+    assert torch.allclose(mean_cold, cands[:, 1], atol=1e-5) and torch.allclose(
+        ls_cold.exp()[0, 0], torch.tensor(math.sqrt(0.5), dtype=torch.float64), atol=1e-5
     )
+    # one weight exactly 1 (the others underflow): no 0/0, σ at its floor
+    G_one = torch.tensor([[0.0, 1e4, 0.0]], dtype=torch.float64)
+    m_one, ls_one = planner_prior(cands, G_one, eta=1.0, min_std=0.05)
+    assert torch.allclose(m_one, cands[:, 1]) and torch.isfinite(ls_one).all()
+
+
+def test_the_planner_prior_of_uniform_weights_keeps_the_policys_spread():
+    """With uninformative returns π_P's σ is π_old's: pooled over the states, the variance of
+    M = 4 candidates per state is the distribution's (a per-state ML fit would average 3/4 of
+    it, and its precision, which the reverse KL weighs, 3 times the distribution's)."""
+    gen = torch.Generator().manual_seed(0)
+    cands = 0.5 * torch.randn(2_000, M, 1, generator=gen, dtype=torch.float64)
+    mean, log_std = planner_prior(cands, torch.zeros(2_000, M, dtype=torch.float64), 1.0, 1e-6)
+    assert torch.allclose(mean, cands.mean(-2))
+    assert torch.equal(log_std, log_std[:1].expand_as(log_std))  # one σ for every state
+    assert float(log_std[0, 0].exp()) == pytest.approx(0.5, rel=0.02)
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
