@@ -15,11 +15,23 @@ as the actors then ship none).
 ``learner_update_s: <median seconds, fused>``, ``learner_update_autograd_s``,
 ``learner_speedup`` (their ratio) and ``learner_env_steps_per_s: <T·B / median>``; the
 thread CPU seconds (`time.thread_time`) are printed as well.
+
+**The arithmetic floor** (``--floor``, on by default): how fast could *this* maths go on this
+core? One update of each engine runs under the torch profiler, which counts its matrix
+products' floating-point operations (``learner_gflop``: the same for both engines, the
+update's arithmetic) and the elements its activations pass through (σ forward, tanh'
+backward). Reference kernels are timed in the same sitting, on the same thread: a batched
+product of the fused engine's dominant shape ``[2D, 256, 64] × [2D, 64, 64]``
+(``gemm_ref_gflops``) and an in-place σ over ``[2D, 256, 64]`` (``act_ref_ns``). Then
+``learner_floor_s = learner_gflop / gemm_ref_gflops + activations · act_ref_ns`` is the update
+at the reference kernels' speed with nothing else (no Adam, no gathers, no Python), and
+``learner_floor_fraction`` is the fused update's time over it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -71,6 +83,45 @@ def time_updates(
     return times
 
 
+def update_arithmetic(
+    learner: PPOLearner, real: RealBatch, virtual: VirtualBatch | None
+) -> tuple[float, int]:
+    """(GFLOP of the matrix products, elements through activations) of one update, as the
+    torch profiler counts them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
+        learner.update(real, virtual)
+    flops, act = 0, 0
+    for e in prof.events():
+        flops += e.flops or 0
+        if e.name in ("aten::sigmoid_", "aten::sigmoid", "aten::tanh", "aten::tanh_"):
+            act += math.prod(e.input_shapes[0]) if e.input_shapes and e.input_shapes[0] else 0
+        elif e.name == "aten::tanh_backward":
+            act += math.prod(e.input_shapes[0]) if e.input_shapes and e.input_shapes[0] else 0
+    return flops / 1e9, act
+
+
+def reference_kernels(
+    G: int, rows: int = 256, width: int = 64, reps: int = 200
+) -> tuple[float, float]:
+    """(GFLOP/s of ``bmm [G, rows, width] × [G, width, width]``, ns per element of an in-place
+    σ over ``[G, rows, width]``), median of 5 timings of ``reps`` calls each, thread CPU time."""
+    a, b = torch.randn(G, rows, width), torch.randn(G, width, width)
+    c, x = torch.empty(G, rows, width), torch.randn(G, rows, width)
+    gemm, act = [], []
+    for _ in range(5):
+        t = time.thread_time()
+        for _ in range(reps):
+            torch.bmm(a, b, out=c)
+        gemm.append(2 * G * rows * width * width * reps / (time.thread_time() - t) / 1e9)
+        t = time.thread_time()
+        for _ in range(reps):
+            torch.sigmoid_(x)  # in place, pass after pass: stays in (0, 1)
+        act.append((time.thread_time() - t) / reps / x.numel() * 1e9)
+    return statistics.median(gemm), statistics.median(act)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=10, help="timed updates per engine (>= 1)")
@@ -80,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "--engines", nargs="+", default=["fused", "autograd"], choices=["fused", "autograd"]
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="skip the arithmetic floor (profiler counts, reference kernels)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.iters < 1:
         raise ValueError(f"--iters must be >= 1, got {args.iters}")
@@ -121,6 +174,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         figures["learner_speedup_cpu"] = (
             figures["learner_update_autograd_cpu_s"] / figures["learner_update_cpu_s"]
         )
+    if args.floor:
+        gflop, act = update_arithmetic(next(iter(learners.values())), real, virtual)
+        gemm, act_ns = reference_kernels(2 * NetworkConfig().ensemble_size)
+        floor = gflop / gemm + act * act_ns * 1e-9
+        first_s = figures[f"learner_update{suffix}_cpu_s"]
+        figures |= {"learner_gflop": gflop, "learner_activations_M": act / 1e6,
+                    "gemm_ref_gflops": gemm, "act_ref_ns": act_ns,
+                    "learner_gflops": gflop / first_s, "learner_floor_s": floor,
+                    "learner_floor_fraction": first_s / floor}  # fmt: skip
+        if "learner_update_autograd_cpu_s" in figures:
+            figures["autograd_over_floor"] = figures["learner_update_autograd_cpu_s"] / floor
     for key, value in figures.items():
         print(f"{key}: {value:.4g}")
     return figures

@@ -236,3 +236,17 @@ def test_fused_updates_with_a_kl_prior_equal_the_autograd_engines(case):
         assert m_f.keys() == m_r.keys() and "loss/kl" in m_f
         for key, value in m_r.items():
             assert m_f[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (case, key)
+
+
+def test_bench_update_counts_the_same_arithmetic_for_both_engines():
+    """The floor's inputs: the profiler's FLOP count of one update is the update's maths, so
+    both engines count the same within their bookkeeping (10 %), and the floor is positive."""
+    from learners.bench_update import main
+
+    fused = main(["--iters", "1", "--engines", "fused"])
+    auto = main(["--iters", "1", "--engines", "autograd"])
+    assert fused["learner_gflop"] > 1.0
+    assert auto["learner_gflop"] == pytest.approx(fused["learner_gflop"], rel=0.1)
+    assert fused["learner_activations_M"] > 0.0 and fused["gemm_ref_gflops"] > 0.0
+    assert 0.0 < fused["learner_floor_s"] < auto["learner_update_autograd_cpu_s"]
+    assert "learner_floor_s" not in main(["--iters", "1", "--engines", "fused", "--no-floor"])
