@@ -10,14 +10,27 @@ Two figures measured in the same run, on the same machine:
   candidate, candidates one after another, then PPO's update every n_steps, all in one
   process: ``1 / (seconds per acting step + seconds per update / n_steps)``, the acting part
   timed over ``--reference-steps`` steps and the update timed once on a real iteration of data.
+
+Where the system's time goes, from its ``time/*`` metrics over the same steady-state
+iterations (medians): acting (``collect``: an actor's fragment), waiting (the driver for the
+actors' fragments, beside its update), the learner's update, and transfer (fetching the
+fragments' arrays); with the ceiling each side sets, ``n_steps`` over its seconds per
+iteration. Peak memory: the sum over the run's processes (this one and every process it
+started: Ray's, the actors, the learner) polled every 0.25 s from ``/proc`` (Linux), as RSS
+(a shared page counted in every process that maps it) and as PSS (shared pages split between
+their processes: what the run costs the machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import tempfile
+import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -68,18 +81,85 @@ def _config(args: argparse.Namespace, run_dir: str):
     return parse(argv).cfg
 
 
+def _descendants(root: int) -> list[int]:
+    """``root`` and every live process below it (``/proc/*/stat``'s parent links)."""
+    parent: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            parent[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in tree]
+        tree.update(kids)
+        frontier += kids
+    return sorted(tree)
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in KiB; (0, 0) once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0, 0
+    kib = {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines()[1:]
+           if line.split()[-1] == "kB"}  # fmt: skip
+    return kib.get("Rss", 0), kib.get("Pss", 0)
+
+
+class PeakMemory:
+    """Peak summed RSS and PSS (GiB) of this process and its descendants, polled in a thread
+    while the ``with`` block runs."""
+
+    def __init__(self, every_s: float = 0.25) -> None:
+        self.every_s, self.rss_gib, self.pss_gib, self.processes = every_s, 0.0, 0.0, 0
+        self._stop = threading.Event()
+
+    def _poll(self) -> None:
+        while True:
+            pids = _descendants(os.getpid())
+            mem = [_memory_kib(p) for p in pids]
+            self.rss_gib = max(self.rss_gib, sum(m[0] for m in mem) / 2**20)
+            self.pss_gib = max(self.pss_gib, sum(m[1] for m in mem) / 2**20)
+            self.processes = max(self.processes, sum(1 for m in mem if m[0]))
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+TIME_SPLIT = {"acting": "time/collect_s", "waiting": "time/wait_actors_s",
+              "update": "time/update_s", "transfer": "time/fetch_s",
+              "iteration": "time/iteration_s"}  # fmt: skip
+
+
 def measure_system(cfg) -> tuple[float, dict]:
-    """Steady-state env steps/s of a real training run (iterations 3.. of the run)."""
+    """Steady-state env steps/s of a real training run (iterations 3.. of the run), the
+    median seconds per iteration of each part (`TIME_SPLIT`) and the run's peak memory."""
     import ray
 
     from rlmpc.run.train import train
 
-    run_dir = train(cfg)
+    with PeakMemory() as mem:
+        run_dir = train(cfg)
+        ray.shutdown()
     rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     a, b = rows[2], rows[-1]
     sps = (b["env_steps"] - a["env_steps"]) / (b["time"] - a["time"])
-    ray.shutdown()
-    return sps, {"iterations": len(rows), "last": b}
+    split = {part: statistics.median(r[key] for r in rows[3:] if key in r)
+             for part, key in TIME_SPLIT.items() if any(key in r for r in rows[3:])}  # fmt: skip
+    return sps, {"iterations": len(rows), "last": b, "split": split, "memory": mem}
 
 
 def measure_reference(cfg, steps: int, seed: int) -> tuple[float, float, float]:
@@ -128,10 +208,20 @@ def run_system(args: argparse.Namespace) -> dict[str, float]:
               f"-> {ref_sps:.1f} env-steps/s")  # fmt: skip
         sps, info = measure_system(cfg)
         print(f"  system: {sps:.0f} env-steps/s over iterations 3..{info['iterations']}")
-    return {
+    split, mem, n = info["split"], info["memory"], cfg.ppo.n_steps
+    print("  per iteration (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in split.items()))
+    figures = {
         "system_env_steps_per_s": sps,
         "reference_env_steps_per_s": ref_sps,
         "system_ratio": sps / ref_sps,
         "system_minutes_per_1M_steps": 1e6 / sps / 60,
         "reference_hours_per_1M_steps": 1e6 / ref_sps / 3600,
     }
+    figures |= {f"split_{k}_s": v for k, v in split.items()}
+    if split.get("update"):  # the learner alone could learn on this many env steps/s
+        figures["learner_ceiling_env_steps_per_s"] = n / split["update"]
+    if split.get("acting"):  # each actor's fragment covers n / num_actors env steps
+        figures["acting_ceiling_env_steps_per_s"] = n / split["acting"]
+    figures |= {"peak_rss_gib": mem.rss_gib, "peak_pss_gib": mem.pss_gib,
+                "processes": float(mem.processes)}  # fmt: skip
+    return figures

@@ -1,0 +1,43 @@
+"""`rlmpc.tools.bench_system.PeakMemory`: the system benchmark's peak memory of a run's
+processes, read from /proc."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rlmpc.tools.bench_system import PeakMemory, _descendants
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def test_peak_memory_counts_the_processes_a_run_starts():
+    """A child that holds 300 MiB for a second raises the peak by about that much, and is
+    counted as a process of the run."""
+    with PeakMemory(every_s=0.05) as idle:
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5)"], check=True)
+    hold = "import time; x = bytearray(300 << 20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1)"
+    with PeakMemory(every_s=0.05) as busy:
+        child = subprocess.Popen([sys.executable, "-c", hold])
+        child.wait(timeout=60)
+    assert busy.processes >= 2 and idle.processes >= 2
+    assert busy.pss_gib - idle.pss_gib > 0.25
+    assert busy.rss_gib >= busy.pss_gib > 0.0
+
+
+def test_descendants_include_grandchildren():
+    inner = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3)']); time.sleep(3)"
+    child = subprocess.Popen([sys.executable, "-c", inner])
+    try:
+        for _ in range(100):
+            tree = _descendants(child.pid)
+            if len(tree) >= 2:
+                break
+            time.sleep(0.05)
+        assert child.pid in tree
+        assert len(tree) >= 2  # the child and its own child
+    finally:
+        for pid in _descendants(child.pid)[::-1]:
+            subprocess.run(["kill", str(pid)], check=False)
+        child.wait(timeout=10)
