@@ -143,8 +143,11 @@ def test_reports_from_results_alone(tmp_path):
                      equal_var=False)  # fmt: skip
     row = next(r for r in welch("fig6-8", tmp_path).splitlines() if "ppo-mppi-rho0.5" in r)
     assert f"| {t:.2f} | {p:.3g} |" in row
+    (tmp_path / "table2.notes.md").write_text("Adaptive ρ wins on this seed.\n")
     paths = write_reports(["table2", "table7", "fig6-8"], tmp_path, "test")
     text = (tmp_path / "table2.md").read_text()
+    assert "Adaptive ρ wins on this seed." in text  # hand-written findings carried over
+    assert "Adaptive ρ" not in (tmp_path / "table7.md").read_text()
     # Table 2 reads Table 1's ρ = 0.3 cell, and puts the paper's figures beside ours
     assert "ppo-mppi-rho0.3" in text and "`results/table1/acrobot/`" in text
     mean_of_means = np.mean([other[s].mean() for s in (1, 2)])

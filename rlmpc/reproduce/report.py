@@ -6,6 +6,8 @@ means; the paper's figures beside ours, `rlmpc.tools.paper`) and
 ``results/<experiment>_curves.png`` (Fig. 3's style: the smoothed training return against
 env steps, mean and a band of ± std over seeds, one panel per env, one line per method).
 Table 7 reports wall time per 1M env steps; Figs. 6–8 add Table 6's Welch t-tests.
+Findings written by hand about an experiment's runs live in ``results/<experiment>.notes.md``
+and are carried into its report, after the table, each time it is rebuilt.
 """
 
 from __future__ import annotations
@@ -177,6 +179,9 @@ def write_reports(experiments: list[str], root: Path, command: str) -> list[Path
             lines += ["## Table 6: Welch's t-test of the evaluation reward against the paper's "
                       "baseline (adaptive ρ0 = 0.3; ρ = 0.5 on Lunar Lander), per mixing", "",
                       welch(name, root), ""]  # fmt: skip
+        notes = root / f"{name}.notes.md"
+        if notes.is_file():
+            lines += [f"## Findings (`{notes.name}`, by hand)", "", notes.read_text().strip(), ""]
         if curves is not None:
             lines += [f"![{name} learning curves]({curves.name})", ""]
         seeds = sorted({c["seed"] for c in found})
