@@ -41,9 +41,8 @@ Conventions (all envs follow them; the planner and learner rely on them):
 
 from __future__ import annotations
 
-import math
-
 import abc
+import math
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -200,11 +199,12 @@ def check_action(
     a = np.array(action, dtype=np.float64)  # a copy: the caller's array is never returned
     if a.shape != space_shape:
         raise ValueError(f"action must have shape {space_shape}, got {a.shape}")
+    vals = a.ravel().tolist()
+    if not all(map(math.isfinite, vals)):
+        raise ValueError(f"action must be finite, got {a}")
     clip = False
-    for v, lo, hi in zip(a.ravel().tolist(), low.ravel().tolist(), high.ravel().tolist()):
-        if not lo <= v <= hi:  # also every NaN
-            if not math.isfinite(v):
-                raise ValueError(f"action must be finite, got {a}")
+    for v, lo, hi in zip(vals, low.ravel().tolist(), high.ravel().tolist(), strict=True):
+        if not lo <= v <= hi:
             if v < lo - 1e-6 or v > hi + 1e-6:
                 raise ValueError(f"action {a} is outside the action space bounds [{low}, {high}]")
             clip = True

@@ -16,16 +16,21 @@ as the actors then ship none).
 ``learner_speedup`` (their ratio) and ``learner_env_steps_per_s: <T·B / median>``; the
 thread CPU seconds (`time.thread_time`) are printed as well.
 
-**The arithmetic floor** (``--floor``, on by default): how fast could *this* maths go on this
-core? One update of each engine runs under the torch profiler, which counts its matrix
-products' floating-point operations (``learner_gflop``: the same for both engines, the
-update's arithmetic) and the elements its activations pass through (σ forward, tanh'
-backward). Reference kernels are timed in the same sitting, on the same thread: a batched
-product of the fused engine's dominant shape ``[2D, 256, 64] × [2D, 64, 64]``
-(``gemm_ref_gflops``) and an in-place σ over ``[2D, 256, 64]`` (``act_ref_ns``). Then
-``learner_floor_s = learner_gflop / gemm_ref_gflops + activations · act_ref_ns`` is the update
-at the reference kernels' speed with nothing else (no Adam, no gathers, no Python), and
-``learner_floor_fraction`` is the fused update's time over it.
+**The arithmetic floor** (on by default, ``--no-floor`` to skip): how fast could *this* maths
+go on this core? One update of the first engine runs under the torch profiler, which counts
+the floating-point operations of its matrix products (``aten::mm``, ``addmm``, ``bmm``,
+``baddbmm``: ``learner_gflop``, the same for both engines, the update's arithmetic) and the
+elements its activations pass through, σ forward and tanh' backward apart
+(``learner_sigmoid_M``, ``learner_tanh_backward_M``). Reference kernels are timed in the same
+sitting, on the same thread: a batched product of the fused engine's dominant shape
+``[2D, 256, 64] × [2D, 64, 64]`` (``gemm_ref_gflops``), an in-place σ and a tanh' over
+``[2D, 256, 64]`` (``sigmoid_ref_ns``, ``tanh_backward_ref_ns`` per element). Then
+``learner_floor_s`` = GFLOP / reference GFLOP/s + each activation's elements × its reference
+time: the update at the reference kernels' speed with nothing else (no Adam, no gathers, no
+Python, no element-wise work but the activations). ``learner_floor_fraction`` is the fused
+update's thread CPU time over it, ``autograd_over_floor`` the autograd loop's. The floor is an
+estimate, not a bound: the products of other shapes (the critic's [2D, m, 64] chunks, the
+first layer's [m, 12] × [12, 2D·64]) run at their own rates.
 """
 
 from __future__ import annotations
@@ -83,33 +88,44 @@ def time_updates(
     return times
 
 
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+SIGMOIDS = ("aten::sigmoid_", "aten::sigmoid")
+TANH_BACKWARDS = ("aten::tanh_backward",)
+
+
 def update_arithmetic(
     learner: PPOLearner, real: RealBatch, virtual: VirtualBatch | None
-) -> tuple[float, int]:
-    """(GFLOP of the matrix products, elements through activations) of one update, as the
-    torch profiler counts them."""
+) -> tuple[float, int, int]:
+    """(GFLOP of the matrix products, elements through σ, elements through tanh') of one
+    update, as the torch profiler counts them."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
         learner.update(real, virtual)
-    flops, act = 0, 0
+    flops, sig, tanh_b = 0, 0, 0
     for e in prof.events():
-        flops += e.flops or 0
-        if e.name in ("aten::sigmoid_", "aten::sigmoid", "aten::tanh", "aten::tanh_"):
-            act += math.prod(e.input_shapes[0]) if e.input_shapes and e.input_shapes[0] else 0
-        elif e.name == "aten::tanh_backward":
-            act += math.prod(e.input_shapes[0]) if e.input_shapes and e.input_shapes[0] else 0
-    return flops / 1e9, act
+        n = math.prod(e.input_shapes[0]) if e.input_shapes and e.input_shapes[0] else 0
+        if e.name in MATMULS:
+            flops += e.flops or 0
+        elif e.name in SIGMOIDS:
+            sig += n
+        elif e.name in TANH_BACKWARDS:
+            tanh_b += n
+    return flops / 1e9, sig, tanh_b
 
 
 def reference_kernels(
     G: int, rows: int = 256, width: int = 64, reps: int = 200
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """(GFLOP/s of ``bmm [G, rows, width] × [G, width, width]``, ns per element of an in-place
-    σ over ``[G, rows, width]``), median of 5 timings of ``reps`` calls each, thread CPU time."""
+    σ and of tanh' over ``[G, rows, width]``), medians of 5 timings of ``reps`` calls each,
+    thread CPU time."""
     a, b = torch.randn(G, rows, width), torch.randn(G, width, width)
     c, x = torch.empty(G, rows, width), torch.randn(G, rows, width)
-    gemm, act = [], []
+    y, g = torch.rand(G, rows, width), torch.randn(G, rows, width)
+    tanh_backward = torch.ops.aten.tanh_backward.grad_input
+    gemm, sig, tb = [], [], []
+    per_elt = lambda t0: (time.thread_time() - t0) / reps / x.numel() * 1e9
     for _ in range(5):
         t = time.thread_time()
         for _ in range(reps):
@@ -118,8 +134,12 @@ def reference_kernels(
         t = time.thread_time()
         for _ in range(reps):
             torch.sigmoid_(x)  # in place, pass after pass: stays in (0, 1)
-        act.append((time.thread_time() - t) / reps / x.numel() * 1e9)
-    return statistics.median(gemm), statistics.median(act)
+        sig.append(per_elt(t))
+        t = time.thread_time()
+        for _ in range(reps):
+            tanh_backward(g, y, grad_input=c)
+        tb.append(per_elt(t))
+    return statistics.median(gemm), statistics.median(sig), statistics.median(tb)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -175,16 +195,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             figures["learner_update_autograd_cpu_s"] / figures["learner_update_cpu_s"]
         )
     if args.floor:
-        gflop, act = update_arithmetic(next(iter(learners.values())), real, virtual)
-        gemm, act_ns = reference_kernels(2 * NetworkConfig().ensemble_size)
-        floor = gflop / gemm + act * act_ns * 1e-9
-        first_s = figures[f"learner_update{suffix}_cpu_s"]
-        figures |= {"learner_gflop": gflop, "learner_activations_M": act / 1e6,
-                    "gemm_ref_gflops": gemm, "act_ref_ns": act_ns,
-                    "learner_gflops": gflop / first_s, "learner_floor_s": floor,
-                    "learner_floor_fraction": first_s / floor}  # fmt: skip
-        if "learner_update_autograd_cpu_s" in figures:
-            figures["autograd_over_floor"] = figures["learner_update_autograd_cpu_s"] / floor
+        gflop, sig, tanh_b = update_arithmetic(next(iter(learners.values())), real, virtual)
+        gemm, sig_ns, tb_ns = reference_kernels(2 * NetworkConfig().ensemble_size)
+        floor = gflop / gemm + (sig * sig_ns + tanh_b * tb_ns) * 1e-9
+        figures |= {"learner_gflop": gflop, "learner_sigmoid_M": sig / 1e6,
+                    "learner_tanh_backward_M": tanh_b / 1e6, "gemm_ref_gflops": gemm,
+                    "sigmoid_ref_ns": sig_ns, "tanh_backward_ref_ns": tb_ns,
+                    "learner_floor_s": floor}  # fmt: skip
+        for name in args.engines:
+            key = "learner_update_cpu_s" if name == "fused" else f"learner_update_{name}_cpu_s"
+            tag = "learner" if name == "fused" else name
+            figures[f"{tag}_gflops"] = gflop / figures[key]
+            figures[f"{tag}_floor_fraction" if name == "fused" else f"{name}_over_floor"] = (
+                figures[key] / floor
+            )
     for key, value in figures.items():
         print(f"{key}: {value:.4g}")
     return figures

@@ -77,7 +77,7 @@ class KLPriorConfig:
     the iteration's states, ε away from uniform in KL (MPO's E-step bound,
     `temperature_for_kl`; scale-free, below log M); 0: η = kl_temperature"""
     kl_min_std: float = 0.05
-    """floor of π_P's std per action dimension, > 0 (M weighted samples can collapse)"""
+    """floor of π_P's std per action dimension, > 0 (for candidates that coincide)"""
     kl_critic: bool = False
     """also regularise the critic's target, as PO-MPC's KL-regularised value: the real
     rewards become r_t - λ·KL(π_θ(·|s_t) ‖ π_prior(·|s_t)) in GAE"""
@@ -217,14 +217,18 @@ def planner_prior(
     the KL to the prior at 2-3 nats. The candidates are M = 4 draws from π_old, so
     (i) the ML variance of M draws is (M-1)/M of the distribution's, and (ii) a per-state
     variance of 4 draws is so noisy that the reverse KL, which weighs the prior's *precision*
-    1/σ_P², pulls σ_θ² to the harmonic mean of the estimates: σ²/3 for unweighted draws
-    (E[1/χ²₃] = 1), a third of the variance each iteration whatever the returns say.
-    So v(s) is the *unbiased* weighted variance (reliability weights, Σ w (a - μ_P)² / (1 - Σ w²),
-    written pairwise so that nothing cancels when one weight is near 1), and it is pooled over
-    the states, as the policy's own σ is state-independent (`GaussianPolicy.log_std`). With
-    uninformative returns π_P's σ is then π_old's and the KL a trust region; informative
-    weights move each state's mean toward its better candidates and narrow σ_P as far as they
-    agree (MPO bounds the covariance's change separately, ε_Σ, for the same reason).
+    1/σ_P², pulls σ_θ² to the harmonic mean of the estimates: σ²/4 for the ML fit of
+    unweighted draws (E[1/χ²₃] = 1), a quarter of the variance each iteration whatever the
+    returns say. So v(s) is the *unbiased* weighted variance (reliability weights,
+    Σ w (a - μ_P)² / (1 - Σ w²), written pairwise so that nothing cancels when one weight is
+    near 1), and it is pooled over the states, as the policy's own σ is state-independent
+    (`GaussianPolicy.log_std`); a state whose weights all but one underflowed (v = 0/0) is
+    left out of the pool. Unbiased is meant for π_old's variance: with uninformative returns
+    (uniform weights) σ_P is π_old's and the KL a trust region. Informative weights move each
+    state's mean toward its better candidates; σ_P narrows only where several heavily
+    weighted candidates agree (one dominant candidate leaves half its squared distance to the
+    others), so the std is left mostly to PPO (MPO bounds the covariance's change separately,
+    ε_Σ, for the same reason).
     ``candidates [..., M, na]``, ``returns [..., M]`` → ``(mean [..., na], log_std [..., na])``,
     log_std the same at every state.
     """
@@ -239,8 +243,11 @@ def planner_prior(
     i, j = torch.triu_indices(m, m, offset=1, device=candidates.device)
     pair_w = w[..., i] * w[..., j]  # [..., P]
     sq = (candidates[..., i, :] - candidates[..., j, :]).square()  # [..., P, na]
-    denom = pair_w.sum(-1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
-    var = (0.5 * (pair_w[..., None] * sq).sum(-2) / denom).reshape(-1, na).mean(0)
+    denom = pair_w.sum(-1, keepdim=True)
+    ok = denom > torch.finfo(w.dtype).tiny  # else one weight is 1: no spread to read
+    v = 0.5 * (pair_w[..., None] * sq).sum(-2) / torch.where(ok, denom, torch.ones_like(denom))
+    ok = ok.expand_as(v).reshape(-1, na)
+    var = (v.reshape(-1, na) * ok).sum(0) / ok.sum(0).clamp(min=1)
     log_std = 0.5 * torch.log(var.clamp(min=min_std * min_std)).expand_as(mean)
     return mean, log_std
 
@@ -281,9 +288,7 @@ def intermediate_prior_loss(
     loss: Literal["forward", "reverse"],
 ) -> Tensor:  # fmt: skip
     """π_θp's fitting loss per state ``[...]`` (PO-MPC's intermediate-prior losses, Fig. 3):
-    'forward' KL(π_P ‖ π_θp) (mass-covering; equals the candidates' weighted negative
-    log-likelihood up to a constant when σ_P is above its floor), 'reverse' KL(π_θp ‖ π_P)
-    (mode-seeking)."""
+    'forward' KL(π_P ‖ π_θp) (mass-covering), 'reverse' KL(π_θp ‖ π_P) (mode-seeking)."""
     if loss == "forward":
         return gaussian_kl(target_mean, target_log_std, mean, log_std)
     if loss == "reverse":

@@ -24,6 +24,7 @@ def test_peak_memory_counts_the_processes_a_run_starts():
     assert busy.processes >= 2 and idle.processes >= 2
     assert busy.pss_gib - idle.pss_gib > 0.25
     assert busy.rss_gib >= busy.pss_gib > 0.0
+    assert busy.error is None and busy.polls >= 2
 
 
 def test_descendants_include_grandchildren():

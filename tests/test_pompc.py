@@ -117,10 +117,15 @@ def test_candidate_weighted_prior_by_hand():
     assert torch.allclose(mean_cold, cands[:, 1], atol=1e-5) and torch.allclose(
         ls_cold.exp()[0, 0], torch.tensor(math.sqrt(0.5), dtype=torch.float64), atol=1e-5
     )
-    # one weight exactly 1 (the others underflow): no 0/0, σ at its floor
+    # one weight exactly 1 (the others underflow): no 0/0, σ at its floor; beside another
+    # state, that state is left out of the pool instead of counting as zero spread
     G_one = torch.tensor([[0.0, 1e4, 0.0]], dtype=torch.float64)
     m_one, ls_one = planner_prior(cands, G_one, eta=1.0, min_std=0.05)
-    assert torch.allclose(m_one, cands[:, 1]) and torch.isfinite(ls_one).all()
+    assert torch.allclose(m_one, cands[:, 1]) and torch.allclose(
+        ls_one.exp(), torch.tensor(0.05, dtype=torch.float64)
+    )
+    both = planner_prior(torch.cat([cands, cands]), torch.cat([G_one, G]), 1.0, 0.05)[1]
+    assert torch.allclose(both[0], log_std[0]) and torch.allclose(both[1], log_std[0])
 
 
 def test_the_planner_prior_of_uniform_weights_keeps_the_policys_spread():

@@ -181,13 +181,18 @@ def write_reports(experiments: list[str], root: Path, command: str) -> list[Path
                       welch(name, root), ""]  # fmt: skip
         notes = root / f"{name}.notes.md"
         if notes.is_file():
-            lines += [f"## Findings (`{notes.name}`, by hand)", "", notes.read_text().strip(), ""]
+            lines += [
+                f"## Findings (`{notes.name}`, by hand)",
+                "",
+                notes.read_text(encoding="utf-8").strip(),
+                "",
+            ]
         if curves is not None:
             lines += [f"![{name} learning curves]({curves.name})", ""]
         seeds = sorted({c["seed"] for c in found})
         commits = sorted({str(c.get("git_commit", "?"))[:10] for c in found})
         lines += [f"{len(found)} cells; seeds {seeds}; code at commit(s) {', '.join(commits)}."]
         path = root / f"{name}.md"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(path)
     return written

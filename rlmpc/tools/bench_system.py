@@ -117,17 +117,22 @@ class PeakMemory:
 
     def __init__(self, every_s: float = 0.25) -> None:
         self.every_s, self.rss_gib, self.pss_gib, self.processes = every_s, 0.0, 0.0, 0
+        self.polls, self.error = 0, None
         self._stop = threading.Event()
 
     def _poll(self) -> None:
-        while True:
-            pids = _descendants(os.getpid())
-            mem = [_memory_kib(p) for p in pids]
-            self.rss_gib = max(self.rss_gib, sum(m[0] for m in mem) / 2**20)
-            self.pss_gib = max(self.pss_gib, sum(m[1] for m in mem) / 2**20)
-            self.processes = max(self.processes, sum(1 for m in mem if m[0]))
-            if self._stop.wait(self.every_s):
-                return
+        try:
+            while True:
+                pids = _descendants(os.getpid())
+                mem = [_memory_kib(p) for p in pids]
+                self.rss_gib = max(self.rss_gib, sum(m[0] for m in mem) / 2**20)
+                self.pss_gib = max(self.pss_gib, sum(m[1] for m in mem) / 2**20)
+                self.processes = max(self.processes, sum(1 for m in mem if m[0]))
+                self.polls += 1
+                if self._stop.wait(self.every_s):
+                    return
+        except Exception as err:  # no /proc (not Linux), ...: reported, never a silent zero
+            self.error = f"{type(err).__name__}: {err}"
 
     def __enter__(self) -> PeakMemory:
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -218,10 +223,15 @@ def run_system(args: argparse.Namespace) -> dict[str, float]:
         "reference_hours_per_1M_steps": 1e6 / ref_sps / 3600,
     }
     figures |= {f"split_{k}_s": v for k, v in split.items()}
-    if split.get("update"):  # the learner alone could learn on this many env steps/s
-        figures["learner_ceiling_env_steps_per_s"] = n / split["update"]
+    if split.get("update"):  # the learner alone (fetch, then update) could take this many
+        figures["learner_ceiling_env_steps_per_s"] = n / (
+            split["update"] + split.get("transfer", 0.0)
+        )
     if split.get("acting"):  # each actor's fragment covers n / num_actors env steps
         figures["acting_ceiling_env_steps_per_s"] = n / split["acting"]
-    figures |= {"peak_rss_gib": mem.rss_gib, "peak_pss_gib": mem.pss_gib,
-                "processes": float(mem.processes)}  # fmt: skip
+    if mem.error or not mem.polls:
+        print(f"  peak memory not measured: {mem.error or 'never polled'}")
+    else:
+        figures |= {"peak_rss_gib": mem.rss_gib, "peak_pss_gib": mem.pss_gib,
+                    "processes": float(mem.processes)}  # fmt: skip
     return figures
