@@ -11,7 +11,7 @@ machine's load falls on both alike: ``fused`` (the default) and ``autograd`` (th
 learner ran before the fused engine). ``--rho0 0`` times a ρ = 0 iteration (no virtual data,
 as the actors then ship none).
 
-``python -m learners.bench_update [--iters 10] [--threads 1]`` ends with
+``python -m learners.bench_update [--iters 10] [--threads 1] [--device cuda]`` ends with
 ``learner_update_s: <median seconds, fused>``, ``learner_update_autograd_s``,
 ``learner_speedup`` (their ratio) and ``learner_env_steps_per_s: <T·B / median>``; the
 thread CPU seconds (`time.thread_time`) are printed as well.
@@ -77,12 +77,15 @@ def time_updates(
     noisy of the two, and with one torch thread it is the work the update does.
     """
     times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in learners}
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     for learner in learners.values():
         learner.update(real, virtual)
     for _ in range(iters):
         for name, learner in learners.items():
+            sync()
             start, start_cpu = time.perf_counter(), time.thread_time()
             learner.update(real, virtual)
+            sync()
             times[name][0].append(time.perf_counter() - start)
             times[name][1].append(time.thread_time() - start_cpu)
     return times
@@ -151,11 +154,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "--engines", nargs="+", default=["fused", "autograd"], choices=["fused", "autograd"]
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="the learners' device (cuda: no floor, a CPU figure)")  # fmt: skip
     parser.add_argument("--no-floor", dest="floor", action="store_false",
                         help="skip the arithmetic floor (profiler counts, reference kernels)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.iters < 1:
         raise ValueError(f"--iters must be >= 1, got {args.iters}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "learners.bench_update: --device cuda asked for, but torch sees no CUDA device"
+        )
     torch.set_num_threads(args.threads)
     T, B, M, H, nobs, na = 32, 64, 4, 10, 12, 2
     real, virtual = random_batches(T, B, (M - 1) * T * B, H, nobs, na, seed=args.seed)
@@ -168,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             PPOConfig(n_steps=T * B),
             NetworkConfig(),
             InfluenceRatioConfig(mode="adaptive", rho0=args.rho0),
+            device=args.device,
             seed=args.seed,
             engine=engine,
         )  # fmt: skip
@@ -194,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         figures["learner_speedup_cpu"] = (
             figures["learner_update_autograd_cpu_s"] / figures["learner_update_cpu_s"]
         )
-    if args.floor:
+    print(f"device: {args.device}")
+    if args.floor and args.device == "cpu":
         gflop, sig, tanh_b = update_arithmetic(next(iter(learners.values())), real, virtual)
         gemm, sig_ns, tb_ns = reference_kernels(2 * NetworkConfig().ensemble_size)
         floor = gflop / gemm + (sig * sig_ns + tanh_b * tb_ns) * 1e-9
