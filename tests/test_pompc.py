@@ -187,6 +187,9 @@ def test_candidate_returns_by_hand():
 
 
 def test_intermediate_prior_losses_are_the_two_kls():
+    """Reverse: KL(π_θp ‖ π_P). Forward: KL(π_P ‖ π_θp) decoupled, its mean part and its std
+    part each with the other at the target's; equal to the full forward KL where the stds
+    agree, and its std optimum is σ_P whatever the mean's residual (the full KL's is wider)."""
     m, ls, tm, tls = (
         torch.randn(4, 2),
         torch.randn(4, 2) * 0.1,
@@ -194,8 +197,27 @@ def test_intermediate_prior_losses_are_the_two_kls():
         torch.randn(4, 2) * 0.1,
     )
     assert torch.allclose(
+        intermediate_prior_loss(m, tls, tm, tls, "forward"), gaussian_kl(tm, tls, m, tls)
+    )
+    assert not torch.allclose(
         intermediate_prior_loss(m, ls, tm, tls, "forward"), gaussian_kl(tm, tls, m, ls)
     )
+    log_std = torch.zeros(4, 2, requires_grad=True)  # σ_θp fitted to σ_P = 1 at a mean off by 1
+    opt = torch.optim.SGD([log_std], lr=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        intermediate_prior_loss(
+            tm + 1.0, log_std, tm, torch.zeros(4, 2), "forward"
+        ).sum().backward()
+        opt.step()
+    assert torch.allclose(log_std, torch.zeros(4, 2), atol=1e-4)
+    full = torch.zeros(4, 2, requires_grad=True)  # the full forward KL: σ² = 1 + 1 = 2
+    opt = torch.optim.SGD([full], lr=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        gaussian_kl(tm, torch.zeros(4, 2), tm + 1.0, full).sum().backward()
+        opt.step()
+    assert torch.allclose(full, torch.full((4, 2), 0.5 * math.log(2.0)), atol=1e-3)
     assert torch.allclose(
         intermediate_prior_loss(m, ls, tm, tls, "reverse"), gaussian_kl(m, ls, tm, tls)
     )
