@@ -11,7 +11,6 @@ How good is it: ``python -m envs.model_error --env lunarlander`` (figures in the
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -43,8 +42,9 @@ from envs.lunar_lander_airframe import (
 # One step on a flat batch of N states, in float arithmetic on few, wide tensors: planar
 # vectors are [2, N] (x and y along dim 0), per-leg ones [2, N] (leg along dim 0), the
 # four leg corners [4, 2, N]. A tensor op costs ~1-2 µs at these sizes, most of it
-# overhead, and ~3x that when it reads the [N, 12] rows' columns (strided) or makes a
-# bool mask, so the step keeps to ~80 ops, few of them masks.
+# overhead, and ~3x that when it reads the [N, 12] rows' columns (strided); a bool mask,
+# torch.where or masked_fill costs 5-20x a float op per element on CPU, so masks here are
+# floats (1.0 / 0.0, from comparisons with a float ``out``) and the step keeps to few.
 # --------------------------------------------------------------------------------------
 #: the contact-space rows of `leg_impulses`: each leg's normal, then its tangent (to -x)
 CONTACTS = ("normal_0", "tangent_0", "normal_1", "tangent_1")
@@ -127,20 +127,30 @@ def body_step(
     """
     n = s.shape[0]
     state = s.new_empty(8, n).copy_(s[:, :8].t())  # one strided read, then contiguous rows
-    result = torch.empty_like(state)
+    result = body_step_rows(state, main, side, gravity, out=torch.empty_like(state))
+    out = s.new_empty(n, 8) if out is None else out
+    out[:, :8] = result.t()
+    return out
+
+
+def body_step_rows(
+    state: Tensor, main: Tensor, side: Tensor, gravity: float, out: Tensor
+) -> Tensor:
+    """`body_step` on rows: ``state [8, N]`` (one row per component, each row contiguous: a
+    view of component-major storage will do) to ``out [8, N]`` (likewise, not overlapping
+    ``state``), which it returns. The same arithmetic as `body_step`, without its transposes."""
+    n = state.shape[1]
     trig = rotation(state[4])
     # rows: the joint body's velocity (vx, vy in m/s, ω in rad/s), then the leg tips'
     # offsets from its centre of mass (rx, ry per leg, m) and their target speeds (m/s)
-    work = s.new_empty(9, n)
+    work = state.new_empty(9, n)
     engine_kick(state, trig, main, side, gravity, out=work[0:3])
     legs = None if airborne(state, work[0:3]) else leg_contacts(state, trig, work)
-    trig1 = euler_step(state, trig, work[0:3], out=result[0:6])
+    trig1 = euler_step(state, trig, work[0:3], out=out[0:6])
     if legs is None:
-        result[6:8] = 0.0
+        out[6:8] = 0.0
     else:
-        result[6:8] = leg_flags(result[1], trig1, *legs)
-    out = s.new_empty(n, 8) if out is None else out
-    out[:, :8] = result.t()
+        leg_flags(out[1], trig1, *legs, out=out[6:8])
     return out
 
 
@@ -183,13 +193,13 @@ def leg_contacts(state: Tensor, trig: Tensor, work: Tensor) -> tuple[Tensor, Ten
     """Ground reaction (`leg_impulses`) on ``work[0:3]``, the velocity, on the rows that meet it.
 
     ``work [9, N]`` (`body_step`'s rows: the velocity from `engine_kick`, then rows that this
-    fills in). Returns the legs' flags, their tips' heights and ground heights (m above
-    `PAD_CONTACT`), ``[2, N]`` each, for `leg_flags`.
+    fills in). Returns the legs' flags (1.0 down, 0.0 up), their tips' heights and ground
+    heights (m above `PAD_CONTACT`), ``[2, N]`` each, for `leg_flags`.
     """
     a, c = AIRFRAME, _constants(state)
     n = state.shape[1]
     tips, targets = work[3:7].view(2, 2, n), work[7:9]
-    flags = state[6:8] > 0.5
+    flags = torch.gt(state[6:8], 0.5, out=state.new_empty(2, n))  # float masks, see below
     com = torch.addcmul(c.origin, state[0:2], c.metres).add_(trig[2:4], alpha=a.com)  # [2, N]
     tip = leg_tips(trig, out=tips) + com  # [leg, (x, y), N]: m from the pad centre / contact
     height = tip[:, 1]
@@ -220,8 +230,11 @@ def euler_step(state: Tensor, trig: Tensor, velocity: Tensor, out: Tensor) -> Te
     return trig1
 
 
-def leg_flags(y1: Tensor, trig1: Tensor, flags: Tensor, height: Tensor, ground: Tensor) -> Tensor:
-    """The legs' flags after the step ``[2, N]`` (bool), from `leg_contacts`' outputs.
+def leg_flags(
+    y1: Tensor, trig1: Tensor, flags: Tensor, height: Tensor, ground: Tensor, out: Tensor
+) -> Tensor:
+    """The legs' flags after the step ``[2, N]`` (1.0 down, 0.0 up) into ``out``, from
+    `leg_contacts`' outputs.
 
     A leg comes down when its tip ends the step at or below the ground it knows (having
     started it less than `LEG_RELEASE` below), and stays down until its tip rises
@@ -230,9 +243,11 @@ def leg_flags(y1: Tensor, trig1: Tensor, flags: Tensor, height: Tensor, ground: 
     c = _constants(y1)
     com_height1 = torch.addcmul(c.origin[1], y1, c.metres[1]).add_(trig1[3], alpha=AIRFRAME.com)
     height1 = leg_lowest(trig1, com_height1)
-    near = flags | (height > ground - LEG_RELEASE)  # deeper: a folded leg, whose flag stays put
-    limit = torch.add(ground, flags.to(y1.dtype), alpha=LEG_RELEASE)
-    return (height1 <= limit) & near
+    # deeper: a folded leg, whose flag stays put
+    near = torch.gt(height, ground - LEG_RELEASE, out=torch.empty_like(height))
+    torch.maximum(near, flags, out=near)  # or
+    limit = torch.add(ground, flags, alpha=LEG_RELEASE)
+    return torch.le(height1, limit, out=out).mul_(near)  # and
 
 
 def rotation(phi: Tensor) -> Tensor:
@@ -269,10 +284,14 @@ def leg_ground(tip_x: Tensor, height: Tensor, flags: Tensor) -> Tensor:
     Over the pad (between the flags) the model knows it: 0. Elsewhere the terrain is
     unknown; a leg that is down is taken to stand on ground at its tip's current height, a
     leg that is up meets no ground (``-inf``). ``tip_x, height, flags [2, N]``: the tips' x
-    (m from the pad centre) and heights, the legs' flags.
+    (m from the pad centre) and heights, the legs' flags (1.0 down, 0.0 up).
+
+    With float masks f (flag) and p (over the pad) that is ``h·f·(1-p) + log max(f, p)``,
+    exactly: ``log 1 = 0`` where some ground is known, ``log 0 = -inf`` where none is.
     """
-    over_pad = tip_x.abs() <= PAD_HALF_WIDTH * HALF_W
-    return height.masked_fill(~flags, -math.inf).masked_fill_(over_pad, 0.0)
+    over_pad = torch.le(tip_x.abs(), PAD_HALF_WIDTH * HALF_W, out=torch.empty_like(tip_x))
+    known = torch.maximum(flags, over_pad).log_()
+    return (height * flags).mul_(1.0 - over_pad).add_(known)
 
 
 def leg_targets(gap: Tensor, out: Tensor | None = None) -> Tensor:
@@ -347,6 +366,16 @@ def engine_powers(u: Tensor) -> tuple[Tensor, Tensor]:
     off, else ``sign(u_lat)·|u_lat|`` (positive fires the engine that pushes the lander to
     +x). Controls are clipped to ``[-1, 1]`` first.
     """
-    main, side = torch.clamp(u.t(), -1.0, 1.0, out=u.new_empty(2, u.shape[0]))
-    main = torch.where(main > 0, main.mul(0.5).add_(0.5), 0.0)
-    return main, torch.where(side.abs() > 0.5, side, 0.0)
+    return engine_powers_rows(u.t())
+
+
+def engine_powers_rows(u: Tensor) -> tuple[Tensor, Tensor]:
+    """`engine_powers` of controls stored by rows, ``u [2, ...]`` (main, then lateral): the
+    main and side powers ``[...]`` each, element for element the same."""
+    main, side = torch.clamp(u, -1.0, 1.0, out=u.new_empty(u.shape))  # contiguous rows
+    # off where the mask is 0: masks as floats (a bool mask and torch.where cost ~5-20x more
+    # per element on CPU: `planners.mppi` module docstring); the same values (an engine that
+    # is off gets ±0)
+    on = torch.gt(main, 0.0, out=torch.empty_like(main))
+    fire = torch.gt(side.abs(), 0.5, out=torch.empty_like(side))
+    return main.mul_(0.5).add_(0.5).mul_(on), side.mul(fire)

@@ -19,7 +19,9 @@ from envs.lunar_lander_airframe import body_state
 from envs.lunar_lander_body import (
     PAD_HALF_WIDTH,
     body_step,
+    body_step_rows,
     engine_powers,
+    engine_powers_rows,
     hull_clearance,
 )
 
@@ -72,7 +74,7 @@ class LunarLanderModel(PlannerModel):
         _check_last(u, self.nu, "u")
         shape = x.shape[:-1]
         if u.shape[:-1] != shape:
-            shape = torch.broadcast_shapes(shape, u.shape[:-1])
+            shape = torch.broadcast_tensors(x[..., 0], u[..., 0])[0].shape  # broadcast_shapes: ~0.2 ms
             x, u = x.expand(*shape, self.nx), u.expand(*shape, self.nu)
         x = x.reshape(-1, self.nx)
         main, side = engine_powers(u.reshape(-1, self.nu).to(x.dtype))
@@ -80,6 +82,32 @@ class LunarLanderModel(PlannerModel):
         out[:, 8:] = x[:, 8:]
         body_step(x, main, side, self.gravity, out=out)
         return out.view(*shape, self.nx), main.view(shape), side.view(shape)
+
+    def rollout_component_major(self, x: Tensor, u: Tensor) -> Tensor:
+        """`planners.mppi.sample_rollout` of this model's `dynamics`, stepping the rows in place.
+
+        ``x [..., nx]`` (broadcast over ``u``'s leading dims), ``u [..., H, nu]`` -> states
+        ``[..., H+1, nx]`` stored component-major (memory ``[nx, H+1, ...]``), the values of
+        ``H`` calls of `dynamics`, bit for bit. Each step reads its state's rows where they
+        lie and writes the next state's rows in place (`envs.lunar_lander_body.body_step_rows`),
+        and the engines' powers of all H steps are computed at once: no transposes between
+        the generic ``[..., nx]`` layout and the rows that `body_step` computes on. With the
+        planner's B = 64, K = 100 this halves a model step's copies (measured in the
+        commit that added it)."""
+        _check_last(x, self.nx, "x")
+        _check_last(u, self.nu, "u")
+        lead, horizon = u.shape[:-2], u.shape[-2]
+        n = lead.numel()
+        store = x.new_empty(self.nx, horizon + 1, *lead)
+        rows = store.view(self.nx, horizon + 1, n)
+        rows[:, 0] = x.expand(*lead, self.nx).reshape(n, self.nx).t()
+        # [nu, H, n]: each step's controls as contiguous rows
+        u_rows = u.reshape(n, horizon, self.nu).to(x.dtype).permute(2, 1, 0)
+        main, side = engine_powers_rows(u_rows)
+        for t in range(horizon):
+            body_step_rows(rows[:8, t], main[t], side[t], self.gravity, out=rows[:8, t + 1])
+            rows[8:, t + 1] = rows[8:, t]
+        return store.permute(*range(2, 2 + len(lead)), 1, 0)
 
     def reward(self, x: Tensor, u: Tensor) -> Tensor:
         """r̂(x_t, u_t): gymnasium's dense reward, no ±100 terminal terms (App. B.2).

@@ -78,7 +78,8 @@ class ValueTerminalCost:
 
 def danger_cost(model: Any, x: Tensor) -> Tensor:
     """Eq. (42): 1 where the state's point lies in its danger zone, else 0 (``model.in_danger``)."""
-    return model.in_danger(x).to(x.dtype)
+    indicator = getattr(model, "danger_indicator", None)
+    return indicator(x) if indicator is not None else model.in_danger(x).to(x.dtype)
 
 
 def lunar_lander_other_cost(

@@ -17,7 +17,11 @@ The arithmetic is pytorch-mppi's (``pytorch_mppi.MPPI.command``), which the pape
 
 For speed, the K sample rollouts are stored component-major (`sample_rollout`), so the
 cost terms read each state component as one contiguous block; `plan_controls` skips the
-candidates' rollouts for callers that roll them out later (`MPPI.paths`).
+candidates' rollouts for callers that roll them out later (`MPPI.paths`). Masks in the hot
+path are float tensors (``torch.gt(a, b, out=float)``, then a product) and non-finite values
+are mapped with ``nan_to_num``: on this torch's CPU kernels a comparison into a bool tensor
+costs ~1.4 ns per element, ``torch.where`` and ``masked_fill`` ~5 ns, against ~0.15 ns for a
+comparison into floats (measured on 64,000 elements, one thread, AVX-512).
 
 Differences, all on purpose: the warm start ``U`` goes in and the plans come out (no hidden
 state, no internal shift; `shift_warm_start` is the shift); samples whose cost or rollout is
@@ -114,8 +118,14 @@ def sample_rollout(dynamics: Dynamics, x: Tensor, u: Tensor) -> Tensor:
 
     Cost terms then read each state component at each step as one contiguous block, and
     broadcasting it against targets ``[B, M, 1, 1, nt]`` runs over whole blocks instead of
-    ``nt``-element rows; the values are `rollout`'s.
+    ``nt``-element rows; the values are `rollout`'s. A ``dynamics`` that is the bound
+    ``dynamics`` method of a model with ``rollout_component_major(x, u)`` (same contract) is
+    rolled out by that method (`envs.lunar_lander_model.LunarLanderModel`).
     """
+    model = getattr(dynamics, "__self__", None)
+    own = getattr(model, "rollout_component_major", None)
+    if own is not None and getattr(dynamics, "__name__", None) == "dynamics":
+        return own(x, u)  # the model's `dynamics`, rolled out on its rows (same values)
     lead, horizon, nx = u.shape[:-2], u.shape[-2], x.shape[-1]
     store = x.new_empty(nx, horizon + 1, *lead)
     states = store.permute(*range(2, 2 + len(lead)), 1, 0)
@@ -168,7 +178,8 @@ def path_cost(
         cost = running_cost(states[..., 1:, :], controls, target.unsqueeze(-2)).sum(-1)
     if terminal_cost is not None:
         cost = cost + terminal_cost(states[..., -1, :], target)
-    return cost.expand(torch.broadcast_shapes(states.shape[:-2], target.shape[:-1]))
+    # the broadcast shape (torch.broadcast_tensors: torch.broadcast_shapes costs ~0.2 ms a call)
+    return cost.expand(torch.broadcast_tensors(states[..., 0, 0], target[..., 0])[0].shape)
 
 
 def mppi_weights(costs: Tensor, lambda_temp: float) -> Tensor:
@@ -182,16 +193,15 @@ def mppi_weights(costs: Tensor, lambda_temp: float) -> Tensor:
     result underflows runs ~10x slower, and with Table 5's weights many samples' costs lie
     that far above the best one (about half of them on Lunar Lander, a fifth on Acrobot).
     """
-    finite = torch.isfinite(costs)
-    costs = torch.where(finite, costs, torch.inf)
+    costs = torch.nan_to_num(costs, nan=math.inf, neginf=math.inf)  # non-finite: +inf
     beta = costs.amin(-1, keepdim=True)
-    if not bool(finite.any(-1).all()):
-        rows = (~finite.any(-1)).nonzero().tolist()
+    if bool(torch.isinf(beta).any()):
+        rows = torch.isinf(beta[..., 0]).nonzero().tolist()
         raise ValueError(f"all K sample costs are non-finite for (state, candidate) rows {rows}")
     arg = (beta - costs) / lambda_temp  # <= 0; -inf for the non-finite costs
     floor = math.log(torch.finfo(arg.dtype).tiny) + 1.0  # + 1: clear of rounding in the dtype
-    small = arg < floor
-    w = arg.clamp_(min=floor).exp_().masked_fill_(small, 0.0)
+    kept = torch.ge(arg, floor, out=torch.empty_like(arg))  # 1.0, or 0.0 below the floor
+    w = arg.clamp_(min=floor).exp_().mul_(kept)
     return w / w.sum(-1, keepdim=True)
 
 
@@ -354,9 +364,9 @@ class MPPI:
             states.unsqueeze(1), perturbed.unsqueeze(1), target.unsqueeze(2),
         )  # fmt: skip
         sample_cost = sample_cost + action_cost(warm, eps, sigma_inv, self.lambda_temp).unsqueeze(1)
-        # a sum is non-finite iff a term is (or it overflows): one cheap pass over the states
-        finite_rollout = torch.isfinite(states.sum((-2, -1)))  # [B, K]
-        sample_cost = torch.where(finite_rollout.unsqueeze(1), sample_cost, torch.inf)
+        # a sum is non-finite iff a term is (or it overflows): one cheap pass over the states;
+        # times 0 it is 0, or NaN for a non-finite rollout, which then gets zero weight
+        sample_cost = sample_cost + states.sum((-2, -1)).mul_(0.0).unsqueeze(1)
         weights = mppi_weights(sample_cost, self.lambda_temp)
         controls = torch.clamp(mppi_update(warm, eps, weights), u_min, u_max)
         return target, controls, weights

@@ -22,6 +22,7 @@ from envs.lunar_lander_body import (
     VX_OBS,
     VY_OBS,
     W_OBS,
+    engine_powers,
 )
 from envs.lunar_lander_dz import (
     VELOCITY_SCALE,
@@ -300,3 +301,48 @@ def test_batched_model_equals_per_row_calls():
             for full, one in zip(batched, row, strict=True):
                 torch.testing.assert_close(full[b, k], one)
     assert batched[0][..., 6:8].sum() > 0  # some legs are down in the batch
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_rollout_equals_the_generic_rollout_bit_for_bit(dtype):
+    """`LunarLanderModel.rollout_component_major` (what `planners.mppi.sample_rollout` uses for
+    this model) gives `dynamics` called H times, exactly: in flight, near the pad with legs
+    down and up (the contact solver), with x broadcast over the samples, controls past the
+    bounds and on the engines' thresholds."""
+    from planners.mppi import sample_rollout
+
+    model = LunarLanderModel()
+    gen = torch.Generator().manual_seed(3)
+    B, K, H = 4, 50, 10
+    x = torch.rand(B, 1, 12, generator=gen, dtype=dtype) - 0.5
+    x[:2, :, 1] = torch.rand(2, 1, generator=gen, dtype=dtype) * 0.1 - 0.02  # at the pad
+    x[0, :, 6:8] = 1.0
+    x[..., 8:12] = torch.tensor(OUT_OF_THE_WAY, dtype=dtype)
+    u = torch.rand(B, K, H, 2, generator=gen, dtype=dtype) * 2.4 - 1.2
+    u[0, 0, :, 0], u[0, 1, :, 1] = 0.0, 0.5  # the thresholds: main off at 0, side at 0.5
+
+    def generic(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # not the bound method
+        return model.dynamics(x, u)
+
+    fast, ref = sample_rollout(model.dynamics, x, u), sample_rollout(generic, x, u)
+    assert fast.shape == ref.shape == (B, K, H + 1, 12) and fast.stride() == ref.stride()
+    assert torch.equal(fast, ref)
+    assert fast[..., 6:8].sum() > 0 and fast[..., 6:8].sum() < fast[..., 6:8].numel()
+
+
+def test_engine_powers_and_the_danger_indicator_equal_their_definitions():
+    """The float-mask forms give gymnasium's throttle map and eq. (42)'s indicator exactly."""
+    u = torch.tensor([[-1.5, -0.2], [0.0, 0.5], [1e-7, -0.5], [0.3, 0.50001], [2.0, -0.9]])
+    main, side = engine_powers(u)
+    c = u.clamp(-1.0, 1.0)
+    assert torch.equal(main, torch.where(c[:, 0] > 0, (c[:, 0] + 1) / 2, 0.0))
+    assert torch.equal(side, torch.where(c[:, 1].abs() > 0.5, c[:, 1], 0.0))
+    model = LunarLanderModel()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 12, generator=gen) * 2 - 1
+    x[..., 8:12] = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    x[:4, :2] = torch.tensor([[0.5, 0.0], [-0.5, 0.5], [0.50001, 0.0], [0.0, -0.5]])  # edges
+    indicator = model.danger_indicator(x)
+    assert indicator.dtype == x.dtype
+    assert torch.equal(indicator, model.in_danger(x).to(x.dtype))
+    assert indicator[:2].tolist() == [1.0, 1.0] and indicator[2] == 0.0
