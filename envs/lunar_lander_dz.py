@@ -163,6 +163,9 @@ class LunarLanderDZEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.zone = self.fixed_zone or DangerZone(*(np.mean(r) for r in ranges.values()))
         self.elapsed_steps = 0
+        #: the planner state of the world as `reset` or `step` left it (body_state, then the
+        #: zone: `LunarLanderModel.planner_state`), kept from the body state they read anyway
+        self.planner_x: np.ndarray | None = None
 
     def planner_model(self) -> LunarLanderModel:
         return LunarLanderModel(self.gravity)
@@ -179,6 +182,7 @@ class LunarLanderDZEnv(gym.Env):
             )
         self.elapsed_steps = 0
         state = body_state(self.lander_env)
+        self.planner_x = np.concatenate([state, self.zone.as_tuple()])
         return self._obs(obs8), self._info(state, bool(self.zone.contains(*state[:2])), False)
 
     def step(self, action):
@@ -188,6 +192,7 @@ class LunarLanderDZEnv(gym.Env):
         obs8, reward, terminated, _, _ = self.lander_env.step(u)
         self.elapsed_steps += 1
         state = body_state(self.lander_env)
+        self.planner_x = np.concatenate([state, self.zone.as_tuple()])
         danger = bool(self.zone.contains(state[0], state[1]))
         reward = float(reward) - ZONE_PENALTY * danger
         truncated = not terminated and self.elapsed_steps >= self.max_episode_steps

@@ -129,6 +129,9 @@ class LunarLanderModel(PlannerModel):
         base = env.unwrapped
         if base.lander_env.lander is None:
             raise ResetNeeded("call env.reset() before reading its planner state")
+        kept = getattr(base, "planner_x", None)  # what the env's last reset or step read
+        if kept is not None:
+            return kept.copy()
         return np.concatenate([body_state(base.lander_env), base.zone.as_tuple()])
 
     def position(self, x: Tensor) -> Tensor:

@@ -346,3 +346,44 @@ def test_engine_powers_and_the_danger_indicator_equal_their_definitions():
     assert indicator.dtype == x.dtype
     assert torch.equal(indicator, model.in_danger(x).to(x.dtype))
     assert indicator[:2].tolist() == [1.0, 1.0] and indicator[2] == 0.0
+
+
+def test_a_batch_of_flying_and_touching_landers_equals_per_row_calls():
+    """`body_step_rows` runs the contact solver on the rows that may touch only (`touching`):
+    a batch mixing landers high up, at the pad with legs up and down, and sinking fast gives
+    each row's own one-row result, exactly."""
+    model = LunarLanderModel()
+    gen = torch.Generator().manual_seed(1)
+    n = 40
+    x = torch.rand(n, 12, generator=gen, dtype=torch.float64) - 0.5
+    x[:10, 1] = 1.0  # high up: never touching
+    x[10:30, 1] = torch.rand(20, generator=gen, dtype=torch.float64) * 0.06 - 0.01  # at the pad
+    x[10:20, 6:8] = 1.0
+    x[20:30, 6:8] = 0.0
+    x[30:, 1], x[30:, 3] = 0.05, -0.9  # sinking fast towards it
+    x[..., 8:12] = torch.tensor(OUT_OF_THE_WAY, dtype=torch.float64)
+    u = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    batched = model.dynamics(x, u)
+    rows = torch.stack([model.dynamics(x[i], u[i]) for i in range(n)])
+    assert torch.equal(batched, rows)
+    assert batched[10:, 6:8].sum() > 0 and batched[:10, 6:8].sum() == 0
+
+
+def test_planner_state_kept_from_the_step_is_the_worlds():
+    """`LunarLanderModel.planner_state` hands out the state the env's reset or step read off
+    Box2D (`LunarLanderDZEnv.planner_x`), a copy, equal to reading the world again."""
+    import envs  # noqa: F401  (registers the ids)
+    from envs.lunar_lander_airframe import body_state
+
+    env = gym.make("rlmpc/LunarLanderDZ-v0")
+    model = env.unwrapped.planner_model()
+    env.reset(seed=4)
+    for t in range(30):
+        x = model.planner_state(env)
+        base = env.unwrapped
+        fresh = np.concatenate([body_state(base.lander_env), base.zone.as_tuple()])
+        assert np.array_equal(x, fresh)
+        x[:] = 0.0  # a copy: the env's own is untouched
+        assert np.array_equal(model.planner_state(env), fresh)
+        if env.step(np.array([0.6, 0.0], np.float32) if t % 3 else env.action_space.sample())[2]:
+            env.reset(seed=t)
