@@ -8,8 +8,18 @@ Two figures measured in the same run, on the same machine:
   learned on.
 * **reference**, the paper-faithful loop (App. E): one env, one pytorch-mppi controller per
   candidate, candidates one after another, then PPO's update every n_steps, all in one
-  process: ``1 / (seconds per acting step + seconds per update / n_steps)``, the acting part
-  timed over ``--reference-steps`` steps and the update timed once on a real iteration of data.
+  process: ``1 / (seconds per acting step + seconds per update / n_steps)``, the update timed
+  once on a real iteration of data. The acting part is timed over the same stretch of an
+  episode's life as the system's steady state: the system is timed from iteration 3 on, its
+  envs then ``3·T`` steps into their lives (T = n_steps / envs, 32 by default), so the
+  reference steps its env through those ``3·T`` steps untimed and times the next
+  ``--reference-steps`` (default: as many as each of the system's envs is timed for,
+  ``(iterations - 3)·T``). Timing it from a fresh episode instead, as this benchmark did
+  before, compared a reference lander in the air with a system whose landers are mostly on
+  the ground, where the model's contact solver costs more per step (`envs.lunar_lander_body`),
+  in the reference as in the system. Half of those steps and one update are timed before the
+  system run and the rest after it (`Reference`), so that a drift in the machine's speed
+  during the run falls on both figures alike.
 
 Where the system's time goes, from its ``time/*`` metrics over the same steady-state
 iterations (medians): acting (``collect``: an actor's fragment), waiting (the driver for the
@@ -54,7 +64,8 @@ def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
         "--envs-per-actor", type=int, default=None, help="envs per actor (default: launch.py's)"
     )
     p.add_argument(
-        "--reference-steps", type=int, default=60, help="acting steps timed for the reference"
+        "--reference-steps", type=int, default=None,
+        help="acting steps timed for the reference (default: the system's per-env span)",
     )
     p.add_argument(
         "--rho0", type=float, default=None,
@@ -169,38 +180,64 @@ def measure_system(cfg) -> tuple[float, dict]:
     return sps, {"iterations": len(rows), "last": b, "split": split, "memory": mem}
 
 
-def measure_reference(cfg, steps: int, seed: int) -> tuple[float, float, float]:
-    """(env steps/s, s per acting step, s per update) of the paper-faithful loop."""
-    from dataclasses import replace
+def reference_window(cfg, iterations: int) -> tuple[int, int]:
+    """(steps stepped untimed, steps timed) of the reference's env: the span of its life that
+    each of the system's envs is timed over (`measure_system`: iterations 3.. of the run)."""
+    run = cfg.run
+    per_env = max(cfg.ppo.n_steps // (run.num_actors * run.envs_per_actor), 1)
+    return 3 * per_env, (iterations - 3) * per_env
 
-    from rlmpc.system.learner import Learner
-    from rlmpc.system.records import FragmentId
-    from rlmpc.system.worker import RolloutWorker, WorkerSpec
 
-    torch.set_num_threads(1)
-    spec = WorkerSpec(cfg.run.env, 1, cfg.run.num_candidates, replace(cfg.planner, backend="pytorch_mppi"),
-                      cfg.networks, seed)  # fmt: skip
-    ref = RolloutWorker(0, spec)
-    ref.collect(FragmentId(0, 0), 2, None, 0)  # warm-up
-    start = time.perf_counter()
-    ref.collect(FragmentId(1, 0), steps, None, 0)
-    act = (time.perf_counter() - start) / steps
-    # one PPO update on a real iteration of data (collected fast with the batched planner)
-    n = cfg.ppo.n_steps
-    fast = RolloutWorker(0, replace(spec, n_envs=64, planner=cfg.planner))
-    real, virtual, _ = fast.collect(FragmentId(0, 0), n // 64, None, 0)
-    learner = Learner(ref.model.nobs, ref.model.na, cfg.ppo, cfg.networks, cfg.influence_ratio)
-    start = time.perf_counter()
-    learner.train([real], [virtual] if virtual is not None else [])
-    update = time.perf_counter() - start
-    return 1.0 / (act + update / n), act, update
+class Reference:
+    """The paper-faithful loop, timed in halves around the system run.
+
+    Its env is stepped ``skip`` steps untimed first (`reference_window`); `time` then times
+    ``steps`` acting steps (continuing the same episode from call to call) and one PPO update
+    on a real iteration of data (collected fast with the batched planner, once). Timing half
+    of the steps and an update before the system run and the rest after it puts a drift in
+    the machine's speed (this 2-core VM's varies by a third within minutes) on both figures
+    alike instead of on the ratio.
+    """
+
+    def __init__(self, cfg, seed: int, skip: int = 0) -> None:
+        from dataclasses import replace
+
+        from rlmpc.system.learner import Learner
+        from rlmpc.system.records import FragmentId
+        from rlmpc.system.worker import RolloutWorker, WorkerSpec
+
+        torch.set_num_threads(1)
+        spec = WorkerSpec(cfg.run.env, 1, cfg.run.num_candidates, replace(cfg.planner, backend="pytorch_mppi"),
+                          cfg.networks, seed)  # fmt: skip
+        self.worker, self.fid, self.n = RolloutWorker(0, spec), FragmentId, cfg.ppo.n_steps
+        self.worker.collect(FragmentId(0, 0), 2 + skip, None, 0)  # warm-up, then into the window
+        fast = RolloutWorker(0, replace(spec, n_envs=64, planner=cfg.planner))
+        self.data = fast.collect(FragmentId(0, 0), self.n // 64, None, 0)[:2]
+        model = self.worker.model
+        self.learner = Learner(model.nobs, model.na, cfg.ppo, cfg.networks, cfg.influence_ratio)
+        self.act_s, self.steps, self.updates = 0.0, 0, []
+
+    def time(self, steps: int) -> None:
+        """Time ``steps`` more acting steps and one more update."""
+        start = time.perf_counter()
+        self.worker.collect(self.fid(len(self.updates) + 1, 0), steps, None, 0)
+        self.act_s, self.steps = self.act_s + time.perf_counter() - start, self.steps + steps
+        real, virtual = self.data
+        start = time.perf_counter()
+        self.learner.train([real], [virtual] if virtual is not None else [])
+        self.updates.append(time.perf_counter() - start)
+
+    def figures(self) -> tuple[float, float, float]:
+        """(env steps/s, s per acting step, s per update: the mean of the timed ones)."""
+        act, update = self.act_s / self.steps, statistics.mean(self.updates)
+        return 1.0 / (act + update / self.n), act, update
 
 
 def run_system(args: argparse.Namespace) -> dict[str, float]:
     if args.iterations < 4:
         raise SystemExit("rlmpc.bench system: --iterations must be >= 4")
-    if args.reference_steps < 1:
-        raise SystemExit("rlmpc.bench system: --reference-steps must be >= 1")
+    if args.reference_steps is not None and args.reference_steps < 2:
+        raise SystemExit("rlmpc.bench system: --reference-steps must be >= 2 (two halves)")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(args, tmp)
         run = cfg.run
@@ -210,11 +247,18 @@ def run_system(args: argparse.Namespace) -> dict[str, float]:
             f"n_steps={cfg.ppo.n_steps}, rho0={cfg.influence_ratio.rho0}, "
             f"{args.iterations} iterations"
         )
-        ref_sps, act, update = measure_reference(cfg, args.reference_steps, args.seed)
-        print(f"  reference: {act * 1e3:.1f} ms per acting step, {update:.2f} s per update "
-              f"-> {ref_sps:.1f} env-steps/s")  # fmt: skip
+        skip, steps = reference_window(cfg, args.iterations)
+        steps = args.reference_steps or steps
+        reference = Reference(cfg, args.seed, skip)
+        reference.time(steps // 2)  # half before the system run, half after (`Reference`)
         sps, info = measure_system(cfg)
         print(f"  system: {sps:.0f} env-steps/s over iterations 3..{info['iterations']}")
+        reference.time(steps - steps // 2)
+        ref_sps, act, update = reference.figures()
+        print(f"  reference: {act * 1e3:.1f} ms per acting step (steps {skip}..{skip + steps} "
+              f"of its env, half before the system run, half after), {update:.2f} s per "
+              f"update (before: {reference.updates[0]:.2f}, after: {reference.updates[1]:.2f}) "
+              f"-> {ref_sps:.1f} env-steps/s")  # fmt: skip
     split, mem, n = info["split"], info["memory"], cfg.ppo.n_steps
     print("  per iteration (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in split.items()))
     figures = {
