@@ -163,8 +163,15 @@ def virtual_diagnostics(v_bar: Tensor, ret: Tensor, path_terminated: Tensor) -> 
 
 
 def normalise(a: Tensor) -> Tensor:
-    """Zero mean, unit (population) std."""
-    return (a - a.mean()) / (a.std(correction=0) + 1e-8)
+    """Zero mean, unit (population) std; all zeros where the values are all equal.
+
+    "Equal" up to float rounding: a std below 1e-5 of the mean's magnitude is the rounding
+    of the mean itself (float32 sums of equal values need not divide back exactly, and how
+    they round depends on the CPU's vector width), and dividing it by ``std + 1e-8`` would
+    blow that noise up into advantages of order 1e-3 to 1, a gradient from nothing."""
+    mean, std = a.mean(), a.std(correction=0)
+    spread = (std > 1e-5 * mean.abs()).to(a.dtype)  # 1, or 0 where all are equal
+    return (a - mean) / (std + 1e-8) * spread
 
 
 def minibatch_loss(

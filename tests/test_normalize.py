@@ -174,3 +174,17 @@ def test_nonfinite_real_targets_leave_the_value_units_alone():
         assert torch.equal(v, before[k]), k
     for k, v in lrn.values.heads.state_dict().items():
         assert torch.equal(v, heads[k]), k
+
+
+def test_advantage_normalisation_of_equal_values_is_zero():
+    """`learners.ppo_loss.normalise`: values equal up to float rounding normalise to exact
+    zeros (not their rounding noise blown up by 1/(std + 1e-8)); others as before."""
+    from learners.ppo_loss import normalise
+
+    equal = torch.full((2048,), -2.03e-4) + torch.randn(2048) * 3e-11  # a sum's rounding
+    assert torch.equal(normalise(equal), torch.zeros(2048))
+    assert torch.equal(normalise(torch.full((64,), 0.37)), torch.zeros(64))
+    a = torch.randn(2048) * 3.0 + 1.0
+    assert torch.equal(normalise(a), (a - a.mean()) / (a.std(correction=0) + 1e-8))
+    tiny = torch.randn(512) * 1e-6  # genuinely spread, however small
+    assert normalise(tiny).std(correction=0) == pytest.approx(1.0, rel=0.05)
