@@ -159,7 +159,8 @@ def body_step_rows(
         work[0:3].index_copy_(1, rows, some[0:3])
         trig1 = euler_step(state, trig, work[0:3], out=out[0:6])
         out[6:8] = 0.0
-        flags = leg_flags(out[1, rows], trig1[:, rows], *legs, out=some[3:5])
+        y1, trig1 = out[1].index_select(0, rows), trig1.index_select(1, rows)
+        flags = leg_flags(y1, trig1, *legs, out=some[3:5])
         out[6:8].index_copy_(1, rows, flags)
     return out
 

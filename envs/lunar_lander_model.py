@@ -120,6 +120,22 @@ class LunarLanderModel(PlannerModel):
         fuel = torch.add(main * 0.3, side.abs(), alpha=0.03).add_(danger)
         return (shaping(x1) - shaping(x)).sub_(fuel)
 
+    def path_reward(self, states: Tensor, controls: Tensor) -> Tensor:
+        """`reward` along a planned path ``[..., H]``: ``states [..., H+1, nx]``, the model's own
+        steps under ``controls [..., H, nu]`` (`planners.reward_cost.path_rewards`).
+
+        Each step's ``x_{k+1}`` is read off the path instead of stepping the model again
+        (`reward` would repeat the path's `dynamics`, the contact solver included): the same
+        values, for half the model steps of the virtual data."""
+        _check_last(states, self.nx, "states")
+        _check_last(controls, self.nu, "u")
+        x, x1 = states[..., :-1, :], states[..., 1:, :]
+        shape = x1.shape[:-1]
+        main, side = engine_powers(controls.reshape(-1, self.nu).to(x1.dtype))
+        danger = ZONE_PENALTY * self.in_danger(x1).to(x1.dtype)
+        fuel = torch.add(main.view(shape) * 0.3, side.view(shape).abs(), alpha=0.03).add_(danger)
+        return (shaping(x1) - shaping(x)).sub_(fuel)
+
     def observe(self, x: Tensor) -> Tensor:
         """ψ: the observation is the planner state."""
         _check_last(x, self.nx, "x")

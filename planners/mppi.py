@@ -335,9 +335,11 @@ class MPPI:
         """P̂ from ``x [..., nx]`` under ``controls [..., H, nu]``: states ``[..., H+1, nx]``.
 
         `PlanResult.paths` of plans from `plan_controls` (``x`` expanded over the candidates).
+        Rolled out as the samples are (`sample_rollout`: a model's own row stepping where it
+        has one), then laid out ``[..., H+1, nx]``: `rollout`'s values.
         """
         with torch.no_grad():
-            return rollout(self.dynamics, x, controls)
+            return sample_rollout(self.dynamics, x, controls).contiguous()
 
     def _update(
         self,

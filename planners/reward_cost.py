@@ -10,7 +10,8 @@ PPO-MPPI's value targets would credit that path with (γ = λ = 1, no bootstrap)
     S = −Σ_{k<H} live_k (r̂(x_k, u_k) + [terminal] R_T(x_{k+1}))
 
 * ``r̂`` is ``model.reward_after(x_{k+1})`` where the model has it (Acrobot), else
-  ``model.reward(x_k, u_k)``. The danger zone is carried by r̂ itself (App. B: Acrobot's −50
+  ``model.path_reward(states, controls)`` (Lunar Lander: `reward` of each step with
+  ``x_{k+1}`` read off the path), else ``model.reward(x_k, u_k)``. The danger zone is carried by r̂ itself (App. B: Acrobot's −50
   per step with the tip in the zone, Lunar Lander's −5), so no w_D·J_danger is added: it
   would count the zone twice.
 * ``R_T`` is ``model.terminal_reward`` (Lunar Lander's −100 crash; Acrobot has none), paid
@@ -45,8 +46,11 @@ def path_rewards(
     """
     reached = states[..., 1:, :]
     reward_after = getattr(model, "reward_after", None)  # r̂ read off x_{k+1}, no re-stepping
+    path_reward = getattr(model, "path_reward", None)  # r̂ of the path's own transitions
     if reward_after is not None:
         rewards = reward_after(reached)
+    elif path_reward is not None:
+        rewards = path_reward(states, controls)
     else:
         rewards = model.reward(states[..., :-1, :], controls)
     ended = model.terminated(reached)  # [..., H]: x_{k+1} terminal

@@ -387,3 +387,20 @@ def test_planner_state_kept_from_the_step_is_the_worlds():
         assert np.array_equal(model.planner_state(env), fresh)
         if env.step(np.array([0.6, 0.0], np.float32) if t % 3 else env.action_space.sample())[2]:
             env.reset(seed=t)
+
+
+def test_path_reward_equals_reward_of_each_step():
+    """`LunarLanderModel.path_reward` (x_{k+1} read off a rolled-out path) gives `reward(x_k,
+    u_k)` exactly, on paths that fly, touch down and cross the zone."""
+    from planners.mppi import rollout
+
+    model = LunarLanderModel()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(6, 12, generator=gen) - 0.5
+    x[:3, 1], x[:2, 6:8] = 0.03, 1.0
+    x[..., 8:12] = torch.tensor([0.0, 0.1, 0.6, 0.6])  # a zone the paths cross
+    u = torch.rand(6, 10, 2, generator=gen) * 2.4 - 1.2
+    paths = rollout(model.dynamics, x, u)
+    expected = model.reward(paths[:, :-1], u)
+    assert torch.equal(model.path_reward(paths, u), expected)
+    assert (paths[..., 6:8] > 0.5).any() and (expected < -4).any()  # touching, in the zone
