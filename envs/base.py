@@ -111,6 +111,15 @@ class PlannerModel(abc.ABC):
         """``tracked(x) - target`` ``[..., nt]``; models with angles override it to wrap them."""
         return self.tracked(x) - target
 
+    def tracking_error_parts(self, x: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """`tracking_error`'s components, ``nt`` tensors ``[...]``: its ``unbind(-1)``.
+
+        A model whose error is the plain difference may give each component as its own
+        difference instead (`envs.lunar_lander_model.LunarLanderModel`): the same values,
+        without the interleaved ``[..., nt]`` tensor that the planner's component-major
+        states would otherwise be written into and read back from with a stride."""
+        return self.tracking_error(x, target).unbind(-1)
+
     def scripted_action(self, obs: Tensor) -> Tensor:
         """A hand-written high-level policy: actions ``[..., na]`` for observations ``[..., nobs]``.
 

@@ -161,6 +161,10 @@ class LunarLanderModel(PlannerModel):
     def tracked(self, x: Tensor) -> Tensor:
         return x[..., 2:4]
 
+    def tracking_error_parts(self, x: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """``ẋ - ẋ*, ẏ - ẏ*`` ``[...]`` each (`envs.base.PlannerModel.tracking_error_parts`)."""
+        return x[..., 2] - target[..., 0], x[..., 3] - target[..., 1]
+
     def scripted_action(self, obs: Tensor) -> Tensor:
         """A hand-written high-level policy ``[..., na]`` for checking the planner alone (App. E).
 

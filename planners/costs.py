@@ -12,7 +12,7 @@ which is the noise **covariance**: Σ = 0.5·I (a standard deviation of about 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, Literal
@@ -33,7 +33,11 @@ def squared_norm(v: Tensor) -> Tensor:
     For the few components of a target or control this is ~3× faster on CPU than a reduction
     over a short last dim (``vector_norm``), and the planner calls it on ``[B, M, K, H]`` states.
     """
-    parts = v.unbind(-1)
+    return squared_sum(v.unbind(-1))
+
+
+def squared_sum(parts: Sequence[Tensor]) -> Tensor:
+    """``Σ_i parts[i]²`` ``[...]`` (`squared_norm` of components given one by one)."""
     total = parts[0] * parts[0]
     for c in parts[1:]:
         total.addcmul_(c, c)
@@ -42,7 +46,9 @@ def squared_norm(v: Tensor) -> Tensor:
 
 def tracking_cost(model: Any, x: Tensor, target: Tensor) -> Tensor:
     """Eq. (39): ``J_RL^track = ||x̂ − x*(a)||`` on the tracked features (angles wrapped)."""
-    return squared_norm(model.tracking_error(x, target)).sqrt_()
+    parts = getattr(model, "tracking_error_parts", None)  # `envs.base.PlannerModel`'s
+    parts = parts(x, target) if parts is not None else model.tracking_error(x, target).unbind(-1)
+    return squared_sum(parts).sqrt_()
 
 
 def _tracking_term(model: Any, x: Tensor, u: Tensor, target: Tensor) -> Tensor:

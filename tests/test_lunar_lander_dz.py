@@ -404,3 +404,15 @@ def test_path_reward_equals_reward_of_each_step():
     expected = model.reward(paths[:, :-1], u)
     assert torch.equal(model.path_reward(paths, u), expected)
     assert (paths[..., 6:8] > 0.5).any() and (expected < -4).any()  # touching, in the zone
+
+
+def test_tracking_error_parts_equal_the_error_unbound():
+    """The per-component tracking error (eq. 39's cost reads it) equals `tracking_error`'s
+    components, on the planner's broadcast shapes ([B, 1, K, H, nx] states, component-major,
+    against [B, M, 1, 1, nt] targets)."""
+    model = LunarLanderModel()
+    x = torch.randn(12, 5, 3, 7).permute(2, 3, 1, 0).unsqueeze(1)  # [3, 1, 7, 5, 12]
+    target = torch.randn(3, 4, 1, 1, 2)
+    parts = model.tracking_error_parts(x, target)
+    whole = model.tracking_error(x, target).unbind(-1)
+    assert len(parts) == 2 and all(torch.equal(p, w) for p, w in zip(parts, whole, strict=True))
