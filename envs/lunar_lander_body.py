@@ -392,9 +392,7 @@ def engine_powers_rows(u: Tensor) -> tuple[Tensor, Tensor]:
     """`engine_powers` of controls stored by rows, ``u [2, ...]`` (main, then lateral): the
     main and side powers ``[...]`` each, element for element the same."""
     main, side = torch.clamp(u, -1.0, 1.0, out=u.new_empty(u.shape))  # contiguous rows
-    # off where the mask is 0: masks as floats (a bool mask and torch.where cost ~5-20x more
-    # per element on CPU: `planners.mppi` module docstring); the same values (an engine that
-    # is off gets ±0)
+    # float masks (see the comment at the top); an engine that is off gets ±0
     on = torch.gt(main, 0.0, out=torch.empty_like(main))
     fire = torch.gt(side.abs(), 0.5, out=torch.empty_like(side))
     return main.mul_(0.5).add_(0.5).mul_(on), side.mul(fire)

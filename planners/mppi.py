@@ -17,11 +17,9 @@ The arithmetic is pytorch-mppi's (``pytorch_mppi.MPPI.command``), which the pape
 
 For speed, the K sample rollouts are stored component-major (`sample_rollout`), so the
 cost terms read each state component as one contiguous block; `plan_controls` skips the
-candidates' rollouts for callers that roll them out later (`MPPI.paths`). Masks in the hot
-path are float tensors (``torch.gt(a, b, out=float)``, then a product) and non-finite values
-are mapped with ``nan_to_num``: on this torch's CPU kernels a comparison into a bool tensor
-costs ~1.4 ns per element, ``torch.where`` and ``masked_fill`` ~5 ns, against ~0.15 ns for a
-comparison into floats (measured on 64,000 elements, one thread, AVX-512).
+candidates' rollouts for callers that roll them out later (`MPPI.paths`). Masks are floats
+and non-finite costs go through ``nan_to_num``: bool masks, ``torch.where`` and ``masked_fill``
+cost 10-40x a float comparison per element on CPU (docs/architecture.md, the hot path's rules).
 
 Differences, all on purpose: the warm start ``U`` goes in and the plans come out (no hidden
 state, no internal shift; `shift_warm_start` is the shift); samples whose cost or rollout is
@@ -118,9 +116,8 @@ def sample_rollout(dynamics: Dynamics, x: Tensor, u: Tensor) -> Tensor:
 
     Cost terms then read each state component at each step as one contiguous block, and
     broadcasting it against targets ``[B, M, 1, 1, nt]`` runs over whole blocks instead of
-    ``nt``-element rows; the values are `rollout`'s. A ``dynamics`` that is the bound
-    ``dynamics`` method of a model with ``rollout_component_major(x, u)`` (same contract) is
-    rolled out by that method (`envs.lunar_lander_model.LunarLanderModel`).
+    ``nt``-element rows; the values are `rollout`'s. A model's bound ``dynamics`` whose model
+    has ``rollout_component_major(x, u)`` (this contract) is rolled out by that (Lunar Lander).
     """
     model = getattr(dynamics, "__self__", None)
     own = getattr(model, "rollout_component_major", None)
@@ -178,7 +175,7 @@ def path_cost(
         cost = running_cost(states[..., 1:, :], controls, target.unsqueeze(-2)).sum(-1)
     if terminal_cost is not None:
         cost = cost + terminal_cost(states[..., -1, :], target)
-    # the broadcast shape (torch.broadcast_tensors: torch.broadcast_shapes costs ~0.2 ms a call)
+    # broadcast_tensors for the shape: torch.broadcast_shapes costs ~0.2 ms a call
     return cost.expand(torch.broadcast_tensors(states[..., 0, 0], target[..., 0])[0].shape)
 
 
@@ -334,9 +331,8 @@ class MPPI:
     def paths(self, x: Tensor, controls: Tensor) -> Tensor:
         """P̂ from ``x [..., nx]`` under ``controls [..., H, nu]``: states ``[..., H+1, nx]``.
 
-        `PlanResult.paths` of plans from `plan_controls` (``x`` expanded over the candidates).
-        Rolled out as the samples are (`sample_rollout`: a model's own row stepping where it
-        has one), then laid out ``[..., H+1, nx]``: `rollout`'s values.
+        `PlanResult.paths` of plans from `plan_controls` (``x`` expanded over the candidates);
+        `rollout`'s values, rolled out as `sample_rollout` does, then made contiguous.
         """
         with torch.no_grad():
             return sample_rollout(self.dynamics, x, controls).contiguous()
@@ -366,8 +362,8 @@ class MPPI:
             states.unsqueeze(1), perturbed.unsqueeze(1), target.unsqueeze(2),
         )  # fmt: skip
         sample_cost = sample_cost + action_cost(warm, eps, sigma_inv, self.lambda_temp).unsqueeze(1)
-        # a sum is non-finite iff a term is (or it overflows): one cheap pass over the states;
-        # times 0 it is 0, or NaN for a non-finite rollout, which then gets zero weight
+        # a sum is non-finite iff a term is (or it overflows); times 0 it is 0, or NaN for a
+        # non-finite rollout, which then gets zero weight
         sample_cost = sample_cost + states.sum((-2, -1)).mul_(0.0).unsqueeze(1)
         weights = mppi_weights(sample_cost, self.lambda_temp)
         controls = torch.clamp(mppi_update(warm, eps, weights), u_min, u_max)

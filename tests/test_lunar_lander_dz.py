@@ -352,21 +352,29 @@ def test_a_batch_of_flying_and_touching_landers_equals_per_row_calls():
     """`body_step_rows` runs the contact solver on the rows that may touch only (`touching`):
     a batch mixing landers high up, at the pad with legs up and down, and sinking fast gives
     each row's own one-row result, exactly."""
+    from envs.lunar_lander_body import engine_kick, rotation, touching
+
     model = LunarLanderModel()
     gen = torch.Generator().manual_seed(1)
-    n = 40
-    x = torch.rand(n, 12, generator=gen, dtype=torch.float64) - 0.5
-    x[:10, 1] = 1.0  # high up: never touching
-    x[10:30, 1] = torch.rand(20, generator=gen, dtype=torch.float64) * 0.06 - 0.01  # at the pad
-    x[10:20, 6:8] = 1.0
-    x[20:30, 6:8] = 0.0
-    x[30:, 1], x[30:, 3] = 0.05, -0.9  # sinking fast towards it
-    x[..., 8:12] = torch.tensor(OUT_OF_THE_WAY, dtype=torch.float64)
-    u = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 2 - 1
-    batched = model.dynamics(x, u)
-    rows = torch.stack([model.dynamics(x[i], u[i]) for i in range(n)])
-    assert torch.equal(batched, rows)
-    assert batched[10:, 6:8].sum() > 0 and batched[:10, 6:8].sum() == 0
+    for high in (10, 30):  # most rows touch (solved in place), or few (gathered)
+        n = 40
+        x = torch.rand(n, 12, generator=gen, dtype=torch.float64) - 0.5
+        x[:high, 1] = 1.0  # high up: never touching
+        k = high + (n - high) // 2
+        x[high:k, 1] = torch.rand(k - high, generator=gen, dtype=torch.float64) * 0.06 - 0.01
+        x[high:k, 6:8] = torch.tensor([1.0, 0.0], dtype=torch.float64)  # at the pad, a leg down
+        x[k:, 1], x[k:, 3], x[k:, 6:8] = 0.05, -0.9, 0.0  # sinking fast towards it, legs up
+        x[..., 8:12] = torch.tensor(OUT_OF_THE_WAY, dtype=torch.float64)
+        u = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 2 - 1
+        state = x[:, :8].t().contiguous()
+        kicked = torch.empty(3, n, dtype=torch.float64)
+        main, side = engine_powers(u)
+        engine_kick(state, rotation(state[4]), main, side, model.gravity, out=kicked)
+        assert len(touching(state, kicked)) == n - high  # exactly the rows near the pad
+        batched = model.dynamics(x, u)
+        rows = torch.stack([model.dynamics(x[i], u[i]) for i in range(n)])
+        assert torch.equal(batched, rows)
+        assert batched[high:, 6:8].sum() > 0 and batched[:high, 6:8].sum() == 0
 
 
 def test_planner_state_kept_from_the_step_is_the_worlds():
