@@ -23,7 +23,7 @@ from planners.costs import planner_config
 from rlmpc.run.config import RunConfig, TrainConfig
 from rlmpc.run.runlog import WandbConfig
 from rlmpc.run.train import Run
-from rlmpc.system.backend import actor_name
+from rlmpc.system.backend import EVALUATOR, actor_name
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +84,55 @@ def test_carla_actors_land_on_carla_nodes_and_survive_a_lost_node(cluster, tmp_p
     thread.join(timeout=300)
     run.close()
     assert not thread.is_alive()
+    events = (run_dir / "events.log").read_text()
+    # the evaluator (a core component) has no resources of its own and usually sits on the
+    # head; where it landed on the lost node the run restored in place (the next test)
+    restored = "restored in place" in events
+    check_rows(run_dir, {32} if restored else {64, 32})
+    assert "actor 1" in events and "dropped" in events
+
+
+def check_rows(run_dir: Path, samples: set[int]) -> None:
+    """10 iterations, one actor live at the end, every iteration learned on exactly the
+    fragments it counted (``samples``: 2 actors' worth, then 1's)."""
     rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     assert len(rows) == 10 and rows[-1]["actors_live"] == 1
-    # every iteration learned on exactly the fragments it counted: 2 actors' worth, then 1's
     steps = [r["env_steps"] for r in rows]
     assert all(
         b - a == r["real_samples"] for a, b, r in zip([0, *steps], steps, rows, strict=False)
     )
-    assert {r["real_samples"] for r in rows} == {64, 32} and rows[-1]["real_samples"] == 32
+    assert {r["real_samples"] for r in rows} == samples and rows[-1]["real_samples"] == 32
     assert all(r["virtual_samples"] == 3 * r["env_steps"] for r in rows)
-    assert "actor 1" in (run_dir / "events.log").read_text()
-    assert "dropped" in (run_dir / "events.log").read_text()
+
+
+def test_a_restore_in_place_after_a_lost_node_drops_the_actor_it_cannot_place(cluster, tmp_path):
+    """A node is lost together with a core component (here the evaluator, killed at the same
+    moment): the run restores in place, and of the two CARLA-bound actors it builds again
+    only one finds a CARLA node. The other is dropped after --actor-restart-timeout (it
+    used to wait for a place forever, and the run with it), and the run finishes on one."""
+    c, nodes = cluster
+    carla = lambda: [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("carla")]
+    while len(carla()) < 2:  # the test above took one away
+        nodes.append(c.add_node(num_cpus=2, resources={"carla": 1}))
+    c.wait_for_nodes()
+    cfg = config(tmp_path, iterations=10)
+    run_dir = tmp_path / "multinode"
+    run_dir.mkdir()
+    run = Run(cfg, run_dir)
+    placed = ray.get([run.backend.handles[actor_name(i)].node_id.remote() for i in range(2)])
+    lost = next(n for n in nodes if n.node_id == placed[1])
+    thread = threading.Thread(target=run.train)
+    thread.start()
+    deadline = time.time() + 120
+    while run.coordinator.counters.iteration < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    ray.kill(run.backend.handles[EVALUATOR], no_restart=True)
+    time.sleep(1.0)
+    c.remove_node(lost)
+    thread.join(timeout=300)
+    run.close()
+    assert not thread.is_alive()
+    events = (run_dir / "events.log").read_text()
+    assert "evaluator died" in events and "restored in place" in events, events
+    assert "within --actor-restart-timeout 5 s; dropped, 1 actors left" in events, events
+    check_rows(run_dir, {32})

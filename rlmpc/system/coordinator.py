@@ -278,7 +278,7 @@ class Coordinator(Recovery, Evaluations):
         if not self.weights:  # a new run: the learner's initial weights, the actors' states
             self.weights[0] = b.put(b.get(b.call(LEARNER, "get_weights")))
             calls = {a: b.call(actor_name(a), "snapshot") for a in self.live}
-            self._rebase({a: b.get(call) for a, call in calls.items()}, 0)
+            self._rebase({a: self._first_snapshot(a, call) for a, call in calls.items()}, 0)
         self.first_index = c.iteration
         if not any(self.slots.values()):
             for index in range(c.iteration, min(c.iteration + max(lag, 1), s.iterations)):

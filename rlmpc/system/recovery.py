@@ -146,11 +146,30 @@ class Recovery:
                 self.base[a] = (blob, index)
                 self.history[a] = [(i, v) for i, v in self.history[a] if i >= index]
 
+    def _first_snapshot(self, actor: int, call: Any) -> Any:
+        """An actor's snapshot at the start of a run (its ``snapshot`` call); None, and the
+        actor dropped, when it does not answer within ``actor_restart_timeout``: after an
+        in-place restore with no checkpoint to load, an actor whose node is gone (a lost CARLA
+        node) waits for a place that never comes, and the run waited with it."""
+        name, s = actor_name(actor), self.s
+        if not self.backend.wait([call], timeout=s.actor_restart_timeout):
+            why = f"{name} not started within --actor-restart-timeout {s.actor_restart_timeout:g} s"
+            self._drop(actor, ComponentDied(name, why), why)
+            return None
+        return self.backend.get(call)
+
     def _restored(self, actor: int, call: Any, blob: Any) -> None:
         """Wait for an actor's ``restore``; if the actor died meanwhile, restore it again once
-        it is back (or drop it, as `_actor_failed` would)."""
+        it is back (or drop it, as `_actor_failed` would). One that does not answer within
+        ``actor_restart_timeout`` is dropped too: after an in-place restore the backend builds
+        every actor again, and one whose node is gone (a lost CARLA node) waits for a place
+        that never comes; without the bound the restore, and the run, waited with it."""
         name, s = actor_name(actor), self.s
         while True:
+            if not self.backend.wait([call], timeout=s.actor_restart_timeout):
+                why = f"{name} not restored within --actor-restart-timeout {s.actor_restart_timeout:g} s"
+                self._drop(actor, ComponentDied(name, why), why)
+                return
             try:
                 self.backend.get(call)
                 return
