@@ -139,7 +139,7 @@ class AcrobotModel(PlannerModel):
         _check_last(u, self.nu, "u")
         shape = x.shape[:-1]
         if u.shape[:-1] != shape:
-            shape = torch.broadcast_tensors(x[..., 0], u[..., 0])[0].shape  # broadcast_shapes: ~0.2 ms
+            shape = torch.broadcast_tensors(x[..., 0], u[..., 0])[0].shape
             x, u = x.expand(*shape, self.nx), u.expand(*shape, self.nu)
         x, torque = x.reshape(-1, self.nx), u.reshape(-1).clamp(-MAX_TORQUE, MAX_TORQUE)
         state = x.new_empty(4, x.shape[0]).copy_(x[:, :4].t())  # contiguous rows

@@ -46,9 +46,7 @@ def squared_sum(parts: Sequence[Tensor]) -> Tensor:
 
 def tracking_cost(model: Any, x: Tensor, target: Tensor) -> Tensor:
     """Eq. (39): ``J_RL^track = ||x̂ − x*(a)||`` on the tracked features (angles wrapped)."""
-    parts = getattr(model, "tracking_error_parts", None)  # `envs.base.PlannerModel`'s
-    parts = parts(x, target) if parts is not None else model.tracking_error(x, target).unbind(-1)
-    return squared_sum(parts).sqrt_()
+    return squared_sum(model.tracking_error_parts(x, target)).sqrt_()
 
 
 def _tracking_term(model: Any, x: Tensor, u: Tensor, target: Tensor) -> Tensor:
@@ -83,9 +81,9 @@ class ValueTerminalCost:
 
 
 def danger_cost(model: Any, x: Tensor) -> Tensor:
-    """Eq. (42): 1 where the state's point lies in its danger zone, else 0 (``model.in_danger``)."""
-    indicator = getattr(model, "danger_indicator", None)
-    return indicator(x) if indicator is not None else model.in_danger(x).to(x.dtype)
+    """Eq. (42): 1 where the state's point lies in its danger zone, else 0 (``model.in_danger``,
+    as floats: `envs.base.PlannerModel.danger_indicator`)."""
+    return model.danger_indicator(x)
 
 
 def lunar_lander_other_cost(

@@ -119,8 +119,7 @@ def sample_rollout(dynamics: Dynamics, x: Tensor, u: Tensor) -> Tensor:
     ``nt``-element rows; the values are `rollout`'s. A model's bound ``dynamics`` whose model
     has ``rollout_component_major(x, u)`` (this contract) is rolled out by that (Lunar Lander).
     """
-    model = getattr(dynamics, "__self__", None)
-    own = getattr(model, "rollout_component_major", None)
+    own = getattr(getattr(dynamics, "__self__", None), "rollout_component_major", None)
     if own is not None and getattr(dynamics, "__name__", None) == "dynamics":
         return own(x, u)  # the model's `dynamics`, rolled out on its rows (same values)
     lead, horizon, nx = u.shape[:-2], u.shape[-2], x.shape[-1]
@@ -175,7 +174,6 @@ def path_cost(
         cost = running_cost(states[..., 1:, :], controls, target.unsqueeze(-2)).sum(-1)
     if terminal_cost is not None:
         cost = cost + terminal_cost(states[..., -1, :], target)
-    # broadcast_tensors for the shape: torch.broadcast_shapes costs ~0.2 ms a call
     return cost.expand(torch.broadcast_tensors(states[..., 0, 0], target[..., 0])[0].shape)
 
 
@@ -362,8 +360,7 @@ class MPPI:
             states.unsqueeze(1), perturbed.unsqueeze(1), target.unsqueeze(2),
         )  # fmt: skip
         sample_cost = sample_cost + action_cost(warm, eps, sigma_inv, self.lambda_temp).unsqueeze(1)
-        # a sum is non-finite iff a term is (or it overflows); times 0 it is 0, or NaN for a
-        # non-finite rollout, which then gets zero weight
+        # times 0, the states' sum is 0, or NaN for a non-finite rollout (zero weight)
         sample_cost = sample_cost + states.sum((-2, -1)).mul_(0.0).unsqueeze(1)
         weights = mppi_weights(sample_cost, self.lambda_temp)
         controls = torch.clamp(mppi_update(warm, eps, weights), u_min, u_max)

@@ -63,27 +63,39 @@ def config(tmp_path: Path, iterations: int) -> TrainConfig:
     )  # fmt: skip
 
 
-def test_carla_actors_land_on_carla_nodes_and_survive_a_lost_node(cluster, tmp_path):
-    c, nodes = cluster
+def start(tmp_path: Path) -> tuple[Run, Path, list[str]]:
+    """A 10-iteration run built (not started), its directory, its actors' nodes."""
     cfg = config(tmp_path, iterations=10)
     run_dir = tmp_path / "multinode"
     run_dir.mkdir()
     run = Run(cfg, run_dir)
     actors = [run.backend.handles[actor_name(i)] for i in range(cfg.run.num_actors)]
-    placed = ray.get([a.node_id.remote() for a in actors])
-    assert sorted(placed) == sorted(
-        n.node_id for n in nodes
-    )  # one per CARLA node, none on the head
-    lost = next(n for n in nodes if n.node_id == placed[1])
+    return run, run_dir, ray.get([a.node_id.remote() for a in actors])
+
+
+def lose_mid_run(c: Cluster, run: Run, node, also=None) -> None:
+    """Train ``run`` in a thread; at iteration 3 call ``also`` (if any), then remove ``node``;
+    the run must finish."""
     thread = threading.Thread(target=run.train)
     thread.start()
     deadline = time.time() + 120
     while run.coordinator.counters.iteration < 3 and time.time() < deadline:
         time.sleep(0.05)
-    c.remove_node(lost)
+    if also is not None:
+        also()
+    c.remove_node(node)
     thread.join(timeout=300)
     run.close()
     assert not thread.is_alive()
+
+
+def test_carla_actors_land_on_carla_nodes_and_survive_a_lost_node(cluster, tmp_path):
+    c, nodes = cluster
+    run, run_dir, placed = start(tmp_path)
+    assert sorted(placed) == sorted(
+        n.node_id for n in nodes
+    )  # one per CARLA node, none on the head
+    lose_mid_run(c, run, next(n for n in nodes if n.node_id == placed[1]))
     events = (run_dir / "events.log").read_text()
     # the evaluator (a core component) has no resources of its own and usually sits on the
     # head; where it landed on the lost node the run restored in place (the next test)
@@ -115,23 +127,13 @@ def test_a_restore_in_place_after_a_lost_node_drops_the_actor_it_cannot_place(cl
     while len(carla()) < 2:  # the test above took one away
         nodes.append(c.add_node(num_cpus=2, resources={"carla": 1}))
     c.wait_for_nodes()
-    cfg = config(tmp_path, iterations=10)
-    run_dir = tmp_path / "multinode"
-    run_dir.mkdir()
-    run = Run(cfg, run_dir)
-    placed = ray.get([run.backend.handles[actor_name(i)].node_id.remote() for i in range(2)])
-    lost = next(n for n in nodes if n.node_id == placed[1])
-    thread = threading.Thread(target=run.train)
-    thread.start()
-    deadline = time.time() + 120
-    while run.coordinator.counters.iteration < 3 and time.time() < deadline:
-        time.sleep(0.05)
-    ray.kill(run.backend.handles[EVALUATOR], no_restart=True)
-    time.sleep(1.0)
-    c.remove_node(lost)
-    thread.join(timeout=300)
-    run.close()
-    assert not thread.is_alive()
+    run, run_dir, placed = start(tmp_path)
+
+    def kill_the_evaluator() -> None:
+        ray.kill(run.backend.handles[EVALUATOR], no_restart=True)
+        time.sleep(1.0)
+
+    lose_mid_run(c, run, next(n for n in nodes if n.node_id == placed[1]), kill_the_evaluator)
     events = (run_dir / "events.log").read_text()
     assert "evaluator died" in events and "restored in place" in events, events
     assert "within --actor-restart-timeout 5 s; dropped, 1 actors left" in events, events

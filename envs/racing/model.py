@@ -159,7 +159,7 @@ class RacingModel(PlannerModel):
         tb, c, dt, h = self._tables(x), self.car, self.task.dt, self.task.dt / self.substeps
         shape = x.shape[:-1]
         if u.shape[:-1] != shape:
-            shape = torch.broadcast_tensors(x[..., 0], u[..., 0])[0].shape  # broadcast_shapes: ~0.2 ms
+            shape = torch.broadcast_tensors(x[..., 0], u[..., 0])[0].shape
             x, u = x.expand(*shape, self.nx), u.expand(*shape, self.nu)
         x, u = x.reshape(-1, self.nx), u.reshape(-1, self.nu).to(x.dtype)
         steer, throttle = torch.clamp(u.t(), -1.0, 1.0, out=u.new_empty(2, u.shape[0]))

@@ -151,12 +151,17 @@ class Recovery:
         actor dropped, when it does not answer within ``actor_restart_timeout``: after an
         in-place restore with no checkpoint to load, an actor whose node is gone (a lost CARLA
         node) waits for a place that never comes, and the run waited with it."""
-        name, s = actor_name(actor), self.s
-        if not self.backend.wait([call], timeout=s.actor_restart_timeout):
-            why = f"{name} not started within --actor-restart-timeout {s.actor_restart_timeout:g} s"
-            self._drop(actor, ComponentDied(name, why), why)
-            return None
-        return self.backend.get(call)
+        return self.backend.get(call) if self._answers(actor, call, "started") else None
+
+    def _answers(self, actor: int, call: Any, what: str) -> bool:
+        """Whether ``call`` completes within ``actor_restart_timeout``; if not, the actor is
+        dropped (``what``: what it was not, for the log)."""
+        name, timeout = actor_name(actor), self.s.actor_restart_timeout
+        if self.backend.wait([call], timeout=timeout):
+            return True
+        why = f"{name} not {what} within --actor-restart-timeout {timeout:g} s"
+        self._drop(actor, ComponentDied(name, why), why)
+        return False
 
     def _restored(self, actor: int, call: Any, blob: Any) -> None:
         """Wait for an actor's ``restore``; if the actor died meanwhile, restore it again once
@@ -166,9 +171,7 @@ class Recovery:
         that never comes; without the bound the restore, and the run, waited with it."""
         name, s = actor_name(actor), self.s
         while True:
-            if not self.backend.wait([call], timeout=s.actor_restart_timeout):
-                why = f"{name} not restored within --actor-restart-timeout {s.actor_restart_timeout:g} s"
-                self._drop(actor, ComponentDied(name, why), why)
+            if not self._answers(actor, call, "restored"):
                 return
             try:
                 self.backend.get(call)

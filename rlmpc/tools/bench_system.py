@@ -66,7 +66,7 @@ def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reference-steps", type=int, default=None,
         help="acting steps timed for the reference (default: the system's per-env span)",
-    )
+    )  # fmt: skip
     p.add_argument(
         "--rho0", type=float, default=None,
         help="the run's influence ratio rho0 (default: launch.py's); 0: no virtual data",
