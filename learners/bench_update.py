@@ -20,11 +20,12 @@ thread CPU seconds (`time.thread_time`) are printed as well.
 go on this core? One update of the first engine runs under the torch profiler, which counts
 the floating-point operations of its matrix products (``aten::mm``, ``addmm``, ``bmm``,
 ``baddbmm``: ``learner_gflop``, the same for both engines, the update's arithmetic) and the
-elements its activations pass through, σ forward and tanh' backward apart
-(``learner_sigmoid_M``, ``learner_tanh_backward_M``). Reference kernels are timed in the same
+elements its activations pass through, σ forward and the activation's backward apart (tanh'
+in the autograd engine, σ' in the fused one, one product pass each:
+``learner_sigmoid_M``, ``learner_activation_backward_M``). Reference kernels are timed in the same
 sitting, on the same thread: a batched product of the fused engine's dominant shape
 ``[2D, 256, 64] × [2D, 64, 64]`` (``gemm_ref_gflops``), an in-place σ and a tanh' over
-``[2D, 256, 64]`` (``sigmoid_ref_ns``, ``tanh_backward_ref_ns`` per element). Then
+``[2D, 256, 64]`` (``sigmoid_ref_ns``, ``activation_backward_ref_ns`` per element). Then
 ``learner_floor_s`` = GFLOP / reference GFLOP/s + each activation's elements × its reference
 time: the update at the reference kernels' speed with nothing else (no Adam, no gathers, no
 Python, no element-wise work but the activations). ``learner_floor_fraction`` is the fused
@@ -93,28 +94,28 @@ def time_updates(
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 SIGMOIDS = ("aten::sigmoid_", "aten::sigmoid")
-TANH_BACKWARDS = ("aten::tanh_backward",)
+ACTIVATION_BACKWARDS = ("aten::tanh_backward", "aten::sigmoid_backward")
 
 
 def update_arithmetic(
     learner: PPOLearner, real: RealBatch, virtual: VirtualBatch | None
 ) -> tuple[float, int, int]:
-    """(GFLOP of the matrix products, elements through σ, elements through tanh') of one
+    """(GFLOP of the matrix products, elements through σ, elements through tanh' or σ') of one
     update, as the torch profiler counts them."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
         learner.update(real, virtual)
-    flops, sig, tanh_b = 0, 0, 0
+    flops, sig, act_b = 0, 0, 0
     for e in prof.events():
         n = math.prod(e.input_shapes[0]) if e.input_shapes and e.input_shapes[0] else 0
         if e.name in MATMULS:
             flops += e.flops or 0
         elif e.name in SIGMOIDS:
             sig += n
-        elif e.name in TANH_BACKWARDS:
-            tanh_b += n
-    return flops / 1e9, sig, tanh_b
+        elif e.name in ACTIVATION_BACKWARDS:
+            act_b += n
+    return flops / 1e9, sig, act_b
 
 
 def reference_kernels(
@@ -206,12 +207,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         )
     print(f"device: {args.device}")
     if args.floor and args.device == "cpu":
-        gflop, sig, tanh_b = update_arithmetic(next(iter(learners.values())), real, virtual)
+        gflop, sig, act_b = update_arithmetic(next(iter(learners.values())), real, virtual)
         gemm, sig_ns, tb_ns = reference_kernels(2 * NetworkConfig().ensemble_size)
-        floor = gflop / gemm + (sig * sig_ns + tanh_b * tb_ns) * 1e-9
+        floor = gflop / gemm + (sig * sig_ns + act_b * tb_ns) * 1e-9
         figures |= {"learner_gflop": gflop, "learner_sigmoid_M": sig / 1e6,
-                    "learner_tanh_backward_M": tanh_b / 1e6, "gemm_ref_gflops": gemm,
-                    "sigmoid_ref_ns": sig_ns, "tanh_backward_ref_ns": tb_ns,
+                    "learner_activation_backward_M": act_b / 1e6, "gemm_ref_gflops": gemm,
+                    "sigmoid_ref_ns": sig_ns, "activation_backward_ref_ns": tb_ns,
                     "learner_floor_s": floor}  # fmt: skip
         for name in args.engines:
             key = "learner_update_cpu_s" if name == "fused" else f"learner_update_{name}_cpu_s"

@@ -46,7 +46,7 @@ class FusedEngine:
         b, na = s.batch, self.nets.na
         x = self.learner.policy.normalizer(b.obs)
         lpc = b.logp + na * LOG_SQRT_2PI
-        fields = [x, b.actions, lpc[:, None], b.advantages[:, None], b.returns[:, None],
+        fields = [x, x.new_ones(b.size, 1), b.actions, lpc[:, None], b.advantages[:, None], b.returns[:, None],
                   b.boot, s.prior]  # fmt: skip
         if anchor:
             fields.append(s.anchor if s.anchor is not None else x.new_zeros(b.size, 2 * na))

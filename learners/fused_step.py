@@ -2,9 +2,10 @@
 
 One step computes what `learners.ppo_loss.minibatch_loss`, ``backward``, the per-network
 clip and Adam compute in the autograd engine (`learners.ppo_autograd`), on the stacked
-layout: a layer of all G = D + 1 networks is one batched matmul (``tanh`` as ``2σ(2z) - 1``,
-the factor 2 in the matmul), the loss's gradient is a few dozen kernels over the
-minibatch's columns, and clipping and Adam act on one flat gradient. No autograd graph, no
+layout: a layer of all G = D + 1 networks is one batched matmul in the sigmoid form
+(``tanh z = 2σ(2z) - 1``, the affine maps folded into derived weights: `FusedSteps.derive`;
+layer 0's bias by a row of ones under the observations), the loss's gradient is a few dozen
+kernels over the minibatch's columns, and clipping and Adam act on one flat gradient. No autograd graph, no
 allocation, no host transfer: a step whose loss or gradient norm is not finite is skipped
 on the device (Adam's ``found_inf``) and left out of the iteration's metrics.
 
@@ -45,13 +46,13 @@ from learners.pompc import KLPriorConfig
 from learners.ppo_loss import PPOConfig
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-_tanh_backward = torch.ops.aten.tanh_backward.grad_input
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
 
 
 class Columns(NamedTuple):
     """A minibatch: one column per sample (views of the epoch's block, `FusedSteps.columns`)."""
 
-    x: Tensor  #: ``[nobs, N]`` normalised observations
+    x: Tensor  #: ``[nobs + 1, N]`` normalised observations, then a row of ones (layer 0's bias)
     a: Tensor  #: ``[na, N]`` actions
     lpc: Tensor  #: ``[N]`` log π_old(a|s) + na·log √(2π)
     adv: Tensor  #: ``[N]``
@@ -65,7 +66,7 @@ class Columns(NamedTuple):
 
 def rows_of(nobs: int, na: int, D: int, anchor: bool = False) -> list[int]:
     """Row counts of a block, in `Columns` order (with the ``anchor`` rows or without)."""
-    return [nobs, na, 1, 1, 1, D, D] + ([2 * na] if anchor else [])
+    return [nobs + 1, na, 1, 1, 1, D, D] + ([2 * na] if anchor else [])
 
 
 class _Buffers:
@@ -74,12 +75,12 @@ class _Buffers:
     def __init__(self, nets: FlatNetworks, N: int) -> None:
         G, D, na, like = nets.G, nets.D, nets.na, nets.flat
         h = nets.sizes[1:]
-        self.Y0, self.dZ0 = like.new_empty(N, G, h[0]), like.new_empty(N, G, h[0])
-        self.Y0_flat, self.dZ0_flat = self.Y0.view(N, -1), self.dZ0.view(N, -1)
-        # tanh activations [G, N, h_l] (layer 0 is a view of Y0) and their gradients
-        self.Y = [self.Y0.transpose(0, 1), *(like.new_empty(G, N, w) for w in h[1:])]
+        self.S0, self.E0 = like.new_empty(N, G, h[0]), like.new_empty(N, G, h[0])
+        self.S0_flat, self.E0_flat = self.S0.view(N, -1), self.E0.view(N, -1)
+        # activations s = σ(2z) [G, N, h_l] (layer 0 is a view of S0) and ∂L/∂y
+        self.S = [self.S0.transpose(0, 1), *(like.new_empty(G, N, w) for w in h[1:])]
         self.dY = [like.new_empty(G, N, w) for w in h]
-        self.YT = self.Y[-1].transpose(1, 2)
+        self.ST = self.S[-1].transpose(1, 2)
         self.out = like.new_empty(G, na, N)  # outputs, transposed: heads row 0, policy all
         self.mu, self.v_out = self.out[D], self.out[:D, 0]
         self.d_out = like.new_zeros(G, na, N)  # the heads' other rows stay 0
@@ -125,18 +126,24 @@ class FusedSteps:
         self.adam_step = torch.zeros((), dtype=torch.float32, device=nets.device)
         self.g_W, self.g_WoT, self.g_log_std = nets.split(self.grad)
         h = nets.sizes[-1]
-        # (weights, bias) views: layer 0 as one [nobs, G·h_1] matrix, the others batched
-        split = lambda W: (W[:-1].flatten(1), W[-1].flatten())
-        self.w = [split(nets.W[0])] + [(W[:, :-1], W[:, -1:]) for W in nets.W[1:]]
-        self.g_w = [split(self.g_W[0])] + [(W[:, :-1], W[:, -1:]) for W in self.g_W[1:]]
+        # layer 0 as one [nobs + 1, G·h_1] matrix (weights, then the bias row), the others
+        # (weights, bias) views of [G, i + 1, o]
+        self.W0, self.g_W0 = nets.W[0].flatten(1), self.g_W[0].flatten(1)
+        self.w = [(W[:, :-1], W[:, -1:]) for W in nets.W[1:]]
+        self.g_w = [(W[:, :-1], W[:, -1:]) for W in self.g_W[1:]]
         self.wo, self.bo = nets.WoT[..., :h], nets.WoT[..., h:]
         self.g_wo, self.g_bo = self.g_WoT[..., :h], self.g_WoT[..., h:]
-        self.w_T = [None] + [w.transpose(1, 2) for w, _ in self.w[1:]]
         like = nets.flat
-        self.in_policy, self.in_values = nets.in_policy, nets.in_values
+        # the sigmoid form's weights (`derive`): layer l >= 1 and the output
+        self.A = [like.new_empty(w.shape) for w, _ in self.w]
+        self.A_T = [A.transpose(1, 2) for A in self.A]
+        self.c = [like.new_empty(b.shape) for _, b in self.w]
+        self.Ao, self.co = like.new_empty(self.wo.shape), like.new_empty(self.bo.shape)
+        self.in_policy = nets.in_policy
+        self._groups = torch.stack((nets.in_policy, nets.in_values))  # [2, numel]
         self._sq, self._scale = like.new_empty(nets.numel), like.new_empty(nets.numel)
         self._norms, self._coef = like.new_empty(2), like.new_empty(2)
-        self._norm_rows, self._coef_rows = self._norms.unbind(0), self._coef.unbind(0)
+        self._coef_rows = self._coef.unbind(0)
         self._gap, self._gsum = like.new_empty(()), like.new_empty(())
         self._inv_std, self._var = like.new_empty(nets.na, 1), like.new_empty(nets.na, 1)
         self._g_kl = like.new_empty(nets.na)
@@ -189,31 +196,50 @@ class FusedSteps:
         )  # fmt: skip
 
     # ---- the networks ------------------------------------------------------------------
+    def derive(self) -> None:
+        """The sigmoid form's weights from the parameters (after each Adam step).
+
+        With ``y = tanh z = 2s - 1``, ``s = σ(2z)``, a later layer's ``2z' = 2(yW + b)`` is
+        ``s·A + c`` with ``A = 4W``, ``c = 2(b - 1ᵀW)``, and the output ``W_o yᵀ + b_o`` is
+        ``(2W_o) sᵀ + (b_o - W_o 1)``: one matmul and one σ per hidden layer, no affine pass.
+        """
+        for (w, b), A, c in zip(self.w, self.A, self.c, strict=True):
+            torch.mul(w, 4.0, out=A)
+            torch.sum(w, 1, keepdim=True, out=c)
+            torch.sub(b, c, out=c).mul_(2.0)
+        torch.mul(self.wo, 2.0, out=self.Ao)
+        torch.sum(self.wo, 2, keepdim=True, out=self.co)
+        torch.sub(self.bo, self.co, out=self.co)
+
     def forward(self, x: Tensor, buf: _Buffers) -> None:
-        """All G networks on ``x [nobs, N]``: hidden activations ``buf.Y``, outputs ``buf.out``."""
-        (w0, b0), y0 = self.w[0], buf.Y0_flat
-        torch.addmm(b0, x.t(), w0, beta=2.0, alpha=2.0, out=y0)  # 2z
-        torch.sigmoid_(y0).mul_(2.0).sub_(1.0)  # tanh z = 2σ(2z) - 1
-        for (w, b), h, y in zip(self.w[1:], buf.Y[:-1], buf.Y[1:], strict=True):
-            torch.baddbmm(b, h, w, beta=2.0, alpha=2.0, out=y)
-            torch.sigmoid_(y).mul_(2.0).sub_(1.0)
-        torch.baddbmm(self.bo, self.wo, buf.YT, out=buf.out)
+        """All G networks on ``x [nobs + 1, N]`` (`Columns.x`): activations ``buf.S`` (the
+        sigmoid form, `derive`; call it first), outputs ``buf.out``."""
+        s0 = buf.S0_flat
+        torch.addmm(s0, x.t(), self.W0, beta=0.0, alpha=2.0, out=s0)  # 2z, bias by the ones row
+        torch.sigmoid_(s0)
+        for A, c, s, y in zip(self.A, self.c, buf.S[:-1], buf.S[1:], strict=True):
+            torch.sigmoid_(torch.baddbmm(c, s, A, out=y))
+        torch.baddbmm(self.co, self.Ao, buf.ST, out=buf.out)
 
     def backward(self, x: Tensor, buf: _Buffers) -> None:
-        """The parameters' gradient (into `grad`) from ``buf.d_out`` (∂L/∂outputs)."""
-        torch.bmm(buf.d_out, buf.Y[-1], out=self.g_wo)
+        """The parameters' gradient (into `grad`) from ``buf.d_out`` (∂L/∂outputs).
+
+        In the sigmoid form (`derive`): ``∂z = 4 e`` with ``e = ∂L/∂y · s(1 - s)``
+        (``1 - y² = 4s(1 - s)``); a weight's gradient ``yᵀ ∂z = 8 sᵀe - 4·1(1ᵀe)`` and its
+        bias's ``4·1ᵀe``; ``∂L/∂y`` of the layer below is ``e Aᵀ``. The output layer's
+        ``∂W_o = ∂out · y = 2 ∂out·s - (∂out·1) 1ᵀ``.
+        """
         torch.sum(buf.d_out, 2, keepdim=True, out=self.g_bo)
+        torch.baddbmm(self.g_bo, buf.d_out, buf.S[-1], beta=-1.0, alpha=2.0, out=self.g_wo)
         torch.bmm(buf.d_outT, self.wo, out=buf.dY[-1])
-        for l in reversed(range(1, len(self.w))):
-            d_z = _tanh_backward(buf.dY[l], buf.Y[l], grad_input=buf.dY[l])
-            gw, gb = self.g_w[l]
-            torch.bmm(buf.Y[l - 1].transpose(1, 2), d_z, out=gw)
-            torch.sum(d_z, 1, keepdim=True, out=gb)
-            torch.bmm(d_z, self.w_T[l], out=buf.dY[l - 1])
-        _tanh_backward(buf.dY[0], buf.Y[0], grad_input=buf.dZ0.transpose(0, 1))
-        gw, gb = self.g_w[0]
-        torch.mm(x, buf.dZ0_flat, out=gw)
-        torch.sum(buf.dZ0_flat, 0, out=gb)
+        for l in reversed(range(1, len(buf.S))):
+            e = _sigmoid_backward(buf.dY[l], buf.S[l], grad_input=buf.dY[l])
+            gw, gb = self.g_w[l - 1]
+            torch.sum(e, 1, keepdim=True, out=gb).mul_(4.0)
+            torch.baddbmm(gb, buf.S[l - 1].transpose(1, 2), e, beta=-1.0, alpha=8.0, out=gw)
+            torch.bmm(e, self.A_T[l - 1], out=buf.dY[l - 1])
+        _sigmoid_backward(buf.dY[0], buf.S[0], grad_input=buf.E0.transpose(0, 1))
+        torch.addmm(self.g_W0, x, buf.E0_flat, beta=0.0, alpha=4.0, out=self.g_W0)
 
     # ---- one step ----------------------------------------------------------------------
     def step(self, cols: Columns, n_real: int, n_virtual: int, rho: float, index: int, *,
@@ -229,6 +255,7 @@ class FusedSteps:
         """
         cfg = self.cfg
         buf = self.buffers(n_real + n_virtual)
+        self.derive()
         self.forward(cols.x, buf)
         if rho_fn is not None:
             rho = rho_fn(torch.add(buf.v_out[:, :n_real], cols.prior[:, :n_real]).t())
@@ -338,8 +365,7 @@ class FusedSteps:
         the norm before clipping (the norm of the networks' norms)."""
         cfg = self.cfg
         torch.mul(self.grad, self.grad, out=self._sq)
-        torch.dot(self._sq, self.in_policy, out=self._norm_rows[0])
-        torch.dot(self._sq, self.in_values, out=self._norm_rows[1])
+        torch.mv(self._groups, self._sq, out=self._norms)  # the two squared norms
         norm = torch.sum(self._norms, 0, out=self._gn_rows[index]).sqrt_()
         self._norms.sqrt_()
         if cfg.clip_grad_per_network:
@@ -348,6 +374,6 @@ class FusedSteps:
             self._coef.copy_(norm).add_(1e-6)
         self._coef.reciprocal_().mul_(cfg.max_grad_norm).clamp_(max=1.0)
         torch.sub(self._coef_rows[0], self._coef_rows[1], out=self._gap)
-        torch.addcmul(self._coef_rows[1], self.in_policy, self._gap, out=self._scale)
+        torch.mul(self.in_policy, self._gap, out=self._scale).add_(self._coef_rows[1])
         self.grad.mul_(self._scale)
         return norm
