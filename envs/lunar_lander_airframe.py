@@ -120,8 +120,9 @@ FRICTION = math.sqrt(0.1 * 0.2)  #: Box2D mixes the terrain's 0.1 and the legs' 
 TIP_REACH = max(math.hypot(px, py - AIRFRAME.com) for leg in AIRFRAME.leg_points for px, py in leg)
 
 
-def body_state(lander_env: Any) -> np.ndarray:
-    """gymnasium's 8 observation entries ``[8]`` in float64, read off the Box2D bodies."""
+def body_state(lander_env: Any, extra: tuple[float, ...] = ()) -> np.ndarray:
+    """gymnasium's 8 observation entries ``[8]`` in float64, read off the Box2D bodies, then
+    ``extra`` (the planner state's zone: one array, no concatenation, per env step)."""
     body, legs = lander_env.lander, lander_env.legs
     pos, vel = body.position, body.linearVelocity
     return np.array(
@@ -134,6 +135,7 @@ def body_state(lander_env: Any) -> np.ndarray:
             body.angularVelocity * W_OBS,
             float(legs[0].ground_contact),
             float(legs[1].ground_contact),
+            *extra,
         ],
         dtype=np.float64,
     )

@@ -166,6 +166,7 @@ class LunarLanderDZEnv(gym.Env):
         #: the planner state of the world as `reset` or `step` left it (body_state, then the
         #: zone: `LunarLanderModel.planner_state`), kept from the body state they read anyway
         self.planner_x: np.ndarray | None = None
+        self._zone_obs = np.array(self.zone.as_tuple(), np.float32)  #: as reset draws it
 
     def planner_model(self) -> LunarLanderModel:
         return LunarLanderModel(self.gravity)
@@ -181,8 +182,8 @@ class LunarLanderDZEnv(gym.Env):
                 *(float(self.np_random.uniform(*r)) for r in self.zone_ranges.values())
             )
         self.elapsed_steps = 0
-        state = body_state(self.lander_env)
-        self.planner_x = np.concatenate([state, self.zone.as_tuple()])
+        self._zone_obs = np.array(self.zone.as_tuple(), np.float32)
+        self.planner_x = state = body_state(self.lander_env, self.zone.as_tuple())
         return self._obs(obs8), self._info(state, bool(self.zone.contains(*state[:2])), False)
 
     def step(self, action):
@@ -191,8 +192,7 @@ class LunarLanderDZEnv(gym.Env):
         u = check_action(action, (2,), self.action_space.low, self.action_space.high)
         obs8, reward, terminated, _, _ = self.lander_env.step(u)
         self.elapsed_steps += 1
-        state = body_state(self.lander_env)
-        self.planner_x = np.concatenate([state, self.zone.as_tuple()])
+        self.planner_x = state = body_state(self.lander_env, self.zone.as_tuple())
         danger = bool(self.zone.contains(state[0], state[1]))
         reward = float(reward) - ZONE_PENALTY * danger
         truncated = not terminated and self.elapsed_steps >= self.max_episode_steps
@@ -200,7 +200,7 @@ class LunarLanderDZEnv(gym.Env):
         return self._obs(obs8), reward, bool(terminated), truncated, info
 
     def _obs(self, obs8: np.ndarray) -> np.ndarray:
-        return np.concatenate([obs8, self.zone.as_tuple()]).astype(np.float32)
+        return np.concatenate((obs8, self._zone_obs))  # float32, both
 
     def _info(self, state: np.ndarray, danger: bool, terminated: bool) -> dict:
         lander = self.lander_env

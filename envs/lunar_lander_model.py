@@ -100,13 +100,15 @@ class LunarLanderModel(PlannerModel):
         n = lead.numel()
         store = x.new_empty(self.nx, horizon + 1, *lead)
         rows = store.view(self.nx, horizon + 1, n)
-        rows[:, 0] = x.expand(*lead, self.nx).reshape(n, self.nx).t()
+        # x's body at step 0 and its zone at every step, each one broadcast copy
+        x_rows = x.expand(*lead, self.nx).movedim(-1, 0)  # [nx, *lead], a view
+        store[:8, 0] = x_rows[:8]
+        store[8:] = x_rows[8:].unsqueeze(1)
         # [nu, H, n]: each step's controls as contiguous rows
         u_rows = u.reshape(n, horizon, self.nu).to(x.dtype).permute(2, 1, 0)
         main, side = engine_powers_rows(u_rows)
         for t in range(horizon):
             body_step_rows(rows[:8, t], main[t], side[t], self.gravity, out=rows[:8, t + 1])
-            rows[8:, t + 1] = rows[8:, t]
         return store.permute(*range(2, 2 + len(lead)), 1, 0)
 
     def reward(self, x: Tensor, u: Tensor) -> Tensor:

@@ -261,6 +261,11 @@ class MPPI:
         #: ``(u_min, u_max)`` as numbers where each bound is the same for every control
         self.scalar_bounds = (float(lo[0]), float(hi[0])) if uniform else None
         self.diagonal_sigma = bool((self.sigma == torch.diag(self.sigma.diagonal())).all())
+        chol = torch.linalg.cholesky(self.sigma).diagonal()
+        isotropic = self.diagonal_sigma and bool((chol == chol[0]).all())
+        #: √s where Σ = s·I (a float64 number: `sample_noise` scales by it, rounded to the
+        #: noise's dtype as the [nu] factor of `constants` is); None otherwise
+        self.isotropic_scale = float(chol[0]) if isotropic else None
         self._constants: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
 
     def constants(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -284,6 +289,8 @@ class MPPI:
             batch, self.num_samples, self.horizon, self.nu,
             generator=generator, dtype=like.dtype, device=like.device,
         )  # fmt: skip
+        if self.isotropic_scale is not None:  # Σ = s·I: one number (a [nu] factor is ~8x slower)
+            return z.mul_(self.isotropic_scale)
         if self.diagonal_sigma:  # z @ chol.T, product for product (the zeros add nothing)
             return z.mul_(chol.diagonal())
         return z @ chol.T

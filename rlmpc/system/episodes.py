@@ -13,6 +13,7 @@ from the registry); an episode cut short by a failing env step is dropped and on
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -35,8 +36,8 @@ def guarded_step(env: Any, u: np.ndarray, timeout: float, who: tuple[int, int]) 
     except Exception as err:  # whatever the env raises costs its episode, not the actor
         _log.info("actor %d, env %d: step raised %r; episode dropped", *who, err)
         return "raise"
-    if not (np.isfinite(out[0]).all() and np.isfinite(out[1])):
-        return "nan"
+    if not (math.isfinite(out[1]) and all(map(math.isfinite, np.ravel(out[0]).tolist()))):
+        return "nan"  # (plain Python on the few numbers: ~1 µs where NumPy's took ~3)
     if time.perf_counter() - start > timeout:
         return "stall"
     return out
