@@ -377,6 +377,25 @@ def test_a_batch_of_flying_and_touching_landers_equals_per_row_calls():
         assert batched[high:, 6:8].sum() > 0 and batched[:high, 6:8].sum() == 0
 
 
+def test_scripted_contact_solver_equals_its_python(monkeypatch):
+    """The contact solver runs as TorchScript (`_impulses`): bit for bit its own Python
+    (`_impulse_steps`, the eager ops), in float32 and float64."""
+    import envs.lunar_lander_body as body
+
+    gen = torch.Generator().manual_seed(2)
+    for dtype in (torch.float32, torch.float64):
+        n = 300
+        velocity = torch.randn(3, n, generator=gen, dtype=dtype)
+        r = torch.randn(4, n, generator=gen, dtype=dtype) * 0.5
+        targets = torch.randn(2, n, generator=gen, dtype=dtype)
+        scripted = body.leg_impulses(velocity, r, targets)
+        with monkeypatch.context() as m:
+            m.setattr(body, "_impulses", body._impulse_steps)  # the same function, eagerly
+            eager = body.leg_impulses(velocity, r, targets)
+        assert torch.equal(scripted, eager)
+        assert not torch.equal(scripted, velocity)  # impulses landed
+
+
 def test_planner_state_kept_from_the_step_is_the_worlds():
     """`LunarLanderModel.planner_state` hands out the state the env's reset or step read off
     Box2D (`LunarLanderDZEnv.planner_x`), a copy, equal to reading the world again."""
