@@ -5,8 +5,8 @@ clip and Adam compute in the autograd engine (`learners.ppo_autograd`), on the s
 layout: a layer of all G = D + 1 networks is one batched matmul in the sigmoid form
 (``tanh z = 2σ(2z) - 1``, the affine maps folded into derived weights: `FusedSteps.derive`;
 layer 0's bias by a row of ones under the observations), the loss's gradient is a few dozen
-kernels over the minibatch's columns, and clipping and Adam act on one flat gradient. No autograd graph, no
-allocation, no host transfer: a step whose loss or gradient norm is not finite is skipped
+kernels over the minibatch's columns, and clipping and Adam act on one flat gradient. No
+autograd graph, no allocation, no host transfer: a step whose loss or gradient norm is not finite is skipped
 on the device (Adam's ``found_inf``) and left out of the iteration's metrics.
 
 Per sample ``i`` (weight ``c_i``: ``(1-ρ)/n_real`` on the real columns and ``ρ/n_virtual``
