@@ -378,10 +378,12 @@ def test_a_batch_of_flying_and_touching_landers_equals_per_row_calls():
 
 
 def test_scripted_contact_solver_equals_its_python(monkeypatch):
-    """The contact solver runs as TorchScript (`_impulses`): bit for bit its own Python
-    (`_impulse_steps`, the eager ops), in float32 and float64."""
+    """The contact solver runs as TorchScript (`envs.lunar_lander_solver.contact_impulses`):
+    bit for bit its own Python (`impulse_steps`, the eager ops), in float32 and float64."""
     import envs.lunar_lander_body as body
+    from envs.lunar_lander_solver import impulse_steps
 
+    assert isinstance(body.contact_impulses, torch.jit.ScriptFunction)
     gen = torch.Generator().manual_seed(2)
     for dtype in (torch.float32, torch.float64):
         n = 300
@@ -390,7 +392,7 @@ def test_scripted_contact_solver_equals_its_python(monkeypatch):
         targets = torch.randn(2, n, generator=gen, dtype=dtype)
         scripted = body.leg_impulses(velocity, r, targets)
         with monkeypatch.context() as m:
-            m.setattr(body, "_impulses", body._impulse_steps)  # the same function, eagerly
+            m.setattr(body, "contact_impulses", impulse_steps)  # the same function, eagerly
             eager = body.leg_impulses(velocity, r, targets)
         assert torch.equal(scripted, eager)
         assert not torch.equal(scripted, velocity)  # impulses landed
