@@ -74,7 +74,8 @@ def _scripted(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.script(fn)
-    except Exception:  # no TorchScript in this torch: eager, the same values, slower
+    except (AttributeError, NotImplementedError, RuntimeError) as err:  # a torch without it
+        warnings.warn(f"{fn.__name__} runs eagerly (the same values, slower): {err}", stacklevel=2)
         return fn
 
 

@@ -20,12 +20,12 @@ thread CPU seconds (`time.thread_time`) are printed as well.
 go on this core? One update of the first engine runs under the torch profiler, which counts
 the floating-point operations of its matrix products (``aten::mm``, ``addmm``, ``bmm``,
 ``baddbmm``: ``learner_gflop``, the same for both engines, the update's arithmetic) and the
-elements its activations pass through, σ forward and the activation's backward apart (tanh'
-in the autograd engine, σ' in the fused one, one product pass each:
-``learner_sigmoid_M``, ``learner_activation_backward_M``). Reference kernels are timed in the same
-sitting, on the same thread: a batched product of the fused engine's dominant shape
-``[2D, 256, 64] × [2D, 64, 64]`` (``gemm_ref_gflops``), an in-place σ and a tanh' over
-``[2D, 256, 64]`` (``sigmoid_ref_ns``, ``activation_backward_ref_ns`` per element). Then
+elements its activations pass through: σ forward (``learner_sigmoid_M``) and the
+activation's backward (``learner_activation_backward_M``: tanh' in the autograd engine, σ' in
+the fused one). Reference kernels are timed in the same sitting, on the same thread: a
+batched product of the fused engine's dominant shape ``[2D, 256, 64] × [2D, 64, 64]``
+(``gemm_ref_gflops``), an in-place σ, a tanh' and a σ' over ``[2D, 256, 64]``
+(``sigmoid_ref_ns``, ``tanh_backward_ref_ns``, ``sigmoid_backward_ref_ns`` per element). Then
 ``learner_floor_s`` = GFLOP / reference GFLOP/s + each activation's elements × its reference
 time: the update at the reference kernels' speed with nothing else (no Adam, no gathers, no
 Python, no element-wise work but the activations). ``learner_floor_fraction`` is the fused
@@ -94,41 +94,45 @@ def time_updates(
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 SIGMOIDS = ("aten::sigmoid_", "aten::sigmoid")
-ACTIVATION_BACKWARDS = ("aten::tanh_backward", "aten::sigmoid_backward")
+TANH_BACKWARDS = ("aten::tanh_backward",)
+SIGMOID_BACKWARDS = ("aten::sigmoid_backward",)
 
 
 def update_arithmetic(
     learner: PPOLearner, real: RealBatch, virtual: VirtualBatch | None
-) -> tuple[float, int, int]:
-    """(GFLOP of the matrix products, elements through σ, elements through tanh' or σ') of one
+) -> tuple[float, int, int, int]:
+    """(GFLOP of the matrix products, elements through σ, through tanh', through σ') of one
     update, as the torch profiler counts them."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
         learner.update(real, virtual)
-    flops, sig, act_b = 0, 0, 0
+    flops, sig, tanh_b, sig_b = 0, 0, 0, 0
     for e in prof.events():
         n = math.prod(e.input_shapes[0]) if e.input_shapes and e.input_shapes[0] else 0
         if e.name in MATMULS:
             flops += e.flops or 0
         elif e.name in SIGMOIDS:
             sig += n
-        elif e.name in ACTIVATION_BACKWARDS:
-            act_b += n
-    return flops / 1e9, sig, act_b
+        elif e.name in TANH_BACKWARDS:
+            tanh_b += n
+        elif e.name in SIGMOID_BACKWARDS:
+            sig_b += n
+    return flops / 1e9, sig, tanh_b, sig_b
 
 
 def reference_kernels(
     G: int, rows: int = 256, width: int = 64, reps: int = 200
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     """(GFLOP/s of ``bmm [G, rows, width] × [G, width, width]``, ns per element of an in-place
-    σ and of tanh' over ``[G, rows, width]``), medians of 5 timings of ``reps`` calls each,
-    thread CPU time."""
+    σ, of tanh' and of σ' over ``[G, rows, width]``), medians of 5 timings of ``reps`` calls
+    each, thread CPU time."""
     a, b = torch.randn(G, rows, width), torch.randn(G, width, width)
     c, x = torch.empty(G, rows, width), torch.randn(G, rows, width)
     y, g = torch.rand(G, rows, width), torch.randn(G, rows, width)
     tanh_backward = torch.ops.aten.tanh_backward.grad_input
-    gemm, sig, tb = [], [], []
+    sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
+    gemm, sig, tb, sb = [], [], [], []
     per_elt = lambda t0: (time.thread_time() - t0) / reps / x.numel() * 1e9
     for _ in range(5):
         t = time.thread_time()
@@ -143,7 +147,11 @@ def reference_kernels(
         for _ in range(reps):
             tanh_backward(g, y, grad_input=c)
         tb.append(per_elt(t))
-    return statistics.median(gemm), statistics.median(sig), statistics.median(tb)
+        t = time.thread_time()
+        for _ in range(reps):
+            sigmoid_backward(g, y, grad_input=c)
+        sb.append(per_elt(t))
+    return tuple(statistics.median(v) for v in (gemm, sig, tb, sb))  # type: ignore[return-value]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -207,12 +215,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         )
     print(f"device: {args.device}")
     if args.floor and args.device == "cpu":
-        gflop, sig, act_b = update_arithmetic(next(iter(learners.values())), real, virtual)
-        gemm, sig_ns, tb_ns = reference_kernels(2 * NetworkConfig().ensemble_size)
-        floor = gflop / gemm + (sig * sig_ns + act_b * tb_ns) * 1e-9
+        gflop, sig, tanh_b, sig_b = update_arithmetic(next(iter(learners.values())), real, virtual)
+        gemm, sig_ns, tb_ns, sb_ns = reference_kernels(2 * NetworkConfig().ensemble_size)
+        floor = gflop / gemm + (sig * sig_ns + tanh_b * tb_ns + sig_b * sb_ns) * 1e-9
         figures |= {"learner_gflop": gflop, "learner_sigmoid_M": sig / 1e6,
-                    "learner_activation_backward_M": act_b / 1e6, "gemm_ref_gflops": gemm,
-                    "sigmoid_ref_ns": sig_ns, "activation_backward_ref_ns": tb_ns,
+                    "learner_activation_backward_M": (tanh_b + sig_b) / 1e6, "gemm_ref_gflops": gemm,
+                    "sigmoid_ref_ns": sig_ns, "tanh_backward_ref_ns": tb_ns,
+                    "sigmoid_backward_ref_ns": sb_ns,
                     "learner_floor_s": floor}  # fmt: skip
         for name in args.engines:
             key = "learner_update_cpu_s" if name == "fused" else f"learner_update_{name}_cpu_s"

@@ -116,7 +116,7 @@ class FlatNetworks:
             param.copy_(self.view(self.flat, k))
 
     # ---- the critic, fast -------------------------------------------------------------------
-    def _stacked_critic(self) -> list[tuple[Tensor, Tensor]]:
+    def _stacked_critic(self) -> list[tuple[Tensor, Tensor | None]]:
         """The D heads then their D fixed priors (β-scaled) as ``(w, b)`` per layer, in the
         sigmoid form (module docstring): layer 0 ``[nobs + 1, 2D·h]`` (weights, then the bias
         row, for inputs with a column of ones), later layers
