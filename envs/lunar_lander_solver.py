@@ -34,16 +34,9 @@ def impulse_steps(
     torch.neg(velocity[0:1].expand(2, -1), out=q[1::2])  # tangent speed: -vx + ω·ry
     q.addcmul_(r, velocity[2]).mul_(neg_k).div_(units)
     # sequential impulses: per sweep normal 0, its tangent, normal 1, its tangent; each
-    # moves q by its impulse's change times its column of the coupling
-    p0 = q[0].clamp(0.0, max_impulse)
-    q.addcmul_(p0, c0)
-    t0 = torch.clamp(q[1], -p0, p0)
-    q.addcmul_(t0, c1)
-    p1 = q[2].clamp(0.0, max_impulse)
-    q.addcmul_(p1, c2)
-    t1 = torch.clamp(q[3], -p1, p1)
-    q.addcmul_(t1, c3)
-    for _ in range(sweeps - 1):
+    # moves q by its impulse's change (from 0: x - 0 is x exactly) times its coupling column
+    p0 = t0 = p1 = t1 = torch.zeros_like(q[0])
+    for _ in range(sweeps):
         new = q[0].clamp(0.0, max_impulse)
         q.addcmul_(new - p0, c0)
         p0 = new

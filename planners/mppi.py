@@ -261,11 +261,8 @@ class MPPI:
         #: ``(u_min, u_max)`` as numbers where each bound is the same for every control
         self.scalar_bounds = (float(lo[0]), float(hi[0])) if uniform else None
         self.diagonal_sigma = bool((self.sigma == torch.diag(self.sigma.diagonal())).all())
-        chol = torch.linalg.cholesky(self.sigma).diagonal()
-        isotropic = self.diagonal_sigma and bool((chol == chol[0]).all())
-        #: √s where Σ = s·I (a float64 number: `sample_noise` scales by it, rounded to the
-        #: noise's dtype as the [nu] factor of `constants` is); None otherwise
-        self.isotropic_scale = float(chol[0]) if isotropic else None
+        d = torch.linalg.cholesky(self.sigma).diagonal()  #: √s where Σ = s·I, else None
+        self.isotropic_scale = float(d[0]) if self.diagonal_sigma and (d == d[0]).all() else None
         self._constants: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
 
     def constants(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
