@@ -9,23 +9,45 @@ import pytest
 
 from rlmpc.tools import planner_alone
 from rlmpc.tools.planner_alone import run_alone
+from tests.conftest import seed_offset
+
+#: episodes of the default-suite check, and how many must land (see the test's docstring)
+LANDING_EPISODES, LANDING_NEEDED = 24, 18
 
 
 def test_scripted_targets_land_the_lander_and_the_command_prints_its_figures(capsys, tmp_path):
-    """Two episodes with zones: the planner, told where to go, lands both between the flags."""
-    planner_alone.main(["--env", "lunarlander", "--episodes", "2", "--out", str(tmp_path)])
+    """The planner, told where to go, lands: at least 18 of 24 seeded episodes with zones.
+
+    Each episode is a chaotic Box2D rollout whose outcome can flip with a reduction's float
+    order (AMD vs Intel), so the test asserts a rate, not which episodes land. The committed
+    50-episode figure is 0.96 (`results/planner_alone/lunarlander`; 0.95 on 20 episodes
+    here); at p = 0.96 the chance that fewer than 18 of 24 land is 3e-5 (binomial), at p =
+    0.9 it is 7e-3. Negative control: an untrained policy's random targets (``--policy
+    initial``) land 0 of 24, and P(>= 18 of 24) at p = 0.3 is 7e-6. ``RLMPC_TEST_SEED_OFFSET``
+    moves the episodes' seeds (the closing notes run it with other bases).
+    """
+    seed = 20_000 + seed_offset()
+    planner_alone.main([
+        "--env", "lunarlander", "--episodes", str(LANDING_EPISODES), "--seed", str(seed),
+        "--out", str(tmp_path),
+    ])  # fmt: skip
     key, value = capsys.readouterr().out.strip().splitlines()[-1].split(": ")
-    assert key == "planner_alone_lunarlander_scripted_success_rate" and float(value) == 1.0
+    assert key == "planner_alone_lunarlander_scripted_success_rate"
+    assert round(float(value) * LANDING_EPISODES) >= LANDING_NEEDED, value
     assert (tmp_path / "alone_scripted.json").is_file()
     assert (tmp_path / "alone_scripted_episodes.png").is_file()
 
 
 def test_paper_literal_effort_keeps_the_engines_firing_on_the_pad():
     """Table 5's w_act on ||u||² (the paper's literal eq. 43) cannot brake: the lander crashes
-    where the preset's cost (effort on engine power, attitude term) lands it."""
-    literal, _, _ = run_alone("lunarlander", 2, record=0, w_act=20.0, effort="control",
-                              w_attitude=0.0)  # fmt: skip
-    assert literal["success_rate"]["mean"] == 0.0
+    where the preset's cost (effort on engine power, attitude term) lands it.
+
+    A rate, not which episodes: 0 of 50 landed (README), so at most 2 of 12 may; at a true
+    rate of 0.05 the chance of 3 or more is 2 %, at 0.02 it is 0.2 %. Negative control: the
+    preset lands 0.96, and then P(<= 2 of 12) is 1e-11."""
+    literal, _, _ = run_alone("lunarlander", 12, seed=20_000 + seed_offset(), record=0,
+                              w_act=20.0, effort="control", w_attitude=0.0)  # fmt: skip
+    assert round(literal["success_rate"]["mean"] * 12) <= 2, literal["success_rate"]
 
 
 def test_bad_planner_options_are_refused_naming_them(capsys):
