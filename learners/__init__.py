@@ -25,7 +25,7 @@ Modules:
 * `learners.ppo` — `PPOLearner` (one iteration: `update`), re-exporting `learners.ppo_loss`.
 * `learners.pompc` — PO-MPC's KL prior: `KLPriorConfig`, the Gaussian KL, the planner prior
   π_P from the M scored candidates, the intermediate prior π_θp.
-* `learners.errors` — `ConfigError`, which every config raises naming its fields.
+* configs raise `common.checks.ConfigError` naming their fields.
 """
 
 from learners.batches import RealBatch, TrainBatch, VirtualBatch, bernoulli_mix, mix_batches

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from learners.errors import ConfigError
+from common.checks import ConfigError, check_finite_fields
 from learners.normalize import ObsNormalizer, ValueScale
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -33,9 +33,10 @@ class NetworkConfig:
     """Sizes and initialisation of the policy and the value ensemble."""
 
     hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden widths of the policy MLP and of each value head (tanh; SB3's PPO default)."""
+    """Hidden widths of the policy MLP and of each value head (tanh; SB3's PPO default): 1..16
+    layers of 1..4096."""
     ensemble_size: int = 5
-    """D, the number of value heads (Alg. 2's ensemble); at least 2 for the adaptive ρ."""
+    """D, the number of value heads (Alg. 2's ensemble), 1..64; at least 2 for the adaptive ρ."""
     prior_scale: float = 1.0
     """β: each head adds β × a fixed random prior network (Osband et al. 2018); 0 disables."""
     log_std_init: float = 0.0
@@ -50,15 +51,17 @@ class NetworkConfig:
     (`learners.normalize.ValueScale`); Alg. 2 then reads the heads in these units."""
 
     def __post_init__(self) -> None:
-        if len(self.hidden_sizes) < 1 or any(int(h) < 1 for h in self.hidden_sizes):
+        check_finite_fields(self)
+        sizes = self.hidden_sizes
+        if not 1 <= len(sizes) <= 16 or any(not 1 <= int(h) <= 4096 for h in sizes):
             raise ConfigError(
                 "hidden_sizes",
-                f"NetworkConfig.hidden_sizes must be one or more widths >= 1, got {self.hidden_sizes}",
+                f"NetworkConfig.hidden_sizes must be 1..16 widths in [1, 4096], got {sizes}",
             )
-        if self.ensemble_size < 1:
+        if not 1 <= self.ensemble_size <= 64:
             raise ConfigError(
                 "ensemble_size",
-                f"NetworkConfig.ensemble_size must be >= 1, got {self.ensemble_size}",
+                f"NetworkConfig.ensemble_size must be in [1, 64], got {self.ensemble_size}",
             )
         if not self.prior_scale >= 0.0:
             raise ConfigError(

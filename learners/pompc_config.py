@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from learners.errors import ConfigError
+from common.checks import ConfigError, check_finite_fields
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class KLPriorConfig:
     """passes of π_θp's fit over each iteration's real states (minibatches of --batch-size), >= 1"""
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         choices = {
             "kl_prior": ("none", "planner", "intermediate"),
             "kl_direction": ("reverse", "forward"),

@@ -430,6 +430,17 @@ class PPOLearner:
         if self.kl_prior is not None:
             self.kl_prior.load_state_dict(state)
 
+    def non_finite(self) -> list[str]:
+        """The tensors of the learner's state that hold a NaN or inf: the networks' parameters
+        and buffers (observation statistics, value scale, PopArt layer), named as in
+        `get_weights` (``policy.<name>``, ``values.<name>``); empty when all are finite."""
+        bad = []
+        for part, module in (("policy", self.policy), ("values", self.values)):
+            for name, t in module.state_dict().items():
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    bad.append(f"{part}.{name}")
+        return bad
+
     def get_weights(self) -> dict[str, dict[str, Tensor]]:
         """CPU copies of the policy and value-ensemble state dicts, for shipping to actors."""
         cpu = lambda sd: {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}

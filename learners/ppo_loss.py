@@ -15,9 +15,13 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from common.checks import ConfigError, check_finite_fields
 from learners.batches import Samples, TrainBatch
-from learners.errors import ConfigError
 from learners.policy import GaussianPolicy, ValueEnsemble
+
+#: the most real samples an iteration (and a minibatch) may hold: 2²² (its buffers, with the
+#: M − 1 virtual paths per sample, are then several GiB)
+N_STEPS_MAX = 2**22
 
 
 @dataclass(frozen=True)
@@ -27,11 +31,11 @@ class PPOConfig:
     learning_rate: float = 3e-4
     """Adam step size, > 0."""
     n_steps: int = 2048
-    """Real env steps per learner iteration, over all envs (read by the driver), >= 1."""
+    """Real env steps per learner iteration, over all envs (read by the driver), 1..2²²."""
     batch_size: int = 64
-    """Real samples per minibatch, >= 1."""
+    """Real samples per minibatch, 1..2²²."""
     n_epochs: int = 10
-    """Passes over the buffers per iteration, >= 1."""
+    """Passes over the buffers per iteration, 1..1000."""
     gamma: float = 0.99
     """Discount γ in [0, 1]."""
     gae_lambda: float = 0.95
@@ -64,13 +68,20 @@ class PPOConfig:
     'autograd' (the modules with autograd and torch.optim.Adam; the reference)."""
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         positive = ("learning_rate", "clip_range", "max_grad_norm", "adam_eps")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(name, f"PPOConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("n_steps", "batch_size", "n_epochs"):
-            if not getattr(self, name) >= 1:
-                raise ConfigError(name, f"PPOConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name, most in (
+            ("n_steps", N_STEPS_MAX),
+            ("batch_size", N_STEPS_MAX),
+            ("n_epochs", 1000),
+        ):
+            if not 1 <= getattr(self, name) <= most:
+                raise ConfigError(
+                    name, f"PPOConfig.{name} must be in [1, {most}], got {getattr(self, name)}"
+                )
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(
@@ -83,10 +94,11 @@ class PPOConfig:
             raise ConfigError(
                 "mixing", f"PPOConfig.mixing must be 'loss' or 'sample', got {self.mixing!r}"
             )
-        if self.virtual_batch_size is not None and self.virtual_batch_size < 1:
+        vbs = self.virtual_batch_size
+        if vbs is not None and not 1 <= vbs <= N_STEPS_MAX:
             raise ConfigError(
                 "virtual_batch_size",
-                f"PPOConfig.virtual_batch_size must be None or >= 1, got {self.virtual_batch_size}",
+                f"PPOConfig.virtual_batch_size must be None or in [1, {N_STEPS_MAX}], got {vbs}",
             )
         if self.engine not in ("fused", "autograd"):
             raise ConfigError(

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from learners.errors import ConfigError
+from common.checks import ConfigError, check_finite_fields
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class InfluenceRatioConfig:
     """When ρ is updated: once per learner iteration, or before every minibatch step."""
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         if self.mode not in ("fixed", "adaptive"):
             raise ConfigError(
                 "mode",

@@ -15,21 +15,6 @@ if TYPE_CHECKING:
     from planners.mppi import MPPI
 
 
-class ConfigError(ValueError):
-    """A planner config field (or several together) out of its allowed range.
-
-    ``fields`` names them (the dataclass field names), so that a command line can point at
-    its options without reading the message.
-    """
-
-    def __init__(self, fields: str | tuple[str, ...], message: str) -> None:
-        self.fields = (fields,) if isinstance(fields, str) else tuple(fields)
-        super().__init__(message)
-
-    def __reduce__(self) -> tuple:
-        return type(self), (self.fields, str(self))
-
-
 def covariance(noise_sigma: float | Sequence[float] | Tensor, nu: int) -> Tensor:
     """Σ ``[nu, nu]`` (float64) from a scalar ``s`` (``s·I``), a diagonal ``[nu]`` or a matrix."""
     sigma = torch.as_tensor(noise_sigma, dtype=torch.float64)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from planners.checks import ConfigError
+from common.checks import ConfigError, check_finite_fields
 from planners.mppi import BACKENDS, MPPI, make_planner
 from planners.reward_cost import RewardCost
 
@@ -179,11 +179,11 @@ class PlannerConfig:
     """MPPI options and eq. (38) weights; the per-env subclasses carry Table 5's values."""
 
     horizon: int = 10
-    """H for the target-tracking cost (Table 5, 'horizon (state ref)')."""
+    """H for the target-tracking cost (Table 5, 'horizon (state ref)'), 1..1000."""
     horizon_qp: int = 3
-    """H for the quadratic cost of eq. (40) (Table 5, 'horizon (QP)')."""
+    """H for the quadratic cost of eq. (40) (Table 5, 'horizon (QP)'), 1..1000."""
     num_samples: int = 100
-    """K, noise sequences per state, shared by the M candidates."""
+    """K, noise sequences per state, shared by the M candidates, 1..65536."""
     lambda_temp: float = 1.0
     """λ, the temperature of eq. (3)."""
     noise_sigma: float = 0.5
@@ -212,11 +212,15 @@ class PlannerConfig:
     terminal state (as training's default ``--virtual-terminal reward``); False: App. B's r̂."""
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("horizon", "horizon_qp", "num_samples"):
-                if not isinstance(value, int) or value < 1:
-                    raise ConfigError(f.name, f"{f.name} must be an integer >= 1, got {value!r}")
+                most = 1000 if f.name != "num_samples" else 65536
+                if not isinstance(value, int) or not 1 <= value <= most:
+                    raise ConfigError(
+                        f.name, f"{f.name} must be an integer in [1, {most}], got {value!r}"
+                    )
             elif f.name in ("lambda_temp", "noise_sigma"):
                 if (
                     isinstance(value, bool)

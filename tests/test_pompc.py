@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from common.checks import ConfigError
 from learners import InfluenceRatioConfig, NetworkConfig, PPOConfig, PPOLearner, RealBatch
-from learners.errors import ConfigError
 from learners.pompc import (
     KLPriorConfig,
     candidate_returns,

@@ -84,9 +84,9 @@ def test_table3_defaults():
     "field,value,allowed",
     [
         ("learning_rate", 0.0, "> 0"),
-        ("n_steps", 0, ">= 1"),
-        ("batch_size", 0, ">= 1"),
-        ("n_epochs", 0, ">= 1"),
+        ("n_steps", 0, r"in \[1, 4194304\]"),
+        ("batch_size", 0, r"in \[1, 4194304\]"),
+        ("n_epochs", 0, r"in \[1, 1000\]"),
         ("gamma", 1.01, r"in \[0, 1\]"),
         ("gae_lambda", -0.1, r"in \[0, 1\]"),
         ("clip_range", -0.2, "> 0"),
@@ -95,9 +95,9 @@ def test_table3_defaults():
         ("max_grad_norm", 0.0, "> 0"),
         ("adam_eps", 0.0, "> 0"),
         ("mixing", "both", "'loss' or 'sample'"),
-        ("virtual_batch_size", 0, "None or >= 1"),
+        ("virtual_batch_size", 0, r"None or in \[1, 4194304\]"),
         ("bootstrap_p", 0.0, r"in \(0, 1\]"),
-        ("learning_rate", float("nan"), "> 0"),
+        ("learning_rate", float("nan"), "a finite number"),
     ],
 )
 def test_invalid_config_values_are_refused_naming_field_and_range(field, value, allowed):
@@ -270,8 +270,9 @@ def _sin_toy_error(rho: float, seed: int, iters: int = 10) -> list[float]:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_virtual_data_with_true_returns_lowers_value_error_faster(seed):
     # Mechanism 1 on a toy: the same real data, plus virtual samples whose targets are exact.
+    # Measured (seeds 0, 1): from the third iteration on, mixed / real-only is 0.18-0.64.
     real_only, mixed = _sin_toy_error(0.0, seed), _sin_toy_error(0.5, seed)
-    assert all(m < r for m, r in zip(mixed[2:], real_only[2:], strict=True))
+    assert all(m < 0.8 * r for m, r in zip(mixed[2:], real_only[2:], strict=True))
     assert mixed[-1] < 0.5 * real_only[-1]
 
 

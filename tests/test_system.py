@@ -26,6 +26,8 @@ from rlmpc.run.evaluate import main as evaluate_main
 from rlmpc.run.runlog import WandbConfig
 from rlmpc.run.train import Run, train
 from rlmpc.system.backend import ComponentDied, actor_name
+from rlmpc.system.checkpoint import latest_checkpoint, load_checkpoint
+from rlmpc.system.learner import TrainingDiverged
 from tests import toy_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +224,27 @@ def test_bad_options_are_refused_before_ray_starts(args, option):
     options = (option,) if isinstance(option, str) else option
     assert all(o in error for o in options), error
     assert "Ray" not in proc.stderr and "ray" not in proc.stdout.lower()
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_a_run_that_goes_non_finite_stops_there_naming_its_last_good_checkpoint(tmp_path, serial):
+    """Adam at a learning rate of 1e30 leaves finite but huge weights after iteration 1; the
+    next iteration's losses overflow. The run stops in that iteration (nothing logged or
+    checkpointed from it), naming the newest checkpoint, whose weights are finite."""
+    cfg = tiny(tmp_path, "diverges", checkpoint_every=1, eval_every=0)
+    cfg = replace(cfg, ppo=replace(cfg.ppo, learning_rate=1e30))
+    with pytest.raises(TrainingDiverged) as err:
+        train(cfg, serial=serial)
+    run_dir = tmp_path / "diverges"
+    logged = rows(run_dir)
+    assert err.value.iteration == len(logged) + 1 <= cfg.iterations
+    newest = latest_checkpoint(run_dir)
+    assert err.value.checkpoint == str(newest) and str(newest) in str(err.value)
+    state = load_checkpoint(newest)
+    assert state.iteration == len(logged)
+    for part in (state.weights.policy, state.weights.values):
+        assert all(bool(torch.isfinite(t).all()) for t in part.values() if t.is_floating_point())
+    assert "non-finite" in (run_dir / "events.log").read_text()
 
 
 def test_evaluate_refuses_bad_options(tmp_path):

@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from common.checks import SEED_MAX, int_in, ray_address_problem, seed_arg, writable_dir
 from rlmpc.reproduce.catalog import EXPERIMENTS, KINDS, PRESETS
 from rlmpc.tools.results import RESULTS
 
@@ -39,15 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--envs", nargs="+", default=None, help="envs to run (default: each experiment's)"
     )
-    p.add_argument(
-        "--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's)"
-    )
+    p.add_argument("--seeds", nargs="+", type=seed_arg, default=None,
+                   help=f"seeds, 0..{SEED_MAX} (default: the preset's)")  # fmt: skip
     p.add_argument("--methods", nargs="+", default=None, help="only these methods")
     p.add_argument("--env-steps", nargs="+", default=None, metavar="[KIND=]N",
                    help="env steps per cell: N for every kind, or KIND=N for one method kind "
                         f"({', '.join(KINDS)}; the others keep the preset's), e.g. "
                         "'rllib-sac=100000' (default: the preset's, per method kind)")  # fmt: skip
-    p.add_argument("--eval-episodes", type=int, default=None, help="final evaluation episodes")
+    p.add_argument("--eval-episodes", type=int_in(1, 10_000), default=None,
+                   help="final evaluation episodes, 1..10000")  # fmt: skip
     p.add_argument(
         "--results",
         type=Path,
@@ -68,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-concurrent",
-        type=int,
+        type=int_in(1),
         default=None,
-        help="at most this many trials at once (default: as many as the resources fit)",
+        help="at most this many trials at once, >= 1 (default: as many as the resources fit)",
     )
     p.add_argument(
         "--wandb-mode", default="auto", choices=["auto", "online", "offline", "disabled"]
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     smoke = args.preset == "smoke"
     results = (args.results or (Path("runs/smoke/results") if smoke else RESULTS)).resolve()
     runs = (args.runs or Path("runs/smoke" if smoke else "runs/reproduce")).resolve()
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        parser.error(f"argument --max-concurrent: must be >= 1, got {args.max_concurrent}")
+    if args.ray_address is not None and (problem := ray_address_problem(args.ray_address)):
+        parser.error(f"argument --ray-address: {problem}")
     from rlmpc.reproduce.cells import parse_env_steps, plan
     from rlmpc.reproduce.report import write_reports
 
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.wandb_mode == "online" and not os.environ.get("WANDB_API_KEY"):
         parser.error("argument --wandb-mode: 'online' needs WANDB_API_KEY (or use offline)")
+    for option, path in (("--results", results), ("--runs", runs)):
+        if option == "--runs" and args.from_results:
+            continue
+        if problem := writable_dir(path):
+            parser.error(f"argument {option}: {problem}")
     failed = []
     if not args.from_results:
         from rlmpc.reproduce.sweep import run_sweep

@@ -1,23 +1,62 @@
 """What a valid `TrainConfig` asks of this machine and of its env, checked before Ray starts:
-devices and GPU counts, the env's packages, the planner's cost on the env's model."""
+the run directory, devices and GPU counts, the env's packages, the planner's cost on the
+env's model."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import torch
 
 import envs
-from learners.errors import ConfigError
+from common.checks import ConfigError, writable_dir
 from rlmpc.run.config import TrainConfig
+from rlmpc.system.checkpoint import latest_checkpoint
 from rlmpc.system.learner import resolve_device
 
 
-def check_runnable(cfg: TrainConfig, cluster: bool = False) -> None:
-    """What the config asks of this machine and of the env: devices, the env's packages, the
-    planner's cost on the env's model (`ConfigError` naming the fields).
+def run_dir_of(cfg: TrainConfig, resume: Path | None = None) -> Path:
+    """The directory the run writes: ``resume``, or ``runs_dir/run_name`` (default name
+    ``<env>-<time>``)."""
+    if resume is not None:
+        return resume
+    name = cfg.run.run_name or time.strftime(f"{cfg.run.env}-%Y%m%d-%H%M%S")
+    return Path(cfg.run.runs_dir) / name
+
+
+def check_run_dir(cfg: TrainConfig, resume: Path | None = None) -> None:
+    """The run directory can be written, before anything starts: for a new run ``runs_dir``
+    is created (or found writable) and ``run_name`` holds no run yet; a resumed run's
+    directory holds a checkpoint and is writable (`ConfigError`: ``run.runs_dir``,
+    ``run.run_name`` or ``resume``)."""
+    if resume is not None:
+        if latest_checkpoint(resume) is None:
+            raise ConfigError("resume", f"no checkpoint in {resume / 'checkpoints'}")
+        problem = writable_dir(resume)
+        if problem:
+            raise ConfigError("resume", f"the run directory: {problem}")
+        return
+    problem = writable_dir(cfg.run.runs_dir)
+    if problem:
+        raise ConfigError("run.runs_dir", f"runs_dir: {problem}")
+    path = run_dir_of(cfg)
+    if path.exists() and latest_checkpoint(path) is not None:
+        raise ConfigError(
+            "run.run_name",
+            f"run directory {path} already holds a run; use --resume {path} or another --run-name",
+        )
+
+
+def check_runnable(cfg: TrainConfig, cluster: bool = False, resume: Path | None = None) -> None:
+    """What the config asks of this machine and of the env: the run directory
+    (`check_run_dir`), devices, the env's packages, the planner's cost on the env's model
+    (`ConfigError` naming the fields).
 
     On a ``cluster`` (a Ray address given) the actors' GPUs are the cluster's, not this
     machine's: Ray places them. Here, the GPUs the run reserves must fit the ones torch sees
     (else Ray would wait for them forever)."""
+    check_run_dir(cfg, resume)
     run = cfg.run
     for name in ("learner_device", "actor_device"):
         device = getattr(run, name)

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import yaml
 
 import envs
+from common.checks import ray_address_problem
 from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
 from learners.ppo import PPOConfig
@@ -133,13 +134,19 @@ def parse(argv: list[str] | None = None) -> Invocation:
             _refuse(parser, err, section)
     try:
         cfg = TrainConfig(**parts)
-        check_runnable(cfg, cluster=bool(ns.ray_address or os.environ.get("RAY_ADDRESS")))
     except ValueError as err:
         _refuse(parser, err, "run")
     if resume is not None and stored.get("run", {}).get("env") not in (None, env):
         parser.error(
             f"argument --env: the run in {resume} trains {stored['run']['env']!r}, not {env!r}"
         )
+    if ns.ray_address is not None and (problem := ray_address_problem(ns.ray_address)):
+        parser.error(f"argument --ray-address: {problem}")
+    try:
+        check_runnable(cfg, cluster=bool(ns.ray_address or os.environ.get("RAY_ADDRESS")),
+                       resume=resume)  # fmt: skip
+    except ValueError as err:
+        _refuse(parser, err, "run")
     return Invocation(cfg, resume, ns.ray_address, ns.serial)
 
 
@@ -149,9 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     from rlmpc.run.train import train
     from rlmpc.system.backend import ComponentDied, ComponentFailed
     from rlmpc.system.checkpoint import CheckpointError
+    from rlmpc.system.learner import TrainingDiverged
 
     try:
         train(invocation.cfg, resume=invocation.resume, ray_address=invocation.ray_address,
               serial=invocation.serial, argv=argv)  # fmt: skip
-    except (ComponentDied, ComponentFailed, CheckpointError) as err:  # what and why, no traceback
+    except (ComponentDied, ComponentFailed, CheckpointError, TrainingDiverged) as err:
         sys.exit(f"launch.py: the run stopped: {err}")

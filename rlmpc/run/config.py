@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import envs
+from common.checks import SEED_MAX, ConfigError, check_finite_fields, check_seed
 from envs.faults import parse_rates
-from learners.errors import ConfigError
 from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
 from learners.ppo import PPOConfig
@@ -69,11 +69,11 @@ class RunConfig:
     transition into a state the model deems terminal; 'exclude' leaves it out (App. B's r̂).
     Either way the path's λ-return stops at that state"""
     seed: int = 0
-    """base seed of the run (actors, learner, evaluation)"""
+    """base seed of the run (actors, learner, evaluation), 0..2³²−1"""
     eval_seed: int | None = None
-    """seed of the first evaluation episode (episode i uses eval_seed + i); default
-    1_000_000 + 10_000·seed, so runs of different seeds are judged on different episodes,
-    none of them a training episode"""
+    """seed of the first evaluation episode (episode i uses eval_seed + i, within 0..2³²−1);
+    default 1_000_000 + 10_000·seed, so runs of different seeds are judged on different
+    episodes, none of them a training episode"""
     learner_device: str = "auto"
     """learner device: auto (cuda when visible) | cpu | cuda[:N]"""
     actor_device: str = "cpu"
@@ -90,9 +90,9 @@ class RunConfig:
     figures are logged eval_every iterations later. An env whose envs need cluster resources
     (CARLA servers) needs one env's worth spare for the evaluator"""
     eval_episodes: int = 10
-    """episodes of each periodic evaluation, >= 1"""
+    """episodes of each periodic evaluation, 1..10000"""
     final_eval_episodes: int = 50
-    """episodes of the final evaluation (the paper's tables use 50); 0 skips it"""
+    """episodes of the final evaluation (the paper's tables use 50), 0..10000; 0 skips it"""
     eval_video_frames: int = 100
     """frames of eval_episode.gif, the final evaluation's first recorded episode step by step
     (also logged to W&B): 0 (none) or 2..150"""
@@ -141,8 +141,12 @@ class RunConfig:
                     name, f"{name} must be {rng if hi is None else 'in ' + rng}, got {v!r}"
                 )
 
+        check_finite_fields(self)
         if self.env not in envs.names():
             raise ConfigError("env", f"env must be one of {envs.names()}, got {self.env!r}")
+        check_seed("seed", self.seed)
+        if self.eval_seed is not None:
+            check_seed("eval_seed", self.eval_seed)
         if self.virtual_terminal not in ("reward", "exclude"):
             raise ConfigError(
                 "virtual_terminal",
@@ -155,8 +159,15 @@ class RunConfig:
         check("max_policy_lag", 0, 4)
         check("threads", 1, 64)
         check("eval_every", 0)
-        check("eval_episodes", 1)
-        check("final_eval_episodes", 0)
+        check("eval_episodes", 1, 10_000)
+        check("final_eval_episodes", 0, 10_000)
+        episodes = max(self.eval_episodes, self.final_eval_episodes)
+        if self.first_eval_seed + episodes - 1 > SEED_MAX:
+            raise ConfigError(
+                ("eval_seed", "seed") if self.eval_seed is None else "eval_seed",
+                f"the evaluation episodes' seeds (from {self.first_eval_seed}, "
+                f"{episodes} episodes) must stay within [0, {SEED_MAX}]",
+            )
         if self.eval_video_frames != 0:
             check("eval_video_frames", 2, 150)
         check("checkpoint_every", 1)

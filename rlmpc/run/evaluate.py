@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from common.checks import SEED_MAX, int_in, seed_arg, writable_dir
 from rlmpc.system.checkpoint import CheckpointError, load_checkpoint
 from rlmpc.system.records import EvalResult, Trace, summarize
 from rlmpc.system.worker import EVAL_ACTOR_ID, RolloutWorker
@@ -121,21 +122,24 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out: str | Path |
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory")
-    parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes (1..10000)")
+    parser.add_argument("--episodes", type=int_in(1, 10_000), default=50,
+                        help="evaluation episodes (1..10000)")  # fmt: skip
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument(
-        "--seed", type=int, default=None,
-        help="seed of the first episode (default: the run's own evaluation episodes)",
+        "--seed", type=seed_arg, default=None,
+        help=f"seed of the first episode, 0..{SEED_MAX} with the episodes' (default: the run's "
+        "own evaluation episodes)",
     )  # fmt: skip
-    parser.add_argument("--record", type=int, default=3, help="episodes drawn in the PNG (0..8)")
-    parser.add_argument("--n-envs", type=int, default=10, help="episodes run side by side (1..256)")
+    parser.add_argument("--record", type=int_in(0, 8), default=3,
+                        help="episodes drawn in the PNG (0..8)")  # fmt: skip
+    parser.add_argument("--n-envs", type=int_in(1, 256), default=10,
+                        help="episodes run side by side (1..256)")  # fmt: skip
     args = parser.parse_args(argv)
-    if not 1 <= args.episodes <= 10_000:
-        parser.error(f"argument --episodes: must be in [1, 10000], got {args.episodes}")
-    if not 0 <= args.record <= 8:
-        parser.error(f"argument --record: must be in [0, 8], got {args.record}")
-    if not 1 <= args.n_envs <= 256:
-        parser.error(f"argument --n-envs: must be in [1, 256], got {args.n_envs}")
+    if args.seed is not None and args.seed + args.episodes - 1 > SEED_MAX:
+        parser.error(f"argument --seed: the episodes' seeds must stay within [0, {SEED_MAX}]: "
+                     f"--seed {args.seed} with --episodes {args.episodes}")  # fmt: skip
+    if args.out is not None and (problem := writable_dir(args.out)):
+        parser.error(f"argument --out: {problem}")
     torch.set_num_threads(1)
     try:
         summary = evaluate_checkpoint(args.checkpoint, args.episodes, args.out, args.seed,

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from common.checks import ConfigError
 
 #: the progress bar's postfix: metric key -> short label
 _BAR_KEYS = {
@@ -52,7 +55,16 @@ class WandbConfig:
     def __post_init__(self) -> None:
         modes = ("auto", "online", "offline", "disabled")
         if self.wandb_mode not in modes:
-            raise ValueError(f"wandb_mode must be one of {modes}, got {self.wandb_mode!r}")
+            raise ConfigError(
+                "wandb_mode", f"wandb_mode must be one of {modes}, got {self.wandb_mode!r}"
+            )
+        method = self.wandb_method
+        if method is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", method):
+            raise ConfigError(
+                "wandb_method",
+                "wandb_method names result directories (results/<experiment>/<env>/<method>): "
+                f"letters, digits and . _ + - only, got {method!r}",
+            )
 
     def resolved_mode(self) -> str:
         if self.wandb_mode != "auto":

@@ -27,12 +27,12 @@ import torch
 import yaml
 
 import envs
-from rlmpc.run.checks import check_runnable
+from rlmpc.run.checks import check_runnable, run_dir_of
 from rlmpc.run.config import TrainConfig
 from rlmpc.run.evaluate import format_table, plot_traces
 from rlmpc.run.media import episode_gif, table_row
 from rlmpc.run.runlog import RunLogger, plot_curves, run_meta
-from rlmpc.system.backend import Backend, RestoreNeeded, brief
+from rlmpc.system.backend import Backend, ComponentFailed, RestoreNeeded, brief
 from rlmpc.system.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -41,6 +41,7 @@ from rlmpc.system.checkpoint import (
     save_checkpoint,
 )
 from rlmpc.system.coordinator import Coordinator
+from rlmpc.system.learner import TrainingDiverged
 from rlmpc.system.records import EvalResult, summarize
 from rlmpc.system.shells import serial_backend
 
@@ -125,6 +126,15 @@ class Run:
                     self._restore_in_place(err)
         except RestoreNeeded:
             raise
+        except ComponentFailed as err:
+            if not isinstance(err.cause, TrainingDiverged):
+                self.logger.event(f"stopped: {err}")
+                raise
+            newest = latest_checkpoint(self.run_dir)
+            cause = err.cause
+            diverged = TrainingDiverged(cause.iteration, cause.names, str(newest or ""))
+            self.logger.event(f"stopped: {diverged}")
+            raise diverged from None
         except (RuntimeError, CheckpointError) as err:  # the run's end: on record
             self.logger.event(f"stopped: {err}")
             raise
@@ -189,30 +199,15 @@ def _terminated(signum: int, frame: Any) -> None:
     raise SystemExit(f"stopped by signal {signal.Signals(signum).name}")
 
 
-def new_run_dir(cfg: TrainConfig) -> Path:
-    name = cfg.run.run_name or time.strftime(f"{cfg.run.env}-%Y%m%d-%H%M%S")
-    path = Path(cfg.run.runs_dir) / name
-    if path.exists() and latest_checkpoint(path) is not None:
-        raise ValueError(
-            f"run directory {path} already holds a run; use --resume {path} or another --run-name"
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None = None,
           serial: bool = False, argv: list[str] | None = None) -> Path:  # fmt: skip
     """Train (or continue) a run; returns its directory. Ray is started here unless ``serial``.
 
     ``argv`` (the command line, for the record) goes to ``meta.json`` with the git commit and
     the machine; the wall time is added when the run ends."""
-    check_runnable(cfg, cluster=bool(ray_address or os.environ.get("RAY_ADDRESS")))
-    if resume is not None:
-        run_dir = resume
-        if latest_checkpoint(run_dir) is None:
-            raise ValueError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
-    else:
-        run_dir = new_run_dir(cfg)
+    check_runnable(cfg, cluster=bool(ray_address or os.environ.get("RAY_ADDRESS")), resume=resume)
+    run_dir = run_dir_of(cfg, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     meta_file = run_dir / "meta.json"
     meta = json.loads(meta_file.read_text()) if resume is not None and meta_file.is_file() else {}

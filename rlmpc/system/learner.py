@@ -7,6 +7,7 @@ are joined in the order given (the coordinator's fixed actor order), so a run is
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -27,6 +28,32 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but no CUDA device is available")
     return device
+
+
+class TrainingDiverged(RuntimeError):
+    """An iteration left the learner non-finite: ``names`` are its tensors or metrics that
+    hold NaN or inf (`Learner.train`); ``checkpoint``, once the run knows it, the newest
+    checkpoint, written before that iteration (a diverged iteration is never checkpointed)."""
+
+    def __init__(self, iteration: int, names: list[str], checkpoint: str | None = None) -> None:
+        self.iteration, self.names, self.checkpoint = iteration, list(names), checkpoint
+        shown = ", ".join(self.names[:6]) + (", ..." if len(self.names) > 6 else "")
+        where = (
+            f"; the last good checkpoint is {checkpoint} (resume it with a smaller "
+            "--learning-rate, or start again)"
+            if checkpoint
+            else "; no checkpoint was written before it"
+            if checkpoint is not None
+            else ""
+        )
+        super().__init__(f"training went non-finite in iteration {iteration} ({shown}){where}")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.iteration, self.names, self.checkpoint)
+
+
+#: the metrics that are NaN or inf only when the update itself went non-finite
+_FINITE_METRICS = ("ensemble_var", "grad_norm")
 
 
 class Learner:
@@ -55,6 +82,10 @@ class Learner:
     def train(self, reals: list[RealArrays], virtuals: list[VirtualArrays]) -> dict[str, float]:
         """One learner iteration on these fragments; bumps the policy version.
 
+        `TrainingDiverged` when the iteration left a parameter or statistic non-finite, a
+        loss non-finite, or skipped every minibatch step (non-finite losses or gradients):
+        the run stops there, its last checkpoint still good.
+
         At ρ = 0 the virtual fragments (sent by workers still on weights from before ρ
         reached 0) are left out: they would add exactly zero (`learners.ppo`)."""
         real = RealBatch.concat([r.to_batch() for r in reals])
@@ -63,6 +94,13 @@ class Learner:
             virtual = VirtualBatch.concat([v.to_batch() for v in virtuals])
         metrics = self.ppo.update(real, virtual)
         self.version += 1
+        bad = self.ppo.non_finite()
+        bad += [k for k, v in metrics.items()
+                if (k.startswith("loss/") or k in _FINITE_METRICS) and not math.isfinite(v)]  # fmt: skip
+        if metrics.get("skipped_updates", 0.0) > 0 and metrics.get("minibatch_updates") == 0.0:
+            bad.append("every minibatch step skipped: its loss or gradient was not finite")
+        if bad:
+            raise TrainingDiverged(self.version, bad)
         metrics["version"] = float(self.version)
         return metrics
 

@@ -1,0 +1,120 @@
+"""Numerical fingerprint of the training system, to show a change moved no number.
+
+``python scripts/fingerprint.py --out before.json`` (at one commit), then
+``python scripts/fingerprint.py --compare before.json`` (at another, on the same machine):
+
+* **collect**: one rollout worker per env (16 envs, M = 4, the env's Table-5 planner,
+  seed 0) collects 300 steps; the SHA-256 of every array of its real and virtual fragment;
+* **runs**: ``launch.py --serial`` for 20 iterations (40,960 env steps, seed 0, no
+  evaluation); the SHA-256 of ``metrics.jsonl`` without its clock keys (``sps``, ``time``,
+  ``time/*``), and the rows themselves.
+
+Seeded runs are deterministic on one machine but not across CPUs (a reduction's float order
+differs between AVX-512 and AVX2), so compare fingerprints made on the same machine. It uses
+only what every version of the project since the house re-cut has had (the registry's
+planner preset, `rlmpc.system.worker`, ``launch.py``'s options), so the same file runs on
+the commits before and after a change. ``--keys-only K1 K2`` compares the runs on those
+metric keys alone (a change that adds keys: ``--ignore-new``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVS = ("acrobot", "lunarlander")
+CLOCK = ("sps", "time")
+
+
+def collect_hash(env: str, steps: int = 300) -> str:
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    import envs
+    from learners.policy import NetworkConfig
+    from rlmpc.system.records import FragmentId
+    from rlmpc.system.worker import RolloutWorker, WorkerSpec
+
+    torch.set_num_threads(1)
+    spec = WorkerSpec(env=env, n_envs=16, num_candidates=4, planner=envs.spec(env).planner(),
+                      networks=NetworkConfig(), seed=0)  # fmt: skip
+    torch.manual_seed(0)
+    worker = RolloutWorker(0, spec)
+    real, virtual, _ = worker.collect(FragmentId(0, 0, 0), steps, None, 0)
+    h = hashlib.sha256()
+    for part in (real, virtual):
+        for a in part:
+            if a is not None:
+                h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _numbers(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in CLOCK and not k.startswith("time/")}
+
+
+def run_rows(env: str, iterations: int = 20) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, str(ROOT / "launch.py"), "--env", env, "--serial", "--seed", "0",
+             "--total-env-steps", str(2048 * iterations), "--eval-every", "0",
+             "--final-eval-episodes", "0", "--runs-dir", tmp, "--run-name", "fp",
+             "--wandb-mode", "disabled", "--no-progress", "--checkpoint-every", "1000"],
+            check=True, capture_output=True, cwd=ROOT,
+        )  # fmt: skip
+        lines = (Path(tmp) / "fp" / "metrics.jsonl").read_text().splitlines()
+    return [_numbers(json.loads(line)) for line in lines]
+
+
+def digest(rows: list[dict], keys: list[str] | None = None) -> str:
+    if keys is not None:
+        rows = [{k: r.get(k) for k in keys} for r in rows]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint() -> dict:
+    out: dict = {"collect": {}, "runs": {}, "rows": {}}
+    for env in ENVS:
+        out["collect"][env] = collect_hash(env)
+        rows = run_rows(env)
+        out["rows"][env], out["runs"][env] = rows, digest(rows)
+        print(f"{env}: collect {out['collect'][env][:16]}, run {out['runs'][env][:16]}",
+              flush=True)  # fmt: skip
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, help="write the fingerprint here")
+    p.add_argument("--compare", type=Path, help="a fingerprint made earlier on this machine")
+    p.add_argument("--ignore-new", action="store_true",
+                   help="compare the runs on the earlier fingerprint's metric keys only")  # fmt: skip
+    a = p.parse_args()
+    now = fingerprint()
+    if a.out:
+        a.out.write_text(json.dumps(now, indent=1))
+    if not a.compare:
+        return 0
+    before = json.loads(a.compare.read_text())
+    same = True
+    for env in ENVS:
+        keys = sorted(before["rows"][env][0]) if a.ignore_new else None
+        runs_now = digest(now["rows"][env], keys)
+        runs_before = digest(before["rows"][env], keys)
+        for what, x, y in (("collect", now["collect"][env], before["collect"][env]),
+                           ("run", runs_now, runs_before)):  # fmt: skip
+            print(f"fingerprint_{env}_{what}_identical: {x == y}")
+            same &= x == y
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
