@@ -3,7 +3,7 @@
 #   1. a Ray head (`ray start --head`), and NODES "CARLA nodes": more raylets on this machine
 #      (`ray start --address ...`), each offering {"carla": K} and its own CARLA state directory;
 #   2. K CARLA servers per node and their watchdog, started by
-#      `python -m rlmpc.tools.carla_servers start --watch`: the real CARLA when $CARLA_ROOT is
+#      `python -m rlmpc.ops.carla_servers start --watch`: the real CARLA when $CARLA_ROOT is
 #      set, otherwise the test suite's stand-in server (tests/carla_standin.py, which answers
 #      CARLA's version RPC: what the tool checks);
 #   3. NODES*K Ray actors, each reserving one "carla", that claim_server() on their node: every
@@ -36,7 +36,7 @@ export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$WORK/auth_token"
 cleanup() {
   set +e
   for n in $(seq 1 "$NODES"); do
-    "$PY" -m rlmpc.tools.carla_servers stop --state-dir "$WORK/node$n" --grace 5 >/dev/null 2>&1
+    "$PY" -m rlmpc.ops.carla_servers stop --state-dir "$WORK/node$n" --grace 5 >/dev/null 2>&1
   done
   for ((i = ${#groups[@]} - 1; i >= 0; i--)); do  # workers first, the head last
     kill -TERM -- "-${groups[i]}" 2>/dev/null
@@ -96,7 +96,7 @@ if [ -z "$CARLA" ]; then
   echo "(CARLA_ROOT is not set: using the test suite's stand-in server)"
 fi
 for n in $(seq 1 "$NODES"); do
-  "$PY" -m rlmpc.tools.carla_servers start --state-dir "$WORK/node$n" --count "$K" --carla-root "$CARLA" \
+  "$PY" -m rlmpc.ops.carla_servers start --state-dir "$WORK/node$n" --count "$K" --carla-root "$CARLA" \
     --base-port $((BASE_PORT + (n - 1) * 3 * K)) --tm-base-port $((BASE_PORT + 1000 + (n - 1) * K)) --watch
 done
 

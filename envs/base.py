@@ -83,6 +83,18 @@ class PlannerModel(abc.ABC):
         Controls are clipped to ``[u_low, u_high]`` inside, as the env does.
         """
 
+    def step_rows(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, torch.Size]:
+        """The prologue every batched step shares: ``x [..., nx]`` and ``u [..., nu]``
+        checked, broadcast to one batch shape and flattened to rows; ``(x [N, nx],
+        u [N, nu], batch shape)``. Views where the shapes allow (no copy)."""
+        check_last(x, self.nx, "x")
+        check_last(u, self.nu, "u")
+        shape = x.shape[:-1]
+        if u.shape[:-1] != shape:
+            shape = torch.broadcast_tensors(x[..., 0], u[..., 0])[0].shape
+            x, u = x.expand(*shape, self.nx), u.expand(*shape, self.nu)
+        return x.reshape(-1, self.nx), u.reshape(-1, self.nu), shape
+
     @abc.abstractmethod
     def reward(self, x: Tensor, u: Tensor) -> Tensor:
         """r̂(x, u) ``[...]`` for the transition from ``x`` under ``u`` (eq. 6), no terminal bonus."""
@@ -115,7 +127,7 @@ class PlannerModel(abc.ABC):
         """`tracking_error`'s components, ``nt`` tensors ``[...]``: its ``unbind(-1)``.
 
         A model whose error is the plain difference may give each component as its own
-        difference instead (`envs.lunar_lander_model.LunarLanderModel`): the same values,
+        difference instead (`envs.lunar_lander.model.LunarLanderModel`): the same values,
         without the interleaved ``[..., nt]`` tensor that the planner's component-major
         states would otherwise be written into and read back from with a stride."""
         return self.tracking_error(x, target).unbind(-1)
@@ -123,7 +135,7 @@ class PlannerModel(abc.ABC):
     def scripted_action(self, obs: Tensor) -> Tensor:
         """A hand-written high-level policy: actions ``[..., na]`` for observations ``[..., nobs]``.
 
-        App. E's "MPPI used alone" check of the low level (`rlmpc.tools.planner_alone`): the
+        App. E's "MPPI used alone" check of the low level (`rlmpc.baselines.planner_alone`): the
         planner, driven by these targets, should solve the task. Not every env has one.
         """
         raise NotImplementedError(f"{type(self).__name__} has no scripted high-level policy")
@@ -201,6 +213,12 @@ class EnvState(Protocol):
     def get_state(self) -> dict[str, Any] | None: ...
 
     def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+def check_last(t: Tensor, n: int, name: str) -> None:
+    """`ValueError` naming ``name`` unless ``t`` is ``[..., n]``."""
+    if t.shape[-1:] != (n,):
+        raise ValueError(f"{name} must have shape [..., {n}], got {tuple(t.shape)}")
 
 
 def env_state(env: Any) -> dict[str, Any] | None:

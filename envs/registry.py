@@ -139,6 +139,12 @@ def names(local: bool = False) -> list[str]:
     return [n for n, s in _REGISTRY.items() if not (local and s.resources_per_env)]
 
 
+def planner_config(name: str, **overrides: Any) -> Any:
+    """The Table-5 planner preset of a registered env (`EnvSpec.planner`) with ``overrides``;
+    `ValueError` for an env that is not registered (and the preset's own for a bad value)."""
+    return spec(name).planner(**overrides)
+
+
 def make(name: str, **kwargs: Any) -> gym.Env:
     """Build an env by short name or gymnasium id."""
     return spec(name).make(**kwargs)

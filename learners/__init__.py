@@ -30,7 +30,8 @@ Modules:
 
 from learners.batches import RealBatch, TrainBatch, VirtualBatch, bernoulli_mix, mix_batches
 from learners.policy import GaussianPolicy, NetworkConfig, ValueEnsemble, build_networks
-from learners.ppo import PPOConfig, PPOLearner, weighted_loss
+from learners.ppo import PPOLearner
+from learners.ppo_loss import PPOConfig, weighted_loss
 from learners.rho import (
     AdaptiveRho,
     FixedRho,

@@ -42,7 +42,7 @@ random streams and the same metrics (``PPOConfig.engine``): ``"fused"`` (default
 network and writes the loss's gradient out by hand (no autograd, no allocation, no host
 transfer per step), and ``"autograd"`` (`learners.ppo_autograd`), the loop on the modules
 with autograd and ``torch.optim.Adam``, kept as the reference (hooks, anomaly detection).
-They agree to float32 rounding (`tests/test_fused_step.py`); `python -m learners.bench_update`
+They agree to float32 rounding (`tests/test_fused_step.py`); `python -m rlmpc.bench.update`
 times both. The value heads' fixed priors are evaluated once per iteration
 (`learners.batches.Samples`), not per step.
 """
@@ -69,16 +69,11 @@ from learners.fused_engine import FusedEngine
 from learners.policy import NetworkConfig, build_networks
 from learners.pompc import IntermediatePrior, KLPrior, KLPriorConfig
 from learners.ppo_autograd import AutogradEngine
-from learners.ppo_loss import (  # noqa: F401  (Table 3 and the loss, re-exported with the learner)
-    LossTerms,
+from learners.ppo_loss import (
     PPOConfig,
     explained_variance,
-    minibatch_loss,
     normalise,
-    ppo_loss_terms,
-    ppo_objective,
     virtual_diagnostics,
-    weighted_loss,
 )
 from learners.rho import InfluenceRatioConfig, ensemble_variance, make_influence_ratio
 from learners.targets import gae, virtual_lambda_return

@@ -4,7 +4,7 @@ Each step is `learners.ppo_loss.minibatch_loss` (eq. 10), ``backward``, gradient
 (per network or joint) and a step of ``torch.optim.Adam`` (fused kernel); step metrics stay
 tensors until one transfer at the end. This is the learner's loop as it was before the
 fused engine (`learners.fused_step`) replaced it: ``PPOLearner(engine="autograd")`` runs it,
-`python -m learners.bench_update` times both, and the tests check the fused engine against
+`python -m rlmpc.bench.update` times both, and the tests check the fused engine against
 it. Works with any module that autograd can differentiate (hooks, anomaly checks).
 """
 

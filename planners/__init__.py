@@ -22,23 +22,19 @@ Modules:
 
 * `planners.mppi`: the batched `MPPI` (pytorch-mppi's arithmetic, batched over B × M),
   `make_planner` (``backend="batched" | "pytorch_mppi"``) and the eq. (2)/(3) functions;
-* `planners.costs`: the cost terms, eqs. (38)–(46), the Table-5 preset classes (which env
-  plans with which is the env registry's, `envs`) and `build_planner(model, config)`;
-* `planners.checks`: validation of the planner's options and of `plan`'s inputs, and the
-  `ConfigError` a planner config raises naming its fields;
+* `planners.costs`: the cost terms every env shares, eqs. (38)–(42), `PlannerConfig` (the
+  base of each env's Table-5 preset, which lives with its env: ``envs/<task>/planner.py``)
+  and `build_planner(model, config)`;
+* `planners.checks`: validation of the planner's options and of `plan`'s inputs;
 * `planners.pytorch_mppi_backend`: one ``pytorch_mppi.MPPI`` per state and candidate, the
   paper-faithful (slow) backend and the tests' oracle.
 """
 
 from planners.costs import (
-    AcrobotPlannerConfig,
     CompositeCost,
-    LunarLanderPlannerConfig,
     PlannerConfig,
-    RacingPlannerConfig,
     ValueTerminalCost,
     build_planner,
-    planner_config,
     running_cost,
 )
 from planners.mppi import (
@@ -54,17 +50,13 @@ from planners.mppi import (
 __all__ = [
     "BACKENDS",
     "MPPI",
-    "AcrobotPlannerConfig",
     "CompositeCost",
-    "LunarLanderPlannerConfig",
     "PlanResult",
     "PlannedControls",
     "PlannerConfig",
-    "RacingPlannerConfig",
     "ValueTerminalCost",
     "build_planner",
     "make_planner",
-    "planner_config",
     "rollout",
     "running_cost",
     "shift_warm_start",

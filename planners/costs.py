@@ -1,4 +1,4 @@
-"""MPPI cost terms of App. C (eqs. 38–46) and each env's Table-5 planner preset.
+"""MPPI cost terms of App. C shared by every env (eqs. 38–42) and the planner preset's base.
 
 Every term is a batched torch function of planner states ``x [..., nx]`` (and controls
 ``u [..., nu]``, targets ``[..., nt]``) returning ``[...]``; leading dims broadcast, so the
@@ -12,6 +12,7 @@ which is the noise **covariance**: Σ = 0.5·I (a standard deviation of about 0.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import partial
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 
 from common.checks import ConfigError, check_finite_fields
-from planners.mppi import BACKENDS, MPPI, make_planner
+from planners.mppi import MPPI, make_planner
 from planners.reward_cost import RewardCost
 
 CostTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -86,55 +87,6 @@ def danger_cost(model: Any, x: Tensor) -> Tensor:
     return model.danger_indicator(x)
 
 
-def lunar_lander_other_cost(
-    model: Any,
-    x: Tensor,
-    u: Tensor,
-    w_y: float,
-    w_act: float,
-    w_attitude: float = 0.0,
-    attitude_rate: float = 0.1,
-    effort: Literal["power", "control"] = "control",
-) -> Tensor:
-    """Eq. (43) plus an attitude term: ``w_y y² + w_act E(u) + w_att (φ² + c φ̇²)``.
-
-    ``y`` is the altitude above the pad (``position(x)[..., 1]``), ``φ, φ̇`` the tilt and its
-    rate (``model.attitude(x)``, observation units: rad and 0.4 rad/s). ``E(u)`` is eq. (43)'s
-    ``||u||²`` (``effort="control"``) or the squared engine powers ``model.control_effort(u)``
-    (``"power"``): a throttle that is off (``u_main <= 0``, ``|u_lat| <= 0.5``) then costs
-    nothing, so the planner can shut the engines down and let the lander come to rest. The
-    attitude term is not in eq. (43); `LunarLanderPlannerConfig` gives the reasons.
-    """
-    y = model.position(x)[..., 1]
-    spent = model.control_effort(u) if effort == "power" else squared_norm(u)
-    cost = w_y * y * y + w_act * spent
-    if w_attitude:
-        phi, rate = model.attitude(x)
-        cost = cost + w_attitude * (phi * phi + attitude_rate * rate * rate)
-    return cost
-
-
-def collision_cost(model: Any, x: Tensor) -> Tensor:
-    """Eq. (44): 1 where ``||p(x) − p_opponent|| <= d_contact``, else 0."""
-    gap2 = squared_norm(model.position(x) - model.opponent_position(x))
-    return (gap2 <= model.contact_distance**2).to(x.dtype)
-
-
-def boundary_cost(model: Any, x: Tensor, margin: float = 0.0) -> Tensor:
-    """Eq. (45): ``max(0, BP(x) − 1)²`` with BP the boundary proportion (1 at the track edge).
-
-    ``margin`` (m) moves the edge inwards: BP is taken against ``half_width − margin``
-    (`envs.racing.model.RacingModel.boundary_proportion`); 0 is eq. (45) as written."""
-    return torch.clamp(model.boundary_proportion(x, margin) - 1.0, min=0.0) ** 2
-
-
-def racing_other_cost(
-    model: Any, x: Tensor, u: Tensor | None, w_coll: float, w_bound: float, margin: float = 0.0
-) -> Tensor:
-    """Eq. (46): ``w_coll J_coll + w_bound J_bound`` (``u`` unused: the signature of a J_other)."""
-    return w_coll * collision_cost(model, x) + w_bound * boundary_cost(model, x, margin)
-
-
 class CompositeCost:
     """Eq. (38)'s summand: ``w_RL J_RL(x, u; a) + w_D J_danger(x) + J_other(x, u)``.
 
@@ -172,6 +124,12 @@ class CompositeCost:
         """
         rl = self.rl_term(x, u, target).sum(-1)
         return torch.add(self.state_terms(x, u).sum(-1), rl, alpha=self.w_rl)
+
+
+#: the largest value of each integer option (memory grows with it)
+_INT_MAX = {"horizon": 1000, "horizon_qp": 1000, "num_samples": 65536}
+#: the float options that must be > 0 (the others: >= 0)
+_POSITIVE = ("lambda_temp", "noise_sigma")
 
 
 @dataclass(frozen=True)
@@ -213,48 +171,32 @@ class PlannerConfig:
 
     def __post_init__(self) -> None:
         check_finite_fields(self)
+        hints = typing.get_type_hints(type(self))
         for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("horizon", "horizon_qp", "num_samples"):
-                most = 1000 if f.name != "num_samples" else 65536
-                if not isinstance(value, int) or not 1 <= value <= most:
-                    raise ConfigError(
-                        f.name, f"{f.name} must be an integer in [1, {most}], got {value!r}"
-                    )
-            elif f.name in ("lambda_temp", "noise_sigma"):
-                if (
-                    isinstance(value, bool)
-                    or not isinstance(value, (int, float))
-                    or not 0 < value < float("inf")
+            value, hint = getattr(self, f.name), hints[f.name]
+            if typing.get_origin(hint) is Literal:
+                allowed = typing.get_args(hint)
+                if value not in allowed:
+                    choices = " or ".join(repr(a) for a in allowed)
+                    raise ConfigError(f.name, f"{f.name} must be {choices}, got {value!r}")
+            elif hint is bool:
+                if not isinstance(value, bool):
+                    raise ConfigError(f.name, f"{f.name} must be a bool, got {value!r}")
+            elif hint is int:
+                most = _INT_MAX.get(f.name)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (
+                    most is not None and value > most
                 ):
-                    raise ConfigError(
-                        f.name, f"{f.name} must be a finite number > 0, got {value!r}"
-                    )
-            elif f.name not in ("rl_term", "backend", "effort", "objective", "reward_terminal"):
-                if (
-                    isinstance(value, bool)
-                    or not isinstance(value, (int, float))
-                    or not 0 <= value < float("inf")
-                ):
-                    raise ConfigError(
-                        f.name, f"{f.name} must be a finite number >= 0, got {value!r}"
-                    )
-        if self.rl_term not in ("track", "quad"):
-            raise ConfigError("rl_term", f"rl_term must be 'track' or 'quad', got {self.rl_term!r}")
-        if self.backend not in BACKENDS:
-            raise ConfigError("backend", f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.objective not in ("composite", "reward"):
-            raise ConfigError(
-                "objective", f"objective must be 'composite' or 'reward', got {self.objective!r}"
-            )
+                    allowed = f"in [1, {most}]" if most is not None else ">= 1"
+                    raise ConfigError(f.name, f"{f.name} must be an integer {allowed}, got {value!r}")
+            elif hint is float:
+                positive = f.name in _POSITIVE
+                ok = not isinstance(value, bool) and isinstance(value, (int, float))
+                if not ok or not (value > 0 if positive else value >= 0):
+                    allowed = "> 0" if positive else ">= 0"
+                    raise ConfigError(f.name, f"{f.name} must be a finite number {allowed}, got {value!r}")
         if self.objective == "reward" and self.backend != "batched":
-            raise ConfigError(
-                ("objective", "backend"), "objective 'reward' needs backend 'batched'"
-            )
-        if not isinstance(self.reward_terminal, bool):
-            raise ConfigError(
-                "reward_terminal", f"reward_terminal must be a bool, got {self.reward_terminal!r}"
-            )
+            raise ConfigError(("objective", "backend"), "objective 'reward' needs backend 'batched'")
 
     @property
     def planning_horizon(self) -> int:
@@ -265,126 +207,6 @@ class PlannerConfig:
     def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor] | None:
         """The domain's J_other(x, u) with this config's weights (None: no such term)."""
         return None
-
-
-@dataclass(frozen=True)
-class AcrobotPlannerConfig(PlannerConfig):
-    """Table 5, Acrobot: target angles tracked; no J_other."""
-
-    w_rl: float = 50.0
-    """w_RL (Table 5)."""
-    w_danger: float = 50.0
-    """w_D (Table 5)."""
-
-
-@dataclass(frozen=True)
-class LunarLanderPlannerConfig(PlannerConfig):
-    """Table 5, Lunar Lander: target velocities tracked; J_other is eq. (43) plus attitude.
-
-    Units (all in gymnasium's observation units, `envs.lunar_lander_dz`): J_RL = ``|v − v*|``
-    with ``v = (ẋ, ẏ)`` (0.2 and 0.133 per m/s), J_danger ∈ {0, 1}, ``y`` in half-viewport
-    heights (6.67 m), ``φ`` in rad, ``φ̇`` in 0.4 rad/s, engine powers in [0, 1].
-
-    Departures from Table 5 / eq. (43), measured with the planner alone under the scripted
-    target policy (`python -m rlmpc.tools.planner_alone --env lunarlander --episodes 50 [--set
-    ...]`, zones on; this preset lands 48 of 50; Table 5 and eq. 43 as written land 0):
-
-    * ``w_act`` 20 → 0.5. In these units one step of full main engine changes ẏ by 0.047
-      (0.02 net of gravity), so 20·||u||² outweighs 50·|v − v*| (≤ 50·1): the cost-optimal
-      throttle from ẏ = −0.5 towards ẏ* = 0 is ~15 % and the lander cannot brake (``--set
-      w_act=20``: 0 of 50 landed, all crashed within ~90 steps). 0.5 puts w_act/w_RL = 0.01
-      near gymnasium's own fuel-to-speed ratio (0.3 per step of main engine against 100·|v|).
-    * ``effort="power"``: the effort is charged on engine power, not on ``u``. With
-      ``||u||²`` the optimum for an idle engine is ``u_main = 0``, the throttle's edge,
-      where MPPI's averaged noise keeps firing it at ≥ 50 % power, so a lander standing on
-      the pad does not come to rest (``--set effort=control``: 31 of 50 landed, the others
-      hovered or stood until the 1000-step limit).
-    * ``w_attitude`` = 50 (with ``attitude_rate`` 0.1): eq. (43) has no tilt term, and a
-      planner free to fire the engines tips the lander over (``--set w_attitude=0``: 0 of
-      50 landed, all crashed).
-    """
-
-    w_rl: float = 50.0
-    """w_RL (Table 5)."""
-    w_danger: float = 400.0
-    """w_D (Table 5)."""
-    w_y: float = 10.0
-    """w_y, the altitude weight of eq. (43) (Table 5)."""
-    w_act: float = 0.5
-    """w_act, the effort weight of eq. (43) (Table 5: 20, in units where it stops braking;
-    see the class docstring)."""
-    effort: Literal["power", "control"] = "power"
-    """eq. (43)'s effort on 'power' (squared engine powers: an idle engine costs nothing) or
-    'control' (||u||², the paper's literal form)."""
-    w_attitude: float = 50.0
-    """weight of the attitude term φ² + attitude_rate·φ̇² (not in eq. 43; 0 leaves it out)."""
-    attitude_rate: float = 0.1
-    """weight of φ̇² relative to φ² in the attitude term."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.effort not in ("power", "control"):
-            raise ConfigError("effort", f"effort must be 'power' or 'control', got {self.effort!r}")
-
-    def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
-        return partial(
-            lunar_lander_other_cost, model, w_y=self.w_y, w_act=self.w_act,
-            w_attitude=self.w_attitude, attitude_rate=self.attitude_rate, effort=self.effort,
-        )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class RacingPlannerConfig(PlannerConfig):
-    """Table 5, Racing: target velocities tracked; J_other is eq. (46).
-
-    Units: J_RL = ``|v − v*|`` with ``v`` the track-frame velocity in m/s, J_coll ∈ {0, 1},
-    J_bound on BP (dimensionless). One departure from eq. (45): BP is 1 where the car's
-    *side* reaches the track edge (``boundary_margin`` = 0.9 m, half the car's width), not
-    its centre. The episode ends when the centre crosses, so with eq. (45) as written the
-    cost only starts where the episode has already ended; the planner tracks a lateral
-    *velocity*, not a position, and lets the real (understeering) car drift out in the first
-    turn. An untrained policy acting as training starts (`python -m rlmpc.tools.planner_alone
-    --env racing --policy initial --episodes 50`) finished 39 of 50 laps and left the track
-    in 11 with margin 0; with 0.9 m, 47 finished and 1 left the track (1.5 m: 45 and 2;
-    2 m: 43 and 2). (Before the model's lateral-acceleration bound, `envs.racing.model`: 17
-    and 32 with margin 0, 44 and 1 with 0.9 m.)
-    """
-
-    horizon_qp: int = 2
-    """H for the quadratic cost (Table 5)."""
-    w_rl: float = 1.0
-    """w_RL (Table 5)."""
-    w_danger: float = 300.0
-    """w_D (Table 5)."""
-    w_coll: float = 300.0
-    """w_coll, the collision weight of eq. (46)."""
-    w_bound: float = 500.0
-    """w_bound, the boundary weight of eq. (46)."""
-    boundary_margin: float = 0.9
-    """m: eq. (45)'s BP is taken against the half-width less this margin: 0.9, half the car's
-    width, puts BP = 1 where the car's side reaches the edge (0: its centre, as eq. 45 is
-    written; see the class docstring)."""
-
-    def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
-        half_width = model.track.half_width
-        if self.boundary_margin >= half_width:
-            raise ConfigError(
-                "boundary_margin",
-                f"boundary_margin must be below the track's half-width ({half_width} m), "
-                f"got {self.boundary_margin}",
-            )
-        return partial(
-            racing_other_cost, model, w_coll=self.w_coll, w_bound=self.w_bound,
-            margin=self.boundary_margin,
-        )  # fmt: skip
-
-
-def planner_config(env: str, **overrides: Any) -> PlannerConfig:
-    """The Table-5 preset of a registered env (`envs.registry.EnvSpec.planner`) with overrides;
-    `ValueError` for an env that is not registered."""
-    import envs  # the registry says which preset an env plans with; this package names no env
-
-    return envs.spec(env).planner(**overrides)
 
 
 def running_cost(model: Any, config: PlannerConfig) -> CompositeCost | RewardCost:

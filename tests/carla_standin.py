@@ -5,7 +5,7 @@
 (the child prints ``child=<pid>`` and its arguments first). The child listens on
 ``127.0.0.1:N`` and answers msgpack-rpc requests ``[0, id, method, params]`` with ``[1, id,
 error, result]``, as CARLA's rpclib server does: ``version`` answers ``0.9.16`` (what
-`rlmpc.tools.carla_servers` probes); the other methods serve one `tests.carla_double` world
+`rlmpc.ops.carla_servers` probes); the other methods serve one `tests.carla_double` world
 (map, settings, actors, ticks). A fresh server has Town10HD_Opt loaded, as CARLA.
 Arguments of its own: ``-standin-maps=Town01,Town07`` (the towns it has; default CARLA's
 main package and Town07), ``-standin-no-listen`` (never listens), ``-standin-hang-after=K``

@@ -6,11 +6,12 @@ import math
 
 from envs.racing import task as rt
 from envs.racing.carla_sim import from_plane
+from envs.racing.track import TrackParams
 from tests.carla_double import _Loc, _Rot, _Tf
 
 
 class FakeWaypoint:
-    TRACK = rt.Track.stadium(rt.TrackParams())
+    TRACK = rt.Track.stadium(TrackParams())
     BRANCH, SPUR = 40.0, 40.0
 
     def __init__(self, road, s):

@@ -34,7 +34,7 @@ def carla_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def state_dir(tmp_path: Path):
     """A node's server state directory; servers and a watchdog left running are stopped."""
-    from rlmpc.tools import carla_servers as cs
+    from rlmpc.ops import carla_servers as cs
 
     d = tmp_path / "state"
     yield d

@@ -1,4 +1,4 @@
-"""`rlmpc.tools.bench_system.PeakMemory`: the system benchmark's peak memory of a run's
+"""`rlmpc.bench.system.PeakMemory`: the system benchmark's peak memory of a run's
 processes, read from /proc."""
 
 import subprocess
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rlmpc.tools.bench_system import PeakMemory, _descendants
+from rlmpc.bench.system import PeakMemory, _descendants
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 

@@ -22,17 +22,10 @@ import envs
 from envs.base import SimulatorUnavailable
 from envs.racing import task as rt
 from envs.racing.bicycle import BicycleSim
+from envs.racing.carla_client import CarlaUnavailable, ClientParams, connect
 from envs.racing.carla_env import CarlaRacingEnv
 from envs.racing.carla_route import RouteSpec
-from envs.racing.carla_sim import (
-    CarlaUnavailable,
-    ClientParams,
-    carla_control,
-    connect,
-    from_plane,
-    plane_state,
-    pursuit_control,
-)
+from envs.racing.carla_sim import carla_control, from_plane, plane_state, pursuit_control
 from envs.racing.env import RacingDZEnv, RacingTaskEnv
 
 FAST = ClientParams(timeout=0.2, attempts=3, backoff=0.01, max_backoff=0.02)

@@ -23,19 +23,19 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from envs import planner_config
 from envs.racing.carla_client import CarlaMapMissing, ClientParams
 from envs.racing.carla_env import CarlaRacingEnv
 from envs.racing.carla_servers import claim_server, release_server
 from learners.policy import NetworkConfig
-from learners.ppo import PPOConfig
+from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
-from planners.costs import planner_config
+from rlmpc.ops import carla_servers as cs
+from rlmpc.ops import watchdog as wd
 from rlmpc.run.config import RunConfig, TrainConfig
 from rlmpc.run.runlog import WandbConfig
 from rlmpc.run.train import Run
 from rlmpc.system.backend import ComponentFailed, actor_name
-from rlmpc.tools import carla_servers as cs
-from rlmpc.tools import carla_watchdog as wd
 from tests.carla_standin import REPO, client_module, free_base, wait_for, write_launcher
 
 K = 3  # servers: two actors' envs and the evaluator's

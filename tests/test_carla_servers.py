@@ -1,4 +1,4 @@
-"""rlmpc.tools.carla_servers against a stand-in CarlaUE4.sh: real processes, ports, PIDs and claims.
+"""rlmpc.ops.carla_servers against a stand-in CarlaUE4.sh: real processes, ports, PIDs and claims.
 
 The stand-in (`tests.carla_standin`) behaves like the real script where the manager can tell:
 it runs the "server" as its child and waits for it, and the child answers CARLA's ``version``
@@ -19,13 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from rlmpc.tools import carla_servers as cs
-from rlmpc.tools.carla_servers import CarlaServerError, ServerConfig
+from envs.racing import carla_servers as node
+from envs.racing.carla_servers import CarlaServerError
+from rlmpc.ops import carla_servers as cs
+from rlmpc.ops.carla_servers import ServerConfig
+from rlmpc.ops.processes import port_open
 from tests.carla_standin import free_base, wait_for
 
 CLAIMER = textwrap.dedent("""\
     import sys
-    from rlmpc.tools.carla_servers import claim_server
+    from envs.racing.carla_servers import claim_server
     print(claim_server(sys.argv[1]).port, flush=True)
     sys.stdin.read()  # hold the claim until the test closes stdin or kills us
 """)
@@ -92,7 +95,7 @@ def test_start_three_servers(three: list[cs.ServerStatus], state_dir: Path) -> N
     assert [r["pid"] for r in registry] == [s.record.pid for s in three]
     for s in three:
         assert os.getsid(s.record.pid) == s.record.pid  # a session (process group) of its own
-        assert cs.port_open(cs.LOOPBACK, s.record.rpc_port)
+        assert port_open(cs.LOOPBACK, s.record.rpc_port)
         line = Path(s.record.log).read_text()
         assert "-nullrhi" in line and f"-carla-rpc-port={s.record.rpc_port}" in line
         assert "-RenderOffScreen" not in line
@@ -111,21 +114,21 @@ def test_port_in_use_is_refused(carla_root: Path, state_dir: Path) -> None:
         busy.listen()
         with pytest.raises(CarlaServerError, match=f"port {busy_port} of server 1 is in use"):
             cs.start_servers(cfg, state_dir)
-    assert not cs.port_open(cs.LOOPBACK, cfg.rpc_port(0))  # no server was started
+    assert not port_open(cs.LOOPBACK, cfg.rpc_port(0))  # no server was started
     assert cs.server_status(state_dir) == []
 
 
 def test_dead_server_reported_and_restarted(three, state_dir: Path) -> None:
     victim = three[1].record
     orphan = int(Path(victim.log).read_text().split()[0].removeprefix("child="))
-    assert cs.proc_start_time(orphan) is not None
+    assert node.proc_start_time(orphan) is not None
     os.kill(victim.pid, signal.SIGKILL)  # the wrapper only: its child keeps the port, as orphans do
     assert wait_for(lambda: cs.server_status(state_dir)[1].state == "dead")
     states = [s.state for s in cs.server_status(state_dir)]
     assert states == ["healthy", "dead", "healthy"]
     after = cs.restart_unhealthy(state_dir, startup_timeout_s=20.0)
     assert [s.state for s in after] == ["healthy"] * 3
-    assert cs.proc_start_time(orphan) is None  # the dead wrapper's child went with its group
+    assert node.proc_start_time(orphan) is None  # the dead wrapper's child went with its group
     assert after[1].record.pid != victim.pid and after[1].record.restarts == 1
     assert after[1].record.rpc_port == victim.rpc_port
     assert [after[i].record.pid for i in (0, 2)] == [three[i].record.pid for i in (0, 2)]
@@ -148,12 +151,12 @@ def test_stop_kills_exactly_the_recorded_pids(three, carla_root: Path, state_dir
     other = subprocess.Popen([str(carla_root / "CarlaUE4.sh"), f"-carla-rpc-port={port}"],
                              stdout=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
-        assert wait_for(lambda: cs.port_open(cs.LOOPBACK, port))
+        assert wait_for(lambda: port_open(cs.LOOPBACK, port))
         stopped = cs.stop_servers(state_dir, grace_s=5.0)
         assert sorted(stopped) == sorted(s.record.pid for s in three)
         assert not any(cs.is_running(s.record) for s in three)
-        assert wait_for(lambda: not any(cs.port_open(cs.LOOPBACK, s.record.rpc_port, 0.2) for s in three))  # fmt: skip
-        assert other.poll() is None and cs.port_open(cs.LOOPBACK, port)
+        assert wait_for(lambda: not any(port_open(cs.LOOPBACK, s.record.rpc_port, 0.2) for s in three))  # fmt: skip
+        assert other.poll() is None and port_open(cs.LOOPBACK, port)
         assert not (state_dir / cs.REGISTRY).exists()
     finally:
         os.killpg(other.pid, signal.SIGKILL)
@@ -164,7 +167,7 @@ def test_stop_spares_a_reused_pid(carla_root: Path, state_dir: Path) -> None:
     """A registry PID whose start time differs belongs to someone else: it is not signalled."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        start = cs.proc_start_time(other.pid)
+        start = node.proc_start_time(other.pid)
         assert start is not None
         fake = cs.ServerRecord(
             0, other.pid, start - 1, cs.LOOPBACK, 2000, 8000, ("x",), "/dev/null"
@@ -195,22 +198,22 @@ def test_claims_are_exclusive_across_processes(three, state_dir: Path) -> None:
         claimers = {s.record.rpc_port: s.claimed_by for s in cs.server_status(state_dir)}
         assert claimers == {port: p.pid for port, p in zip(ports, procs, strict=True)}
         with pytest.raises(CarlaServerError, match="claimed"):
-            cs.claim_server(state_dir)
+            node.claim_server(state_dir)
         procs[1].kill()  # dies holding its claim: the claim is stale
         procs[1].wait(timeout=10)
-        claim = cs.claim_server(state_dir)
+        claim = node.claim_server(state_dir)
         assert claim.port == ports[1] and claim.host == cs.LOOPBACK
         assert claim.tm_port == next(s.record.tm_port for s in three if s.record.rpc_port == ports[1])  # fmt: skip
         assert cs.server_status(state_dir)[three_index(three, ports[1])].claimed_by == os.getpid()
-        cs.release_server(claim, state_dir)
+        node.release_server(claim, state_dir)
         assert cs.server_status(state_dir)[three_index(three, ports[1])].claimed_by is None
-        assert cs.claim_server(state_dir).port == ports[1]  # free again
+        assert node.claim_server(state_dir).port == ports[1]  # free again
     finally:
         for p in procs:
             p.kill()
             p.wait(timeout=10)
-        for key in [k for k in cs._HELD if k[0] == str(state_dir)]:
-            os.close(cs._HELD.pop(key))
+        for key in [k for k in node._HELD if k[0] == str(state_dir)]:
+            os.close(node._HELD.pop(key))
 
 
 def three_index(three: list[cs.ServerStatus], port: int) -> int:
@@ -221,19 +224,19 @@ def test_one_process_claims_several_servers_but_no_dead_one(three, state_dir: Pa
     """A rollout actor driving n envs claims n servers, one call each (what a rollout shell does)."""
     os.killpg(three[0].record.pid, signal.SIGKILL)
     assert wait_for(lambda: not cs.is_running(three[0].record))
-    claims = [cs.claim_server(state_dir), cs.claim_server(state_dir)]
+    claims = [node.claim_server(state_dir), node.claim_server(state_dir)]
     try:
         assert [c.port for c in claims] == [three[1].record.rpc_port, three[2].record.rpc_port]
         with pytest.raises(CarlaServerError, match="all 2 running CARLA servers of 3"):
-            cs.claim_server(state_dir)
+            node.claim_server(state_dir)
     finally:
         for c in claims:
-            cs.release_server(c, state_dir)
+            node.release_server(c, state_dir)
 
 
 def test_claim_without_servers_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CarlaServerError, match="no CARLA servers on node"):
-        cs.claim_server(tmp_path / "empty")
+        node.claim_server(tmp_path / "empty")
 
 
 # ---------------------------------------------------------------- command line
@@ -241,7 +244,7 @@ def test_claim_without_servers_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_cli_start_status_stop(carla_root: Path, state_dir: Path) -> None:
     base = free_base(9)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "rlmpc.tools.carla_servers", *a, "--state-dir", str(state_dir)],
+    run = lambda *a: subprocess.run([sys.executable, "-m", "rlmpc.ops.carla_servers", *a, "--state-dir", str(state_dir)],
                                     capture_output=True, text=True, timeout=60)  # fmt: skip
     started = run(
         "start", "--count", "2", "--carla-root", str(carla_root), "--base-port", str(base)
@@ -258,8 +261,8 @@ def test_cli_start_status_stop(carla_root: Path, state_dir: Path) -> None:
 
 def test_carla_racing_actor_gets_one_server_per_env(three, state_dir: Path, monkeypatch) -> None:
     """What a carla-racing rollout actor hands its envs: distinct servers of its node."""
+    from envs import planner_config
     from learners.policy import NetworkConfig
-    from planners.costs import planner_config
     from rlmpc.system.shells import node_env_kwargs
     from rlmpc.system.worker import WorkerSpec
 

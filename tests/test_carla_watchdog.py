@@ -1,4 +1,4 @@
-"""The per-node watchdog (`rlmpc.tools.carla_watchdog`) against stand-in servers
+"""The per-node watchdog (`rlmpc.ops.watchdog`) against stand-in servers
 (`tests.carla_standin`): real processes, ports and PIDs; dead and hung servers come back on
 their own ports, one that cannot start is left down, ``start --watch`` / ``stop``."""
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from envs.racing.carla_servers import NodeSettings, _read_registry, _write_registry
-from rlmpc.tools import carla_servers as cs
-from rlmpc.tools import carla_watchdog as wd
-from rlmpc.tools.carla_processes import answers, port_open
-from rlmpc.tools.carla_servers import ServerConfig
+from rlmpc.ops import carla_servers as cs
+from rlmpc.ops import watchdog as wd
+from rlmpc.ops.carla_servers import ServerConfig
+from rlmpc.ops.processes import answers, port_open
 from tests.carla_standin import free_base, wait_for
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from envs import planner_config
 from learners.policy import NetworkConfig
-from planners.costs import planner_config
 from rlmpc.run.cli import parse
 from rlmpc.run.evaluate import main as evaluate_main
 from rlmpc.run.train import train

@@ -26,9 +26,9 @@ from ray.autoscaler._private import util as ray_util
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from envs.racing.carla_env import CarlaRacingEnv
+from rlmpc.ops import carla_servers
+from rlmpc.ops.carla_servers import ServerConfig
 from rlmpc.run.cliargs import build_dataclass
-from rlmpc.tools import carla_servers
-from rlmpc.tools.carla_servers import ServerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster" / "cluster.yaml"
@@ -96,7 +96,7 @@ def test_carla_nodes_start_as_many_servers_as_they_offer() -> None:
           for key in ("carla_servers stop", "carla_servers start", "ray start")}  # fmt: skip
     assert at["carla_servers stop"] < at["carla_servers start"] < at["ray start"]
     argv = shlex.split(cmds[at["carla_servers start"]])
-    assert argv[:4] == ["python", "-m", "rlmpc.tools.carla_servers", "start"]
+    assert argv[:4] == ["python", "-m", "rlmpc.ops.carla_servers", "start"]
     servers = build_dataclass(ServerConfig, carla_servers._parser().parse_args(argv[3:]))
     ((name, node),) = carla_types(cfg).items()
     assert servers.count == node["resources"]["carla"]

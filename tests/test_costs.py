@@ -9,20 +9,21 @@ import pytest
 import torch
 
 import envs
-from planners.costs import (
-    AcrobotPlannerConfig,
-    CompositeCost,
-    LunarLanderPlannerConfig,
+from envs import planner_config
+from envs.acrobot.planner import AcrobotPlannerConfig
+from envs.lunar_lander.planner import LunarLanderPlannerConfig, lunar_lander_other_cost
+from envs.racing.planner import (
     RacingPlannerConfig,
-    ValueTerminalCost,
     boundary_cost,
-    build_planner,
     collision_cost,
-    danger_cost,
-    lunar_lander_other_cost,
-    planner_config,
-    quadratic_cost,
     racing_other_cost,
+)
+from planners.costs import (
+    CompositeCost,
+    ValueTerminalCost,
+    build_planner,
+    danger_cost,
+    quadratic_cost,
     running_cost,
     tracking_cost,
 )

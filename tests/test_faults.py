@@ -1,4 +1,4 @@
-"""Faults injected on purpose (`envs.faults`): each costs its episode, never the run.
+"""Faults injected on purpose (`rlmpc.system.faults`): each costs its episode, never the run.
 
 The worker tests force one fault at a known step (the injector's ``schedule``) in one env of
 a toy-env worker and compare it with a twin worker without the fault: the other envs act
@@ -19,11 +19,11 @@ import pytest
 import torch
 
 import envs
-from envs.faults import KINDS, STALL_PAST_TIMEOUT, FaultInjector, InjectedFault, parse_rates
 from learners.policy import NetworkConfig
 from rlmpc.run.cli import parse
 from rlmpc.run.train import train
 from rlmpc.system.checkpoint import load_checkpoint
+from rlmpc.system.faults import KINDS, STALL_PAST_TIMEOUT, FaultInjector, InjectedFault, parse_rates
 from rlmpc.system.records import EpisodeStats, FragmentId
 from rlmpc.system.worker import RolloutWorker, WorkerSpec
 from tests import toy_env
@@ -196,7 +196,7 @@ def test_a_serial_run_with_faults_finishes_with_finite_losses(tmp_path):
 
 def test_a_snapshot_carries_the_fault_draws():
     """A worker restored from a snapshot draws the same faults as the original from there on."""
-    from envs.faults import FaultInjector
+    from rlmpc.system.faults import FaultInjector
 
     env = FaultInjector(envs_make_acrobot(), {"raise": 0.5}, seed=3)
     env.reset(seed=0)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from learners import InfluenceRatioConfig, NetworkConfig, PPOConfig, PPOLearner
-from learners.bench_update import random_batches
 from learners.fused_step import LOG_SQRT_2PI
 from learners.pompc import KLPriorConfig
 from learners.ppo_loss import minibatch_loss
+from rlmpc.bench.update import random_batches
 from tests.test_pompc import real_batch as kl_real_batch
 from tests.test_ppo import NA, NETS, NOBS, SMALL, real_batch, virtual_batch
 
@@ -241,7 +241,7 @@ def test_fused_updates_with_a_kl_prior_equal_the_autograd_engines(case):
 def test_bench_update_counts_the_same_arithmetic_for_both_engines():
     """The floor's inputs: the profiler's FLOP count of one update is the update's maths, so
     both engines count the same within their bookkeeping (10 %), and the floor is positive."""
-    from learners.bench_update import main
+    from rlmpc.bench.update import main
 
     fused = main(["--iters", "1", "--engines", "fused"])
     auto = main(["--iters", "1", "--engines", "autograd"])

@@ -1,12 +1,12 @@
-"""The CUDA benchmarks and `rlmpc.tools.gpu_check`: their CPU parts here, the CUDA ones where a
+"""The CUDA benchmarks and `rlmpc.bench.gpu_check`: their CPU parts here, the CUDA ones where a
 GPU is (``-m gpu``)."""
 
 import pytest
 import torch
 
-from learners.bench_update import main as bench_update
-from rlmpc.tools.bench import main as bench
-from rlmpc.tools.gpu_check import main as gpu_check
+from rlmpc.bench import main as bench
+from rlmpc.bench.gpu_check import main as gpu_check
+from rlmpc.bench.update import main as bench_update
 
 
 def test_planner_bench_times_one_backend_without_a_ratio():

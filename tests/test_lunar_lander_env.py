@@ -1,5 +1,5 @@
 """LunarLanderDZ, the env: success, crash, truncation, zones, bad input, pickling, render
-(helpers: `tests.test_lunar_lander_dz`)."""
+(helpers: `tests.test_lunar_lander_model`)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import torch
 from gymnasium.error import ResetNeeded
 
 import envs
-from envs.lunar_lander_airframe import body_state
-from envs.lunar_lander_dz import (
-    LunarLanderDZEnv,
-    LunarLanderModel,
-)
-from tests.test_lunar_lander_dz import OUT_OF_THE_WAY, _heuristic_for
+from envs.lunar_lander.airframe import body_state
+from envs.lunar_lander.env import LunarLanderDZEnv
+from envs.lunar_lander.model import LunarLanderModel
+from tests.test_lunar_lander_model import OUT_OF_THE_WAY, _heuristic_for
 
 # ------------------------------------------------------------------------------ the env
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.model_error import one_step_errors
+from rlmpc.bench.model_error import one_step_errors
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,8 @@ def test_plan_controls_and_paths_are_the_parts_of_plan(backend):
 def test_path_cost_with_horizon_sum_is_the_summed_running_cost(name, rl_term):
     """`CompositeCost.horizon_sum` (weights applied after the sum over H) is Σ_t of eq. (38)."""
     import envs
-    from planners.costs import planner_config, running_cost
+    from envs import planner_config
+    from planners.costs import running_cost
 
     env = envs.make(name)
     model = env.unwrapped.planner_model()

@@ -103,7 +103,8 @@ def test_unknown_backend_is_refused():
 def test_matches_pytorch_mppi_on_env_models_with_table5_costs(name):
     """Same noise, Table-5 cost (eq. 38) on the real model: same controls, candidate by candidate."""
     import envs
-    from planners.costs import build_planner, planner_config
+    from envs import planner_config
+    from planners.costs import build_planner
 
     env = envs.make(name)
     model = env.unwrapped.planner_model()
@@ -125,7 +126,7 @@ def test_matches_pytorch_mppi_on_env_models_with_table5_costs(name):
 
 
 def test_bench_planner_command_ends_with_key_value_lines(capsys):
-    from rlmpc.tools import bench
+    import rlmpc.bench as bench
 
     argv = ["planner", "--batch-sizes", "1", "3", "--num-samples", "8", "--horizon", "4",
             "--repeats", "1", "--min-seconds", "0", "--threads", "1"]  # fmt: skip

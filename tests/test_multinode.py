@@ -16,10 +16,10 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from envs import planner_config
 from learners.policy import NetworkConfig
-from learners.ppo import PPOConfig
+from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
-from planners.costs import planner_config
 from rlmpc.run.config import RunConfig, TrainConfig
 from rlmpc.run.runlog import WandbConfig
 from rlmpc.run.train import Run

@@ -1,14 +1,14 @@
 """App. E's "MPPI used alone": the low level, driven by fixed high-level policies, on the real envs.
 
-The figures of the slow tests are in the README (`python -m rlmpc.tools.planner_alone`).
+The figures of the slow tests are in the README (`python -m rlmpc.baselines.planner_alone`).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from rlmpc.tools import planner_alone
-from rlmpc.tools.planner_alone import run_alone
+from rlmpc.baselines import planner_alone
+from rlmpc.baselines.planner_alone import run_alone
 from tests.conftest import seed_offset
 
 #: episodes of the default-suite check, and how many must land (see the test's docstring)

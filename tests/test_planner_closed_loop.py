@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 import envs
-from planners.costs import build_planner, planner_config
+from envs import planner_config
+from planners.costs import build_planner
 from planners.mppi import shift_warm_start
 from tests.conftest import seed_offset
 

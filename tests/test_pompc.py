@@ -333,7 +333,7 @@ def test_intermediate_prior_resumes_exactly():
 def test_worker_scores_every_candidate_without_changing_the_fragment(env):
     from dataclasses import replace
 
-    from planners.costs import planner_config
+    from envs import planner_config
     from rlmpc.system.records import FragmentId, Weights
     from rlmpc.system.worker import RolloutWorker, WorkerSpec
 

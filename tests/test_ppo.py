@@ -20,7 +20,7 @@ from learners import (
     mix_batches,
     weighted_loss,
 )
-from learners.ppo import ppo_loss_terms, ppo_objective
+from learners.ppo_loss import ppo_loss_terms, ppo_objective
 
 NOBS, NA, H = 3, 2, 4
 SMALL = PPOConfig(batch_size=16, n_epochs=2)

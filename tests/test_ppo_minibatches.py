@@ -19,7 +19,7 @@ from learners import (
     mix_batches,
     weighted_loss,
 )
-from learners.ppo import minibatch_loss, ppo_loss_terms, ppo_objective
+from learners.ppo_loss import minibatch_loss, ppo_loss_terms, ppo_objective
 from learners.targets import virtual_lambda_return
 from tests.test_ppo import NA, NETS, NOBS, SMALL, H, learner, real_batch, same_state, virtual_batch
 

@@ -1,5 +1,5 @@
 """App. E's "pure MPPI": the planner's objective = −r̂ (planners/reward_cost.py), run alone
-(rlmpc/tools/planner_alone.py, rlmpc/baselines/mppi.py); and the default objective unchanged."""
+(rlmpc/baselines/planner_alone.py, rlmpc/baselines/mppi.py); and the default objective unchanged."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from common.checks import ConfigError
-from planners.costs import CompositeCost, build_planner, planner_config, running_cost
+from envs import planner_config
+from planners.costs import CompositeCost, build_planner, running_cost
 from planners.mppi import rollout
 from planners.reward_cost import RewardCost
+from rlmpc.baselines import planner_alone
 from rlmpc.baselines.mppi import run_pure_mppi_cell
+from rlmpc.baselines.planner_alone import run_alone
 from rlmpc.run import cli
-from rlmpc.tools import planner_alone
-from rlmpc.tools.planner_alone import run_alone
 from tests import toy_env
 from tests.test_costs import F64, model_and_state
 

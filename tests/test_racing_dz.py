@@ -17,9 +17,10 @@ from envs.racing import task as rt
 from envs.racing.bicycle import CarParams, dynamic_bicycle_step
 from envs.racing.env import RacingDZEnv
 from envs.racing.model import RacingModel
+from envs.racing.track import TrackParams
 
 P = rt.TaskParams()
-TRACK = rt.Track.stadium(rt.TrackParams())
+TRACK = rt.Track.stadium(TrackParams())
 S, R, HW = 80.0, 30.0, 6.0  # default straight, radius, half-width
 FAR_ZONE = DangerZone(1e3, 1e3, 4.0, 4.0)
 
@@ -159,12 +160,12 @@ def test_zone_sampling_is_seeded_and_inside_the_track():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: rt.TrackParams(radius=0.0), "radius"),
-        (lambda: rt.TrackParams(half_width=40.0), "half_width"),
-        (lambda: rt.TrackParams(straight_length=float("nan")), "straight_length"),
+        (lambda: TrackParams(radius=0.0), "radius"),
+        (lambda: TrackParams(half_width=40.0), "half_width"),
+        (lambda: TrackParams(straight_length=float("nan")), "straight_length"),
         (lambda: rt.TaskParams(dt=0.0), "dt"),
         (lambda: rt.TaskParams(lookahead=(5.0, 1.0, 2.0, 3.0, 4.0)), "lookahead"),
-        (lambda: RacingDZEnv(track=rt.TrackParams(half_width=1.5)), "half_width"),
+        (lambda: RacingDZEnv(track=TrackParams(half_width=1.5)), "half_width"),
         (lambda: RacingDZEnv(task=rt.TaskParams(zone_size=(3.0, 7.0))), "zone_size"),
         (lambda: RacingDZEnv(task=rt.TaskParams(zone_s=(50.0, 1e4))), "zone_s"),
         (lambda: RacingDZEnv(task=rt.TaskParams(opponent_gap=(1.0, 20.0))), "opponent_gap"),

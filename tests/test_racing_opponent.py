@@ -17,10 +17,10 @@ from envs.racing.carla_client import ClientParams
 from envs.racing.carla_env import CARLA_TASK, CarlaRacingEnv
 from envs.racing.env import RacingDZEnv, RacingTaskEnv
 from envs.racing.task import SimStep
-from envs.racing.track import speed_profile
+from envs.racing.track import TrackParams, speed_profile
 from tests.carla_double import fake_carla
 
-TIGHT = rt.TrackParams(straight_length=60.0, radius=10.0, half_width=6.0, spacing=0.5)
+TIGHT = TrackParams(straight_length=60.0, radius=10.0, half_width=6.0, spacing=0.5)
 
 
 def test_profile_slows_to_the_lateral_limit_and_brakes_ahead_of_corners():

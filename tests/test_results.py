@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from rlmpc.tools import results
+from rlmpc.reproduce import results
 
 
 def _fake_run(path, seed, success, returns, env="lunarlander"):
@@ -95,8 +95,8 @@ def test_readme_blocks_are_filled_from_the_cells(tmp_path):
 
 
 def test_the_readme_tables_match_the_committed_results():
-    """`python -m rlmpc.tools.results readme` was run after the last cell was added."""
+    """`python -m rlmpc.reproduce.results readme` was run after the last cell was added."""
     readme = results.RESULTS.parent / "README.md"
     text = readme.read_text()
     assert "<!-- results table" in text
-    assert results.refresh_readme(text) == text, "run: python -m rlmpc.tools.results readme"
+    assert results.refresh_readme(text) == text, "run: python -m rlmpc.reproduce.results readme"

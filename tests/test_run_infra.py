@@ -16,8 +16,8 @@ from typing import Literal
 import pytest
 import torch
 
+from envs import planner_config
 from learners.policy import NetworkConfig
-from planners.costs import planner_config
 from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, field_docs
 from rlmpc.run.runlog import RunLogger, WandbConfig, plot_curves
 from rlmpc.system import checkpoint as ckpt

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from learners.policy import NetworkConfig
-from learners.ppo import PPOConfig
+from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from rlmpc.run.cli import parse
 from rlmpc.run.config import RunConfig, TrainConfig

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from envs import planner_config
 from learners.policy import NetworkConfig
-from planners.costs import planner_config
 from planners.mppi import PlannedControls
 from rlmpc.system.records import FragmentId, FragmentMeta, Weights
 from rlmpc.system.replay import ReplayShard
@@ -90,7 +90,7 @@ def test_virtual_data_are_each_steps_plan_rescored(env, terminal):
 
 
 def test_bench_worker_command_ends_with_key_value_lines(capsys):
-    from rlmpc.tools import bench_worker
+    from rlmpc.bench import worker as bench_worker
 
     argv = ["--envs", "acrobot", "--n-envs", "2", "--steps", "2", "--repeats", "1"]
     figures = bench_worker.main(argv)
@@ -129,7 +129,7 @@ def test_weights_made_at_rho_zero_stop_the_virtual_data_and_leave_the_real_data_
 def test_a_learner_ships_its_rho_and_at_rho_zero_leaves_virtual_fragments_out(mode):
     """`Learner.train` at ρ = 0 equals, bit for bit, a learner given no virtual fragments
     (what the workers send once the weights carry ρ = 0); its weights carry ρ."""
-    from learners.ppo import PPOConfig
+    from learners.ppo_loss import PPOConfig
     from learners.rho import InfluenceRatioConfig
     from rlmpc.system.learner import Learner
 
@@ -149,7 +149,7 @@ def test_a_learner_ships_its_rho_and_at_rho_zero_leaves_virtual_fragments_out(mo
 
 
 def test_bench_worker_times_a_rho_zero_twin(capsys):
-    from rlmpc.tools import bench_worker
+    from rlmpc.bench import worker as bench_worker
 
     argv = ["--envs", "acrobot", "--n-envs", "2", "--steps", "2", "--repeats", "1", "--rho-zero"]
     figures = bench_worker.main(argv)

@@ -9,7 +9,56 @@
 | `envs.racing.model` | the planner's model: a kinematic bicycle in track coordinates (`RacingModel`) |
 | `envs.racing.carla_sim`, `carla_route`, `carla_env` | CARLA: client and vehicles, the route from a map, `CarlaRacingEnv` |
 | `envs.racing.draw` | rgb frames of an env's state |
+| `envs.racing.planner` | `RacingPlannerConfig` (Table 5) and J_other (eqs. 44-46) |
 
 ``import envs.racing`` does not import the ``carla`` package (CARLA modules import it when a
-server is used).
+server is used). `SPEC` and `CARLA_SPEC` are what the registry knows of them.
 """
+
+from typing import Any
+
+from envs.racing.planner import RacingPlannerConfig
+from envs.registry import EnvSpec
+
+
+def _racing_metrics(info: dict[str, Any]) -> dict[str, float]:
+    """Racing's column: whether the episode ended in a collision or off the track."""
+    if "collision" in info or "off_track" in info:
+        return {
+            "collision_or_offtrack": float(
+                bool(info.get("collision")) or bool(info.get("off_track"))
+            )
+        }
+    return {}
+
+
+def _server_lost(info: dict[str, Any]) -> bool:
+    """Racing's episodes end early when the env loses its simulator's server."""
+    return bool(info.get("server_lost", False))
+
+
+_COLUMNS = (
+    ("success_rate", "finish"),
+    ("collision_or_offtrack", "collision/off-track"),
+    ("reward", "reward"),
+)
+
+SPEC = EnvSpec(
+    "racing", "rlmpc/RacingDZ-v0", "envs.racing.env:RacingDZEnv", RacingPlannerConfig,
+    summary="racing with a danger zone on the embedded bicycle simulator (App. B.3)",
+    presets={"run": {"total_env_steps": 1_000_000}},
+    episode_metrics=_racing_metrics, columns=_COLUMNS, episode_lost=_server_lost,
+)  # fmt: skip
+CARLA_SPEC = EnvSpec(
+    "carla-racing", "rlmpc/CarlaRacing-v0", "envs.racing.carla_env:CarlaRacingEnv",
+    RacingPlannerConfig,
+    summary="racing with a danger zone on CARLA servers (cluster/README.md)",
+    presets={"run": {"total_env_steps": 1_000_000, "envs_per_actor": 1, "num_actors": 4}},
+    episode_metrics=_racing_metrics, columns=_COLUMNS, episode_lost=_server_lost,
+    probe="racing",  # the same spaces; probing this env would need a server
+    resources_per_env={"carla": 1.0},  # one CARLA server per env
+    node_env_kwargs="envs.racing.carla_servers:claim_env_kwargs",
+    requires=("carla",),
+)  # fmt: skip
+
+__all__ = ["CARLA_SPEC", "SPEC", "RacingPlannerConfig"]

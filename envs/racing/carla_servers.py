@@ -1,6 +1,6 @@
 """The CARLA servers of this node, as an env sees them: the node's registry, and claims on it.
 
-``python -m rlmpc.tools.carla_servers start`` (run on a CARLA node before ``ray start``)
+``python -m rlmpc.ops.carla_servers start`` (run on a CARLA node before ``ray start``)
 starts k servers and records them in ``<state dir>/servers.json``, with what the node tells
 its envs (`NodeSettings`: how long a lost server is worth waiting for); this module reads that
 registry and gives each CARLA env a server of its own: a claim is an exclusive ``flock`` on
@@ -124,7 +124,7 @@ def claim_server(state_dir: Path | str | None = None) -> ServerClaim:
     if not records:
         raise CarlaServerError(
             f"no CARLA servers on node {socket.gethostname()}: {state_dir / REGISTRY} lists none; "
-            "start them with `python -m rlmpc.tools.carla_servers start --count K` (cluster.yaml's "
+            "start them with `python -m rlmpc.ops.carla_servers start --count K` (cluster.yaml's "
             "worker_start_ray_commands do) and give the node the resource {'carla': K}"
         )
     running = [r for r in records if is_running(r)]

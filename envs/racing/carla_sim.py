@@ -9,7 +9,7 @@ map) is `envs.racing.carla_route`.
 
 A lost server (`CarlaSim.reconnect`): the old cars are dropped, the server is waited for up to
 ``ClientParams.reconnect_wait`` seconds (its node's watchdog restarts it on the same ports,
-`rlmpc.tools.carla_watchdog`), then, if the env was given its node's server registry
+`rlmpc.ops.watchdog`), then, if the env was given its node's server registry
 (``servers``), another free server of the node is claimed; `CarlaUnavailable` if neither
 answers. A sim given a registry connects the same way when it is built (a rollout actor that
 Ray restarts may find its server restarting too); one without connects once (``attempts``).
@@ -42,9 +42,7 @@ import numpy as np
 
 from envs.danger import DangerZone
 from envs.racing import task as rt
-from envs.racing.carla_client import (  # noqa: F401  (the client layer, re-exported)
-    SERVER_VERSION,
-    CarlaMapMissing,
+from envs.racing.carla_client import (
     CarlaUnavailable,
     ClientParams,
     connect,

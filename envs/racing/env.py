@@ -47,6 +47,7 @@ from envs.racing.bicycle import BicycleSim, CarParams, G
 from envs.racing.draw import draw_frame
 from envs.racing.model import KINEMATIC_LATERAL_LIMIT, RacingModel
 from envs.racing.task import SimStep
+from envs.racing.track import TrackParams
 
 log = logging.getLogger(__name__)
 
@@ -224,11 +225,11 @@ class RacingDZEnv(RacingTaskEnv):
     def __init__(
         self,
         render_mode: str | None = None,
-        track: rt.TrackParams | None = None,
+        track: TrackParams | None = None,
         task: rt.TaskParams | None = None,
         car: CarParams | None = None,
     ) -> None:
-        self.track_params = track or rt.TrackParams()
+        self.track_params = track or TrackParams()
         task, car = task or rt.TaskParams(), car or CarParams()
         track = rt.Track.stadium(self.track_params)
         sim = BicycleSim(track, car, task.dt, rt.OpponentSpeed.of(track, task))

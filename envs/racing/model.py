@@ -61,7 +61,7 @@ class RacingModel(PlannerModel):
     ``a = throttle * F_drive / m`` (or ``* F_brake / m`` braking): no tire slip, no yaw inertia, no
     drag, no power limit. With ``max_lateral_accel`` (the envs' model: `KINEMATIC_LATERAL_LIMIT`
     · μ g) the path's curvature ``sin β / lr`` is capped at ``a_max / v²``: beyond it the car
-    runs wide instead of turning (``python -m envs.model_error --env racing``: one-step error
+    runs wide instead of turning (``python -m rlmpc.bench.model_error --env racing``: one-step error
     0.76 of the step's motion, planner-driven, against 2.10 without the cap). X, Y, ψ follow
     from (s, ey, eψ) on the track tables; vx, vy, r are the kinematic ones. The opponent advances ``v_o dt``; the zone stays.
 

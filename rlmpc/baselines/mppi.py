@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rlmpc.tools.planner_alone import pure_mppi
+from rlmpc.baselines.planner_alone import pure_mppi
 
 
 def run_pure_mppi_cell(

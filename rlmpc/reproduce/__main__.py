@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common.checks import SEED_MAX, int_in, ray_address_problem, seed_arg, writable_dir
 from rlmpc.reproduce.catalog import EXPERIMENTS, KINDS, PRESETS
-from rlmpc.tools.results import RESULTS
+from rlmpc.reproduce.results import RESULTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"{' '.join(experiments)} --from-results"):  # fmt: skip
         print(f"wrote {path}")
     if results == RESULTS.resolve():
-        from rlmpc.tools.results import refresh_readme
+        from rlmpc.reproduce.results import refresh_readme
 
         readme = RESULTS.parent / "README.md"
         readme.write_text(refresh_readme(readme.read_text()))

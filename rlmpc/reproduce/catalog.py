@@ -19,7 +19,7 @@ is a Ray Tune trial (`rlmpc.reproduce.sweep`) and ends as
 | ``pompc`` | PO-MPC | KL prior (planner / intermediate) × λ ∈ {0.1, 1, 9} × ρ ∈ {0, 0.3, adaptive} |
 
 Names of PPO-MPPI methods follow the results already recorded (``ppo-mppi-rho0.3``,
-``ppo-mppi-adaptive0.3``), so the paper's figures (`rlmpc.tools.paper`) sit beside them.
+``ppo-mppi-adaptive0.3``), so the paper's figures (`rlmpc.reproduce.paper`) sit beside them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from planners.costs import planner_config
+from envs import planner_config
 
 Kind = Literal["ppo-mppi", "rllib-ppo", "rllib-sac", "mppi"]
 KINDS: tuple[str, ...] = ("ppo-mppi", "rllib-ppo", "rllib-sac", "mppi")

@@ -258,10 +258,10 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
 
 def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str,
                   trial: str | None) -> Path:  # fmt: skip
+    from rlmpc.reproduce.results import add
     from rlmpc.run.cli import parse
     from rlmpc.run.train import train
     from rlmpc.system.checkpoint import latest_checkpoint
-    from rlmpc.tools.results import add
 
     if (work / "eval.json").is_file():  # trained and evaluated; only the record is missing
         run_dir = work

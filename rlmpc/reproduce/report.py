@@ -2,7 +2,7 @@
 
 For each experiment: ``results/<experiment>.md`` (per env, a row per method: each seed's
 mean ± std over its evaluation episodes, or across seeds the mean ± std of the per-seed
-means; the paper's figures beside ours, `rlmpc.tools.paper`) and
+means; the paper's figures beside ours, `rlmpc.reproduce.paper`) and
 ``results/<experiment>_curves.png`` (Fig. 3's style: the smoothed training return against
 env steps, mean and a band of ± std over seeds, one panel per env, one line per method).
 Table 7 reports wall time per 1M env steps; Figs. 6–8 add Table 6's Welch t-tests.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rlmpc.reproduce.catalog import EXPERIMENTS
-from rlmpc.tools.results import by_budget, cells, smoothed, table
+from rlmpc.reproduce.results import by_budget, cells, smoothed, table
 
 
 def _seed_cells(experiment: str, root: Path) -> list[dict[str, Any]]:

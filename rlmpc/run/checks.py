@@ -86,7 +86,7 @@ def check_runnable(cfg: TrainConfig, cluster: bool = False, resume: Path | None 
         raise ConfigError(
             "planner.objective",
             "objective 'reward' is App. E's pure MPPI (−r̂, no high-level target): the policy "
-            "would not reach the planner; run it with `python -m rlmpc.tools.planner_alone "
+            "would not reach the planner; run it with `python -m rlmpc.baselines.planner_alone "
             "--objective reward` (or rlmpc.baselines.mppi)",
         )
     model = envs.make(spec.probe or spec.name).unwrapped.planner_model()

@@ -21,7 +21,7 @@ import envs
 from common.checks import ray_address_problem
 from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
-from learners.ppo import PPOConfig
+from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from rlmpc.run.checks import check_runnable
 from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag

@@ -29,14 +29,14 @@ from typing import Any, Literal
 
 import envs
 from common.checks import SEED_MAX, ConfigError, check_finite_fields, check_seed
-from envs.faults import parse_rates
 from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
-from learners.ppo import PPOConfig
+from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from planners.costs import PlannerConfig
 from rlmpc.run.runlog import WandbConfig
 from rlmpc.system.coordinator import Schedule
+from rlmpc.system.faults import parse_rates
 from rlmpc.system.learner import resolve_device
 from rlmpc.system.shells import LearnerSpec
 from rlmpc.system.worker import WorkerSpec
@@ -238,7 +238,7 @@ class RunConfig:
 
     @property
     def fault_rates(self) -> dict[str, float]:
-        """``inject_faults`` parsed: kind → probability per step (`envs.faults`)."""
+        """``inject_faults`` parsed: kind → probability per step (`rlmpc.system.faults`)."""
         try:
             return parse_rates(self.inject_faults)
         except ValueError as err:

@@ -39,7 +39,7 @@ from rlmpc.system.backend import (
     actor_name,
 )
 from rlmpc.system.checkpoint import Checkpoint
-from rlmpc.system.evaluations import EVAL_FIGURES, Evaluations  # noqa: F401  (re-exported)
+from rlmpc.system.evaluations import Evaluations
 from rlmpc.system.records import (
     FAULT_KINDS,
     CollectResult,

@@ -15,7 +15,8 @@ import torch
 from learners.batches import RealBatch, VirtualBatch
 from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
-from learners.ppo import PPOConfig, PPOLearner
+from learners.ppo import PPOLearner
+from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from rlmpc.system.records import RealArrays, VirtualArrays, Weights
 from rlmpc.system.worker import keep_freed_memory

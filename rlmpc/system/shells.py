@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import envs
 from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
-from learners.ppo import PPOConfig
+from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from rlmpc.system.backend import (
     EVALUATOR,

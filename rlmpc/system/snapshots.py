@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from envs.base import env_state
-from envs.faults import FaultInjector
+from rlmpc.system.faults import FaultInjector
 
 if TYPE_CHECKING:
     from rlmpc.system.worker import RolloutWorker

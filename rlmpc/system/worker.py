@@ -15,7 +15,7 @@ Per step (Alg. 1's inner loop, batched over the worker's B envs), `RolloutWorker
 The warm start of each env is the executed candidate's plan, shifted (zero after a reset).
 While training, an env step that raises, returns a non-finite observation or reward, or takes
 longer than ``env_step_timeout`` costs its episode, not the worker (`RolloutWorker._act`);
-``inject_faults`` wraps the envs to cause such steps on purpose (`envs.faults`). An episode
+``inject_faults`` wraps the envs to cause such steps on purpose (`rlmpc.system.faults`). An episode
 the env ends because it lost its simulator (the registry's ``episode_lost``) is dropped the
 same way (a ``lost`` fault; an evaluation plays it again from its seed). An env whose next
 episode cannot start (its simulator did not come back: `envs.base.SimulatorUnavailable`)
@@ -46,12 +46,12 @@ import numpy as np
 import torch
 
 import envs
-from envs.faults import STALL_PAST_TIMEOUT, FaultInjector
 from learners.policy import NetworkConfig, build_networks
 from planners.costs import PlannerConfig, build_planner
 from planners.mppi import shift_warm_start
 from rlmpc.system import snapshots
 from rlmpc.system.episodes import EpisodeTracker, Evaluation, Training, guarded_step
+from rlmpc.system.faults import STALL_PAST_TIMEOUT, FaultInjector
 from rlmpc.system.planned import Kept, Scored, scored_candidates, virtual_arrays
 from rlmpc.system.records import (
     CollectResult,
@@ -87,7 +87,7 @@ class WorkerSpec:
     terminal reward (`envs.base.PlannerModel.terminal_reward`); 'exclude': App. B's r̂ alone."""
     inject_faults: tuple[tuple[str, float], ...] = ()
     """(kind, probability per step) of the faults injected into every env
-    (`envs.faults.FaultInjector`); none: the envs are not wrapped"""
+    (`rlmpc.system.faults.FaultInjector`); none: the envs are not wrapped"""
     env_step_timeout: float = math.inf
     """seconds an env step may take while training before it costs its episode"""
     candidate_gamma: float | None = None
@@ -191,7 +191,7 @@ class RolloutWorker:
     def set_weights(self, weights: Weights, version: int) -> None:
         """Load the learner's `Weights` (at fragment boundaries). Weights made at ρ = 0 stop
         the virtual samples (a learner at ρ = 0 drops them; their paths and r̂ cost ~3 % of a
-        Lunar Lander actor's time and ~15 % of an Acrobot one's, `rlmpc.tools.bench_worker
+        Lunar Lander actor's time and ~15 % of an Acrobot one's, `rlmpc.bench.worker
         --rho-zero`). Nothing random is drawn for them, so the real data does not change."""
         self.policy.load_state_dict(weights.policy)
         if self.values is not None:

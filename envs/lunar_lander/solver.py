@@ -1,10 +1,10 @@
 """Lunar Lander's contact solver as one TorchScript function.
 
-`envs.lunar_lander_body.leg_impulses` hands its inputs, `_constants`' tensors and the
+`envs.lunar_lander.body.leg_impulses` hands its inputs, `_constants`' tensors and the
 airframe's numbers to `contact_impulses`: ~140 sequential small ops that depend on each
 other (8 sweeps of sequential impulses over two legs' normal and tangent contacts), which no
 batching can merge. Scripted, the same aten ops run without Python between them; with no CPU
-fuser the values are the eager function's, bit for bit (`tests/test_lunar_lander_dz.py`).
+fuser the values are the eager function's, bit for bit (`tests.test_lunar_lander_model.py`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ machine's load falls on both alike: ``fused`` (the default) and ``autograd`` (th
 learner ran before the fused engine). ``--rho0 0`` times a ρ = 0 iteration (no virtual data,
 as the actors then ship none).
 
-``python -m learners.bench_update [--iters 10] [--threads 1] [--device cuda]`` ends with
+``python -m rlmpc.bench.update [--iters 10] [--threads 1] [--device cuda]`` ends with
 ``learner_update_s: <median seconds, fused>``, ``learner_update_autograd_s``,
 ``learner_speedup`` (their ratio) and ``learner_env_steps_per_s: <T·B / median>``; the
 thread CPU seconds (`time.thread_time`) are printed as well.
@@ -46,7 +46,8 @@ import torch
 
 from learners.batches import RealBatch, VirtualBatch
 from learners.policy import NetworkConfig
-from learners.ppo import PPOConfig, PPOLearner
+from learners.ppo import PPOLearner
+from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
 
 
@@ -172,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         raise ValueError(f"--iters must be >= 1, got {args.iters}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(
-            "learners.bench_update: --device cuda asked for, but torch sees no CUDA device"
+            "rlmpc.bench.update: --device cuda asked for, but torch sees no CUDA device"
         )
     torch.set_num_threads(args.threads)
     T, B, M, H, nobs, na = 32, 64, 4, 10, 12, 2

@@ -5,7 +5,7 @@ polygons and densities exactly as Box2D does, and the engines' mean impulses (th
 dispersion averaged out: it is zero-mean and enters linearly); the module's constants are
 Box2D's and gymnasium's, with the units between observation and SI. `body_state` reads the
 observation's quantities off a live Box2D world in float64. The planner's step on them is
-`envs.lunar_lander_body`.
+`envs.lunar_lander.body`.
 """
 
 from __future__ import annotations

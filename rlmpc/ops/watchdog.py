@@ -1,7 +1,7 @@
 """The per-node watchdog: CARLA servers that stop answering come back by themselves.
 
 `Watchdog` checks every server of the node's registry each ``interval_s``
-(`rlmpc.tools.carla_processes.answers`: CARLA's ``version`` RPC) and restarts, on its own ports
+(`rlmpc.ops.processes.answers`: CARLA's ``version`` RPC) and restarts, on its own ports
 with its recorded command (`restart_server`):
 
 * a **dead** server (its process is gone) at once;
@@ -13,7 +13,7 @@ A server restarted ``max_restarts`` times in a row without answering in between 
 (logged once): something other than a crash is wrong (the GPU, the install). The watchdog
 stops when the registry is gone (``stop`` removes it after stopping the watchdog first).
 
-``python -m rlmpc.tools.carla_servers watch`` runs it in the foreground; ``start --watch``
+``python -m rlmpc.ops.carla_servers watch`` runs it in the foreground; ``start --watch``
 starts it detached (`start_detached`: a session of its own, recorded in
 ``<state dir>/watchdog.json`` with its PID and the PID's start time, logging to
 ``watchdog.log``), and ``stop`` stops it (`stop_detached`) before the servers. The envs meanwhile
@@ -42,7 +42,7 @@ from envs.racing.carla_servers import (
     proc_start_time,
     read_node_settings,
 )
-from rlmpc.tools import carla_processes as procs
+from rlmpc.ops import processes as procs
 
 RECORD, LOG = "watchdog.json", "watchdog.log"
 
@@ -193,7 +193,7 @@ def watchdog_pid(state_dir: Path) -> int | None:
 
 def start_detached(state_dir: Path, cfg: WatchConfig) -> int:
     """Start ``watch`` for ``state_dir`` in a session of its own (module docstring); its PID."""
-    cmd = [sys.executable, "-m", "rlmpc.tools.carla_servers", "watch", "--state-dir",
+    cmd = [sys.executable, "-m", "rlmpc.ops.carla_servers", "watch", "--state-dir",
            str(state_dir)]  # fmt: skip
     for f in dataclasses.fields(WatchConfig):
         cmd += [f"--{f.name.replace('_', '-')}", str(getattr(cfg, f.name))]

@@ -1,12 +1,12 @@
 """The lander's rigid-body model for the planner: one step of hull + legs on the pad.
 
-Everything here is in gymnasium's observation units (see `envs.lunar_lander_dz`) at the
+Everything here is in gymnasium's observation units (see `envs.lunar_lander.env`) at the
 boundary and SI units inside. The constants (`AIRFRAME`: mass properties and the engines'
 mean impulses, derived from gymnasium's source) and `body_state` (the same quantities read
-off a live Box2D world) are `envs.lunar_lander_airframe`'s, re-exported here; `body_step` is
+off a live Box2D world) are `envs.lunar_lander.airframe`'s, re-exported here; `body_step` is
 one step of the model.
 
-How good is it: ``python -m envs.model_error --env lunarlander`` (figures in the tests).
+How good is it: ``python -m rlmpc.bench.model_error --env lunarlander`` (figures in the tests).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from envs.lunar_lander_airframe import (
+from envs.lunar_lander.airframe import (
     AIRFRAME,
     CONTACT_BAND,
     CONTACT_ITERATIONS,
@@ -37,7 +37,7 @@ from envs.lunar_lander_airframe import (
     VY_OBS,
     W_OBS,
 )
-from envs.lunar_lander_solver import contact_impulses
+from envs.lunar_lander.solver import contact_impulses
 
 # --------------------------------------------------------------------------------------
 # One step on a flat batch of N states, in float arithmetic on few, wide tensors: planar

@@ -11,7 +11,8 @@ import torch
 from gymnasium.envs.classic_control.acrobot import AcrobotEnv, wrap
 
 import envs
-from envs.acrobot_dz import ZONES, AcrobotDZEnv, AcrobotModel, wrap_angle
+from envs.acrobot.env import ZONES, AcrobotDZEnv
+from envs.acrobot.model import AcrobotModel, wrap_angle
 
 F64 = torch.float64
 

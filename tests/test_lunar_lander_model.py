@@ -14,7 +14,7 @@ import pytest
 import torch
 from gymnasium.envs.box2d.lunar_lander import LunarLander, heuristic
 
-from envs.lunar_lander_body import (
+from envs.lunar_lander.body import (
     AIRFRAME,
     DT,
     HALF_H,
@@ -24,14 +24,9 @@ from envs.lunar_lander_body import (
     W_OBS,
     engine_powers,
 )
-from envs.lunar_lander_dz import (
-    VELOCITY_SCALE,
-    ZONE_PENALTY,
-    LunarLanderDZEnv,
-    LunarLanderModel,
-    shaping,
-)
-from envs.model_error import one_step_errors
+from envs.lunar_lander.env import LunarLanderDZEnv
+from envs.lunar_lander.model import VELOCITY_SCALE, ZONE_PENALTY, LunarLanderModel, shaping
+from rlmpc.bench.model_error import one_step_errors
 
 OUT_OF_THE_WAY = (0.7, 0.8, 0.2, 0.2)  # a zone no heuristic landing goes near
 
@@ -130,7 +125,7 @@ def test_engine_constants_agree_with_a_fit_on_real_flight():
 
 
 def test_one_step_error_is_near_the_noise_floor():
-    """Relative one-step error (envs.model_error) under random controls.
+    """Relative one-step error (rlmpc.bench.model_error) under random controls.
 
     Bounds, with the measured figures (600 steps, seed 0) in brackets:
     * in flight (no leg down before or after; ~98 % of steps): < 0.30 [0.21]. The floor is
@@ -352,7 +347,7 @@ def test_a_batch_of_flying_and_touching_landers_equals_per_row_calls():
     """`body_step_rows` runs the contact solver on the rows that may touch only (`touching`):
     a batch mixing landers high up, at the pad with legs up and down, and sinking fast gives
     each row's own one-row result, exactly."""
-    from envs.lunar_lander_body import engine_kick, rotation, touching
+    from envs.lunar_lander.body import engine_kick, rotation, touching
 
     model = LunarLanderModel()
     gen = torch.Generator().manual_seed(1)
@@ -378,10 +373,10 @@ def test_a_batch_of_flying_and_touching_landers_equals_per_row_calls():
 
 
 def test_scripted_contact_solver_equals_its_python(monkeypatch):
-    """The contact solver runs as TorchScript (`envs.lunar_lander_solver.contact_impulses`):
+    """The contact solver runs as TorchScript (`envs.lunar_lander.solver.contact_impulses`):
     bit for bit its own Python (`impulse_steps`, the eager ops), in float32 and float64."""
-    import envs.lunar_lander_body as body
-    from envs.lunar_lander_solver import impulse_steps
+    import envs.lunar_lander.body as body
+    from envs.lunar_lander.solver import impulse_steps
 
     assert isinstance(body.contact_impulses, torch.jit.ScriptFunction)
     gen = torch.Generator().manual_seed(2)
@@ -403,7 +398,7 @@ def test_planner_state_kept_from_the_step_is_the_worlds():
     """`LunarLanderModel.planner_state` hands out the state the env's reset or step read off
     Box2D (`LunarLanderDZEnv.planner_x`), a copy, equal to reading the world again."""
     import envs  # noqa: F401  (registers the ids)
-    from envs.lunar_lander_airframe import body_state
+    from envs.lunar_lander.airframe import body_state
 
     env = gym.make("rlmpc/LunarLanderDZ-v0")
     model = env.unwrapped.planner_model()

@@ -1,6 +1,6 @@
 """App. E's "MPPI used alone": the batched planner driven by a fixed high-level policy.
 
-``python -m rlmpc.tools.planner_alone --env lunarlander --episodes 50`` runs the env's hand-written
+``python -m rlmpc.baselines.planner_alone --env lunarlander --episodes 50`` runs the env's hand-written
 target policy (`envs.base.PlannerModel.scripted_action`) through the training planner (the
 env's preset cost, K, H; M = 1) on the real env, with danger zones, through the evaluation
 loop (`rlmpc.system.worker.RolloutWorker.evaluate`), and prints the paper's columns. It checks the low level on
@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 
 import envs
+from envs import planner_config
 from learners.policy import NetworkConfig
-from planners.costs import planner_config
 from rlmpc.baselines.evaluate import first_eval_seed
 from rlmpc.run.evaluate import format_table, plot_traces, summarize
 from rlmpc.run.runlog import run_meta
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"argument --env: {err}")
     except (TypeError, ValueError) as err:
         parser.error(f"argument --set: {err}")
-    summary.update(run_meta(argv, "-m rlmpc.tools.planner_alone"))
+    summary.update(run_meta(argv, "-m rlmpc.baselines.planner_alone"))
     label = "pure" if pure else args.policy
     print(format_table(summary))
     if args.out:

@@ -1,4 +1,4 @@
-"""The processes under `rlmpc.tools.carla_servers`: starting them, asking them, stopping them.
+"""The processes under `rlmpc.ops.carla_servers`: starting them, asking them, stopping them.
 
 * `answers`: whether a CARLA server answers an RPC in time. It sends CARLA's own ``version``
   call as a msgpack-rpc request (``[0, id, "version", []]``), the protocol of the rpclib

@@ -2,7 +2,7 @@
 
 ``PAPER[env][method]`` maps an ``eval.json`` column (the env's registry columns) to the
 paper's ``(mean, std)`` over 50 evaluation episodes. Method names are this project's
-(``rlmpc.tools.results`` cells): ``ppo``, ``sac``, ``ppo-mppi-rho<ρ>``, and
+(``rlmpc.reproduce.results`` cells): ``ppo``, ``sac``, ``ppo-mppi-rho<ρ>``, and
 ``ppo-mppi-adaptive<ρ0>`` (λ as the paper: 0.99 / 0.98 for ρ0 = 0.3 / 0.5, and 0.98 / 0.95
 on Racing).
 """

@@ -1,8 +1,8 @@
 """Lunar Lander's planner model: App. B.2's "simplified rigid-body model with fixed constants".
 
 The lander and its two legs as one rigid body (legs held at their joint limit), the engines'
-mean impulses, gravity, and the pad as ground (`envs.lunar_lander_body`); the reward model is
-gymnasium's shaping difference and fuel, as the env (`envs.lunar_lander_dz`) pays them.
+mean impulses, gravity, and the pad as ground (`envs.lunar_lander.body`); the reward model is
+gymnasium's shaping difference and fuel, as the env (`envs.lunar_lander.env`) pays them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 from gymnasium.error import ResetNeeded
 from torch import Tensor
 
-from envs.base import PlannerModel
-from envs.lunar_lander_airframe import body_state
-from envs.lunar_lander_body import (
+from envs.base import PlannerModel, check_last
+from envs.lunar_lander.airframe import body_state
+from envs.lunar_lander.body import (
     PAD_HALF_WIDTH,
     body_step,
     body_step_rows,
@@ -44,13 +44,13 @@ class LunarLanderModel(PlannerModel):
     is gymnasium's first leg, the one on the lander's +x side. Control ``u = [u_main, u_lat]``;
     high-level action ``a ∈ [-1, 1]^2`` → target velocities ``[ẋ*, ẏ*] = 0.5·a``.
 
-    One step (`envs.lunar_lander_body.AIRFRAME` derives every constant from gymnasium's
+    One step (`envs.lunar_lander.body.AIRFRAME` derives every constant from gymnasium's
     source): the main engine (``u_main > 0``, power ``(1 + u_main)/2``) and side engines
     (``|u_lat| > 0.5``, power ``|u_lat|``) give their mean impulses (the random dispersion
     averaged out) to lander + legs as one rigid body; gravity; Box2D's semi-implicit Euler.
     Ground: the pad (between the flags) at its exact height; a leg tip that reaches it is
     stopped, the leg folding in under more than its motor's torque and unfolding at the
-    motor's speed (`envs.lunar_lander_body.leg_impulses`). Off the pad the terrain is
+    motor's speed (`envs.lunar_lander.body.leg_impulses`). Off the pad the terrain is
     unknown: only a leg that is already down finds ground, under its tip. Not modelled: that
     terrain, the engines' random dispersion, the legs' hard stop when the lander heels far
     over, and Box2D's sleep (coming to rest).
@@ -70,14 +70,8 @@ class LunarLanderModel(PlannerModel):
 
     def _step(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(next state ``[..., nx]``, main and side engine powers ``[...]``) of x and u."""
-        _check_last(x, self.nx, "x")
-        _check_last(u, self.nu, "u")
-        shape = x.shape[:-1]
-        if u.shape[:-1] != shape:
-            shape = torch.broadcast_tensors(x[..., 0], u[..., 0])[0].shape
-            x, u = x.expand(*shape, self.nx), u.expand(*shape, self.nu)
-        x = x.reshape(-1, self.nx)
-        main, side = engine_powers(u.reshape(-1, self.nu).to(x.dtype))
+        x, u, shape = self.step_rows(x, u)
+        main, side = engine_powers(u.to(x.dtype))
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         out[:, 8:] = x[:, 8:]
         body_step(x, main, side, self.gravity, out=out)
@@ -89,13 +83,13 @@ class LunarLanderModel(PlannerModel):
         ``x [..., nx]`` (broadcast over ``u``'s leading dims), ``u [..., H, nu]`` -> states
         ``[..., H+1, nx]`` stored component-major (memory ``[nx, H+1, ...]``), the values of
         ``H`` calls of `dynamics`, bit for bit. Each step reads its state's rows where they
-        lie and writes the next state's rows in place (`envs.lunar_lander_body.body_step_rows`),
+        lie and writes the next state's rows in place (`envs.lunar_lander.body.body_step_rows`),
         and the engines' powers of all H steps are computed at once: no transposes between
         the generic ``[..., nx]`` layout and the rows that `body_step` computes on. With the
         planner's B = 64, K = 100 this halves a model step's copies (measured in the
         commit that added it)."""
-        _check_last(x, self.nx, "x")
-        _check_last(u, self.nu, "u")
+        check_last(x, self.nx, "x")
+        check_last(u, self.nu, "u")
         lead, horizon = u.shape[:-2], u.shape[-2]
         n = lead.numel()
         store = x.new_empty(self.nx, horizon + 1, *lead)
@@ -132,15 +126,15 @@ class LunarLanderModel(PlannerModel):
         Each step's ``x_{k+1}`` is read off the path instead of stepping the model again
         (`reward` would repeat the path's `dynamics`, the contact solver included): the same
         values, for half the model steps of the virtual data."""
-        _check_last(states, self.nx, "states")
-        _check_last(controls, self.nu, "u")
+        check_last(states, self.nx, "states")
+        check_last(controls, self.nu, "u")
         x1, shape = states[..., 1:, :], states.shape[:-2] + (controls.shape[-2],)
         main, side = engine_powers(controls.reshape(-1, self.nu).to(x1.dtype))
         return self._reward(states[..., :-1, :], x1, main.view(shape), side.view(shape))
 
     def observe(self, x: Tensor) -> Tensor:
         """ψ: the observation is the planner state."""
-        _check_last(x, self.nx, "x")
+        check_last(x, self.nx, "x")
         return x.clone()
 
     def planner_state(self, env: Any) -> np.ndarray:
@@ -157,7 +151,7 @@ class LunarLanderModel(PlannerModel):
 
     def target(self, a: Tensor) -> Tensor:
         """x*(a) = ``[ẋ*, ẏ*] = VELOCITY_SCALE · clip(a, -1, 1)`` (eq. 39)."""
-        _check_last(a, self.na, "a")
+        check_last(a, self.na, "a")
         return VELOCITY_SCALE * a.clamp(-1.0, 1.0)
 
     def tracked(self, x: Tensor) -> Tensor:
@@ -201,8 +195,8 @@ class LunarLanderModel(PlannerModel):
 
     def control_effort(self, u: Tensor) -> Tensor:
         """``p_main² + p_side²`` ``[...]``: the squared engine powers that ``u [..., nu]`` fires
-        (`envs.lunar_lander_body.engine_powers`; an engine that is off costs 0)."""
-        _check_last(u, self.nu, "u")
+        (`envs.lunar_lander.body.engine_powers`; an engine that is off costs 0)."""
+        check_last(u, self.nu, "u")
         main, side = engine_powers(u.reshape(-1, self.nu))
         return torch.addcmul(main * main, side, side).view(u.shape[:-1])
 
@@ -231,8 +225,3 @@ def shaping(x: Tensor) -> Tensor:
     distance = torch.hypot(x[..., 0], x[..., 1]).add_(torch.hypot(x[..., 2], x[..., 3]))
     distance.add_(x[..., 4].abs())
     return torch.add(x[..., 6], x[..., 7]).mul_(10.0).sub_(distance, alpha=100.0)
-
-
-def _check_last(t: Tensor, n: int, name: str) -> None:
-    if t.shape[-1:] != (n,):
-        raise ValueError(f"{name} must have shape [..., {n}], got {tuple(t.shape)}")

@@ -16,7 +16,7 @@ Two figures measured in the same run, on the same machine:
   ``--reference-steps`` (default: as many as each of the system's envs is timed for,
   ``(iterations - 3)·T``). Timing it from a fresh episode instead, as this benchmark did
   before, compared a reference lander in the air with a system whose landers are mostly on
-  the ground, where the model's contact solver costs more per step (`envs.lunar_lander_body`),
+  the ground, where the model's contact solver costs more per step (`envs.lunar_lander.body`),
   in the reference as in the system. Half of those steps and one update are timed before the
   system run and the rest after it (`Reference`), so that a drift in the machine's speed
   during the run falls on both figures alike.

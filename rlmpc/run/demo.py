@@ -1,4 +1,4 @@
-"""``python -m rlmpc.tools.demo``: the task envs under random controls, as filmstrips.
+"""``python -m rlmpc.run.demo``: the task envs under random controls, as filmstrips.
 
 Steps every registered env that runs on this machine alone (no simulator server) under
 uniform random controls, renders frames with the danger zone drawn, and writes filmstrips and

@@ -1,4 +1,4 @@
-"""Rollout-worker throughput: ``python -m rlmpc.tools.bench_worker [--envs ...] [--repeats N]``.
+"""Rollout-worker throughput: ``python -m rlmpc.bench.worker [--envs ...] [--repeats N]``.
 
 Env steps per second of one in-process `RolloutWorker` (B envs, M candidates, the env's
 Table-5 planner, one torch thread): a ``collect`` of T steps after a short warm-up, timed
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import torch
 
 import envs
+from envs import planner_config
 from learners.policy import NetworkConfig
-from planners.costs import planner_config
 from rlmpc.system.records import FragmentId, Weights
 from rlmpc.system.worker import RolloutWorker, WorkerSpec
 

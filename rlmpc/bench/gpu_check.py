@@ -1,10 +1,10 @@
-"""The CUDA checks, as one short script for a lent GPU machine: ``python -m rlmpc.tools.gpu_check``.
+"""The CUDA checks, as one short script for a lent GPU machine: ``python -m rlmpc.bench.gpu_check``.
 
 What it runs, in this order, each printing its own figures (about 5 minutes on one GPU):
 
 1. the planner (`rlmpc.bench planner`, batched backend, Lunar Lander's model and Table 5
    cost, M = 4, K = 100, H = 10) at B ∈ {64, 1024, 4096} on the CPU (one thread) and on CUDA;
-2. the learner's update (`learners.bench_update`, Table 3's workload) on the CPU (one thread)
+2. the learner's update (`rlmpc.bench.update`, Table 3's workload) on the CPU (one thread)
    and on CUDA, both engines;
 3. the ``gpu``-marked tests (``pytest -m gpu``: the learner and policy on CUDA against the CPU);
 4. a short end-to-end run with GPU actors: two rollout actors sharing the GPU
@@ -30,7 +30,7 @@ import torch
 
 
 def _planner(device: str, batches: Sequence[int]) -> dict[str, float]:
-    from rlmpc.tools.bench import main as bench
+    from rlmpc.bench import main as bench
 
     argv = ["planner", "--device", device, "--backends", "batched", "--min-seconds", "0.5",
             "--batch-sizes", *map(str, batches)]  # fmt: skip
@@ -38,7 +38,7 @@ def _planner(device: str, batches: Sequence[int]) -> dict[str, float]:
 
 
 def _learner(device: str) -> dict[str, float]:
-    from learners.bench_update import main as bench_update
+    from rlmpc.bench.update import main as bench_update
 
     return bench_update(["--iters", "5", "--device", device, "--no-floor"])
 
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit(
-            "rlmpc.tools.gpu_check: torch sees no CUDA device; run it on a GPU machine"
+            "rlmpc.bench.gpu_check: torch sees no CUDA device; run it on a GPU machine"
         )
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
     summary: dict[str, float] = {}

@@ -15,7 +15,7 @@ fixed high-level action ``a = 0`` (``--policy planner``, the default: the states
 planner's virtual data starts from), from uniform random controls (``random``) or from
 zero controls (``zero``).
 
-Run ``python -m envs.model_error --env lunarlander`` (or ``racing``, ``acrobot``).
+Run ``python -m rlmpc.bench.model_error --env lunarlander`` (or ``racing``, ``acrobot``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def one_step_errors(
     obs, _ = env.reset(seed=seed)
     low, high = env.action_space.low, env.action_space.high
     if policy == "planner":
-        from planners.costs import build_planner, planner_config
+        from envs import planner_config
+        from planners.costs import build_planner
         from planners.mppi import shift_warm_start
 
         cfg = planner_config(name)

@@ -1,11 +1,11 @@
 """CARLA servers on one node: start k headless servers, check them, keep them up, stop them by PID.
 
-``python -m rlmpc.tools.carla_servers {start,stop,status,watch} --help``; the cluster's worker
+``python -m rlmpc.ops.carla_servers {start,stop,status,watch} --help``; the cluster's worker
 nodes run ``start --watch`` before ``ray start`` and advertise ``resources: {"carla": k}``
 (``cluster/cluster.yaml``). A rollout actor that reserved one unit of ``carla`` per env claims a
 server of its node for each (`envs.racing.carla_servers.claim_server`: the registry and the
 claims live with the env). ``watch`` (or ``start --watch``, detached) restarts servers that stop
-answering (`rlmpc.tools.carla_watchdog`).
+answering (`rlmpc.ops.watchdog`).
 
 Rendering: ``--render none`` (the default) starts each server with ``-nullrhi``, no rendering
 backend at all, so a CARLA node needs no GPU and no Vulkan: CARLA 0.9.16 documents it as the
@@ -30,11 +30,11 @@ State directory (``--state-dir``, else ``$RLMPC_CARLA_STATE_DIR``, else
     watchdog.json    the detached watchdog's PID and start time; watchdog.log its events
     .lock            serialises start / stop / restart on the node
 
-Processes (`rlmpc.tools.carla_processes`): ``CarlaUE4.sh`` runs the real binary as its child,
+Processes (`rlmpc.ops.processes`): ``CarlaUE4.sh`` runs the real binary as its child,
 so each server gets a session of its own and is stopped by signalling that process group,
 after checking that the recorded PID is still the process started here (its start time in
 ``/proc`` matches). Never by name. Health is CARLA's own ``version`` RPC answered in time
-(`rlmpc.tools.carla_processes.answers`), not a bare TCP connect, which a hung server still
+(`rlmpc.ops.processes.answers`), not a bare TCP connect, which a hung server still
 accepts. A claim is an exclusive ``flock`` held until `release_server` or the claimer's exit:
 the kernel drops the lock of a dead process, so stale claims are reclaimed by construction.
 Linux only, as CARLA.
@@ -51,30 +51,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from envs.racing.carla_servers import (  # noqa: F401  (the node's registry and claims, shared)
-    _HELD,
+from envs.racing.carla_servers import (
     ENV_STATE_DIR,
     LOOPBACK,
     REGISTRY,
     CarlaServerError,
     NodeSettings,
-    ServerClaim,
     ServerRecord,
     _claimer,
     _read_registry,
     _write_registry,
-    claim_env_kwargs,
-    claim_server,
     default_state_dir,
     is_running,
-    proc_start_time,
-    read_node_settings,
-    release_server,
 )
+from rlmpc.ops import processes as procs
+from rlmpc.ops import watchdog as watchdog
+from rlmpc.ops.processes import answers
 from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag
-from rlmpc.tools import carla_processes as procs
-from rlmpc.tools import carla_watchdog as watchdog
-from rlmpc.tools.carla_processes import answers, port_open  # noqa: F401  (for users of this tool)
 
 _PORT_MIN, _PORT_MAX = 1024, 65535
 
@@ -283,7 +276,7 @@ def _watchdog_line(state_dir: Path) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="python -m rlmpc.tools.carla_servers", formatter_class=fmt,
+    p = argparse.ArgumentParser(prog="python -m rlmpc.ops.carla_servers", formatter_class=fmt,
                                 description=__doc__.split("\n\n")[0])  # fmt: skip
     sub = p.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)

@@ -1,13 +1,4 @@
-"""Throughput benchmarks: ``python -m rlmpc.bench {planner,system} [options]``.
-
-One subcommand per benchmark, each a ``run_<name>(args) -> dict[str, float]`` registered by an
-``add_<name>_parser(subparsers)``; `main` prints whatever it prints and ends with one
-``key: value`` line per figure, so that scripts can compare runs.
-
-``system``: end-to-end training throughput against the paper-faithful loop (see
-`rlmpc.tools.bench_system`).
-
-``planner``: env steps per second of one planner call for B states (one call = B env steps),
+"""``python -m rlmpc.bench planner``: env steps per second of one planner call for B states (one call = B env steps),
 M candidates, K samples, H steps, on an env's planner model with its Table-5 cost, for the
 batched backend and the pytorch-mppi backend in one run, and their ratio.
 """
@@ -15,15 +6,14 @@ batched backend and the pytorch-mppi backend in one run, and their ratio.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 import envs
-from planners.costs import build_planner, planner_config
+from envs import planner_config
+from planners.costs import build_planner
 from planners.mppi import MPPI
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -161,24 +151,3 @@ def run_planner(args: argparse.Namespace) -> dict[str, float]:
         if len(rates) == 2:
             figures[f"planner_B{batch}_ratio"] = rates["batched"] / rates["pytorch_mppi"]
     return figures
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(
-        prog="python -m rlmpc.tools.bench", description=__doc__.split("\n\n")[0]
-    )
-    subparsers = parser.add_subparsers(dest="benchmark", required=True)
-    add_planner_parser(subparsers)
-    from rlmpc.tools.bench_system import add_system_parser
-
-    add_system_parser(subparsers)
-    args = parser.parse_args(argv)
-    figures = args.run(args)
-    for key, value in figures.items():
-        print(f"{key}: {value:.4g}")
-    sys.stdout.flush()
-    return figures
-
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,9 @@
 """Results as data: finished runs recorded as JSON cells under ``results/``, tables built from them.
 
-``python -m rlmpc.tools.results add RUN_DIR --experiment E --method NAME`` records a finished run
+``python -m rlmpc.reproduce.results add RUN_DIR --experiment E --method NAME`` records a finished run
 (its ``eval.json``, resolved config, command, git commit, machine, wall time and learning
 curve) as ``results/E/<env>/NAME/seed<k>.json``, and copies its ``eval_episodes.png`` and
-``learning_curves.png`` beside it. ``python -m rlmpc.tools.results table E`` prints the
+``learning_curves.png`` beside it. ``python -m rlmpc.reproduce.results table E`` prints the
 experiment's table (markdown): per method, the final evaluation's mean ± std over its 50
 episodes for each seed, and the mean ± std of the per-seed means across seeds. The README's
 result tables are this command's output, written in place by ``... results readme`` (and
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import envs
-from rlmpc.tools.paper import PAPER
+from rlmpc.reproduce.paper import PAPER
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.check:
             if new != text:
                 sys.exit("README.md's result tables differ from results/: run "
-                         "`python -m rlmpc.tools.results readme`")  # fmt: skip
+                         "`python -m rlmpc.reproduce.results readme`")  # fmt: skip
             print("README.md's result tables match results/")
             return
         readme.write_text(new)

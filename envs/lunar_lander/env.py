@@ -12,7 +12,7 @@ stand at ``x = ±0.2``, the viewport spans ``x ∈ [-1, 1]``, the lander starts 
 ``(0, 1.41)``. Velocities are gymnasium's scaled ones (``ẋ = 0.2·v_x``, ``ẏ = 0.133·v_y``
 with ``v`` in m/s), ``φ̇ = 0.4·ω``.
 
-`envs.lunar_lander_model.LunarLanderModel` (re-exported here) is App. B.2's "simplified
+`envs.lunar_lander.model.LunarLanderModel` is App. B.2's "simplified
 rigid-body model with fixed constants".
 """
 
@@ -29,14 +29,8 @@ from gymnasium.error import ResetNeeded
 
 from envs.base import check_action
 from envs.danger import DangerZone
-from envs.lunar_lander_airframe import HALF_H, HALF_W, LEG_DOWN, PAD_HALF_WIDTH, body_state
-from envs.lunar_lander_model import (  # noqa: F401  (the env's model, one import for its users)
-    CRASH_SPEED,
-    VELOCITY_SCALE,
-    ZONE_PENALTY,
-    LunarLanderModel,
-    shaping,
-)
+from envs.lunar_lander.airframe import HALF_H, HALF_W, LEG_DOWN, PAD_HALF_WIDTH, body_state
+from envs.lunar_lander.model import ZONE_PENALTY, LunarLanderModel
 
 MAX_EPISODE_STEPS = 1000
 START_Y = (ll.VIEWPORT_H / ll.SCALE * 0.75 - ll.LEG_DOWN / ll.SCALE) / (

@@ -7,7 +7,7 @@ models the same way. States are the envs' own start states (one seed per row of 
 small noise on the physical part, controls uniform in the action box. Lunar Lander is also
 timed on landing states (`LANDING`), where its leg contacts are solved.
 
-Run ``python -m envs.bench_models`` (``--help`` for the sizes). Whatever else it prints, it
+Run ``python -m rlmpc.bench.models`` (``--help`` for the sizes). Whatever else it prints, it
 ends with one ``key: value`` line per figure (median over repeats, milliseconds):
 ``model_<env>_dynamics_ms``, ``model_<env>_reward_ms``, ``model_<env>_terminated_ms``,
 ``model_<env>_rollout_ms`` (``H`` dynamics steps into a buffer, as the planner does) and

@@ -1,0 +1,41 @@
+"""Lunar Lander with a danger zone (App. B.2): the env, its planner model, its preset.
+
+| module | what |
+|---|---|
+| `envs.lunar_lander.env` | `LunarLanderDZEnv`, ``rlmpc/LunarLanderDZ-v0`` (gymnasium's Box2D lander) |
+| `envs.lunar_lander.model` | `LunarLanderModel`, App. B.2's simplified P̂ and r̂ |
+| `envs.lunar_lander.body` | the model's rigid body: engines, legs, Euler steps on rows |
+| `envs.lunar_lander.solver` | the legs' contact solver (TorchScript) |
+| `envs.lunar_lander.airframe` | the lander's constants, derived from gymnasium's |
+| `envs.lunar_lander.planner` | `LunarLanderPlannerConfig` (Table 5) and J_other (eq. 43) |
+
+`SPEC` is what the registry knows of it (`envs/__init__.py` registers it).
+"""
+
+from typing import Any
+
+from envs.lunar_lander.planner import LunarLanderPlannerConfig
+from envs.registry import EnvSpec
+
+
+def _lander_metrics(info: dict[str, Any]) -> dict[str, float]:
+    """Lunar Lander's column: the distance to the pad where the episode ended."""
+    return {"distance_to_pad": float(info["distance_to_pad"])} if "distance_to_pad" in info else {}
+
+
+SPEC = EnvSpec(
+    "lunarlander", "rlmpc/LunarLanderDZ-v0", "envs.lunar_lander.env:LunarLanderDZEnv",
+    LunarLanderPlannerConfig, summary="Lunar Lander with a danger zone (App. B.2)",
+    # Lunar Lander acts at 50 Hz and lands after 300-700 steps: γ = 0.99 sees ~2 s ahead, so
+    # steering to the pad (and its +100) is worth next to nothing to the critic; rl-zoo's
+    # γ = 0.999, λ = 0.98 for LunarLander. docs/results.md "Lunar Lander" has the measurements.
+    presets={"run": {"total_env_steps": 1_000_000}, "ppo": {"gamma": 0.999, "gae_lambda": 0.98}},
+    episode_metrics=_lander_metrics,
+    columns=(
+        ("success_rate", "success"),
+        ("distance_to_pad", "distance to pad"),
+        ("reward", "reward"),
+    ),
+)  # fmt: skip
+
+__all__ = ["SPEC", "LunarLanderPlannerConfig"]

@@ -1,6 +1,0 @@
-"""``python -m rlmpc.bench {planner,system}``: throughput benchmarks (`rlmpc.tools.bench`)."""
-
-from rlmpc.tools.bench import main
-
-if __name__ == "__main__":
-    main()

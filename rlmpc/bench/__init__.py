@@ -1,0 +1,40 @@
+"""Benchmarks and measurements, each ending with one ``key: value`` line per figure.
+
+| command | module | what it measures |
+|---|---|---|
+| ``python -m rlmpc.bench planner`` | `rlmpc.bench.planner` | one planner call: batched vs pytorch-mppi backend, B ∈ {1, 8, 64} |
+| ``python -m rlmpc.bench system`` | `rlmpc.bench.system` | end-to-end training throughput against the paper-faithful loop, peak memory |
+| ``python -m rlmpc.bench.worker`` | `rlmpc.bench.worker` | one rollout actor's env steps/s |
+| ``python -m rlmpc.bench.update`` | `rlmpc.bench.update` | one learner update: fused vs autograd engine, and the arithmetic floor |
+| ``python -m rlmpc.bench.models`` | `rlmpc.bench.models` | the planner models' batched steps |
+| ``python -m rlmpc.bench.model_error`` | `rlmpc.bench.model_error` | a planner model's one-step prediction error against its env |
+| ``python -m rlmpc.bench.gpu_check`` | `rlmpc.bench.gpu_check` | on a CUDA machine: the planner and the update on CPU and CUDA, the `gpu` tests, a short GPU run |
+
+Benchmarks print a ratio against a reference measured in the same run; the tests never
+assert a wall-clock time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """``python -m rlmpc.bench {planner,system} [options]``: one subcommand per benchmark, each
+    a ``run_<name>(args) -> dict[str, float]`` registered by an ``add_<name>_parser``; prints
+    whatever it prints, then one ``key: value`` line per figure."""
+    from rlmpc.bench.planner import add_planner_parser
+    from rlmpc.bench.system import add_system_parser
+
+    parser = argparse.ArgumentParser(prog="python -m rlmpc.bench", description=__doc__.split("\n\n")[0])
+    subparsers = parser.add_subparsers(dest="benchmark", required=True)
+    add_planner_parser(subparsers)
+    add_system_parser(subparsers)
+    args = parser.parse_args(argv)
+    figures = args.run(args)
+    for key, value in figures.items():
+        print(f"{key}: {value:.4g}")
+    sys.stdout.flush()
+    return figures

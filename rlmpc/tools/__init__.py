@@ -1,1 +1,0 @@
-"""Tools around the system: benchmarks, the planner-alone check, results, demo, CARLA servers."""
