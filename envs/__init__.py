@@ -18,7 +18,16 @@ planner is `envs.base.PlannerModel`; shape letters are documented there.
 from __future__ import annotations
 
 from envs import acrobot, lunar_lander, racing
-from envs.registry import ENV_IDS, EnvSpec, make, names, planner_config, register, spec
+from envs.registry import (
+    ENV_IDS,
+    EnvSpec,
+    make,
+    names,
+    planner_config,
+    register,
+    resolve_task,
+    spec,
+)
 
 __all__ = [
     "BENCHMARK_ENV",
@@ -29,6 +38,7 @@ __all__ = [
     "names",
     "planner_config",
     "register",
+    "resolve_task",
     "spec",
 ]
 

@@ -76,6 +76,13 @@ class EnvSpec:
     server of that node each), or ``"module:function"`` naming such a callable"""
     requires: tuple[str, ...] = ()
     """Python modules the env needs (refused before a run starts when missing)"""
+    version: int = 1
+    """the task's version, raised whenever the task changes under the same name (dynamics,
+    reward, action frame, episode layout): checkpoints, run directories and result cells
+    record it, so an old one never resumes or tabulates as a different task (`resolve_task`)"""
+    formerly: tuple[tuple[str, int], ...] = ()
+    """(name, version) pairs this task was registered as before: data recorded under one of
+    them is this task's (the stadium Racing task was ``racing`` version 1)"""
 
     def make(self, **kwargs: Any) -> gym.Env:
         return gym.make(self.id, **kwargs)
@@ -131,6 +138,26 @@ def spec(name: str) -> EnvSpec:
         if s.id == name:
             return s
     raise ValueError(f"unknown env {name!r}; choose one of {names()}")
+
+
+def resolve_task(name: str, version: int | None = None) -> str:
+    """The registered env that recorded data of task ``name`` at ``version`` belong to (data
+    without a version: version 1, every task's first): ``name`` itself when its version
+    matches, else the env that lists ``(name, version)`` in its `EnvSpec.formerly`;
+    `ValueError` when none does (the task changed and nothing kept the old one)."""
+    version = 1 if version is None else int(version)
+    current = _REGISTRY.get(name)
+    if current is not None and current.version == version:
+        return name
+    for s in _REGISTRY.values():
+        if (name, version) in s.formerly:
+            return s.name
+    if current is None:
+        raise ValueError(f"unknown env {name!r}; choose one of {names()}")
+    raise ValueError(
+        f"{name!r} version {version} is not registered: {name!r} is now version "
+        f"{current.version}, and no env keeps the old task"
+    )
 
 
 def names(local: bool = False) -> list[str]:

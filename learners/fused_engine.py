@@ -5,35 +5,37 @@ normalised observation, action, log-probability, advantage, target, bootstrap we
 prior of each sample, and with PO-MPC's KL prior π_prior's mean and log-std at the real
 states: the observation statistics do not change inside an iteration); per
 epoch one gather lays the epoch's minibatches out side by side, drawn from the learner's
-generators exactly as the autograd engine draws them (`PPOLearner.draw_epoch`), and each
+generators exactly as the autograd engine draws them (`learners.engine.Draws`), and each
 minibatch is a view of it. Adam's state lives in flat tensors here and is handed to
 ``PPOLearner.optimizer`` (``torch.optim.Adam``'s format) for checkpoints.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
 from learners.batches import Samples
+from learners.engine import Draws, EngineResult, RhoSteps, step_metric_keys
 from learners.fused import FlatNetworks
 from learners.fused_step import LOG_SQRT_2PI, Columns, FusedSteps
-from learners.ppo_autograd import KL_METRICS, STEP_METRICS, VIRTUAL_METRICS
-
-if TYPE_CHECKING:
-    from learners.ppo import PPOLearner
+from learners.policy import GaussianPolicy, ValueEnsemble
+from learners.pompc_config import KLPriorConfig
+from learners.ppo_loss import PPOConfig
 
 
 class FusedEngine:
-    """`FlatNetworks` of the learner's modules, `FusedSteps` on them, and the epoch loop."""
+    """`FlatNetworks` of the learner's modules, `FusedSteps` on them, and the epoch loop
+    (`learners.engine.Engine`)."""
 
-    def __init__(self, learner: PPOLearner) -> None:
-        self.learner = learner
-        self.nets = FlatNetworks(learner.policy, learner.values)
-        kl = learner.kl_config if learner.kl_config.enabled else None
-        self.steps = FusedSteps(self.nets, learner.config, kl)
+    def __init__(
+        self, policy: GaussianPolicy, values: ValueEnsemble, config: PPOConfig, draws: Draws,
+        kl: KLPriorConfig | None = None,
+    ) -> None:  # fmt: skip
+        self.policy, self.config, self.draws = policy, config, draws
+        self.kl_lambda = kl.kl_lambda if kl is not None else 0.0
+        self.nets = FlatNetworks(policy, values)
+        self.steps = FusedSteps(self.nets, config, kl)
 
     def critic(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """The heads' trained parts and priors ``([..., D], [..., D])`` (`FlatNetworks.critic`)."""
@@ -44,7 +46,7 @@ class FusedEngine:
         """``[n, F]``: one row per sample, fields in `learners.fused_step.Columns` order;
         ``anchor``: with π_prior's rows (zeros where ``s`` has none: virtual samples)."""
         b, na = s.batch, self.nets.na
-        x = self.learner.policy.normalizer(b.obs)
+        x = self.policy.normalizer(b.obs)
         lpc = b.logp + na * LOG_SQRT_2PI
         fields = [x, x.new_ones(b.size, 1), b.actions, lpc[:, None], b.advantages[:, None], b.returns[:, None],
                   b.boot, s.prior]  # fmt: skip
@@ -52,12 +54,14 @@ class FusedEngine:
             fields.append(s.anchor if s.anchor is not None else x.new_zeros(b.size, 2 * na))
         return torch.cat(fields, 1)
 
-    def run(self, train: Samples, virt: Samples | None) -> tuple[dict[str, float], int, int]:
-        """``n_epochs`` passes of minibatch steps: (the steps' mean metrics, steps taken,
-        steps skipped). At ρ = 0 under eq. (10) the virtual minibatches are evaluated for
+    def run(
+        self, train: Samples, virt: Samples | None, rho: float, rho_steps: RhoSteps | None
+    ) -> EngineResult:
+        """``n_epochs`` passes of minibatch steps at ``rho`` (or ρ from ``rho_steps`` before
+        each minibatch). At ρ = 0 under eq. (10) the virtual minibatches are evaluated for
         their metrics only."""
-        lrn, steps = self.learner, self.steps
-        cfg, device = lrn.config, lrn.device
+        steps, cfg = self.steps, self.config
+        device = self.policy.log_std.device
         self.nets.pack()
         n_train, n_virt = train.batch.size, 0 if virt is None else virt.batch.size
         anchor = train.anchor is not None  # PO-MPC's KL term on the real columns
@@ -66,10 +70,10 @@ class FusedEngine:
             pool = torch.cat((pool, self._columns(virt, anchor)))
         bs = cfg.batch_size
         sizes = [min(bs, n_train - i) for i in range(0, n_train, bs)]
-        vsize = lrn.virtual_chunk_size(n_virt, len(sizes)) if virt is not None else 0
+        vsize = self.draws.chunk_size(n_virt, len(sizes)) if virt is not None else 0
         total = n_train + len(sizes) * vsize
         rows, block = pool.new_empty(total, pool.shape[1]), pool.new_empty(pool.shape[1], total)
-        shadow = virt is not None and lrn.rho == 0.0 and cfg.mixing == "loss"
+        shadow = virt is not None and rho == 0.0 and cfg.mixing == "loss"
         plan: list[tuple[Columns, int, int, Columns | None]] = []
         off = 0
         for n in sizes:  # the epoch's minibatches: n real columns, then vsize virtual ones
@@ -82,17 +86,10 @@ class FusedEngine:
                     (steps.columns(block[:, off : off + n + vsize], anchor), n, vsize, None)
                 )
             off += n + vsize
-        rho_fn = None
-        if lrn.influence_config.update_every == "minibatch":
-
-            def rho_fn(values: Tensor) -> float:
-                lrn.rho_skipped += lrn.update_rho(values)
-                return lrn.rho
-
         steps.begin(cfg.n_epochs * len(sizes))
         mixed = cfg.mixing == "loss"
         for epoch in range(cfg.n_epochs):
-            perm, vidx = lrn.draw_epoch(n_train, n_virt if virt is not None else None)
+            perm, vidx = self.draws.epoch(n_train, n_virt if virt is not None else None)
             idx = torch.empty(total, dtype=torch.long)
             off, start = 0, 0
             for k, n in enumerate(sizes):
@@ -103,19 +100,19 @@ class FusedEngine:
             torch.index_select(pool, 0, idx.to(device), out=rows)
             block.copy_(rows.t())
             for k, (cols, n_real, n_virtual, sh) in enumerate(plan):
-                steps.step(cols, n_real, n_virtual, lrn.rho, epoch * len(sizes) + k,
-                           mixed=mixed, shadow=sh, rho_fn=rho_fn)  # fmt: skip
+                steps.step(cols, n_real, n_virtual, rho, epoch * len(sizes) + k,
+                           mixed=mixed, shadow=sh, rho_fn=rho_steps)  # fmt: skip
         self.nets.unpack()
         return self._metrics(virt is not None, mixed, anchor)
 
-    def _metrics(self, virtual: bool, mixed: bool, kl: bool) -> tuple[dict[str, float], int, int]:
+    def _metrics(self, virtual: bool, mixed: bool, kl: bool) -> EngineResult:
         """The mean of each step metric over the steps taken (one host transfer)."""
-        s, cfg = self.steps, self.learner.config
+        s, cfg = self.steps, self.config
         taken = s.taken.bool()
         n = int(taken.sum())
         skipped = len(s.rhos) - n
         if n == 0:
-            return {}, 0, skipped
+            return EngineResult({}, 0, skipped)
         q = s.q_means[taken]
         rho = torch.tensor(s.rhos, dtype=q.dtype, device=q.device)[taken]
         entropy = s.entropy_sums[taken] + self.nets.na * (0.5 + LOG_SQRT_2PI)
@@ -124,7 +121,7 @@ class FusedEngine:
         if mixed:
             loss = (1.0 - rho) * loss + (rho * objective(1) if virtual else 0.0)
         kl_means = s.kl_means[taken]
-        lam = self.learner.kl_config.kl_lambda
+        lam = self.kl_lambda
         if kl and lam > 0:  # PO-MPC: L_PPO + λ mean KL (λ = 0: logged only, as autograd)
             loss = loss + lam * kl_means
         rows = [
@@ -136,15 +133,14 @@ class FusedEngine:
             q[:, 2, 0],
             q[:, 3, 0],
         ]
-        keys = STEP_METRICS
         if virtual:
             rows += [-q[:, 0, 1], q[:, 1, 1]]
-            keys = STEP_METRICS + VIRTUAL_METRICS
         if kl:
             rows += [kl_means]
-            keys = keys + KL_METRICS
         values = torch.stack(rows).mean(1).tolist()
-        return dict(zip(keys, values, strict=True)), n, skipped
+        return EngineResult(
+            dict(zip(step_metric_keys(virtual, kl), values, strict=True)), n, skipped
+        )
 
     # ---- Adam's state in torch.optim.Adam's format -----------------------------------------
     @torch.no_grad()

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from common.checks import ConfigError
 from learners.batches import (
     RealBatch,
     Samples,
@@ -65,6 +66,7 @@ from learners.batches import (
     bernoulli_mix,
     mix_batches,
 )
+from learners.engine import Draws, RhoSteps
 from learners.fused_engine import FusedEngine
 from learners.policy import NetworkConfig, build_networks
 from learners.pompc import IntermediatePrior, KLPrior, KLPriorConfig
@@ -77,6 +79,33 @@ from learners.ppo_loss import (
 )
 from learners.rho import InfluenceRatioConfig, ensemble_variance, make_influence_ratio
 from learners.targets import gae, virtual_lambda_return
+
+
+def check_sections(
+    ppo: PPOConfig, networks: NetworkConfig, influence_ratio: InfluenceRatioConfig,
+    kl: KLPriorConfig,
+) -> None:  # fmt: skip
+    """The rules between the learner's config sections, in one place (the learner checks
+    them when built, `rlmpc.run.config.TrainConfig` before a run starts): `ConfigError`
+    naming the fields as ``section.field``."""
+    if influence_ratio.mode == "adaptive" and networks.ensemble_size < 2:
+        raise ConfigError(
+            ("influence_ratio.mode", "networks.ensemble_size"),
+            "the adaptive ρ (Alg. 2) reads the variance of the value heads: it needs "
+            f"ensemble_size >= 2, got {networks.ensemble_size}",
+        )
+    if ppo.mixing == "sample" and influence_ratio.update_every == "minibatch":
+        raise ConfigError(
+            ("influence_ratio.update_every", "ppo.mixing"),
+            "update_every='minibatch' needs mixing='loss': per-sample mixing draws the "
+            "unified buffer once per iteration",
+        )
+    if kl.enabled and ppo.mixing != "loss":
+        raise ConfigError(
+            ("kl.kl_prior", "ppo.mixing"),
+            "the KL prior is taken on the real states, which per-sample mixing replaces: it "
+            "needs mixing='loss'",
+        )
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -111,21 +140,7 @@ class PPOLearner:
         kl = kl or KLPriorConfig()
         networks = networks or NetworkConfig()
         influence_ratio = influence_ratio or InfluenceRatioConfig()
-        if influence_ratio.mode == "adaptive" and networks.ensemble_size < 2:
-            raise ValueError(
-                "NetworkConfig.ensemble_size must be >= 2 with InfluenceRatioConfig.mode="
-                f"'adaptive' (Alg. 2 needs the heads' variance), got {networks.ensemble_size}"
-            )
-        if config.mixing == "sample" and influence_ratio.update_every == "minibatch":
-            raise ValueError(
-                "InfluenceRatioConfig.update_every='minibatch' needs PPOConfig.mixing='loss': "
-                "per-sample mixing draws the unified buffer once per iteration"
-            )
-        if kl.enabled and config.mixing == "sample":
-            raise ValueError(
-                "KLPriorConfig.kl_prior needs PPOConfig.mixing='loss': the KL term is taken on "
-                "the real states, which per-sample mixing replaces"
-            )
+        check_sections(config, networks, influence_ratio, kl)
         self.nobs, self.na = nobs, na
         self.config, self.network_config, self.influence_config = config, networks, influence_ratio
         self.kl_config = kl
@@ -145,14 +160,10 @@ class PPOLearner:
         )  # the autograd engine's; the fused engine keeps its state in this format too
         self.rho_schedule = make_influence_ratio(influence_ratio)
         self.generators = {k: _generator(seed, i) for i, k in enumerate(("real", "virtual", "mix"))}
+        self.draws = Draws(self.generators["real"], self.generators["virtual"], config.batch_size,
+                           config.virtual_batch_size)  # fmt: skip
         self.iteration = 0
         self.skipped_updates = 0
-        self.rho_skipped = 0
-        self._autograd = AutogradEngine(self)
-        self.engine = engine or config.engine
-        if self.engine not in ("fused", "autograd"):
-            raise ValueError(f"engine must be 'fused' or 'autograd', got {self.engine!r}")
-        self._fused = FusedEngine(self) if self.engine == "fused" else None
         self.kl_prior: KLPrior | None = None
         if kl.enabled:  # its own seed and streams: nothing else moves
             self.kl_prior = KLPrior(
@@ -160,6 +171,17 @@ class PPOLearner:
                 self.device, init_seed=int(_generator(seed, 3).initial_seed()),
                 generator=_generator(seed, 4),
             )  # fmt: skip
+        self.engine_name = engine or config.engine
+        if self.engine_name not in ("fused", "autograd"):
+            raise ValueError(f"engine must be 'fused' or 'autograd', got {self.engine_name!r}")
+        #: the minibatch loop (`learners.engine.Engine`), built from the parts above
+        self.engine: FusedEngine | AutogradEngine
+        if self.engine_name == "fused":
+            self.engine = FusedEngine(self.policy, self.values, config, self.draws,
+                                      kl if kl.enabled else None)  # fmt: skip
+        else:
+            self.engine = AutogradEngine(self.policy, self.values, self.optimizer, config,
+                                         self.draws, self.kl_prior)  # fmt: skip
 
     @property
     def rho(self) -> float:
@@ -171,10 +193,7 @@ class PPOLearner:
     def _critic(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """The value heads on ``obs [..., nobs]``: trained parts and fixed priors, ``[..., D]``
         each (their sum is `ValueEnsemble`'s output, in the heads' units)."""
-        if self._fused is not None:
-            return self._fused.critic(obs)
-        values = self.values
-        return values._stacked(values.heads, obs), values.prior_values(obs)
+        return self.engine.critic(obs)
 
     def _critic_mean(self, obs: Tensor) -> Tensor:
         """V̄ on ``obs`` in raw return units (`ValueEnsemble.mean`)."""
@@ -262,47 +281,6 @@ class PPOLearner:
         )
         return in_units(train), None if virt is None else in_units(virt)
 
-    def update_rho(self, values: Tensor) -> int:
-        """Step the ρ schedule on ``values [B, D]``; 1 when skipped for non-finite values."""
-        if not bool(values.isfinite().all()):
-            return 1
-        self.rho_schedule.update(values)
-        return 0
-
-    def virtual_chunk_size(self, n_virtual: int, n_chunks: int) -> int:
-        """Virtual samples per real minibatch (`PPOConfig.virtual_batch_size`, or a sweep of
-        the virtual buffer per epoch)."""
-        return self.config.virtual_batch_size or max(1, -(-n_virtual // n_chunks))
-
-    def _virtual_chunks(self, n_virtual: int, n_chunks: int) -> Tensor:
-        """``[n_chunks, size]`` virtual indices: consecutive random permutations, cut up."""
-        size = self.virtual_chunk_size(n_virtual, n_chunks)
-        need, perms, have = size * n_chunks, [], 0
-        while have < need:
-            perms.append(torch.randperm(n_virtual, generator=self.generators["virtual"]))
-            have += n_virtual
-        return torch.cat(perms)[:need].view(n_chunks, size)
-
-    def draw_epoch(self, n_train: int, n_virtual: int | None) -> tuple[Tensor, Tensor | None]:
-        """One epoch's draws (CPU): the real samples' order ``[n_train]`` and each real
-        minibatch's virtual samples ``[n_minibatches, size]`` (None without virtual data)."""
-        perm = torch.randperm(n_train, generator=self.generators["real"])
-        if n_virtual is None:
-            return perm, None
-        return perm, self._virtual_chunks(n_virtual, -(-n_train // self.config.batch_size))
-
-    # the autograd engine's parts, for tests and tools
-    @property
-    def params(self) -> list[Tensor]:
-        return self._autograd.params
-
-    @property
-    def _param_groups(self) -> list[list[Tensor]]:
-        return self._autograd.groups
-
-    def _clip_gradients(self) -> Tensor:
-        return self._autograd.clip_gradients()
-
     # ---- the update ----------------------------------------------------------------------
     def update(self, real: RealBatch, virtual: VirtualBatch | None = None) -> dict[str, float]:
         """One learner iteration on a real fragment and (optionally) virtual samples.
@@ -343,9 +321,9 @@ class PPOLearner:
             anchor, kl_metrics = self.kl_prior.anchor(real, self.policy, self.values.scale.std)
         train, real_values, ev = self._real_targets(real, anchor)
         metrics: dict[str, float] = {"ensemble_var": ensemble_variance(real_values), **kl_metrics}
-        self.rho_skipped = 0
+        rho_steps = RhoSteps(self.rho_schedule)  # Alg. 2, counting what it skips
         if self.influence_config.update_every == "iteration":
-            self.rho_skipped += self.update_rho(real_values)
+            rho_steps(real_values)
         virt = None
         if virtual is not None:
             virt, diagnostics = self._virtual_targets(virtual)
@@ -360,8 +338,10 @@ class PPOLearner:
             metrics["virtual_fraction"] = float(z.float().mean())
             virt = None
 
-        engine = self._fused or self._autograd
-        step_metrics, taken, skipped = engine.run(train, virt)
+        per_minibatch = self.influence_config.update_every == "minibatch"
+        step_metrics, taken, skipped = self.engine.run(
+            train, virt, self.rho, rho_steps if per_minibatch else None
+        )
         metrics.update(step_metrics)
         self.iteration += 1
         self.skipped_updates += skipped
@@ -370,7 +350,7 @@ class PPOLearner:
             explained_variance=ev,
             skipped_updates=float(skipped),
             minibatch_updates=float(taken),
-            rho_updates_skipped=float(self.rho_skipped),
+            rho_updates_skipped=float(rho_steps.skipped),
             real_samples=float(T * B),
             virtual_samples=float(0 if virtual is None else virtual.size),
             log_std=float(self.policy.log_std.detach().mean()),
@@ -386,8 +366,8 @@ class PPOLearner:
     def state_dict(self) -> dict[str, Any]:
         """A snapshot (deep copy) of everything a resumed run needs: networks, optimizer, ρ
         state, counters, RNG states, and the configs (for the record)."""
-        if self._fused is not None:  # Adam's state in torch.optim.Adam's format
-            self._fused.export_optimizer(self.optimizer)
+        if isinstance(self.engine, FusedEngine):  # Adam's state in torch.optim.Adam's format
+            self.engine.export_optimizer(self.optimizer)
         return copy.deepcopy(
             {
                 "policy": self.policy.state_dict(),
@@ -415,8 +395,8 @@ class PPOLearner:
         for group in state["optimizer"]["param_groups"]:  # keep this learner's Adam kernel
             group.update(self._adam_flags)
         self.optimizer.load_state_dict(state["optimizer"])
-        if self._fused is not None:
-            self._fused.import_optimizer(self.optimizer)
+        if isinstance(self.engine, FusedEngine):
+            self.engine.import_optimizer(self.optimizer)
         self.rho_schedule.load_state_dict(state["rho"])
         self.iteration = int(state["iteration"])
         self.skipped_updates = int(state["skipped_updates"])

@@ -43,8 +43,8 @@ def _reference_step(ref, loss):
     """The autograd engine's step on ``loss``: its raw gradients, then clip and Adam."""
     ref.optimizer.zero_grad()
     loss.backward()
-    grads = [p.grad.clone() for p in ref.params]
-    ref._clip_gradients()
+    grads = [p.grad.clone() for p in ref.engine.params]
+    ref.engine.clip_gradients()
     ref.optimizer.step()
     return grads
 
@@ -61,7 +61,7 @@ def test_one_step_gradient_and_adam_step_equal_autograd():
     loss, terms, vterms = minibatch_loss(ref.policy, ref.values, mb, vmb, 0.3, ref.config)
     grads = _reference_step(ref, loss)
 
-    engine = fused._fused
+    engine = fused.engine
     engine.nets.pack()
     columns = torch.cat((engine._columns(mb), engine._columns(vmb))).t().contiguous()
     steps = engine.steps
@@ -189,7 +189,7 @@ def test_one_step_with_a_kl_prior_equals_autograd(direction, lam):
     loss = loss + lam * kl.mean()
     grads = _reference_step(ref, loss)
 
-    engine = fused._fused
+    engine = fused.engine
     engine.nets.pack()
     columns = torch.cat((engine._columns(mb, True), engine._columns(vmb, True))).t().contiguous()
     steps = engine.steps

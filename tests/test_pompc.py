@@ -237,7 +237,7 @@ def test_invalid_kl_options_are_refused_naming_the_field(field, value):
 
 def test_construction_refuses_sample_mixing_on_either_engine():
     kl = KLPriorConfig("planner")
-    assert PPOLearner(NOBS, NA, SMALL, NETS, kl=kl).engine == "fused"  # the default engine
+    assert PPOLearner(NOBS, NA, SMALL, NETS, kl=kl).engine_name == "fused"  # the default engine
     for engine in ("fused", "autograd"):
         with pytest.raises(ValueError, match="mixing"):
             PPOLearner(NOBS, NA, PPOConfig(mixing="sample"), NETS, engine=engine, kl=kl)

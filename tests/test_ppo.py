@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.checks import ConfigError
 from learners import (
     InfluenceRatioConfig,
     NetworkConfig,
@@ -140,9 +141,10 @@ def test_empty_virtual_buffer_with_positive_rho_is_an_error():
 
 
 def test_construction_refuses_single_head_adaptive_and_sample_per_minibatch():
-    with pytest.raises(ValueError, match="NetworkConfig.ensemble_size must be >= 2"):
+    with pytest.raises(ConfigError, match="ensemble_size >= 2") as err:
         learner(0.3, nets=NetworkConfig(ensemble_size=1), mode="adaptive")
-    with pytest.raises(ValueError, match="update_every='minibatch' needs PPOConfig.mixing='loss'"):
+    assert err.value.fields == ("influence_ratio.mode", "networks.ensemble_size")
+    with pytest.raises(ConfigError, match="update_every='minibatch' needs mixing='loss'"):
         learner(0.3, config=PPOConfig(mixing="sample"), update_every="minibatch")
     learner(0.3, nets=NetworkConfig(ensemble_size=1))  # a fixed ρ needs no ensemble
 
@@ -177,7 +179,7 @@ def test_nonfinite_gradient_skips_the_update(engine, monkeypatch):
     if engine == "autograd":
         lrn.policy.log_std.register_hook(lambda g: g * float("inf"))  # finite loss, inf gradient
     else:  # the fused engine writes the gradient itself: make the log-std's infinite
-        steps = lrn._fused.steps
+        steps = lrn.engine.steps
         backward = steps.backward
 
         def inf_gradient(*args):

@@ -34,14 +34,18 @@ def test_one_pass_minibatch_loss_is_eq10_of_separate_passes():
     mb, vmb = train.index(torch.arange(16)), virt.index(torch.arange(40, 88))
     for rho in (0.3, 0.0):
         loss, terms, vterms = minibatch_loss(lrn.policy, lrn.values, mb, vmb, rho, lrn.config)
-        grads = torch.autograd.grad(loss, lrn.params)
+        grads = torch.autograd.grad(loss, [*lrn.policy.parameters(), *lrn.values.parameters()])
         parts = [
             ppo_objective(ppo_loss_terms(lrn.policy, lrn.values, s.batch, 0.2), 0.5, 0.0).mean()
             for s in (mb, vmb)
         ]
         ref = weighted_loss(parts[0], parts[1], rho)
         torch.testing.assert_close(loss, ref)
-        for g, r in zip(grads, torch.autograd.grad(ref, lrn.params), strict=True):
+        for g, r in zip(
+            grads,
+            torch.autograd.grad(ref, [*lrn.policy.parameters(), *lrn.values.parameters()]),
+            strict=True,
+        ):
             torch.testing.assert_close(g, r)
         assert terms.value.shape == (16,) and vterms.value.shape == (48,)
 
@@ -78,12 +82,12 @@ def test_loading_a_state_keeps_the_learners_adam_kernel():
 
 def test_virtual_minibatches_sweep_the_virtual_buffer():
     lrn = learner(0.3)
-    chunks = lrn._virtual_chunks(96, 2)  # default: ⌈96 / 2⌉ = 48 per real minibatch
+    chunks = lrn.draws.virtual_chunks(96, 2)  # default: ⌈96 / 2⌉ = 48 per real minibatch
     assert chunks.shape == (2, 48) and sorted(chunks.flatten().tolist()) == list(range(96))
-    chunks = lrn._virtual_chunks(10, 4)  # fewer than needed: every sample, some twice
+    chunks = lrn.draws.virtual_chunks(10, 4)  # fewer than needed: every sample, some twice
     assert chunks.shape == (4, 3) and set(chunks.flatten().tolist()) == set(range(10))
     fixed = learner(0.3, config=PPOConfig(batch_size=16, virtual_batch_size=5))
-    assert fixed._virtual_chunks(96, 2).shape == (2, 5)
+    assert fixed.draws.virtual_chunks(96, 2).shape == (2, 5)
 
 
 def test_bernoulli_mix_draws_and_mix_batches_fills():
@@ -137,15 +141,15 @@ def test_learner_follows_the_device_and_matches_cpu():
 @pytest.mark.parametrize("per_network", [True, False])
 def test_gradient_clipping_per_network_keeps_the_policy_step(per_network):
     """A value loss in the hundreds must not shrink the policy's step (per-network clip)."""
-    learner = PPOLearner(4, 2, PPOConfig(clip_grad_per_network=per_network))
-    policy, values = learner._param_groups
+    learner = PPOLearner(4, 2, PPOConfig(clip_grad_per_network=per_network), engine="autograd")
+    policy, values = learner.engine.groups
     for group, norm in ((policy, 0.3), (values, 100.0)):
         for p in group:
             p.grad = torch.ones_like(p)
         scale = norm / torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in group]))
         for p in group:
             p.grad *= scale
-    total = learner._clip_gradients()
+    total = learner.engine.clip_gradients()
     assert float(total) == pytest.approx((0.3**2 + 100.0**2) ** 0.5, rel=1e-5)
     after = lambda group: float(
         torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in group]))

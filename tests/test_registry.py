@@ -7,6 +7,7 @@ import json
 import pytest
 
 import envs
+from learners.policy import NetworkConfig
 from rlmpc.run.cli import main, parse
 from tests import toy_env
 
@@ -53,3 +54,31 @@ def test_an_env_registered_from_the_tests_trains_two_iterations(toy, tmp_path, c
     assert final["env"] == "toy-point" and final["episodes"] == 2
     assert final["final_distance"]["mean"] > 0  # the env's own figure (its registry entry)
     assert "final_distance" in capsys.readouterr().out
+
+
+def test_recorded_data_resolve_to_the_task_they_ran_at_its_version(toy):
+    """A task that changes under its name gets a new version; the old one, kept under another
+    name, lists the (name, version) it was. Data without a version are version 1."""
+    from dataclasses import replace
+
+    from rlmpc.system.checkpoint import spec_from_plain, spec_to_plain
+    from rlmpc.system.worker import WorkerSpec
+
+    old = envs.spec("toy-point")
+    envs.register(replace(old, name="toy-point-v1", id="rlmpc/ToyPointV1-v0",
+                          formerly=(("toy-point", 1),)))  # fmt: skip
+    envs.register(replace(old, version=2))
+    try:
+        assert envs.resolve_task("toy-point", 2) == "toy-point"
+        assert envs.resolve_task("toy-point", 1) == envs.resolve_task("toy-point") == "toy-point-v1"
+        with pytest.raises(ValueError, match="version 3 is not registered"):
+            envs.resolve_task("toy-point", 3)
+        spec = WorkerSpec("toy-point", 2, 2, toy_env.ToyPlannerConfig(), NetworkConfig(), 0)
+        plain = spec_to_plain(spec)
+        assert plain["task_version"] == 2 and spec_from_plain(plain).env == "toy-point"
+        del plain["task_version"]  # a checkpoint written before versions were recorded
+        assert spec_from_plain(plain).env == "toy-point-v1"
+    finally:
+        envs.register(old)
+        envs.registry._REGISTRY.pop("toy-point-v1")
+        envs.registry.ENV_IDS.pop("toy-point-v1", None)

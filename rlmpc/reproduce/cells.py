@@ -252,6 +252,7 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
     record.setdefault("wall_time_s", time.perf_counter() - started)
     meta = run_meta(argv, "-m rlmpc.reproduce")
     return write_record(out, {"experiment": cell.experiment, "env": cell.env, "method": cell.method,
+                        "task_version": envs.spec(cell.env).version,
                         "seed": cell.seed, "kind": cell.kind, "tune_trial": trial,
                         "budget": cell.budget, **meta, **record})  # fmt: skip
 

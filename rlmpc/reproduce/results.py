@@ -50,11 +50,13 @@ def add(run_dir: Path, experiment: str, method: str, root: Path = RESULTS) -> Pa
     meta_file = run_dir / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     curve = learning_curve(run_dir)
-    env, seed = config["run"]["env"], config["run"]["seed"]
+    env = envs.resolve_task(config["run"]["env"], config.get("task_version"))
+    seed = config["run"]["seed"]
     out = root / experiment / env / method
     out.mkdir(parents=True, exist_ok=True)
     cell = {
         "experiment": experiment, "env": env, "method": method, "seed": seed,
+        "task_version": envs.spec(env).version,
         **meta, "wall_time_s": meta.get("wall_time_s"), "eval": evaluation, "config": config,
         "curve": curve,
     }  # fmt: skip

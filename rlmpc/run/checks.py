@@ -1,19 +1,24 @@
-"""What a valid `TrainConfig` asks of this machine and of its env, checked before Ray starts:
-the run directory, devices and GPU counts, the env's packages, the planner's cost on the
-env's model."""
+"""A valid `TrainConfig` checked against this machine and its env, and resolved into the specs
+its components are built from, once, before Ray starts (`resolve`): the run directory,
+devices and GPU counts, the env's packages, the planner's cost on the env's model; then
+`RunSpecs` (one probe of the env for its sizes), which the run hands down."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
 import envs
 from common.checks import ConfigError, writable_dir
-from rlmpc.run.config import TrainConfig
+from rlmpc.run.config import TrainConfig, probe_model
 from rlmpc.system.checkpoint import latest_checkpoint
+from rlmpc.system.coordinator import Schedule
 from rlmpc.system.learner import resolve_device
+from rlmpc.system.shells import LearnerSpec
+from rlmpc.system.worker import WorkerSpec
 
 
 def run_dir_of(cfg: TrainConfig, resume: Path | None = None) -> Path:
@@ -48,7 +53,39 @@ def check_run_dir(cfg: TrainConfig, resume: Path | None = None) -> None:
         )
 
 
-def check_runnable(cfg: TrainConfig, cluster: bool = False, resume: Path | None = None) -> None:
+class RunSpecs(NamedTuple):
+    """A run's config resolved into what its components are built from (`run_specs`)."""
+
+    worker: WorkerSpec
+    eval_worker: WorkerSpec
+    final_eval_worker: WorkerSpec
+    learner: LearnerSpec
+    schedule: Schedule
+
+
+def run_specs(cfg: TrainConfig, model: Any | None = None) -> RunSpecs:
+    """The specs of ``cfg``'s components; ``model``: the env's planner model if already built
+    (`rlmpc.run.config.probe_model`), else it is probed here."""
+    model = model if model is not None else probe_model(cfg.run.env)
+    run = cfg.run
+    return RunSpecs(
+        worker=cfg.worker_spec(), eval_worker=cfg.eval_spec(run.eval_episodes),
+        final_eval_worker=cfg.eval_spec(run.final_eval_episodes),
+        learner=cfg.learner_spec((model.nobs, model.na)), schedule=cfg.schedule,
+    )  # fmt: skip
+
+
+def resolve(cfg: TrainConfig, cluster: bool = False, resume: Path | None = None) -> RunSpecs:
+    """Check the config against this machine (`check_runnable`) and resolve it into its
+    specs, with one probe of the env for both."""
+    model = probe_model(cfg.run.env)
+    check_runnable(cfg, cluster, resume, model=model)
+    return run_specs(cfg, model)
+
+
+def check_runnable(
+    cfg: TrainConfig, cluster: bool = False, resume: Path | None = None, model: Any | None = None
+) -> None:
     """What the config asks of this machine and of the env: the run directory
     (`check_run_dir`), devices, the env's packages, the planner's cost on the env's model
     (`ConfigError` naming the fields).
@@ -89,7 +126,7 @@ def check_runnable(cfg: TrainConfig, cluster: bool = False, resume: Path | None 
             "would not reach the planner; run it with `python -m rlmpc.baselines.planner_alone "
             "--objective reward` (or rlmpc.baselines.mppi)",
         )
-    model = envs.make(spec.probe or spec.name).unwrapped.planner_model()
+    model = model if model is not None else probe_model(cfg.run.env)
     try:
         cfg.planner.other_cost(model)  # the cost terms that depend on the env (its track...)
     except ValueError as err:

@@ -23,7 +23,7 @@ from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
 from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
-from rlmpc.run.checks import check_runnable
+from rlmpc.run.checks import RunSpecs, resolve
 from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag
 from rlmpc.run.config import RunConfig, TrainConfig
 from rlmpc.run.runlog import WandbConfig
@@ -53,6 +53,8 @@ class Invocation(NamedTuple):
     resume: Path | None = None
     ray_address: str | None = None
     serial: bool = False
+    specs: RunSpecs | None = None
+    """the config resolved into the components' specs (`rlmpc.run.checks.resolve`)"""
 
 
 def build_parser(
@@ -119,6 +121,12 @@ def parse(argv: list[str] | None = None) -> Invocation:
         if not cfg_file.is_file():
             build_parser(envs.DEFAULT_ENV).error(f"argument --resume: {cfg_file} does not exist")
         stored = yaml.safe_load(cfg_file.read_text())
+        run = stored.get("run", {})
+        if "env" in run:  # the task the run trained, under today's name (`envs.resolve_task`)
+            try:
+                run["env"] = envs.resolve_task(run["env"], stored.get("task_version"))
+            except ValueError as err:
+                build_parser(envs.DEFAULT_ENV).error(f"argument --resume: {err}")
     env = known.env or stored.get("run", {}).get("env", envs.DEFAULT_ENV)
     if env not in envs.names():
         build_parser(envs.DEFAULT_ENV).error(
@@ -143,11 +151,11 @@ def parse(argv: list[str] | None = None) -> Invocation:
     if ns.ray_address is not None and (problem := ray_address_problem(ns.ray_address)):
         parser.error(f"argument --ray-address: {problem}")
     try:
-        check_runnable(cfg, cluster=bool(ns.ray_address or os.environ.get("RAY_ADDRESS")),
-                       resume=resume)  # fmt: skip
+        specs = resolve(cfg, cluster=bool(ns.ray_address or os.environ.get("RAY_ADDRESS")),
+                        resume=resume)  # fmt: skip
     except ValueError as err:
         _refuse(parser, err, "run")
-    return Invocation(cfg, resume, ns.ray_address, ns.serial)
+    return Invocation(cfg, resume, ns.ray_address, ns.serial, specs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,6 +168,6 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         train(invocation.cfg, resume=invocation.resume, ray_address=invocation.ray_address,
-              serial=invocation.serial, argv=argv)  # fmt: skip
+              serial=invocation.serial, argv=argv, specs=invocation.specs)  # fmt: skip
     except (ComponentDied, ComponentFailed, CheckpointError, TrainingDiverged) as err:
         sys.exit(f"launch.py: the run stopped: {err}")

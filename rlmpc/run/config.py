@@ -31,6 +31,7 @@ import envs
 from common.checks import SEED_MAX, ConfigError, check_finite_fields, check_seed
 from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
+from learners.ppo import check_sections
 from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from planners.costs import PlannerConfig
@@ -42,6 +43,13 @@ from rlmpc.system.shells import LearnerSpec
 from rlmpc.system.worker import WorkerSpec
 
 __all__ = ["ConfigError", "RunConfig", "TrainConfig"]
+
+
+def probe_model(env: str) -> Any:
+    """The planner model of a registered env (its sizes, its geometry), from the env the
+    registry names as its probe (one that builds without cluster resources)."""
+    spec = envs.spec(env)
+    return envs.make(spec.probe or spec.name).unwrapped.planner_model()
 
 
 @dataclass(frozen=True)
@@ -280,25 +288,8 @@ class TrainConfig:
                 f"rho0 > 0 needs virtual data, i.e. num_candidates >= 2 (got "
                 f"M={self.run.num_candidates}); set rho0 = 0 for M = 1",
             )
-        if self.influence_ratio.mode == "adaptive" and self.networks.ensemble_size < 2:
-            raise ConfigError(
-                ("influence_ratio.mode", "networks.ensemble_size"),
-                "the adaptive ρ (Alg. 2) reads the variance of the value heads: it needs "
-                f"ensemble_size >= 2, got {self.networks.ensemble_size}",
-            )
-        if self.ppo.mixing == "sample" and self.influence_ratio.update_every == "minibatch":
-            raise ConfigError(
-                ("influence_ratio.update_every", "ppo.mixing"),
-                "update_every='minibatch' needs mixing='loss': per-sample mixing draws the "
-                "unified buffer once per iteration",
-            )
+        check_sections(self.ppo, self.networks, self.influence_ratio, self.kl)
         if self.kl.enabled:
-            if self.ppo.mixing != "loss":
-                raise ConfigError(
-                    ("kl.kl_prior", "ppo.mixing"),
-                    "the KL prior is taken on the real states, which per-sample mixing "
-                    "replaces: it needs mixing='loss'",
-                )
             if self.run.num_candidates < 2:
                 raise ConfigError(
                     ("kl.kl_prior", "run.num_candidates"),
@@ -331,7 +322,11 @@ class TrainConfig:
         return max(1, self.run.total_env_steps // self.ppo.n_steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """The sections as plain data (``config.yaml``), with ``task_version``: the version of
+        the env's task (`envs.registry.EnvSpec.version`), so that a run directory names the
+        task it trained even after the name moves on to a new one."""
+        out = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {**out, "task_version": envs.spec(self.run.env).version}
 
     @property
     def method(self) -> str:
@@ -382,12 +377,14 @@ class TrainConfig:
             self.worker_spec(), n_envs=n, device="cpu", inject_faults=(), candidate_gamma=None
         )
 
-    def learner_spec(self) -> LearnerSpec:
-        """What the learner is built from: its sections, the env's sizes, its device."""
-        probe = envs.spec(self.run.env)
-        model = envs.make(probe.probe or probe.name).unwrapped.planner_model()
+    def learner_spec(self, sizes: tuple[int, int] | None = None) -> LearnerSpec:
+        """What the learner is built from: its sections, the env's sizes ``(nobs, na)`` (read
+        off a probe of the env when not given: `probe_model`), its device."""
+        if sizes is None:
+            model = probe_model(self.run.env)
+            sizes = (model.nobs, model.na)
         return LearnerSpec(
-            model.nobs, model.na, self.ppo, self.networks, self.influence_ratio,
+            *sizes, self.ppo, self.networks, self.influence_ratio,
             device=resolve_device(self.run.learner_device), seed=self.run.seed,
             threads=self.run.threads, kl=self.kl,
         )  # fmt: skip

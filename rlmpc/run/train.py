@@ -27,7 +27,7 @@ import torch
 import yaml
 
 import envs
-from rlmpc.run.checks import check_runnable, run_dir_of
+from rlmpc.run.checks import RunSpecs, resolve, run_dir_of, run_specs
 from rlmpc.run.config import TrainConfig
 from rlmpc.run.evaluate import format_table, plot_traces
 from rlmpc.run.media import episode_gif, table_row
@@ -46,13 +46,15 @@ from rlmpc.system.records import EvalResult, summarize
 from rlmpc.system.shells import serial_backend
 
 
-def make_backend(cfg: TrainConfig, serial: bool = False, ray_address: str | None = None) -> Backend:
-    """The components of ``cfg``'s run, in this process (``serial``) or as Ray actors."""
+def make_backend(
+    cfg: TrainConfig, specs: RunSpecs, serial: bool = False, ray_address: str | None = None
+) -> Backend:
+    """The components of ``cfg``'s run (built from ``specs``), in this process (``serial``)
+    or as Ray actors."""
     run = cfg.run
     parts = dict(
-        worker=cfg.worker_spec(), learner=cfg.learner_spec(), num_actors=run.num_actors,
-        eval_worker=cfg.eval_spec(run.eval_episodes),
-        final_eval_worker=cfg.eval_spec(run.final_eval_episodes),
+        worker=specs.worker, learner=specs.learner, num_actors=run.num_actors,
+        eval_worker=specs.eval_worker, final_eval_worker=specs.final_eval_worker,
     )  # fmt: skip
     if serial:
         return serial_backend(**parts)
@@ -74,10 +76,12 @@ class Run:
     observer: rows, events and checkpoints go to the run directory)."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool = False,
-                 serial: bool = False, ray_address: str | None = None) -> None:  # fmt: skip
+                 serial: bool = False, ray_address: str | None = None,
+                 specs: RunSpecs | None = None) -> None:  # fmt: skip
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
+        self.specs = specs if specs is not None else run_specs(cfg)
         self._backend_args = (serial, ray_address)
-        self.backend = make_backend(cfg, serial, ray_address)
+        self.backend = make_backend(cfg, self.specs, serial, ray_address)
         self.logger = RunLogger(
             run_dir, cfg.wandb_config(), cfg.wandb, cfg.run.total_env_steps, run_dir.name,
             progress=cfg.run.progress, resume=resume,
@@ -86,8 +90,8 @@ class Run:
         self.coordinator = self._coordinator()
 
     def _coordinator(self) -> Coordinator:
-        record = {"worker": self.cfg.worker_spec(), "config": self.cfg.to_dict()}
-        return Coordinator(self.cfg.schedule, self.backend, self, record)
+        record = {"worker": self.specs.worker, "config": self.cfg.to_dict()}
+        return Coordinator(self.specs.schedule, self.backend, self, record)
 
     # -- the coordinator's observer --
     def log(self, row: dict[str, Any]) -> None:
@@ -160,7 +164,7 @@ class Run:
         """Build the components again and load the newest checkpoint (see the module doc)."""
         at, restarts = self.coordinator.counters.iteration, self.coordinator.counters.actor_restarts
         self.backend.close()
-        self.backend = make_backend(self.cfg, *self._backend_args)
+        self.backend = make_backend(self.cfg, self.specs, *self._backend_args)
         self.coordinator = self._coordinator()
         iteration, saved = self._load_newest()
         c = self.coordinator.counters  # actor restarts over the run's life, not rolled back
@@ -200,12 +204,15 @@ def _terminated(signum: int, frame: Any) -> None:
 
 
 def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None = None,
-          serial: bool = False, argv: list[str] | None = None) -> Path:  # fmt: skip
+          serial: bool = False, argv: list[str] | None = None,
+          specs: RunSpecs | None = None) -> Path:  # fmt: skip
     """Train (or continue) a run; returns its directory. Ray is started here unless ``serial``.
 
     ``argv`` (the command line, for the record) goes to ``meta.json`` with the git commit and
     the machine; the wall time is added when the run ends."""
-    check_runnable(cfg, cluster=bool(ray_address or os.environ.get("RAY_ADDRESS")), resume=resume)
+    if specs is None:  # a config built in Python: checked and resolved here, once
+        specs = resolve(cfg, cluster=bool(ray_address or os.environ.get("RAY_ADDRESS")),
+                        resume=resume)  # fmt: skip
     run_dir = run_dir_of(cfg, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -217,7 +224,8 @@ def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None 
     started = time.perf_counter()
     # the final evaluation runs here: the same thread count as the actors, the same numbers
     torch.set_num_threads(cfg.run.threads)
-    run = Run(cfg, run_dir, resume=resume is not None, serial=serial, ray_address=ray_address)
+    run = Run(cfg, run_dir, resume=resume is not None, serial=serial, ray_address=ray_address,
+              specs=specs)  # fmt: skip
     resume_line = f"resume this run with: python launch.py --resume {run_dir}"
     run.logger.event(f"run directory {run_dir}; {resume_line}")
     stopped: BaseException | None = None

@@ -76,8 +76,13 @@ class RestoreNeeded(RuntimeError):
 class Backend(Protocol):
     """The submit / wait / get interface the coordinator drives the components through."""
 
-    def call(self, component: str, method: str, *args: Any) -> Any:
-        """Submit ``component.method(*args)``; returns a handle for `wait` and `get`."""
+    def call(self, component: str, method: str, *args: Any, num_returns: int = 1) -> Any:
+        """Submit ``component.method(*args)``; returns a handle for `wait` and `get` (a tuple
+        of ``num_returns`` handles, one per item of the tuple the method returns)."""
+
+    def keep(self, call: Any) -> Any:
+        """The call's result left where it is, as a handle that calls take and `fetch` reads
+        (Ray: its object reference, which never passes through this process)."""
 
     def wait(self, calls: Sequence[Any], num_returns: int = 1,
              timeout: float | None = None) -> list[Any]:  # fmt: skip
@@ -139,15 +144,25 @@ class SerialBackend:
             self._live[name] = self._factories[name](self._restarts[name])
         return self._live[name]
 
-    def call(self, component: str, method: str, *args: Any) -> _Done:
+    def call(
+        self, component: str, method: str, *args: Any, num_returns: int = 1
+    ) -> _Done | tuple[_Done, ...]:
         try:
-            return _Done(component, getattr(self._component(component), method)(*args))
+            value = getattr(self._component(component), method)(*args)
         except ComponentDied as err:
             self._live.pop(component, None)
             self._dead.add(component)
-            return _Done(component, error=ComponentDied(component, err.cause))
+            done = _Done(component, error=ComponentDied(component, err.cause))
         except Exception as err:  # handed to the caller of `get`, as Ray does
-            return _Done(component, error=ComponentFailed(component, err))
+            done = _Done(component, error=ComponentFailed(component, err))
+        else:
+            if num_returns == 1:
+                return _Done(component, value)
+            return tuple(_Done(component, v) for v in value)
+        return done if num_returns == 1 else (done,) * num_returns
+
+    def keep(self, call: _Done) -> Any:
+        return self.get(call)
 
     def wait(self, calls: Sequence[_Done], num_returns: int = 1,
              timeout: float | None = None) -> list[_Done]:  # fmt: skip

@@ -60,16 +60,23 @@ def _tuples(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def spec_to_plain(spec: WorkerSpec) -> dict[str, Any]:
+    """A `WorkerSpec` as plain data, with the version of its env's task (`EnvSpec.version`)."""
     return {**dataclasses.asdict(spec), "planner": dataclasses.asdict(spec.planner),
-            "networks": dataclasses.asdict(spec.networks)}  # fmt: skip
+            "networks": dataclasses.asdict(spec.networks),
+            "task_version": envs.spec(spec.env).version}  # fmt: skip
 
 
 def spec_from_plain(d: dict[str, Any]) -> WorkerSpec:
-    """The `WorkerSpec` of `spec_to_plain`; the planner preset class is the env's (registry)."""
-    planner = envs.spec(d["env"]).planner(**_tuples(d["planner"]))
+    """The `WorkerSpec` of `spec_to_plain`. Its env is the task it ran, at its recorded
+    version (none recorded: 1; `envs.resolve_task`), and the planner preset class is that
+    env's (registry)."""
+    d = dict(d)
+    env = envs.resolve_task(d["env"], d.pop("task_version", None))
+    planner = envs.spec(env).planner(**_tuples(d["planner"]))
     return WorkerSpec(
-        **{**d, "planner": planner, "networks": NetworkConfig(**_tuples(d["networks"]))}
-    )
+        **{**d, "env": env, "planner": planner,
+           "networks": NetworkConfig(**_tuples(d["networks"]))}
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,27 @@ holds what exact resumption needs: the learner, the counters, the weights of the
 in flight, the periodic evaluation in flight, and the actors' state at the end of the last
 fragment learned on.
 
-Failures (`rlmpc.system.recovery`): a rollout actor that dies, or stalls (no fragment for
-``actor_timeout`` seconds: it is killed), is restarted and replayed from its snapshot at the
-newest checkpoint, so where snapshots are exact the run goes on as if nothing happened; a dead
-core component (the learner, a replay shard, the evaluator) raises `RestoreNeeded`, and the
-caller (`rlmpc.run.train.Run`) restores the newest checkpoint in place. An env whose simulator
-did not come back in time (`envs.base.SimulatorUnavailable` from an actor's call) costs that
-fragment, never the actor nor the run (`Recovery._fragment_lost`); a periodic evaluation it
-fails is skipped, a final one tried again.
+Failures (the methods under "recovery"):
+
+* A rollout actor that dies, or stalls (no fragment for ``actor_timeout`` seconds: it is
+  killed), is *replayed* (`Coordinator._replay`): restored to its snapshot at the newest
+  checkpoint (or at the start of the run), it collects again, with the same weights, the
+  fragments learned on since (their data is dropped; the shards prune it), then those it had
+  in flight. Where the snapshots are exact the run goes on exactly as it would have without
+  the death. An actor that keeps dying, or does not come back, is dropped
+  (`Coordinator._actor_failed`).
+* A rollout actor whose call failed because an env's simulator did not come back in time
+  (`envs.base.SimulatorUnavailable`) loses that fragment (`Coordinator._fragment_lost`):
+  counted, logged, the actor stays and goes on with its next fragments; one that loses
+  ``max_actor_failures`` in a row is dropped.
+* A dead core component (`rlmpc.system.backend.CORE`: the learner, a replay shard, the
+  evaluator) raises `RestoreNeeded` (`Coordinator._core_check`): the caller
+  (`rlmpc.run.train.Run`) restores the newest checkpoint in place.
+
+The recovery state: ``base`` (per actor, the snapshot replays start from and the index of
+the fragment it precedes) and ``history`` (per actor, the ``(index, version)`` of every
+fragment submitted since). Evaluations are a composed object (`rlmpc.system.evaluations`);
+a periodic evaluation whose env's simulator is unavailable is skipped, a final one tried again.
 """
 
 from __future__ import annotations
@@ -30,13 +43,16 @@ import numpy as np
 
 from envs.base import SimulatorUnavailable
 from rlmpc.system.backend import (
+    CORE,
     LEARNER,
     REAL_SHARD,
     VIRTUAL_SHARD,
     Backend,
     ComponentDied,
     ComponentFailed,
+    RestoreNeeded,
     actor_name,
+    brief,
 )
 from rlmpc.system.checkpoint import Checkpoint
 from rlmpc.system.evaluations import Evaluations
@@ -48,7 +64,6 @@ from rlmpc.system.records import (
     FragmentId,
     FragmentMeta,
 )
-from rlmpc.system.recovery import Recovery
 
 
 @dataclass(frozen=True)
@@ -111,7 +126,7 @@ class Counters:
         return {k: v for k, v in vars(self).items() if k != "recent"}
 
 
-class Coordinator(Recovery, Evaluations):
+class Coordinator:
     """Runs a training run over ``backend`` (module docstring); output goes to ``observer``.
 
     ``record`` is what checkpoints carry besides the loop's state: the worker spec and the
@@ -132,8 +147,7 @@ class Coordinator(Recovery, Evaluations):
         self.weights: dict[int, Any] = {}  # version -> backend ref
         self.version = 0
         self.first_index = 0
-        # call, due iteration, env steps, version
-        self.pending_eval: tuple[Any, int, int, int] | None = None
+        self.evals = Evaluations(schedule, backend, observer)
         # per actor: its snapshot and the index of the fragment it starts, and the
         # (index, version) of every fragment submitted since (what a replay collects again)
         self.base: dict[int, tuple[Any, int]] = {}
@@ -164,7 +178,7 @@ class Coordinator(Recovery, Evaluations):
 
     def _gather(self, index: int) -> dict[int, CollectResult]:
         """The fragment of every live actor for ``index`` (re-collecting after failures); an
-        actor whose env lost its simulator has none (`Recovery._fragment_lost`), unless every
+        actor whose env lost its simulator has none (`_fragment_lost`), unless every
         actor lost theirs: those are collected again."""
         done: dict[int, CollectResult] = {}
         lost: dict[int, _Slot] = {}
@@ -215,8 +229,8 @@ class Coordinator(Recovery, Evaluations):
         b, c = self.backend, self.counters
         inflight = {s.version for q in self.slots.values() for s in q}
         pending = None
-        if self.pending_eval is not None:
-            _, due, steps, version = self.pending_eval
+        if self.evals.pending is not None:
+            _, due, steps, version = self.evals.pending
             pending = {"due": due, "env_steps": steps, "version": version}
             inflight.add(version)
         self.observer.checkpoint(Checkpoint(
@@ -259,7 +273,7 @@ class Coordinator(Recovery, Evaluations):
                 self._submit(a, slot)
         if state.pending_eval is not None:  # the evaluation in flight, started again
             p = state.pending_eval
-            self._start_eval(p["version"], p["due"], p["env_steps"])
+            self.evals.start(self.weights[p["version"]], p["version"], p["due"], p["env_steps"])
         self.observer.event(f"resumed at iteration {c.iteration}, {c.env_steps} env steps")
 
     # -- the loop --
@@ -276,7 +290,9 @@ class Coordinator(Recovery, Evaluations):
         s, c, b = self.s, self.counters, self.backend
         lag = s.max_policy_lag
         if not self.weights:  # a new run: the learner's initial weights, the actors' states
-            self.weights[0] = b.put(b.get(b.call(LEARNER, "get_weights")))
+            first = b.call(LEARNER, "get_weights")
+            b.get(first)  # a learner that cannot start fails here, as itself
+            self.weights[0] = b.keep(first)
             calls = {a: b.call(actor_name(a), "snapshot") for a in self.live}
             self._rebase({a: self._first_snapshot(a, call) for a, call in calls.items()}, 0)
         self.first_index = c.iteration
@@ -292,13 +308,14 @@ class Coordinator(Recovery, Evaluations):
             if lag >= 1 and i + lag < s.iterations:
                 self._submit_index(i + lag)
             metas = [results[a].meta for a in sorted(results)]
-            metrics, weights = b.get(b.call(LEARNER, "train", metas, self.version - lag))
+            call, weights = b.call(LEARNER, "train", metas, self.version - lag, num_returns=2)
+            metrics = b.get(call)  # the weights stay in the object store, for the actors
             self.version += 1
-            self.weights[self.version] = b.put(weights)
+            self.weights[self.version] = b.keep(weights)
             live_versions = {slot.version for q in self.slots.values() for slot in q}
             live_versions.update(v for h in self.history.values() for _, v in h)  # replays
-            if self.pending_eval is not None:
-                live_versions.add(self.pending_eval[3])
+            if self.evals.pending is not None:
+                live_versions.add(self.evals.pending.version)
             live_versions.add(self.version)
             self.weights = {v: w for v, w in self.weights.items() if v in live_versions}
             for call in self._prunes:  # last iteration's: a dead shard shows here
@@ -316,19 +333,20 @@ class Coordinator(Recovery, Evaluations):
             metrics["time/collect_s"] = float(np.mean([r.seconds for r in results.values()]))
             metrics["time/iteration_s"] = time.perf_counter() - t0
             metrics.update(self._faults(results))
-            row, evaluated = self._finished_eval()
+            row, evaluated = self.evals.finished(c.iteration)
             self._log({**metrics, **row}, metas)
             if evaluated is not None:
                 self.observer.evaluated(*evaluated)
             if s.eval_every and c.iteration % s.eval_every == 0 and c.iteration < s.iterations:
-                self._start_eval()
+                due = min(c.iteration + s.eval_every, s.iterations)
+                self.evals.start(self.weights[self.version], self.version, due, c.env_steps)
             if any(r.snapshot is not None for r in results.values()):
                 self._checkpoint(results)
             if s.stop_after and c.iteration - self.first_index >= s.stop_after:
                 break
         if c.iteration < s.iterations or s.final_eval_episodes == 0:
             return None
-        return self._final_eval()
+        return self.evals.final(self.weights[self.version], self.live)
 
     def _faults(self, results: dict[int, CollectResult]) -> dict[str, float]:
         """Count the episodes the fragments dropped to failing env steps, an event line per
@@ -374,3 +392,147 @@ class Coordinator(Recovery, Evaluations):
         for k, v in metrics.items():
             row.setdefault(k, v)
         self.observer.log(row)
+
+    # -- recovery --
+    def _replay(self, actor: int) -> None:
+        """Bring a restarted actor back to where it died: restore its base snapshot, collect
+        again (data dropped: learned on already) the fragments since, then those in flight."""
+        slots, name = self.slots[actor], actor_name(actor)
+        first, attempt = self._first_inflight(actor), self.failures[actor]
+        if actor in self.base:  # none: a checkpoint of an earlier layout, without snapshots
+            blob, start = self.base[actor]
+            self.backend.call(name, "restore", blob)
+        for index, version in self.history[actor] if actor in self.base else ():
+            if start <= index < first:  # results dropped; the shards prune them
+                fid = FragmentId(index, actor, attempt)
+                self.backend.call(name, "collect", fid, self.s.fragment_len,
+                                  self.weights[version], version, False)  # fmt: skip
+        for slot in slots:
+            slot.attempt = attempt
+            self._submit(actor, slot)
+
+    def _first_inflight(self, actor: int) -> int:
+        slots = self.slots[actor]
+        return slots[0].index if slots else self.counters.iteration
+
+    def _core_check(self, error: Exception) -> None:
+        """Raise `RestoreNeeded` when a core component is dead (``error`` is what surfaced);
+        not when a constructor failed (Ray's ``actor_init_failed``): it would fail again."""
+        if getattr(getattr(error, "cause", None), "actor_init_failed", False):
+            return
+        dead = self.backend.dead(CORE)
+        if dead:
+            raise RestoreNeeded(dead, error) from error
+
+    def _actor_failed(self, actor: int, error: ComponentDied) -> None:
+        """Log, then re-collect everything the actor had in flight (the backend restarts it)."""
+        self.failures[actor] += 1
+        self.counters.actor_restarts += 1
+        slots = self.slots[actor]
+        # let every call of the dead instance settle before resubmitting, in order
+        self.backend.wait([s.call for s in slots], num_returns=len(slots), timeout=60)
+        name, s = actor_name(actor), self.s
+        back = self.failures[actor] <= s.max_actor_failures and self.backend.restarted(
+            name, s.actor_restart_timeout
+        )
+        if not back:
+            self._drop(actor, error, f"iteration {self.counters.iteration}: {name} failed "
+                       f"{self.failures[actor]} times ({brief(error.cause)}) and is not back")  # fmt: skip
+            return
+        start = self.base[actor][1] if actor in self.base else self._first_inflight(actor)
+        replayed = sum(start <= i < self._first_inflight(actor) for i, _ in self.history[actor])
+        self.observer.event(
+            f"iteration {self.counters.iteration}: {name} died ({brief(error.cause)}); restarted "
+            f"from its state at iteration {start}, {replayed} fragment(s) replayed, "
+            f"{len(slots)} collected again"
+        )
+        self._replay(actor)
+
+    def _fragment_lost(self, actor: int, error: ComponentFailed) -> Any:
+        """The actor's call failed with its env's simulator unavailable: its fragment is lost
+        (counted, logged) and the actor goes on. Returns the lost slot; None when the actor
+        has now lost ``max_actor_failures`` fragments in a row and is dropped."""
+        slot, name = self.slots[actor].popleft(), actor_name(actor)
+        self.counters.lost_fragments += 1
+        self.env_failures[actor] += 1
+        lost = self.env_failures[actor]
+        if lost <= self.s.max_actor_failures:
+            self.observer.event(
+                f"iteration {slot.index}: {name} lost its fragment ({brief(error.cause)}); the "
+                f"actor stays, its env tries its simulator again ({lost} fragment(s) lost in a row)"
+            )
+            return slot
+        self._drop(actor, error, f"iteration {slot.index}: {name} lost {lost} fragments in a "
+                   f"row to an unavailable simulator ({brief(error.cause)})")  # fmt: skip
+        return None
+
+    def _drop(self, actor: int, error: ComponentFailed, why: str) -> None:
+        """Give up on ``actor``: its fragments in flight are lost, the run goes on with the
+        others (logged: ``why``); raises ComponentDied when it was the last one."""
+        name, slots = actor_name(actor), self.slots[actor]
+        self.live.remove(actor)
+        self.counters.lost_fragments += len(slots)
+        slots.clear()
+        self.backend.drop(name)
+        self.observer.event(f"{why}; dropped, {len(self.live)} actors left")
+        if not self.live:
+            raise ComponentDied(
+                name, f"{error.cause!r}; every rollout actor has failed, stopping the run"
+            ) from error
+
+    def _rebase(self, snapshots: dict[int, Any], index: int) -> None:
+        """Replays start from these snapshots, taken before fragment ``index``."""
+        for a, blob in snapshots.items():
+            if blob is not None:
+                self.base[a] = (blob, index)
+                self.history[a] = [(i, v) for i, v in self.history[a] if i >= index]
+
+    def _first_snapshot(self, actor: int, call: Any) -> Any:
+        """An actor's snapshot at the start of a run (its ``snapshot`` call); None, and the
+        actor dropped, when it does not answer within ``actor_restart_timeout``: after an
+        in-place restore with no checkpoint to load, an actor whose node is gone (a lost CARLA
+        node) waits for a place that never comes, and the run waited with it."""
+        return self.backend.get(call) if self._answers(actor, call, "started") else None
+
+    def _answers(self, actor: int, call: Any, what: str) -> bool:
+        """Whether ``call`` completes within ``actor_restart_timeout``; if not, the actor is
+        dropped (``what``: what it was not, for the log)."""
+        name, timeout = actor_name(actor), self.s.actor_restart_timeout
+        if self.backend.wait([call], timeout=timeout):
+            return True
+        why = f"{name} not {what} within --actor-restart-timeout {timeout:g} s"
+        self._drop(actor, ComponentDied(name, why), why)
+        return False
+
+    def _restored(self, actor: int, call: Any, blob: Any) -> None:
+        """Wait for an actor's ``restore``; if the actor died meanwhile, restore it again once
+        it is back (or drop it, as `_actor_failed` would). One that does not answer within
+        ``actor_restart_timeout`` is dropped too: after an in-place restore the backend builds
+        every actor again, and one whose node is gone (a lost CARLA node) waits for a place
+        that never comes; without the bound the restore, and the run, waited with it."""
+        name, s = actor_name(actor), self.s
+        while True:
+            if not self._answers(actor, call, "restored"):
+                return
+            try:
+                self.backend.get(call)
+                return
+            except ComponentDied as err:
+                self.failures[actor] += 1
+                self.counters.actor_restarts += 1
+                back = self.failures[actor] <= s.max_actor_failures and self.backend.restarted(
+                    name, s.actor_restart_timeout
+                )
+                if not back:
+                    self.live.remove(actor)
+                    self.slots[actor].clear()
+                    self.backend.drop(name)
+                    self.observer.event(f"{name} died while being restored ({brief(err.cause)}); "
+                                        f"dropped, {len(self.live)} actors left")  # fmt: skip
+                    if not self.live:
+                        raise
+                    return
+                self.observer.event(
+                    f"{name} died while being restored ({brief(err.cause)}); restored again"
+                )
+                call = self.backend.call(name, "restore", blob)

@@ -1,15 +1,17 @@
-"""The coordinator's evaluations (`rlmpc.system.coordinator.Coordinator` inherits them).
+"""The coordinator's evaluations: one `Evaluations` object that the coordinator holds.
 
 A periodic evaluation of the newest weights starts every ``eval_every`` iterations on the
 evaluator and is waited for ``eval_every`` iterations later (its figures go into that
 iteration's row, ``eval/*``); the final evaluation runs once training is done. A periodic
 evaluation whose env's simulator was unavailable (`envs.base.SimulatorUnavailable`) is
-skipped, with an event line; the final one is tried up to three times.
+skipped, with an event line; the final one is tried up to three times. The object keeps the
+one evaluation in flight (`Evaluations.pending`, which checkpoints carry); everything else it
+is handed per call (the weights' reference, the iteration, the live actors).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from envs.base import SimulatorUnavailable
 from rlmpc.system.backend import (
@@ -28,43 +30,50 @@ from rlmpc.system.records import EvalResult, summarize
 EVAL_FIGURES = ("success_rate", "steps", "reward")
 
 
-class Evaluations:
-    """Periodic and final evaluations. Uses the coordinator's state (annotated here)."""
+class Pending(NamedTuple):
+    """A periodic evaluation in flight: its call, the iteration whose row logs it, the env
+    steps and the policy version it evaluates."""
 
-    s: Any  #: the `Schedule`
-    backend: Backend
-    observer: Any
-    counters: Any
-    live: list[int]
+    call: Any
+    due: int
+    env_steps: int
     version: int
-    weights: dict[int, Any]
-    pending_eval: tuple[Any, int, int, int] | None
 
-    def _start_eval(self, version: int | None = None, due: int | None = None,
-                    steps: int | None = None) -> None:  # fmt: skip
-        """Start a periodic evaluation of ``version`` (default: the newest), logged at
-        iteration ``due``."""
-        if self.pending_eval is None:
-            s, c = self.s, self.counters
-            version = self.version if version is None else version
+
+class _Log(Protocol):
+    def event(self, message: str) -> None: ...
+
+
+class Evaluations:
+    """Periodic and final evaluations over ``backend`` (module docstring); ``schedule`` is the
+    coordinator's `rlmpc.system.coordinator.Schedule`, ``log`` its observer."""
+
+    def __init__(self, schedule: Any, backend: Backend, log: _Log) -> None:
+        self.s, self.backend, self.log = schedule, backend, log
+        self.pending: Pending | None = None
+
+    def start(self, weights: Any, version: int, due: int, env_steps: int) -> None:
+        """Start a periodic evaluation of ``weights`` (policy ``version``; a backend
+        reference) to be logged at iteration ``due``, unless one is in flight."""
+        if self.pending is None:
+            s = self.s
             call = self.backend.call(
-                EVALUATOR, "evaluate", self.weights[version], s.eval_episodes,
-                s.first_eval_seed, 0,
-            )  # fmt: skip
-            due = min(c.iteration + s.eval_every, s.iterations) if due is None else due
-            steps = c.env_steps if steps is None else steps
-            self.pending_eval = (call, due, steps, version)
+                EVALUATOR, "evaluate", weights, s.eval_episodes, s.first_eval_seed, 0
+            )
+            self.pending = Pending(call, due, env_steps, version)
 
-    def _finished_eval(self) -> tuple[dict[str, float], tuple[EvalResult, int, int] | None]:
-        """The periodic evaluation due at this iteration, waited for: its ``eval/*`` figures,
-        and it with its policy's iteration and env steps; else nothing."""
-        if self.pending_eval is None or self.counters.iteration < self.pending_eval[1]:
+    def finished(
+        self, iteration: int
+    ) -> tuple[dict[str, float], tuple[EvalResult, int, int] | None]:
+        """The periodic evaluation due at ``iteration``, waited for: its ``eval/*`` figures,
+        and it with its policy's version and env steps; else nothing."""
+        if self.pending is None or iteration < self.pending.due:
             return {}, None
-        call, _, steps, version = self.pending_eval
-        self.pending_eval = None
+        call, _, steps, version = self.pending
+        self.pending = None
         if not self.backend.wait([call], timeout=60.0):
-            self.observer.event(
-                f"iteration {self.counters.iteration}: waiting for the periodic evaluation "
+            self.log.event(
+                f"iteration {iteration}: waiting for the periodic evaluation "
                 f"started at {steps} env steps (its evaluator may wait for resources)"
             )
         try:
@@ -74,8 +83,8 @@ class Evaluations:
         except ComponentFailed as err:
             if not isinstance(err.cause, SimulatorUnavailable):
                 raise
-            self.observer.event(
-                f"iteration {self.counters.iteration}: the periodic evaluation started at "
+            self.log.event(
+                f"iteration {iteration}: the periodic evaluation started at "
                 f"{steps} env steps is skipped: its env's simulator is unavailable "
                 f"({brief(err.cause)})"
             )
@@ -88,12 +97,13 @@ class Evaluations:
                 row[f"eval/{k}_std"] = summary[k]["std"]
         return row, (result, version, steps)
 
-    def _final_eval(self) -> EvalResult:
+    def final(self, weights: Any, live: list[int]) -> EvalResult:
+        """The final evaluation of ``weights``: on a fresh evaluator, or, for an env whose
+        envs need cluster resources, on the evaluator after the ``live`` actors are let go."""
         s, b = self.s, self.backend
-        weights = self.weights[self.version]
         evaluator = FINAL_EVALUATOR
         if s.final_eval_on_evaluator:  # next to the resources the actors now free
-            for a in self.live:
+            for a in live:
                 b.drop(actor_name(a))
             evaluator = EVALUATOR
         for attempt in range(1, 4):
@@ -104,6 +114,6 @@ class Evaluations:
             except ComponentFailed as err:
                 if not isinstance(err.cause, SimulatorUnavailable) or attempt == 3:
                     raise
-                self.observer.event(f"the final evaluation failed ({brief(err.cause)}): its "
-                                    f"env's simulator is unavailable; attempt {attempt + 1} of 3")  # fmt: skip
+                self.log.event(f"the final evaluation failed ({brief(err.cause)}): its "
+                               f"env's simulator is unavailable; attempt {attempt + 1} of 3")  # fmt: skip
         raise AssertionError("unreachable")

@@ -274,7 +274,12 @@ class RayBackend:
         self.final_eval_worker = final_eval_worker
         self.local: dict[str, Any] = {}
 
-    def call(self, component: str, method: str, *args: Any) -> _Call:
+    def call(
+        self, component: str, method: str, *args: Any, num_returns: int = 1
+    ) -> _Call | tuple[_Call, ...]:
+        if num_returns != 1:
+            bound = getattr(self.handles[component], method).options(num_returns=num_returns)
+            return tuple(_Call(component, ref) for ref in bound.remote(*args))
         if component == FINAL_EVALUATOR:  # in this process
             args = tuple(ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args)
             try:
@@ -305,6 +310,11 @@ class RayBackend:
             raise ComponentDied(call.component, err) from err
         except RayTaskError as err:
             raise ComponentFailed(call.component, err.cause or err) from err
+
+    def keep(self, call: _Call) -> Any:
+        if isinstance(call, _LocalCall):
+            return self.get(call)
+        return call.ref
 
     def put(self, value: Any) -> Any:
         return ray.put(value)
