@@ -33,7 +33,9 @@ def _move(batch: tuple[Tensor | None, ...], device: torch.device | str, dtype: t
         if t is None:
             yield None
         else:
-            yield t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)
+            yield (
+                t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)
+            )
 
 
 def _expect(name: str, t: Tensor, shape: tuple[int, ...]) -> None:
@@ -71,6 +73,13 @@ class RealBatch(NamedTuple):
     candidate_returns: Tensor | None = None
     """``[T, B, M]`` float or None: each candidate's planned return G^(m)
     (`learners.pompc.candidate_returns`, raw units)."""
+    model_obs: Tensor | None = None
+    """``[T, B, nobs]`` float or None: the bound's diagnostics (`learners.bound`): ψ(P̂(x_t,
+    u_t)), the planner model's next observation at the executed control (NaN: a faulted step)."""
+    model_rewards: Tensor | None = None
+    """``[T, B]`` float or None: r̂(x_t, u_t) (with the terminal reward by the run's rule)."""
+    plan_kl: Tensor | None = None
+    """``[T, B]`` float or None: eq. (35)'s ½ Σ Δuᵀ Σ⁻¹ Δu of the executed plan."""
 
     @classmethod
     def from_numpy(
@@ -84,6 +93,9 @@ class RealBatch(NamedTuple):
         next_obs: Any,
         candidates: Any = None,
         candidate_returns: Any = None,
+        model_obs: Any = None,
+        model_rewards: Any = None,
+        plan_kl: Any = None,
         dtype: torch.dtype = torch.float32,
     ) -> RealBatch:
         """Build (and shape-check) from numpy arrays; floats become ``dtype``."""
@@ -98,6 +110,9 @@ class RealBatch(NamedTuple):
             next_obs=_float(next_obs, dtype),
             candidates=opt(candidates),
             candidate_returns=opt(candidate_returns),
+            model_obs=opt(model_obs),
+            model_rewards=opt(model_rewards),
+            plan_kl=opt(plan_kl),
         )
         batch.dims()
         return batch
@@ -121,6 +136,10 @@ class RealBatch(NamedTuple):
             M = self.candidates.shape[2] if self.candidates.ndim == 4 else -1
             _expect("RealBatch.candidates", self.candidates, (T, B, M, na))
             _expect("RealBatch.candidate_returns", self.candidate_returns, (T, B, M))
+        if self.model_obs is not None:
+            _expect("RealBatch.model_obs", self.model_obs, (T, B, nobs))
+            _expect("RealBatch.model_rewards", self.model_rewards, (T, B))
+            _expect("RealBatch.plan_kl", self.plan_kl, (T, B))
         if T < 1 or B < 1:
             raise ValueError(f"RealBatch must hold at least one step, got T={T}, B={B}")
         return T, B, nobs, na
@@ -132,7 +151,7 @@ class RealBatch(NamedTuple):
     @staticmethod
     def concat(batches: Sequence[RealBatch]) -> RealBatch:
         """Join fragments of equal length T side by side (along the env axis B); the
-        candidates only when every fragment has them."""
+        candidates and the diagnostics only when every fragment has them."""
         cat = lambda ts: None if any(t is None for t in ts) else torch.cat(ts, dim=1)
         return RealBatch(*(cat(ts) for ts in zip(*batches, strict=True)))
 

@@ -92,18 +92,26 @@ class RhoSchedule(Protocol):
 
 
 class RhoSteps:
-    """Alg. 2 stepped before each minibatch on the heads' values ``[B, D]``; values that are
-    not all finite leave ρ as it is and are counted in ``skipped``."""
+    """The ρ schedule stepped on the heads' values ``[B, D]`` (once an iteration, or before
+    each minibatch); values that are not all finite leave ρ as it is and are counted in
+    ``skipped``. ``mean_confidence``: the mean of Alg. 2's ω over the updates taken."""
 
     def __init__(self, schedule: RhoSchedule) -> None:
         self.schedule, self.skipped = schedule, 0
+        self._confidences: list[float] = []
 
     def __call__(self, values: Tensor) -> float:
         if bool(values.isfinite().all()):
             self.schedule.update(values)
+            self._confidences.append(getattr(self.schedule, "confidence", float("nan")))
         else:
             self.skipped += 1
         return self.schedule.rho
+
+    @property
+    def mean_confidence(self) -> float:
+        c = self._confidences
+        return sum(c) / len(c) if c else float("nan")
 
 
 class Engine(Protocol):

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -66,6 +67,7 @@ from learners.batches import (
     bernoulli_mix,
     mix_batches,
 )
+from learners.bound import BoundEstimates, gaussian_policy_kl
 from learners.engine import Draws, RhoSteps
 from learners.fused_engine import FusedEngine
 from learners.policy import NetworkConfig, build_networks
@@ -88,11 +90,11 @@ def check_sections(
     """The rules between the learner's config sections, in one place (the learner checks
     them when built, `rlmpc.run.config.TrainConfig` before a run starts): `ConfigError`
     naming the fields as ``section.field``."""
-    if influence_ratio.mode == "adaptive" and networks.ensemble_size < 2:
+    if influence_ratio.mode != "fixed" and networks.ensemble_size < 2:
         raise ConfigError(
             ("influence_ratio.mode", "networks.ensemble_size"),
-            "the adaptive ρ (Alg. 2) reads the variance of the value heads: it needs "
-            f"ensemble_size >= 2, got {networks.ensemble_size}",
+            f"the {influence_ratio.mode} ρ (Alg. 2) reads the variance of the value heads: it "
+            f"needs ensemble_size >= 2, got {networks.ensemble_size}",
         )
     if ppo.mixing == "sample" and influence_ratio.update_every == "minibatch":
         raise ConfigError(
@@ -106,6 +108,12 @@ def check_sections(
             "the KL prior is taken on the real states, which per-sample mixing replaces: it "
             "needs mixing='loss'",
         )
+
+
+def rho0_from_bias(ceiling: float, bias: float) -> float:
+    """The ρ0 rule (docs/rho.md): ``ceiling / (1 + bias)``, ``bias`` the model terms of eq. (12)
+    per unit ρ in units of the returns' spread (0: an exact model keeps the ceiling)."""
+    return ceiling / (1.0 + max(bias, 0.0))
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -122,6 +130,8 @@ class PPOLearner:
     construction for an adaptive ρ with fewer than 2 value heads and for per-minibatch ρ
     updates with per-sample mixing (whose draw fixes the unified buffer per iteration).
     Configs left as None take their defaults; ``engine`` overrides ``config.engine``.
+    ``diagnostics`` logs the bound's estimates (`learners.bound`, ``bound/*``) every
+    iteration; ``horizon`` (the planner's H) gives eq. (12)'s coefficients.
     """
 
     def __init__(
@@ -135,6 +145,8 @@ class PPOLearner:
         seed: int = 0,
         engine: Literal["fused", "autograd"] | None = None,
         kl: KLPriorConfig | None = None,
+        diagnostics: bool = False,
+        horizon: int | None = None,
     ) -> None:
         config = config or PPOConfig()
         kl = kl or KLPriorConfig()
@@ -162,6 +174,9 @@ class PPOLearner:
         self.generators = {k: _generator(seed, i) for i, k in enumerate(("real", "virtual", "mix"))}
         self.draws = Draws(self.generators["real"], self.generators["virtual"], config.batch_size,
                            config.virtual_batch_size)  # fmt: skip
+        #: the bound's running estimates (`learners.bound`); None: not estimated
+        self.bound = BoundEstimates(config.gamma, horizon) if diagnostics else None
+        self._rule_inputs: list[tuple[float, float]] = []
         self.iteration = 0
         self.skipped_updates = 0
         self.kl_prior: KLPrior | None = None
@@ -285,7 +300,9 @@ class PPOLearner:
     def update(self, real: RealBatch, virtual: VirtualBatch | None = None) -> dict[str, float]:
         """One learner iteration on a real fragment and (optionally) virtual samples.
 
-        Returns detached floats: ``rho`` (after this iteration), ``omega`` (adaptive),
+        Returns detached floats: ``rho`` (after this iteration), with Alg. 2 ``rho/confidence``
+        (ω = its confidence before smoothing, the mean over the iteration's updates) and
+        ``rho/Omega`` (Ω, the EMA; this key was ``omega`` before),
         ``ensemble_var`` (Alg. 2's σ̄² on the real batch), ``loss/{policy,value,entropy,total}``
         and ``loss/{policy,value}_virtual`` (means over the steps taken), ``approx_kl``,
         ``clip_fraction``, ``grad_norm``, ``explained_variance[_virtual]``, ``skipped_updates``,
@@ -338,11 +355,26 @@ class PPOLearner:
             metrics["virtual_fraction"] = float(z.float().mean())
             virt = None
 
+        watch = self.bound is not None  # the bound's estimates: the policy and V̄ before
+        if watch:
+            flat_obs = real.obs.reshape(-1, self.nobs)
+            with torch.no_grad():
+                before = (self.policy(flat_obs), self.policy.log_std.detach().clone())
+            v_before = self._critic_mean(real.obs)
         per_minibatch = self.influence_config.update_every == "minibatch"
         step_metrics, taken, skipped = self.engine.run(
             train, virt, self.rho, rho_steps if per_minibatch else None
         )
         metrics.update(step_metrics)
+        if watch:
+            with torch.no_grad():
+                moved = gaussian_policy_kl(*before, self.policy(flat_obs), self.policy.log_std)
+            metrics.update(self.bound.figures(
+                real.rewards, real.terminated, real.truncated, v_before, moved, self.rho,
+                self._obs_scale(real.next_obs), real.next_obs, real.model_obs,
+                real.model_rewards, real.plan_kl,
+            ))  # fmt: skip
+            metrics.update(self._rho0_rule(metrics, train.batch.returns))
         self.iteration += 1
         self.skipped_updates += skipped
         metrics.update(
@@ -355,12 +387,44 @@ class PPOLearner:
             virtual_samples=float(0 if virtual is None else virtual.size),
             log_std=float(self.policy.log_std.detach().mean()),
         )
-        if self.rho_schedule.kind == "adaptive":
-            metrics["omega"] = self.rho_schedule.omega
+        if self.rho_schedule.kind == "adaptive":  # Alg. 2's ω (mean over the updates) and Ω
+            metrics["rho/confidence"] = rho_steps.mean_confidence
+            metrics["rho/Omega"] = self.rho_schedule.omega
         if self.values.scale.enabled:
             metrics["value_scale/mean"] = float(self.values.scale.shift)
             metrics["value_scale/std"] = float(self.values.scale.std)
         return metrics
+
+    def _obs_scale(self, next_obs: Tensor) -> Tensor:
+        """The observations' std per component (the normaliser's, else the fragment's)."""
+        stats = self.policy.normalizer
+        var = stats.stats.var if stats.enabled else next_obs.reshape(-1, self.nobs).var(0)
+        return var.to(next_obs.dtype).sqrt().clamp(min=1e-6)
+
+    def _rho0_rule(self, figures: dict[str, float], returns: Tensor) -> dict[str, float]:
+        """ρ0 from the bound's estimates (``InfluenceRatioConfig.rho0_rule="bound"``, docs/rho.md):
+        over the first ``rho0_rule_iterations`` iterations ρ stays at ``rho0`` (the ceiling),
+        the model terms per unit ρ (eq. 12) are averaged against the spread of the returns,
+        ``b = model_per_rho / std(returns)``; then ρ is set to ``ρ0 = rho0 / (1 + b)``
+        (an exact model: ``rho0``), logged with its inputs as ``rho/rule_*``."""
+        cfg = self.influence_config
+        if cfg.rho0_rule != "bound" or self.iteration > cfg.rho0_rule_iterations:
+            return {}
+        per_rho = figures.get("bound/model_per_rho", float("nan"))
+        if self.values.scale.enabled:
+            spread = float(self.values.scale.std)
+        else:
+            spread = float(returns.std())
+        self._rule_inputs.append((per_rho, spread))
+        if self.iteration < cfg.rho0_rule_iterations:
+            return {}
+        per_rho = float(np.nanmean([p for p, _ in self._rule_inputs]))
+        spread = float(np.mean([s for _, s in self._rule_inputs]))
+        b = per_rho / spread if spread > 0 and math.isfinite(per_rho) else 0.0
+        rho0 = rho0_from_bias(cfg.rho0, b)
+        self.rho_schedule.rho = rho0
+        return {"rho/rule_rho0": rho0, "rho/rule_bias": b, "rho/rule_model_per_rho": per_rho,
+                "rho/rule_return_std": spread}  # fmt: skip
 
     # ---- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -374,6 +438,8 @@ class PPOLearner:
                 "values": self.values.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "rho": self.rho_schedule.state_dict(),
+                "bound": None if self.bound is None else self.bound.state_dict(),
+                "rule_inputs": [list(x) for x in self._rule_inputs],
                 "iteration": self.iteration,
                 "skipped_updates": self.skipped_updates,
                 "generators": {k: g.get_state() for k, g in self.generators.items()},
@@ -398,6 +464,9 @@ class PPOLearner:
         if isinstance(self.engine, FusedEngine):
             self.engine.import_optimizer(self.optimizer)
         self.rho_schedule.load_state_dict(state["rho"])
+        if self.bound is not None and state.get("bound") is not None:
+            self.bound.load_state_dict(state["bound"])
+        self._rule_inputs = [tuple(x) for x in state.get("rule_inputs", [])]
         self.iteration = int(state["iteration"])
         self.skipped_updates = int(state["skipped_updates"])
         for k, g in self.generators.items():

@@ -28,6 +28,7 @@ by σ̄² ≈ 1,000-2,500, ω ≈ 0.001, and ρ went from 0.30 to 0.254 in 1M st
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,13 +36,19 @@ from torch import Tensor
 
 from common.checks import ConfigError, check_finite_fields
 
+#: the schedules: ρ held, or annealed by Alg. 2 on one of three confidences
+MODES = ("fixed", "adaptive", "relative", "decay")
+
 
 @dataclass(frozen=True)
 class InfluenceRatioConfig:
     """The influence ratio ρ between real and virtual data (§4.2, §4.4)."""
 
-    mode: Literal["fixed", "adaptive"] = "fixed"
-    """'fixed': ρ = rho0 throughout; 'adaptive': ρ annealed from rho0 by Alg. 2."""
+    mode: Literal["fixed", "adaptive", "relative", "decay"] = "fixed"
+    """'fixed': ρ = rho0 throughout; 'adaptive': ρ annealed from rho0 by Alg. 2 on σ̄² in
+    the critic's units (the paper's reading); 'relative': Alg. 2 on σ̄² relative to its own
+    level over the first reference_updates updates (docs/rho.md); 'decay': Alg. 2 with
+    ω ≡ 1, the data-independent twin of the adaptive modes"""
     rho0: float = 0.3
     """ρ (fixed) or ρ0 (adaptive), in [0, 1]; the paper's main results use 0.3."""
     lam: float = 0.99
@@ -50,13 +57,36 @@ class InfluenceRatioConfig:
     """Alg. 2's initial confidence EMA Ω0, in [0, 1]."""
     update_every: Literal["iteration", "minibatch"] = "iteration"
     """When ρ is updated: once per learner iteration, or before every minibatch step."""
+    reference_updates: int = 5
+    """'relative': σ̄²'s reference is its median over the first this many updates, 1..1000"""
+    rho0_rule: Literal["off", "bound"] = "off"
+    """'bound': ρ0 set from the bound's estimates after rho0_rule_iterations iterations, at
+    most rho0 (docs/rho.md; needs the run's diagnostics); 'off': ρ0 = rho0"""
+    rho0_rule_iterations: int = 5
+    """iterations whose estimates the ρ0 rule averages (ρ stays at rho0 over them), 1..1000"""
 
     def __post_init__(self) -> None:
         check_finite_fields(self)
-        if self.mode not in ("fixed", "adaptive"):
+        if self.mode not in MODES:
             raise ConfigError(
-                "mode",
-                f"InfluenceRatioConfig.mode must be 'fixed' or 'adaptive', got {self.mode!r}",
+                "mode", f"InfluenceRatioConfig.mode must be one of {MODES}, got {self.mode!r}"
+            )
+        if not 1 <= self.rho0_rule_iterations <= 1000:
+            raise ConfigError(
+                "rho0_rule_iterations",
+                "InfluenceRatioConfig.rho0_rule_iterations must be in [1, 1000], got "
+                f"{self.rho0_rule_iterations}",
+            )
+        if self.rho0_rule not in ("off", "bound"):
+            raise ConfigError(
+                "rho0_rule",
+                f"InfluenceRatioConfig.rho0_rule must be 'off' or 'bound', got {self.rho0_rule!r}",
+            )
+        if not 1 <= self.reference_updates <= 1000:
+            raise ConfigError(
+                "reference_updates",
+                "InfluenceRatioConfig.reference_updates must be in [1, 1000], got "
+                f"{self.reference_updates}",
             )
         _check_rho("InfluenceRatioConfig.rho0", self.rho0)
         _check_lam("InfluenceRatioConfig.lam", self.lam)
@@ -104,6 +134,18 @@ def ensemble_variance(values: Tensor) -> float:
     return float(sigma2_b.mean())
 
 
+def alg2_step(w: float, rho: float, omega: float, lam: float) -> tuple[float, float]:
+    """Alg. 2's update from a confidence ``w`` = ω: ``(ρ_{t+1}, Ω_{t+1})``::
+
+    Ω_{t+1} = λ Ω_t + (1 - λ) ω
+    η = (1 - λ) Ω_{t+1}
+    ρ_{t+1} = max(0, ρ_t (1 - η))
+    """
+    omega_next = lam * omega + (1.0 - lam) * w
+    eta = (1.0 - lam) * omega_next
+    return max(0.0, rho * (1.0 - eta)), omega_next
+
+
 def adaptive_rho_step(values: Tensor, rho: float, omega: float, lam: float) -> tuple[float, float]:
     """Alg. 2 (online weight update from ensemble uncertainty): ``(ρ_{t+1}, Ω_{t+1})``.
 
@@ -116,12 +158,7 @@ def adaptive_rho_step(values: Tensor, rho: float, omega: float, lam: float) -> t
         η = (1 - λ) Ω_{t+1}
         ρ_{t+1} = max(0, ρ_t (1 - η))
     """
-    sigma2 = ensemble_variance(values)
-    w = 1.0 / (1.0 + sigma2)
-    omega_next = lam * omega + (1.0 - lam) * w
-    eta = (1.0 - lam) * omega_next
-    rho_next = max(0.0, rho * (1.0 - eta))
-    return rho_next, omega_next
+    return alg2_step(1.0 / (1.0 + ensemble_variance(values)), rho, omega, lam)
 
 
 class FixedRho:
@@ -153,45 +190,83 @@ class FixedRho:
 class AdaptiveRho:
     """ρ annealed by Alg. 2 from ρ0 with EMA factor λ and initial confidence Ω0.
 
+    The confidence ω each update feeds to Alg. 2's (unchanged) EMA and decay, by ``mode``:
+
+    * ``"adaptive"``: ω = 1 / (1 + σ̄²), σ̄² the heads' disagreement as they give it (the
+      critic's units): Alg. 2 as written;
+    * ``"relative"``: ω = 1 / (1 + σ̄² / σ̄²_ref), σ̄²_ref the median σ̄² of the first
+      ``reference_updates`` updates (of those so far, until there are that many): ω is 1/2 at
+      the run's early disagreement and rises towards 1 as the heads come to agree more than
+      they did early, whatever the critic's units (docs/rho.md gives the measurements);
+    * ``"decay"``: ω ≡ 1, the data-independent twin (the same ρ0, λ, Ω0).
+
     ``update(values [B, D])`` needs D >= 2 heads and finite values (else `ValueError`, and
-    the state is left as it was).
+    the state is left as it was). ``confidence`` is the last ω, ``sigma2`` the last σ̄².
     """
 
     kind = "adaptive"
 
-    def __init__(self, rho0: float, lam: float, omega0: float = 0.0) -> None:
+    def __init__(self, rho0: float, lam: float, omega0: float = 0.0, mode: str = "adaptive",
+                 reference_updates: int = 5) -> None:  # fmt: skip
         _check_rho("rho0", rho0)
         _check_lam("lam", lam)
         _check_omega("omega0", omega0)
-        self.lam = float(lam)
+        if mode not in MODES[1:]:
+            raise ValueError(f"mode must be one of {MODES[1:]}, got {mode!r}")
+        self.lam, self.mode, self.reference_updates = float(lam), mode, int(reference_updates)
         self.rho = float(rho0)
         self.omega = float(omega0)
         self.num_updates = 0
+        self.confidence = float("nan")
+        self.sigma2 = float("nan")
+        self.reference: list[float] = []  # 'relative': σ̄² of the first updates
+
+    def confidence_of(self, sigma2: float) -> float:
+        """ω for a disagreement σ̄² (by ``mode``; 'relative' takes the reference as it stands,
+        after ``sigma2`` joined it while the reference window is open)."""
+        if self.mode == "decay":
+            return 1.0
+        if self.mode == "adaptive":
+            return 1.0 / (1.0 + sigma2)
+        ref = float(statistics.median(self.reference)) if self.reference else sigma2
+        return 1.0 / (1.0 + sigma2 / ref) if ref > 0 else 1.0
 
     def update(self, values: Tensor) -> float:
         """One step of Alg. 2; returns the new ρ."""
         _check_values(values, min_heads=2)
-        self.rho, self.omega = adaptive_rho_step(values, self.rho, self.omega, self.lam)
+        self.sigma2 = ensemble_variance(values)
+        if self.mode == "relative" and len(self.reference) < self.reference_updates:
+            self.reference.append(self.sigma2)
+        self.confidence = self.confidence_of(self.sigma2)
+        self.rho, self.omega = alg2_step(self.confidence, self.rho, self.omega, self.lam)
         self.num_updates += 1
         return self.rho
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
+            "mode": self.mode,
             "rho": self.rho,
             "omega": self.omega,
             "lam": self.lam,
             "num_updates": self.num_updates,
+            "reference": list(self.reference),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ρ_t, Ω_t and the update count (λ stays the one this object was built with)."""
+        """Restore ρ_t, Ω_t, the update count and the reference (λ and the mode stay the ones
+        this object was built with; a state of another mode is refused)."""
         _check_kind(state, self.kind)
+        if state.get("mode", "adaptive") != self.mode:
+            raise ValueError(
+                f"cannot load a {state.get('mode', 'adaptive')!r} ρ state into a {self.mode!r} one"
+            )
         _check_rho("rho", state["rho"])
         _check_omega("omega", state["omega"])
         self.rho = float(state["rho"])
         self.omega = float(state["omega"])
         self.num_updates = int(state["num_updates"])
+        self.reference = [float(v) for v in state.get("reference", [])]
 
 
 def _check_kind(state: dict[str, Any], kind: str) -> None:
@@ -203,4 +278,5 @@ def make_influence_ratio(config: InfluenceRatioConfig) -> FixedRho | AdaptiveRho
     """The schedule a config asks for."""
     if config.mode == "fixed":
         return FixedRho(config.rho0)
-    return AdaptiveRho(config.rho0, config.lam, config.omega0)
+    return AdaptiveRho(config.rho0, config.lam, config.omega0, config.mode,
+                       config.reference_updates)  # fmt: skip

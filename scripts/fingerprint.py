@@ -4,7 +4,8 @@
 ``python scripts/fingerprint.py --compare before.json`` (at another, on the same machine):
 
 * **collect**: one rollout worker per env (16 envs, M = 4, the env's Table-5 planner,
-  seed 0) collects 300 steps; the SHA-256 of every array of its real and virtual fragment;
+  seed 0, the bound's diagnostics on where the code has them) collects 300 steps; the
+  SHA-256 of each array of its real and virtual fragment;
 * **runs**: ``launch.py --serial`` for 20 iterations (40,960 env steps, seed 0, no
   evaluation); the SHA-256 of ``metrics.jsonl`` without its clock keys (``sps``, ``time``,
   ``time/*``), and the rows themselves.
@@ -13,8 +14,8 @@ Seeded runs are deterministic on one machine but not across CPUs (a reduction's 
 differs between AVX-512 and AVX2), so compare fingerprints made on the same machine. It uses
 only what every version of the project since the house re-cut has had (the registry's
 planner preset, `rlmpc.system.worker`, ``launch.py``'s options), so the same file runs on
-the commits before and after a change. ``--keys-only K1 K2`` compares the runs on those
-metric keys alone (a change that adds keys: ``--ignore-new``).
+the commits before and after a change. A change that adds metric keys or fragment arrays:
+``--ignore-new`` compares on the earlier fingerprint's keys and arrays alone.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ ENVS = ("acrobot", "lunarlander")
 CLOCK = ("sps", "time")
 
 
-def collect_hash(env: str, steps: int = 300) -> str:
+def collect_hashes(env: str, steps: int = 300) -> dict[str, str]:
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -44,17 +45,18 @@ def collect_hash(env: str, steps: int = 300) -> str:
     from rlmpc.system.worker import RolloutWorker, WorkerSpec
 
     torch.set_num_threads(1)
+    extra = {"diagnostics": True} if "diagnostics" in WorkerSpec.__dataclass_fields__ else {}
     spec = WorkerSpec(env=env, n_envs=16, num_candidates=4, planner=envs.spec(env).planner(),
-                      networks=NetworkConfig(), seed=0)  # fmt: skip
+                      networks=NetworkConfig(), seed=0, **extra)  # fmt: skip
     torch.manual_seed(0)
     worker = RolloutWorker(0, spec)
     real, virtual, _ = worker.collect(FragmentId(0, 0, 0), steps, None, 0)
-    h = hashlib.sha256()
-    for part in (real, virtual):
-        for a in part:
+    out = {}
+    for kind, part in (("real", real), ("virtual", virtual)):
+        for name, a in part._asdict().items():
             if a is not None:
-                h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+                out[f"{kind}.{name}"] = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+    return out
 
 
 def _numbers(row: dict) -> dict:
@@ -83,10 +85,10 @@ def digest(rows: list[dict], keys: list[str] | None = None) -> str:
 def fingerprint() -> dict:
     out: dict = {"collect": {}, "runs": {}, "rows": {}}
     for env in ENVS:
-        out["collect"][env] = collect_hash(env)
+        out["collect"][env] = collect_hashes(env)
         rows = run_rows(env)
         out["rows"][env], out["runs"][env] = rows, digest(rows)
-        print(f"{env}: collect {out['collect'][env][:16]}, run {out['runs'][env][:16]}",
+        print(f"{env}: collect of {len(out['collect'][env])} arrays, run {out['runs'][env][:16]}",
               flush=True)  # fmt: skip
     return out
 
@@ -96,7 +98,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, help="write the fingerprint here")
     p.add_argument("--compare", type=Path, help="a fingerprint made earlier on this machine")
     p.add_argument("--ignore-new", action="store_true",
-                   help="compare the runs on the earlier fingerprint's metric keys only")  # fmt: skip
+                   help="compare on the earlier fingerprint's metric keys and arrays only")
     a = p.parse_args()
     now = fingerprint()
     if a.out:
@@ -109,10 +111,14 @@ def main() -> int:
         keys = sorted(before["rows"][env][0]) if a.ignore_new else None
         runs_now = digest(now["rows"][env], keys)
         runs_before = digest(before["rows"][env], keys)
-        for what, x, y in (("collect", now["collect"][env], before["collect"][env]),
-                           ("run", runs_now, runs_before)):  # fmt: skip
-            print(f"fingerprint_{env}_{what}_identical: {x == y}")
-            same &= x == y
+        old, new = before["collect"][env], now["collect"][env]
+        if isinstance(old, str):
+            raise SystemExit(f"{a.compare} holds one hash per collect: make it again with this script")
+        arrays = sorted(old) if a.ignore_new else sorted(set(old) | set(new))
+        collect_same = all(old.get(k) == new.get(k) for k in arrays)
+        for what, same_ in (("collect", collect_same), ("run", runs_now == runs_before)):
+            print(f"fingerprint_{env}_{what}_identical: {same_}")
+            same &= same_
     return 0 if same else 1
 
 

@@ -341,7 +341,7 @@ def test_per_minibatch_rho_updates_anneal_faster():
     m_m = per_mb.update(real_batch(), virtual_batch())
     assert per_iter.rho_schedule.num_updates == 1
     assert per_mb.rho_schedule.num_updates == m_m["minibatch_updates"] == 4
-    assert m_m["rho"] < m_i["rho"] < 0.5 and 0 < m_i["omega"] < 1
+    assert m_m["rho"] < m_i["rho"] < 0.5 and 0 < m_i["rho/Omega"] < 1
 
 
 def test_metrics_are_plain_floats():

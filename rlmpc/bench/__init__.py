@@ -28,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     from rlmpc.bench.planner import add_planner_parser
     from rlmpc.bench.system import add_system_parser
 
-    parser = argparse.ArgumentParser(prog="python -m rlmpc.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m rlmpc.bench", description=__doc__.split("\n\n")[0]
+    )
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     add_planner_parser(subparsers)
     add_system_parser(subparsers)

@@ -54,7 +54,9 @@ def answers(host: str, port: int, timeout: float = 2.0) -> bool:
                     return False
                 unpacker.feed(data)
                 for reply in unpacker:
-                    return isinstance(reply, (list, tuple)) and len(reply) == 4 and reply[:2] == [1, 1]
+                    return (
+                        isinstance(reply, (list, tuple)) and len(reply) == 4 and reply[:2] == [1, 1]
+                    )
     except (OSError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
         return False
     return False

@@ -68,7 +68,9 @@ class WatchConfig:
         for name in ("failures", "max_restarts"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
-                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be an int >= 1, got {v!r}")
+                raise ValueError(
+                    f"{name} (--{name.replace('_', '-')}) must be an int >= 1, got {v!r}"
+                )
 
 
 def restart_server(state_dir: Path, index: int, expected_pid: int) -> ServerRecord | None:
@@ -121,11 +123,15 @@ class Watchdog:
             now = time.monotonic()
             track = self.tracks.get(rec.index)
             if track is None or track.pid != rec.pid:  # new to us (started, or restarted by hand)
-                track = self.tracks[rec.index] = _Track(rec.pid, now, streak=track.streak if track else 0)
+                track = self.tracks[rec.index] = _Track(
+                    rec.pid, now, streak=track.streak if track else 0
+                )
             alive = proc_start_time(rec.pid) == rec.start_time
             if alive and procs.answers(rec.host, rec.rpc_port, self.cfg.check_timeout_s):
                 if track.failed or track.streak or track.gave_up:
-                    self._say(f"server {rec.index} (pid {rec.pid}, rpc port {rec.rpc_port}) answers")
+                    self._say(
+                        f"server {rec.index} (pid {rec.pid}, rpc port {rec.rpc_port}) answers"
+                    )
                 track.failed, track.streak, track.gave_up = 0, 0, False
                 continue
             if track.gave_up:

@@ -28,15 +28,23 @@ from rlmpc.reproduce.paper import PAPER
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 
+#: what a cell's curve keeps of each ``metrics.jsonl`` row (Alg. 2's and the bound's
+#: estimates where the run logged them: ``rho/*``, ``bound/*``)
+CURVE_KEYS = ("env_steps", "episode_return", "success_rate", "rho", "ensemble_var")
+CURVE_PREFIXES = ("rho/", "bound/")
+
+
 def learning_curve(run_dir: Path) -> list[dict[str, float]]:
-    """Per learner iteration: env steps, the recent episodes' return and success, ρ."""
+    """Per learner iteration: env steps, the recent episodes' return and success, ρ, σ̄², and
+    the ``rho/*`` and ``bound/*`` figures a run logged."""
     rows = []
     with open(run_dir / "metrics.jsonl") as f:
         for line in f:
             d = json.loads(line)
             if "env_steps" in d and "rho" in d:
-                rows.append({k: d.get(k) for k in ("env_steps", "episode_return", "success_rate",
-                                                   "rho", "ensemble_var")})  # fmt: skip
+                row = {k: d.get(k) for k in CURVE_KEYS}
+                row.update((k, v) for k, v in d.items() if k.startswith(CURVE_PREFIXES))
+                rows.append(row)
     return rows
 
 

@@ -139,6 +139,10 @@ class RunConfig:
     in episodes_faulted and faults/*), never the learner's state or the run"""
     env_step_timeout: float = 60.0
     """seconds an env step of a training actor may take; a slower one costs its episode, > 0"""
+    diagnostics: bool = True
+    """estimate the terms of the paper's bound (eqs. 11, 12, 35) during training and log them
+    as bound/* (docs/rho.md): the actors ship the model's one-step prediction at the executed
+    control; the run's data and updates are the same either way"""
 
     def __post_init__(self) -> None:
         def check(name: str, lo: float, hi: float | None = None) -> None:
@@ -289,6 +293,11 @@ class TrainConfig:
                 f"M={self.run.num_candidates}); set rho0 = 0 for M = 1",
             )
         check_sections(self.ppo, self.networks, self.influence_ratio, self.kl)
+        if self.influence_ratio.rho0_rule != "off" and not self.run.diagnostics:
+            raise ConfigError(
+                ("influence_ratio.rho0_rule", "run.diagnostics"),
+                "the ρ0 rule reads the bound's estimates: it needs diagnostics on",
+            )
         if self.kl.enabled:
             if self.run.num_candidates < 2:
                 raise ConfigError(
@@ -331,9 +340,9 @@ class TrainConfig:
     @property
     def method(self) -> str:
         """The run's method label: `WandbConfig.wandb_method`, or ppo-mppi-rho<rho0> (fixed ρ)
-        / ppo-mppi-adaptive<rho0> (Alg. 2), as `results/` names them."""
+        / ppo-mppi-<mode><rho0> (Alg. 2: adaptive, relative, decay), as `results/` names them."""
         ir = self.influence_ratio
-        kind = "rho" if ir.mode == "fixed" else "adaptive"
+        kind = "rho" if ir.mode == "fixed" else ir.mode
         return self.wandb.wandb_method or f"ppo-mppi-{kind}{ir.rho0:g}"
 
     def wandb_config(self) -> dict[str, Any]:
@@ -366,6 +375,7 @@ class TrainConfig:
             device=run.actor_device, threads=run.threads, virtual_terminal=run.virtual_terminal,
             inject_faults=tuple(run.fault_rates.items()), env_step_timeout=run.env_step_timeout,
             candidate_gamma=self.ppo.gamma if self.kl.enabled else None,
+            diagnostics=run.diagnostics,
         )  # fmt: skip
 
     def eval_spec(self, episodes: int) -> WorkerSpec:
@@ -374,7 +384,12 @@ class TrainConfig:
         needs = bool(envs.spec(self.run.env).resources_per_env)
         n = 1 if needs else min(10, max(episodes, 1))
         return dataclasses.replace(
-            self.worker_spec(), n_envs=n, device="cpu", inject_faults=(), candidate_gamma=None
+            self.worker_spec(),
+            n_envs=n,
+            device="cpu",
+            inject_faults=(),
+            candidate_gamma=None,
+            diagnostics=False,
         )
 
     def learner_spec(self, sizes: tuple[int, int] | None = None) -> LearnerSpec:
@@ -386,5 +401,6 @@ class TrainConfig:
         return LearnerSpec(
             *sizes, self.ppo, self.networks, self.influence_ratio,
             device=resolve_device(self.run.learner_device), seed=self.run.seed,
-            threads=self.run.threads, kl=self.kl,
+            threads=self.run.threads, kl=self.kl, diagnostics=self.run.diagnostics,
+            horizon=self.planner.planning_horizon,
         )  # fmt: skip

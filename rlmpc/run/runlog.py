@@ -50,7 +50,7 @@ class WandbConfig:
     """W&B tags"""
     wandb_method: str | None = None
     """the run's method label, W&B's top-level config key method (beside env and seed), e.g.
-    set by a sweep; default: ppo-mppi-rho<rho0> (fixed ρ) or ppo-mppi-adaptive<rho0>"""
+    set by a sweep; default: ppo-mppi-rho<rho0> (fixed ρ) or ppo-mppi-<mode><rho0>"""
 
     def __post_init__(self) -> None:
         modes = ("auto", "online", "offline", "disabled")

@@ -71,12 +71,14 @@ class Learner:
         seed: int = 0,
         threads: int = 1,
         kl: KLPriorConfig | None = None,
+        diagnostics: bool = False,
+        horizon: int | None = None,
     ) -> None:
         torch.set_num_threads(threads)
         keep_freed_memory()  # minibatch tensors come and go thousands of times an iteration
         self.ppo = PPOLearner(
             nobs, na, ppo, networks, influence_ratio, device=resolve_device(device), seed=seed,
-            kl=kl,
+            kl=kl, diagnostics=diagnostics, horizon=horizon,
         )  # fmt: skip
         self.version = 0
 

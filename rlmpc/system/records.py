@@ -73,6 +73,13 @@ class RealArrays(NamedTuple):
     """``[T, B, M, na]`` every candidate drawn at s_t (PO-MPC's planner prior; None: not scored)"""
     candidate_returns: np.ndarray | None = None
     """``[T, B, M]`` their planned returns G^(m) (`learners.pompc.candidate_returns`)"""
+    model_obs: np.ndarray | None = None
+    """``[T, B, nobs]`` the bound's diagnostics (`rlmpc.system.worker.StepDiagnostics`; None:
+    not shipped): the model's next observation at the executed control"""
+    model_rewards: np.ndarray | None = None
+    """``[T, B]`` the model's reward for it"""
+    plan_kl: np.ndarray | None = None
+    """``[T, B]`` eq. (35)'s sampling term of the executed plan"""
 
     @staticmethod
     def stack(steps: list[RealStep]) -> RealArrays:

@@ -55,6 +55,10 @@ class LearnerSpec:
     seed: int = 0
     threads: int = 1
     kl: KLPriorConfig = KLPriorConfig()
+    diagnostics: bool = False
+    """log the bound's estimates (`learners.bound`)"""
+    horizon: int | None = None
+    """the planner's H, for eq. (12)'s coefficients"""
 
 
 class Shards(Protocol):
@@ -138,6 +142,7 @@ class LearnerShell:
         self.learner = Learner(
             spec.nobs, spec.na, spec.ppo, spec.networks, spec.influence_ratio,
             device=spec.device, seed=spec.seed, threads=spec.threads, kl=spec.kl,
+            diagnostics=spec.diagnostics, horizon=spec.horizon,
         )  # fmt: skip
         self.shards = shards
 

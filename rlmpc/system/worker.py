@@ -40,7 +40,7 @@ import ctypes
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -93,6 +93,9 @@ class WorkerSpec:
     candidate_gamma: float | None = None
     """PO-MPC's planner prior (`learners.pompc`): the discount γ of each candidate's planned
     return G^(m), shipped with the real fragment; None: the candidates are not scored"""
+    diagnostics: bool = False
+    """ship the bound's per-step inputs with each real fragment (`StepDiagnostics`): the
+    model's one-step prediction at the executed control and eq. (35)'s sampling term"""
 
 
 def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
@@ -112,6 +115,19 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 
     return bool(mallopt(m_mmap_threshold, mmap_threshold)) and bool(
         mallopt(m_trim_threshold, trim_threshold)
     )
+
+
+class StepDiagnostics(NamedTuple):
+    """What the bound's estimates (`learners.bound`) need of one real step, ``[B, ...]``; NaN
+    where the step was faulted (its episode dropped)."""
+
+    model_obs: np.ndarray
+    """``[B, nobs]`` ψ(P̂(x_t, u_t)): the planner model's next observation at the executed control"""
+    model_rewards: np.ndarray
+    """``[B]`` r̂(x_t, u_t), plus the terminal reward where the model ends the episode and the
+    run keeps terminal rewards (the reward the virtual data use)"""
+    plan_kl: np.ndarray
+    """``[B]`` eq. (35)'s ½ Σ_τ Δu_τᵀ Σ⁻¹ Δu_τ: the executed plan against its nominal (warm start)"""
 
 
 class _Acting:
@@ -163,6 +179,8 @@ class RolloutWorker:
         if spec.planner.w_value > 0:
             value_fn = self._terminal_value
         self.planner = build_planner(self.model, spec.planner, value_fn=value_fn)
+        #: Σ⁻¹ of the planner's noise, for eq. (35)'s term (`StepDiagnostics.plan_kl`)
+        self._sigma_inv = torch.linalg.inv(self.planner.sigma).to(self.device)
         self.policy = build_networks(self.model.nobs, self.model.na, spec.networks)[0].to(
             self.device
         )
@@ -226,9 +244,10 @@ class RolloutWorker:
 
     def _act(
         self, st: _Acting, mode: Training | Evaluation
-    ) -> tuple[RealStep | None, Kept | None, Scored | None]:
+    ) -> tuple[RealStep | None, Kept | None, Scored | None, StepDiagnostics | None]:
         """One step of the live envs (module doc, 1-3); the real step, the M-1 candidates
-        kept for step 4 and the M candidates to score for step 5, when training (None: none).
+        kept for step 4, the M candidates to score for step 5 and the bound's diagnostics
+        (`WorkerSpec.diagnostics`), when training (None: none).
 
         While training, an env step that fails (`rlmpc.system.episodes.guarded_step`), or an
         episode the env lost its simulator in (any mode), costs its episode: the transition is
@@ -257,8 +276,12 @@ class RolloutWorker:
             chosen = np.zeros(n, np.int64)
             for j, r in enumerate(rows):
                 mode.before_step(j, r, x[j], plan.paths[j])
-        controls = plan.first[ar, chosen].cpu().numpy()
+        executed = plan.first[ar, chosen]
+        controls = executed.cpu().numpy()
+        diagnose = logp is not None and self.spec.diagnostics
+        nominal = st.warm[rows] if diagnose else None  # a copy: ū before the shift
         st.warm[rows] = shift_warm_start(plan.controls[ar, chosen])
+        faulted = np.zeros(n, bool)
         next_obs = np.empty_like(s_t)
         rewards = np.zeros(n, np.float32)
         terminated = np.zeros(n, bool)
@@ -274,7 +297,7 @@ class RolloutWorker:
             if fault is None and self.episode_lost(stepped[4]):
                 fault = "lost"
             if fault is not None:  # the episode is dropped, s_t stands in
-                next_obs[j], truncated[j] = s_t[j], True
+                next_obs[j], truncated[j], faulted[j] = s_t[j], True, True
                 st.episodes.drop(r, fault)
                 self._begin(st, mode, r, again=fault == "lost")
                 continue
@@ -288,7 +311,10 @@ class RolloutWorker:
             else:
                 st.obs[r] = o
         if logp is None:
-            return None, None, None
+            return None, None, None, None
+        diag = None
+        if diagnose:
+            diag = self._diagnose(x, executed, plan.controls[ar, chosen], nominal, faulted)
         scored = None
         if self.spec.candidate_gamma is not None:
             scored = Scored(x, actions, plan.controls)
@@ -297,14 +323,34 @@ class RolloutWorker:
             terminated, truncated, next_obs,
         )  # fmt: skip
         if M == 1 or not self.build_virtual:
-            return real, None, scored
+            return real, None, scored, diag
         # the M-1 candidates that were not executed, per env, in candidate order
         keep = np.ones((n, M), bool)
         keep[ar, chosen] = False
         idx = torch.as_tensor(np.nonzero(keep)[1].reshape(n, M - 1), device=self.device)
         take = lambda t: torch.take_along_dim(t, idx.view(n, M - 1, *([1] * (t.ndim - 2))), dim=1)
         kept = Kept(s_t, x, take(actions), take(logp), take(plan.controls))
-        return real, kept, scored
+        return real, kept, scored, diag
+
+    def _diagnose(self, x: torch.Tensor, u: torch.Tensor, plan: torch.Tensor,
+                  nominal: torch.Tensor, faulted: np.ndarray) -> StepDiagnostics:  # fmt: skip
+        """The bound's inputs for one step (`StepDiagnostics`): ``x [n, nx]``, the executed
+        controls ``u [n, nu]``, their plans ``[n, H, nu]`` and the nominal ``[n, H, nu]``.
+        Deterministic (no random draw), so the run's data are the same with or without."""
+        model = self.model
+        x1 = model.dynamics(x, u)
+        rewards = model.reward(x, u)
+        if self.spec.virtual_terminal == "reward":
+            rewards = rewards + model.terminated(x1).to(rewards.dtype) * model.terminal_reward(x1)
+        du = (plan - nominal).to(self._sigma_inv.dtype)
+        kl = 0.5 * torch.einsum("nhi,ij,nhj->n", du, self._sigma_inv, du)
+        out = StepDiagnostics(
+            model.observe(x1).cpu().numpy().astype(np.float32),
+            rewards.cpu().numpy().astype(np.float32), kl.cpu().numpy().astype(np.float32),
+        )  # fmt: skip
+        for a in out:
+            a[faulted] = np.nan
+        return out
 
     def collect(
         self, fid: FragmentId, steps: int, weights: Weights | None, version: int,
@@ -314,15 +360,17 @@ class RolloutWorker:
         start = time.perf_counter()
         if weights is not None:
             self.set_weights(weights, version)
-        reals, kept, scored, training = [], [], [], Training()
+        reals, kept, scored, diags, training = [], [], [], [], Training()
         with torch.inference_mode():
             for _ in range(steps):
-                real, k, sc = self._act(self.acting, training)
+                real, k, sc, diag = self._act(self.acting, training)
                 reals.append(real)
                 if k is not None:
                     kept.append(k)
                 if sc is not None:
                     scored.append(sc)
+                if diag is not None:
+                    diags.append(diag)
         terminal = self.spec.virtual_terminal == "reward"
         virtual = None
         if kept:
@@ -333,6 +381,9 @@ class RolloutWorker:
                 self.planner, self.model, self.values, scored, self.spec.candidate_gamma, terminal
             )
             real_arrays = real_arrays._replace(candidates=cands, candidate_returns=returns)
+        if diags:
+            stacked = StepDiagnostics(*(np.stack(column) for column in zip(*diags, strict=True)))
+            real_arrays = real_arrays._replace(**stacked._asdict())
         n_virtual = 0 if virtual is None else len(virtual.obs)
         meta = FragmentMeta(fid, self.version, steps * self.spec.n_envs, n_virtual)
         result = CollectResult(
