@@ -1,4 +1,4 @@
-"""``python -m rlmpc.bench {planner,system}``: throughput benchmarks (`rlmpc.tools.bench`)."""
+"""``python -m rlmpc.bench {planner,system,sb3}``: throughput benchmarks (`rlmpc.tools.bench`)."""
 
 from rlmpc.tools.bench import main
 

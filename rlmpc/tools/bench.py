@@ -1,4 +1,4 @@
-"""Throughput benchmarks: ``python -m rlmpc.bench {planner,system} [options]``.
+"""Throughput benchmarks: ``python -m rlmpc.bench {planner,system,sb3} [options]``.
 
 One subcommand per benchmark, each a ``run_<name>(args) -> dict[str, float]`` registered by an
 ``add_<name>_parser(subparsers)``; `main` prints whatever it prints and ends with one
@@ -6,6 +6,9 @@ One subcommand per benchmark, each a ``run_<name>(args) -> dict[str, float]`` re
 
 ``system``: end-to-end training throughput against the paper-faithful loop (see
 `rlmpc.tools.bench_system`).
+
+``sb3``: ms per env step of a Stable-Baselines3 baseline, updates included (see
+`rlmpc.tools.bench_sb3`).
 
 ``planner``: env steps per second of one planner call for B states (one call = B env steps),
 M candidates, K samples, H steps, on an env's planner model with its Table-5 cost, for the
@@ -172,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     from rlmpc.tools.bench_system import add_system_parser
 
     add_system_parser(subparsers)
+    from rlmpc.tools.bench_sb3 import add_sb3_parser
+
+    add_sb3_parser(subparsers)
     args = parser.parse_args(argv)
     figures = args.run(args)
     for key, value in figures.items():
