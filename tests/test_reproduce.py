@@ -24,7 +24,7 @@ PY = [sys.executable, "-m", "rlmpc.reproduce"]
 
 def test_catalog_has_the_papers_methods():
     t1 = {m.name for m in EXPERIMENTS["table1"].methods}
-    assert t1 == {"ppo", "sac", "ppo-mppi-rho0", "ppo-mppi-rho0.3", "mppi"}
+    assert t1 == {"ppo", "sac", "sb3-ppo", "sb3-sac", "ppo-mppi-rho0", "ppo-mppi-rho0.3", "mppi"}
     t2 = EXPERIMENTS["table2"]
     ad3 = t2.method("ppo-mppi-adaptive0.3")
     assert ad3.argv("acrobot")[-2:] == ["--influence-ratio-lam", "0.99"]
@@ -44,7 +44,7 @@ def test_plan_shares_cells_and_reserves_bundles():
     # Table 2's ρ = 0.3 is Table 1's cell: run once
     assert "table2/acrobot/ppo-mppi-rho0.3/seed1" not in keys
     assert "table1/acrobot/ppo-mppi-rho0.3/seed1" in keys
-    assert len(cells) == 2 * (5 + 4)
+    assert len(cells) == 2 * (7 + 4)
     ppo_mppi = next(c for c in cells if c.kind == "ppo-mppi")
     # the trial, its learner, its one rollout actor (launch.py's defaults)
     assert [b["CPU"] for b in ppo_mppi.bundles] == [1.0, 1.0, 1.0]
@@ -59,7 +59,8 @@ def test_plan_shares_cells_and_reserves_bundles():
     # one kind's budget: SAC with less, the others as the preset (or as a plain N) says
     steps = {c.method: c.env_steps for c in plan(["table1"], ["acrobot"], [0], PRESETS["paper"],
              env_steps=parse_env_steps(["rllib-sac=50000"]))}  # fmt: skip
-    assert steps == {"ppo": 1_000_000, "sac": 50_000, "ppo-mppi-rho0": 1_000_000,
+    assert steps == {"ppo": 1_000_000, "sac": 50_000, "sb3-ppo": 1_000_000,
+                     "sb3-sac": 1_000_000, "ppo-mppi-rho0": 1_000_000,
                      "ppo-mppi-rho0.3": 1_000_000, "mppi": 0}  # fmt: skip
     assert parse_env_steps(["4096", "rllib-sac=64"]) == {"*": 4096, "rllib-sac": 64}
 
@@ -194,13 +195,13 @@ def test_smoke_preset_killed_and_rerun(tmp_path):
         except ProcessLookupError:
             pass
     finished = {p: (p.read_text(), p.stat().st_mtime_ns) for p in results.glob("*/*/*/seed*.json")}
-    assert 2 <= len(finished) < 9
+    assert 2 <= len(finished) < 11
     r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for p, before in finished.items():  # not run again, not rewritten
         assert f"skip {p.relative_to(results).with_suffix('')}: finished" in r.stdout
         assert (p.read_text(), p.stat().st_mtime_ns) == before
-    assert f"{9 - len(finished)} cells run, {len(finished)} already finished, 0 failed" in r.stdout
+    assert f"{11 - len(finished)} cells run, {len(finished)} already finished, 0 failed" in r.stdout
     # Tune ran each cell as a trial: each JSON names its trial, and the trials of the second
     # sweep reported their JSON (the first sweep's last reports may have died with it)
     reported = set()

@@ -4,6 +4,7 @@
 |---|---|---|
 | ``python -m rlmpc.bench planner`` | `rlmpc.bench.planner` | one planner call: batched vs pytorch-mppi backend, B ∈ {1, 8, 64} |
 | ``python -m rlmpc.bench system`` | `rlmpc.bench.system` | end-to-end training throughput against the paper-faithful loop, peak memory |
+| ``python -m rlmpc.bench sb3`` | `rlmpc.bench.sb3` | ms per env step of a Stable-Baselines3 baseline, updates included |
 | ``python -m rlmpc.bench.worker`` | `rlmpc.bench.worker` | one rollout actor's env steps/s |
 | ``python -m rlmpc.bench.update`` | `rlmpc.bench.update` | one learner update: fused vs autograd engine, and the arithmetic floor |
 | ``python -m rlmpc.bench.models`` | `rlmpc.bench.models` | the planner models' batched steps |
@@ -22,10 +23,11 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """``python -m rlmpc.bench {planner,system} [options]``: one subcommand per benchmark, each
+    """``python -m rlmpc.bench {planner,system,sb3} [options]``: one subcommand per benchmark, each
     a ``run_<name>(args) -> dict[str, float]`` registered by an ``add_<name>_parser``; prints
     whatever it prints, then one ``key: value`` line per figure."""
     from rlmpc.bench.planner import add_planner_parser
+    from rlmpc.bench.sb3 import add_sb3_parser
     from rlmpc.bench.system import add_system_parser
 
     parser = argparse.ArgumentParser(
@@ -34,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     add_planner_parser(subparsers)
     add_system_parser(subparsers)
+    add_sb3_parser(subparsers)
     args = parser.parse_args(argv)
     figures = args.run(args)
     for key, value in figures.items():

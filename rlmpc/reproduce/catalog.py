@@ -1,7 +1,8 @@
 """The paper's experiments by name: which methods, on which envs, with which options.
 
 A *method* is a way of training (or not) one env: PPO-MPPI with some options of
-``launch.py``, an RLlib baseline (`rlmpc.baselines.rllib`), or MPPI alone
+``launch.py``, a baseline trained with RLlib (`rlmpc.baselines.rllib`) or with
+Stable-Baselines3 (`rlmpc.baselines.sb3`, the paper's library), or MPPI alone
 (`rlmpc.baselines.mppi`). An *experiment* is a table or figure of the paper: a list of
 methods, run on each chosen env and seed. A *cell* is one (experiment, env, method, seed); it
 is a Ray Tune trial (`rlmpc.reproduce.sweep`) and ends as
@@ -9,17 +10,19 @@ is a Ray Tune trial (`rlmpc.reproduce.sweep`) and ends as
 
 | experiment | paper | methods |
 |---|---|---|
-| ``table1`` | Table 1 | PPO, SAC (RLlib), PPO-MPPI ρ = 0 and ρ = 0.3, MPPI alone (App. E) |
+| ``table1`` | Table 1 | PPO, SAC (RLlib and SB3), PPO-MPPI ρ = 0 and ρ = 0.3, MPPI alone (App. E) |
 | ``table2`` | Table 2 | PPO-MPPI ρ ∈ {0.3, 0.5, 0.8}, adaptive (0.3, λ 0.99 / 0.98 on Racing), adaptive (0.5, λ 0.98 / 0.95 on Racing) |
 | ``fig4`` | Fig. 4 | quadratic cost (eq. 40), ρ = 0 vs ρ = 0.3 |
 | ``fig5`` | Fig. 5 | value terminal cost (eq. 41, weight 1), ρ = 0 vs ρ = 0.3 |
 | ``fig6-8`` | Figs. 6–8, Table 6 | Table 2's settings with ρ on the loss (eq. 10) and on the samples (eq. 8) |
 | ``fig9`` | Fig. 9 | horizon and samples ×½ and ×2 around Table 5 (ρ = 0.3) |
-| ``table7`` | Table 7 | wall time per 1M env steps of PPO and PPO-MPPI (Table 1's cells) |
+| ``table7`` | Table 7 | wall time per 1M env steps of PPO (RLlib, SB3), SAC (SB3) and PPO-MPPI (Table 1's cells) |
 | ``pompc`` | PO-MPC | KL prior (planner / intermediate) × λ ∈ {0.1, 1, 9} × ρ ∈ {0, 0.3, adaptive} |
 
 Names of PPO-MPPI methods follow the results already recorded (``ppo-mppi-rho0.3``,
-``ppo-mppi-adaptive0.3``), so the paper's figures (`rlmpc.reproduce.paper`) sit beside them.
+``ppo-mppi-adaptive0.3``), so the paper's figures (`rlmpc.reproduce.paper`) sit beside them. The
+RLlib baselines are ``ppo`` and ``sac`` (the committed cells), the SB3 ones ``sb3-ppo`` and
+``sb3-sac``.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from typing import Literal
 
 from envs import planner_config
 
-Kind = Literal["ppo-mppi", "rllib-ppo", "rllib-sac", "mppi"]
-KINDS: tuple[str, ...] = ("ppo-mppi", "rllib-ppo", "rllib-sac", "mppi")
+Kind = Literal["ppo-mppi", "rllib-ppo", "rllib-sac", "sb3-ppo", "sb3-sac", "mppi"]
+KINDS: tuple[str, ...] = ("ppo-mppi", "rllib-ppo", "rllib-sac", "sb3-ppo", "sb3-sac", "mppi")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,12 @@ def _scaled(option: str, attr: str, factor: float) -> Callable[[str], tuple[str,
 
 PPO = Method("ppo", "rllib-ppo", summary="PPO (RLlib, Table 3), low-level actions, no planner")
 SAC = Method("sac", "rllib-sac", summary="SAC (RLlib, Table 4), low-level actions, no planner")
+SB3_PPO = Method(
+    "sb3-ppo", "sb3-ppo", summary="PPO (Stable-Baselines3, Table 3), low-level actions, no planner"
+)
+SB3_SAC = Method(
+    "sb3-sac", "sb3-sac", summary="SAC (Stable-Baselines3, Table 4), low-level actions, no planner"
+)
 MPPI = Method("mppi", "mppi", summary="MPPI alone, cost = −(model reward), no learning (App. E)")
 
 
@@ -156,7 +165,7 @@ def _pompc() -> tuple[Method, ...]:
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
-        Experiment("table1", "Table 1", (PPO, SAC, rho(0.0), rho(0.3), MPPI)),
+        Experiment("table1", "Table 1", (PPO, SAC, SB3_PPO, SB3_SAC, rho(0.0), rho(0.3), MPPI)),
         Experiment("table2", "Table 2", _table2(), shared={"ppo-mppi-rho0.3": "table1"}),
         Experiment("fig4", "Fig. 4", _cost("quad", ("--rl-term", "quad"), "quadratic cost (eq. 40)")),
         Experiment("fig5", "Fig. 5", _cost("value", ("--w-value", "1"), "value terminal cost (eq. 41)")),
@@ -173,7 +182,8 @@ EXPERIMENTS: dict[str, Experiment] = {
             Method("ppo-mppi-K2x", args=("--influence-ratio-rho0", "0.3"),
                    scaled=_scaled("--num-samples", "num_samples", 2.0), summary="samples ×2"),
         )),
-        Experiment("table7", "Table 7", (PPO, rho(0.3)), cells_of="table1"),
+        # the paper's Table 7 times SB3's PPO; SB3's SAC beside it (RLlib's takes days)
+        Experiment("table7", "Table 7", (PPO, SB3_PPO, SB3_SAC, rho(0.3)), cells_of="table1"),
         Experiment("pompc", "PO-MPC (arXiv 2510.04280) on this system", _pompc(),
                    shared={"ppo-mppi-rho0": "table1", "ppo-mppi-rho0.3": "table1",
                            "ppo-mppi-adaptive0.3": "table2"}),
@@ -194,17 +204,33 @@ class Preset:
     experiments: tuple[str, ...] = ()
     ppo_mppi_args: tuple[str, ...] = ()
     rllib_overrides: dict[str, dict[str, object]] = field(default_factory=dict)
+    """RLlib baseline kind -> config overrides (`rlmpc.baselines.rllib.build_config`)"""
+    sb3_overrides: dict[str, dict[str, object]] = field(default_factory=dict)
+    """SB3 baseline kind -> hyperparameter overrides (`rlmpc.baselines.sb3.params`)"""
+    sb3_checkpoint_steps: int | None = None
+    """env steps between an SB3 cell's checkpoints (None: `rlmpc.baselines.sb3.CHECKPOINT_STEPS`)"""
     mppi_options: dict[str, object] = field(default_factory=dict)
     """planner options of the MPPI-alone cells (Table 5's unless given)"""
     serial: bool = False
     """PPO-MPPI cells run their components inside the trial's process (no Ray actors)"""
+
+    def overrides(self, kind: str) -> dict[str, object]:
+        """The baseline overrides of method ``kind`` (RLlib's or SB3's; none for the others)."""
+        return dict({**self.rllib_overrides, **self.sb3_overrides}.get(kind, {}))
 
 
 PRESETS: dict[str, Preset] = {
     # the paper's budget: 1M env steps per run, 50 evaluation episodes (Tables 1-2)
     "paper": Preset(
         "paper",
-        {"ppo-mppi": 1_000_000, "rllib-ppo": 1_000_000, "rllib-sac": 1_000_000, "mppi": 0},
+        {
+            "ppo-mppi": 1_000_000,
+            "rllib-ppo": 1_000_000,
+            "rllib-sac": 1_000_000,
+            "sb3-ppo": 1_000_000,
+            "sb3-sac": 1_000_000,
+            "mppi": 0,
+        },
         50,
         (1,),
     ),  # fmt: skip
@@ -212,7 +238,14 @@ PRESETS: dict[str, Preset] = {
     # budgets (and a planner: K = 16, H = 5) that only show that each part runs
     "smoke": Preset(
         "smoke",
-        {"ppo-mppi": 1024, "rllib-ppo": 1024, "rllib-sac": 64, "mppi": 0},
+        {
+            "ppo-mppi": 1024,
+            "rllib-ppo": 1024,
+            "rllib-sac": 64,
+            "sb3-ppo": 1024,
+            "sb3-sac": 256,
+            "mppi": 0,
+        },
         1,
         (0,),
         envs=("acrobot",),
@@ -233,6 +266,11 @@ PRESETS: dict[str, Preset] = {
             "rllib-ppo": {"training": {"train_batch_size_per_learner": 512, "num_epochs": 1}},
             "rllib-sac": {"training": {"num_steps_sampled_before_learning_starts": 32}},
         },
+        sb3_overrides={
+            "sb3-ppo": {"n_steps": 512, "n_epochs": 1},
+            "sb3-sac": {"learning_starts": 32, "buffer_size": 10_000, "batch_size": 64},
+        },
+        sb3_checkpoint_steps=64,
         mppi_options={"num_samples": 16, "horizon": 5},
         serial=True,
     ),  # fmt: skip

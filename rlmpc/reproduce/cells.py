@@ -6,8 +6,8 @@ starts). `run_cell` runs one — inside a Ray Tune trial or not — and writes
 ``results/<experiment>/<env>/<method>/seed<k>.json``: the resolved config, the git commit and
 machine, the final evaluation (the project's evaluator, mean and std per column), the
 learning curve and the wall time. A cell whose JSON exists is finished; a cell killed
-midway continues from its work directory (``runs/reproduce/...``: the run's checkpoints, or
-the RLlib algorithm's).
+midway continues from its work directory (``runs/reproduce/...``: the run's checkpoints, the
+RLlib algorithm's, or the SB3 model's with its replay buffer).
 """
 
 from __future__ import annotations
@@ -36,13 +36,15 @@ class Cell:
     args: tuple[str, ...] = ()
     """``launch.py`` options (PPO-MPPI cells)"""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """RLlib config overrides (baseline cells)"""
+    """baseline cells: RLlib config overrides, or SB3 hyperparameter overrides"""
     bundles: tuple[dict[str, float], ...] = ({"CPU": 1.0},)
     """the trial's placement group: the trial itself first, then its learner and actors"""
     serial: bool = False
     """a PPO-MPPI cell's components in the trial's process (``launch.py --serial``)"""
     planner: dict[str, Any] = field(default_factory=dict)
     """planner options of an MPPI-alone cell"""
+    checkpoint_steps: int | None = None
+    """env steps between an SB3 cell's checkpoints (None: `rlmpc.baselines.sb3`'s default)"""
 
     @property
     def budget(self) -> dict[str, int]:
@@ -145,9 +147,11 @@ def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], pres
                     cell = Cell(owner, env, m.name, seed, m.kind, steps if m.kind != "mppi" else 0,
                                 episodes,
                                 (*preset.ppo_mppi_args, *m.argv(env)) if m.kind == "ppo-mppi" else (),
-                                dict(preset.rllib_overrides.get(m.kind, {})),
+                                preset.overrides(m.kind),
                                 serial=serial and m.kind == "ppo-mppi",
-                                planner=dict(preset.mppi_options) if m.kind == "mppi" else {})  # fmt: skip
+                                planner=dict(preset.mppi_options) if m.kind == "mppi" else {},
+                                checkpoint_steps=preset.sb3_checkpoint_steps
+                                if m.kind.startswith("sb3-") else None)  # fmt: skip
                     if m.kind == "ppo-mppi" and not serial:
                         argv = _launch_argv(list(cell.args), env, seed, max(steps, 1), episodes,
                                             Path("runs/x/y"), owner, m.name, "disabled")  # fmt: skip
@@ -162,6 +166,13 @@ def plan(experiments: list[str], envs_: list[str] | None, seeds: list[int], pres
                         if evaluator:
                             bundles += ({"CPU": 0.0, **evaluator},)
                         cell = Cell(**{**cell.to_dict(), "bundles": bundles})
+                    elif m.kind.startswith("sb3-"):  # the hyperparameters, before Ray
+                        from rlmpc.baselines.sb3 import params
+
+                        try:
+                            params(m.kind.removeprefix("sb3-"), cell.overrides)
+                        except ValueError as err:
+                            raise ValueError(f"{cell.key}: {err}") from err
                     elif m.kind == "ppo-mppi":  # validated all the same
                         argv = _launch_argv(list(cell.args), env, seed, max(steps, 1), episodes,
                                             Path("runs/x/y"), owner, m.name, "disabled")  # fmt: skip
@@ -243,6 +254,13 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
 
         record = run_pure_mppi_cell(cell.env, cell.seed, episodes=cell.eval_episodes,
                                     **cell.planner)  # fmt: skip
+    elif cell.kind.startswith("sb3-"):
+        from rlmpc.baselines.sb3 import CHECKPOINT_STEPS, train_sb3
+
+        algo = cell.kind.removeprefix("sb3-")
+        record = train_sb3(algo, cell.env, cell.seed, cell.env_steps, work,
+                           eval_episodes=cell.eval_episodes, overrides=cell.overrides,
+                           checkpoint_steps=cell.checkpoint_steps or CHECKPOINT_STEPS)  # fmt: skip
     else:
         from rlmpc.baselines.rllib import train_rllib
 

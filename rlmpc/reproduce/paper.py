@@ -2,9 +2,9 @@
 
 ``PAPER[env][method]`` maps an ``eval.json`` column (the env's registry columns) to the
 paper's ``(mean, std)`` over 50 evaluation episodes. Method names are this project's
-(``rlmpc.reproduce.results`` cells): ``ppo``, ``sac``, ``ppo-mppi-rho<ρ>``, and
-``ppo-mppi-adaptive<ρ0>`` (λ as the paper: 0.99 / 0.98 for ρ0 = 0.3 / 0.5, and 0.98 / 0.95
-on Racing).
+(``rlmpc.reproduce.results`` cells): ``ppo``, ``sac`` (the same figures under ``sb3-ppo``,
+``sb3-sac``), ``ppo-mppi-rho<ρ>``, and ``ppo-mppi-adaptive<ρ0>`` (λ as the paper: 0.99 / 0.98
+for ρ0 = 0.3 / 0.5, and 0.98 / 0.95 on Racing).
 """
 
 from __future__ import annotations
@@ -51,4 +51,8 @@ PAPER: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "ppo-mppi-adaptive0.5": (0.60, 0.49, 0.34, 0.47, 4336.8, 2130.6),
     }),
 }  # fmt: skip
+# the paper's PPO and SAC are Stable-Baselines3's (App. C): their figures sit beside our SB3
+# rows as well as beside the RLlib ones
+for _table in PAPER.values():
+    _table["sb3-ppo"], _table["sb3-sac"] = _table["ppo"], _table["sac"]
 PAPER["carla-racing"] = PAPER["racing"]

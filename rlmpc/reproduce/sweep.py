@@ -4,7 +4,7 @@ A PPO-MPPI trial reserves, together, a bundle for itself (the coordinator), one 
 learner and one per rollout actor (with the actors' custom resources, e.g. a CARLA server):
 the components it starts land in its group (`rlmpc.system.ray_backend` schedules into the
 current placement group), so trials pack onto a cluster without starving one another. A
-baseline trial (RLlib, MPPI alone) is one bundle. As many trials run at once as their
+baseline trial (RLlib, SB3, MPPI alone) is one bundle. As many trials run at once as their
 groups fit: on an embedded Ray (as many CPUs as the machine has, at least one trial's
 worth) a 2-core machine runs a PPO-MPPI trial at a time, or two one-bundle trials; on a
 cluster (``--ray-address auto``, as ``ray submit`` runs it) as many as the cluster holds.
