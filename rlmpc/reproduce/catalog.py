@@ -16,6 +16,7 @@ is a Ray Tune trial (`rlmpc.reproduce.sweep`) and ends as
 | ``fig5`` | Fig. 5 | value terminal cost (eq. 41, weight 1), ρ = 0 vs ρ = 0.3 |
 | ``fig6-8`` | Figs. 6–8, Table 6 | Table 2's settings with ρ on the loss (eq. 10) and on the samples (eq. 8) |
 | ``fig9`` | Fig. 9 | horizon and samples ×½ and ×2 around Table 5 (ρ = 0.3) |
+| ``rho`` | §4.4, Alg. 2 | Alg. 2 on a relative confidence and its ω ≡ 1 twin, beside fixed ρ = 0.3 (docs/rho.md) |
 | ``table7`` | Table 7 | wall time per 1M env steps of PPO (RLlib, SB3), SAC (SB3) and PPO-MPPI (Table 1's cells) |
 | ``pompc`` | PO-MPC | KL prior (planner / intermediate) × λ ∈ {0.1, 1, 9} × ρ ∈ {0, 0.3, adaptive} |
 
@@ -106,6 +107,19 @@ def adaptive(rho0: float, lam: float, racing_lam: float, mixing: str = "loss") -
     )  # fmt: skip
 
 
+def annealed(mode: str, rho0: float, lam: float, racing_lam: float) -> Method:
+    """Alg. 2 on another confidence (``relative``) or its ω ≡ 1 twin (``decay``): the same
+    ρ0 and λ as Table 2's ``adaptive`` of that ρ0 (`learners.rho.AdaptiveRho`)."""
+    what = {"relative": "σ̄² relative to its early median", "decay": "ω ≡ 1 (the twin)"}[mode]
+    return Method(
+        f"ppo-mppi-{mode}{rho0:g}",
+        args=("--influence-ratio-mode", mode, "--influence-ratio-rho0", str(rho0)),
+        per_env={e: ("--influence-ratio-lam", str(racing_lam if "racing" in e else lam))
+                 for e in ("acrobot", "lunarlander", "racing", "carla-racing")},
+        summary=f"PPO-MPPI, Alg. 2 with {what}: ρ0 = {rho0:g}, λ = {lam:g} ({racing_lam:g} on Racing)",
+    )  # fmt: skip
+
+
 def _scaled(option: str, attr: str, factor: float) -> Callable[[str], tuple[str, ...]]:
     def args(env: str) -> tuple[str, ...]:
         base = getattr(planner_config(env), attr)
@@ -184,6 +198,12 @@ EXPERIMENTS: dict[str, Experiment] = {
         )),
         # the paper's Table 7 times SB3's PPO; SB3's SAC beside it (RLlib's takes days)
         Experiment("table7", "Table 7", (PPO, SB3_PPO, SB3_SAC, rho(0.3)), cells_of="table1"),
+        # docs/rho.md: an adaptive ρ whose confidence carries information, against fixed
+        # ρ = 0.3 (Table 1's cells) and its ω ≡ 1 twin, with the bound's terms on every run
+        Experiment("rho", "§4.4, Alg. 2 (docs/rho.md)",
+                   (rho(0.3), annealed("relative", 0.3, 0.99, 0.98),
+                    annealed("decay", 0.3, 0.99, 0.98)),
+                   envs=("lunarlander", "racing"), shared={"ppo-mppi-rho0.3": "table1"}),
         Experiment("pompc", "PO-MPC (arXiv 2510.04280) on this system", _pompc(),
                    shared={"ppo-mppi-rho0": "table1", "ppo-mppi-rho0.3": "table1",
                            "ppo-mppi-adaptive0.3": "table2"}),
