@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
+import torch
 
 #: the columns every env's evaluation table has: (``eval.json`` key, header)
 BASE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -56,7 +61,8 @@ class EnvSpec:
     summary: str = ""
     """one line for ``--help``"""
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """run defaults that differ for this env: config section -> field -> value"""
+    """run defaults that differ for this env: config section -> field -> value (the paper's
+    envs read theirs from ``envs/<task>/presets.yaml``: `read_presets`)"""
     episode_metrics: Callable[[dict[str, Any]], dict[str, float]] = no_metrics
     """the env's own figures of an ended episode, from its last ``info`` (name -> value)"""
     success: Callable[[dict[str, Any]], bool] = info_success
@@ -130,14 +136,80 @@ def ensure(spec: EnvSpec) -> None:
         register(spec)
 
 
+#: ``module:attribute`` references loaded in this process -> the name their env registered as
+_REFS: dict[str, str] = {}
+#: the directories user env modules were imported from (Ray's local workers get them on
+#: their path: `module_roots`)
+_ROOTS: list[str] = []
+
+
+def is_reference(name: str) -> bool:
+    """Whether ``name`` is a ``module:attribute`` reference to a user's env (not a short name)."""
+    return ":" in name and "/" not in name.split(":", 1)[0]
+
+
+def load(ref: str) -> EnvSpec:
+    """The env a ``"package.module:attribute"`` reference names, registered in this process.
+
+    The attribute is an `EnvSpec` (or a callable returning one); the module is imported as
+    Python would (installed packages, the job's working directory on a cluster), else from
+    the current directory, as ``python -m`` would. Raises `ValueError` saying what is wrong.
+    """
+    if ref in _REFS and _REFS[ref] in _REGISTRY:
+        return _REGISTRY[_REFS[ref]]
+    module_name, _, attribute = ref.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"an env reference is MODULE:ATTRIBUTE, got {ref!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        cwd = os.getcwd()
+        if cwd in sys.path or err.name != module_name.split(".")[0]:
+            raise ValueError(f"cannot import {module_name!r} for env {ref!r}: {err}") from None
+        sys.path.insert(0, cwd)  # as `python -m` would: the working directory first
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err2:
+            sys.path.remove(cwd)
+            raise ValueError(f"cannot import {module_name!r} for env {ref!r}: {err2}") from None
+    obj = getattr(module, attribute, None)
+    if obj is None:
+        raise ValueError(f"module {module_name!r} has no attribute {attribute!r} (env {ref!r})")
+    if not isinstance(obj, EnvSpec) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, EnvSpec):
+        raise ValueError(
+            f"{ref!r} names a {type(obj).__name__}, not an envs.EnvSpec (its registry entry)"
+        )
+    if module.__file__ is not None:  # the directory the top-level package sits in
+        file = Path(module.__file__).resolve()
+        depth = len(module_name.split(".")) + (file.name == "__init__.py")
+        root = str(file.parents[depth - 1])
+        if root not in _ROOTS:
+            _ROOTS.append(root)
+    register(obj)
+    _REFS[ref] = obj.name
+    return obj
+
+
+def module_roots() -> list[str]:
+    """The directories user env modules were loaded from in this process (for Ray's workers)."""
+    return list(_ROOTS)
+
+
 def spec(name: str) -> EnvSpec:
-    """The registered env of that short name (or gymnasium id); `ValueError` if none."""
+    """The registered env of that short name (or gymnasium id), or the env a
+    ``module:attribute`` reference names (`load`); `ValueError` if none."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if is_reference(name):
+        return load(name)
     for s in _REGISTRY.values():
         if s.id == name:
             return s
-    raise ValueError(f"unknown env {name!r}; choose one of {names()}")
+    raise ValueError(
+        f"unknown env {name!r}; choose one of {names()} or name your own as MODULE:ATTRIBUTE"
+    )
 
 
 def resolve_task(name: str, version: int | None = None) -> str:
@@ -146,6 +218,13 @@ def resolve_task(name: str, version: int | None = None) -> str:
     matches, else the env that lists ``(name, version)`` in its `EnvSpec.formerly`;
     `ValueError` when none does (the task changed and nothing kept the old one)."""
     version = 1 if version is None else int(version)
+    if is_reference(name):  # a user's env: the task its module defines now
+        current = load(name)
+        if current.version != version:
+            raise ValueError(
+                f"{name!r} is now version {current.version} of its task, not {version}"
+            )
+        return name
     current = _REGISTRY.get(name)
     if current is not None and current.version == version:
         return name
@@ -160,10 +239,87 @@ def resolve_task(name: str, version: int | None = None) -> str:
     )
 
 
+def contract_problems(spec: EnvSpec) -> list[str]:
+    """What the env ``spec`` names lacks of the contract the system relies on (`probe`)."""
+    return probe(spec)[1]
+
+
+def probe(spec: EnvSpec) -> tuple[Any, list[str]]:
+    """The env's planner model (None where there is none) and what the env lacks of the
+    contract the system relies on (empty: nothing): a `PlannerConfig` preset, an env with
+    ``planner_model()`` returning an `envs.base.PlannerModel`, its danger-zone slice, and an
+    observation layout that ``observe`` (ψ) rebuilds from the planner state. Builds the env
+    (or its ``probe`` env) once."""
+    from envs.base import PlannerModel
+    from planners.costs import PlannerConfig
+
+    problems = []
+    if not (isinstance(spec.planner, type) and issubclass(spec.planner, PlannerConfig)):
+        problems.append(f"planner preset: {spec.planner!r} is not a planners.costs.PlannerConfig subclass")
+    env = make(spec.probe or spec.name)
+    try:
+        base = env.unwrapped
+        if not callable(getattr(base, "planner_model", None)):
+            return None, [*problems, f"planner model: {type(base).__name__} has no "
+                          "planner_model() returning its envs.base.PlannerModel (P̂, r̂, ψ "
+                          "for the planner)"]  # fmt: skip
+        model = base.planner_model()
+        if not isinstance(model, PlannerModel):
+            return None, [*problems, f"planner model: planner_model() returned a "
+                          f"{type(model).__name__}, not an envs.base.PlannerModel"]  # fmt: skip
+        zone = getattr(model, "zone_slice", None)
+        if not isinstance(zone, slice) or len(range(model.nx)[zone]) != 4:
+            problems.append(
+                f"danger-zone slice: {type(model).__name__}.zone_slice must pick the 4 entries "
+                f"(cx, cy, w, h) of the planner state [nx={model.nx}], got {zone!r}"
+            )
+        obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+        if obs_shape != (model.nobs,):
+            problems.append(
+                f"observation layout: the model's nobs = {model.nobs}, the env's observations "
+                f"are {obs_shape}"
+            )
+        if act_shape != (model.nu,) or len(model.u_low) != model.nu or len(model.u_high) != model.nu:
+            problems.append(
+                f"controls: the model's nu = {model.nu} (u_low, u_high of that length), the "
+                f"env's actions are {act_shape}"
+            )
+        if problems:
+            return model, problems
+        obs, _ = env.reset(seed=0)
+        x = torch.as_tensor(model.planner_state(env), dtype=torch.float64)
+        if x.shape != (model.nx,):
+            return model, [f"planner state: planner_state(env) is {tuple(x.shape)}, the model's "
+                           f"nx = {model.nx}"]  # fmt: skip
+        rebuilt = model.observe(x).numpy()
+        if rebuilt.shape != obs.shape or not np.allclose(rebuilt, obs, rtol=1e-3, atol=1e-3):
+            problems.append(
+                "observation layout: observe(planner_state(env)) does not rebuild the env's "
+                "observation (ψ must map a planner state to the observation the policy sees, "
+                "for the virtual data)"
+            )
+    finally:
+        env.close()
+    return model, problems
+
+
 def names(local: bool = False) -> list[str]:
     """Registered short names, in registration order; ``local``: only the envs that run on
     this machine alone (their envs need no cluster resources such as simulator servers)."""
     return [n for n, s in _REGISTRY.items() if not (local and s.resources_per_env)]
+
+
+def read_presets(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """An env's presets from its YAML file (section -> field -> value; lists become tuples,
+    as the config dataclasses hold them); `ValueError` naming the file when it is not such a
+    mapping."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"{path}: presets are a mapping of section -> field -> value")
+    tup = lambda v: tuple(v) if isinstance(v, list) else v
+    return {sec: {k: tup(v) for k, v in fields.items()} for sec, fields in data.items()}
 
 
 def planner_config(name: str, **overrides: Any) -> Any:

@@ -9,7 +9,20 @@
 | `rlmpc.bench` | benchmarks and measurements (throughput, memory, model error, GPU check) |
 | `rlmpc.ops` | operations: the CARLA servers of a node and the watchdog that restarts them |
 
+From Python (a notebook): ``rlmpc.config``, ``rlmpc.train``, ``rlmpc.evaluate``,
+``rlmpc.load_agent`` (`rlmpc.api`, imported on first use).
+
 Commands: ``python launch.py`` (train), ``python -m rlmpc.evaluate`` (evaluate a checkpoint),
 ``python -m rlmpc.reproduce`` (the paper's tables), ``python -m rlmpc.bench {planner,system}``
 (throughput); each module with a command says so in its docstring.
 """
+
+_API = ("Agent", "config", "evaluate", "load_agent", "train")
+
+
+def __getattr__(name: str):  # the Python API, imported on first use (Ray workers never need it)
+    if name in _API:
+        import rlmpc.api
+
+        return getattr(rlmpc.api, name)
+    raise AttributeError(f"module 'rlmpc' has no attribute {name!r}")

@@ -33,7 +33,8 @@ _BELOW_RLMPC = {
     *(f"envs.{t}" for t in TASKS),
 }
 ALLOWED |= {
-    "rlmpc": set(),
+    "rlmpc": {"rlmpc.api"},
+    "rlmpc.api": _BELOW_RLMPC | {"rlmpc.system", "rlmpc.run"},
     "rlmpc.system": _BELOW_RLMPC,
     "rlmpc.run": _BELOW_RLMPC | {"rlmpc.system"},
     "rlmpc.evaluate": {"rlmpc.run"},

@@ -12,10 +12,11 @@
 `SPEC` is what the registry knows of it (`envs/__init__.py` registers it).
 """
 
+from pathlib import Path
 from typing import Any
 
 from envs.lunar_lander.planner import LunarLanderPlannerConfig
-from envs.registry import EnvSpec
+from envs.registry import EnvSpec, read_presets
 
 
 def _lander_metrics(info: dict[str, Any]) -> dict[str, float]:
@@ -26,10 +27,7 @@ def _lander_metrics(info: dict[str, Any]) -> dict[str, float]:
 SPEC = EnvSpec(
     "lunarlander", "rlmpc/LunarLanderDZ-v0", "envs.lunar_lander.env:LunarLanderDZEnv",
     LunarLanderPlannerConfig, summary="Lunar Lander with a danger zone (App. B.2)",
-    # Lunar Lander acts at 50 Hz and lands after 300-700 steps: γ = 0.99 sees ~2 s ahead, so
-    # steering to the pad (and its +100) is worth next to nothing to the critic; rl-zoo's
-    # γ = 0.999, λ = 0.98 for LunarLander. docs/results.md "Lunar Lander" has the measurements.
-    presets={"run": {"total_env_steps": 1_000_000}, "ppo": {"gamma": 0.999, "gae_lambda": 0.98}},
+    presets=read_presets(Path(__file__).with_name("presets.yaml")),  # γ = 0.999: see the file
     episode_metrics=_lander_metrics,
     columns=(
         ("success_rate", "success"),

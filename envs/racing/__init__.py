@@ -15,10 +15,11 @@
 server is used). `SPEC` and `CARLA_SPEC` are what the registry knows of them.
 """
 
+from pathlib import Path
 from typing import Any
 
 from envs.racing.planner import RacingPlannerConfig
-from envs.registry import EnvSpec
+from envs.registry import EnvSpec, read_presets
 
 
 def _racing_metrics(info: dict[str, Any]) -> dict[str, float]:
@@ -46,14 +47,14 @@ _COLUMNS = (
 SPEC = EnvSpec(
     "racing", "rlmpc/RacingDZ-v0", "envs.racing.env:RacingDZEnv", RacingPlannerConfig,
     summary="racing with a danger zone on the embedded bicycle simulator (App. B.3)",
-    presets={"run": {"total_env_steps": 1_000_000}},
+    presets=read_presets(Path(__file__).with_name("presets.yaml")),
     episode_metrics=_racing_metrics, columns=_COLUMNS, episode_lost=_server_lost,
 )  # fmt: skip
 CARLA_SPEC = EnvSpec(
     "carla-racing", "rlmpc/CarlaRacing-v0", "envs.racing.carla_env:CarlaRacingEnv",
     RacingPlannerConfig,
     summary="racing with a danger zone on CARLA servers (cluster/README.md)",
-    presets={"run": {"total_env_steps": 1_000_000, "envs_per_actor": 1, "num_actors": 4}},
+    presets=read_presets(Path(__file__).with_name("carla_presets.yaml")),
     episode_metrics=_racing_metrics, columns=_COLUMNS, episode_lost=_server_lost,
     probe="racing",  # the same spaces; probing this env would need a server
     resources_per_env={"carla": 1.0},  # one CARLA server per env

@@ -10,6 +10,7 @@ the program (status 2) naming its options, found from the error's ``fields``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -55,6 +56,8 @@ class Invocation(NamedTuple):
     serial: bool = False
     specs: RunSpecs | None = None
     """the config resolved into the components' specs (`rlmpc.run.checks.resolve`)"""
+    print_config: bool = False
+    """print the resolved config and stop (``--print-config``)"""
 
 
 def build_parser(
@@ -68,6 +71,12 @@ def build_parser(
     )
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue the run in RUN_DIR from its newest checkpoint")  # fmt: skip
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="a YAML config (the layout of a run's config.yaml, any subset of it: "
+                        "section -> field -> value): its values replace the env's presets, and "
+                        "the options given here replace its values")  # fmt: skip
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML (loadable with --config) and exit")  # fmt: skip
     backend = parser.add_mutually_exclusive_group()
     backend.add_argument("--ray-address", default=None,
                          help="Ray cluster to join ('auto': the one this machine is part of, as under "
@@ -85,7 +94,6 @@ def build_parser(
         run = section == "run"
         add_dataclass_args(
             parser, cls, title, defaults=preset, prefix=prefix,
-            choices={"env": envs.names()} if run else None,
             notes={"env": "; ".join(f"{n}: {envs.spec(n).summary}" for n in envs.names())}
             if run else None,
         )  # fmt: skip
@@ -113,9 +121,16 @@ def parse(argv: list[str] | None = None) -> Invocation:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--env", default=None)
     pre.add_argument("--resume", default=None)
+    pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     stored: dict[str, dict[str, Any]] = {}
     resume = Path(known.resume) if known.resume else None
+    if known.config is not None:
+        if resume is not None:
+            build_parser(envs.DEFAULT_ENV).error(
+                "argument --config: not with --resume (a resumed run keeps its config.yaml)"
+            )
+        stored = _config_file(Path(known.config), known.env)
     if resume is not None:
         cfg_file = resume / "config.yaml"
         if not cfg_file.is_file():
@@ -128,10 +143,10 @@ def parse(argv: list[str] | None = None) -> Invocation:
             except ValueError as err:
                 build_parser(envs.DEFAULT_ENV).error(f"argument --resume: {err}")
     env = known.env or stored.get("run", {}).get("env", envs.DEFAULT_ENV)
-    if env not in envs.names():
-        build_parser(envs.DEFAULT_ENV).error(
-            f"argument --env: invalid choice {env!r} (choose from {', '.join(envs.names())})"
-        )
+    try:
+        envs.spec(env)  # a registered name, or a user's MODULE:ATTRIBUTE (imported here)
+    except ValueError as err:
+        build_parser(envs.DEFAULT_ENV).error(f"argument --env: {err}")
     parser = build_parser(env, stored)
     ns = parser.parse_args(argv)
     parts = {}
@@ -150,6 +165,8 @@ def parse(argv: list[str] | None = None) -> Invocation:
         )
     if ns.ray_address is not None and (problem := ray_address_problem(ns.ray_address)):
         parser.error(f"argument --ray-address: {problem}")
+    if ns.print_config:
+        return Invocation(cfg, resume, ns.ray_address, ns.serial, print_config=True)
     try:
         specs = resolve(cfg, cluster=bool(ns.ray_address or os.environ.get("RAY_ADDRESS")),
                         resume=resume)  # fmt: skip
@@ -158,9 +175,45 @@ def parse(argv: list[str] | None = None) -> Invocation:
     return Invocation(cfg, resume, ns.ray_address, ns.serial, specs)
 
 
+def _config_file(path: Path, env: str | None) -> dict[str, dict[str, Any]]:
+    """A ``--config`` file's sections, checked: a mapping of known sections to known fields
+    (exit 2 naming the file and what is wrong); its ``run.env`` under today's name."""
+    fail = build_parser(envs.DEFAULT_ENV).error
+    if not path.is_file():
+        fail(f"argument --config: {path} is not a file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        fail(f"argument --config: {path} is not YAML: {err}")
+    if not isinstance(data, dict) or not all(
+        isinstance(v, dict) for k, v in data.items() if k != "task_version"
+    ):
+        fail(f"argument --config: {path} must map sections to fields (as a run's config.yaml)")
+    version = data.pop("task_version", None)
+    run = data.get("run", {})
+    try:
+        if "env" in run:
+            run["env"] = envs.resolve_task(run["env"], version)
+        classes = TrainConfig.section_classes(env or run.get("env", envs.DEFAULT_ENV))
+    except ValueError as err:
+        fail(f"argument --config: {path}: {err}")
+    for section, fields in data.items():
+        if section not in classes:
+            fail(f"argument --config: {path}: unknown section {section!r} (the sections are "
+                 f"{', '.join(classes)})")  # fmt: skip
+        known = {f.name for f in dataclasses.fields(classes[section])}
+        for name in fields:
+            if name not in known:
+                fail(f"argument --config: {path}: unknown field {section}.{name}")
+    return data
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     invocation = parse(argv)
+    if invocation.print_config:
+        print(yaml.safe_dump(invocation.cfg.to_dict(), sort_keys=False), end="")
+        return
     from rlmpc.run.train import train
     from rlmpc.system.backend import ComponentDied, ComponentFailed
     from rlmpc.system.checkpoint import CheckpointError

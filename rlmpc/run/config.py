@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,9 +49,13 @@ __all__ = ["ConfigError", "RunConfig", "TrainConfig"]
 
 def probe_model(env: str) -> Any:
     """The planner model of a registered env (its sizes, its geometry), from the env the
-    registry names as its probe (one that builds without cluster resources)."""
-    spec = envs.spec(env)
-    return envs.make(spec.probe or spec.name).unwrapped.planner_model()
+    registry names as its probe (one that builds without cluster resources);
+    `ConfigError` naming ``run.env`` with what the env lacks of the contract
+    (`envs.registry.probe`)."""
+    model, problems = envs.registry.probe(envs.spec(env))
+    if problems:
+        raise ConfigError("run.env", f"env {env!r} cannot be trained: " + "; ".join(problems))
+    return model
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ class RunConfig:
     """The run: environment, scale, budget, evaluation, checkpoints, output."""
 
     env: str = envs.DEFAULT_ENV
-    """task environment, a name in the env registry (`envs`):"""
+    """task environment: a name in the env registry (`envs`), or a user's env as
+    MODULE:ATTRIBUTE naming its envs.EnvSpec (docs/custom_env.md):"""
     num_candidates: int = 4
     """M, high-level candidates per step (eq. 4), 1..64; one is executed, M-1 become virtual data"""
     num_actors: int = 1
@@ -154,8 +161,10 @@ class RunConfig:
                 )
 
         check_finite_fields(self)
-        if self.env not in envs.names():
-            raise ConfigError("env", f"env must be one of {envs.names()}, got {self.env!r}")
+        try:
+            envs.spec(self.env)  # a registered name, or a user's MODULE:ATTRIBUTE (`envs.load`)
+        except ValueError as err:
+            raise ConfigError("env", str(err)) from None
         check_seed("seed", self.seed)
         if self.eval_seed is not None:
             check_seed("eval_seed", self.eval_seed)
@@ -277,6 +286,59 @@ class TrainConfig:
     planner: PlannerConfig
     wandb: WandbConfig
     kl: KLPriorConfig = KLPriorConfig()
+
+    @classmethod
+    def section_classes(cls, env: str) -> dict[str, type]:
+        """Each section's dataclass for ``env`` (the planner's is the env's preset class)."""
+        out = {f.name: f.type for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        out = {name: hints[name] for name in out}
+        out["planner"] = envs.spec(env).planner
+        return out
+
+    @classmethod
+    def for_env(cls, env: str, **sections: Mapping[str, Any]) -> TrainConfig:
+        """A run's config for ``env`` built as ``launch.py --env ENV`` builds it: each section's
+        defaults, the env's presets over them (its registry entry: `envs.registry.EnvSpec.
+        presets`), then ``sections`` (section -> field -> value) over those, e.g.
+        ``TrainConfig.for_env("lunarlander", run={"total_env_steps": 50_000})``. An unknown
+        section or field raises `ConfigError` naming it; bad values as the classes do."""
+        classes = cls.section_classes(env)
+        unknown = set(sections) - set(classes)
+        if unknown:
+            raise ConfigError(
+                tuple(sorted(unknown)), f"unknown config section(s) {sorted(unknown)}; "
+                f"the sections are {sorted(classes)}",
+            )  # fmt: skip
+        presets = envs.spec(env).presets
+        parts = {}
+        for name, klass in classes.items():
+            known = {f.name for f in dataclasses.fields(klass)}
+            given = dict(sections.get(name, {}))
+            bad = set(given) - known
+            if bad:
+                raise ConfigError(
+                    tuple(f"{name}.{b}" for b in sorted(bad)),
+                    f"unknown field(s) {sorted(bad)} in section {name!r}",
+                )
+            values = {**presets.get(name, {}), **given}
+            if name == "run":
+                values["env"] = env
+            tup = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+            parts[name] = klass(**tup)
+        return cls(**parts)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The config a ``config.yaml`` (or any file of that layout) holds: its ``run.env``,
+        that env's presets, then the file's values (`for_env`); ``task_version`` maps a
+        file of an older task to the env that keeps it (`envs.resolve_task`)."""
+        data = dict(data)
+        version = data.pop("task_version", None)
+        run = dict(data.get("run", {}))
+        env = envs.resolve_task(run.get("env", envs.DEFAULT_ENV), version)
+        run.pop("env", None)
+        return cls.for_env(env, **{**data, "run": run})
 
     def __post_init__(self) -> None:
         n, total = self.ppo.n_steps, self.run.envs_total

@@ -70,6 +70,13 @@ def init_ray(address: str | None, num_cpus: float, gpu: bool) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
         return
+    # user envs named MODULE:ATTRIBUTE were imported from these directories; the local Ray's
+    # worker processes inherit this environment, so they import them too (on a cluster the
+    # job's working directory or an installed package does: docs/custom_env.md)
+    roots = envs.registry.module_roots()
+    if roots:
+        paths = [*roots, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     # a fresh embedded Ray enables token authentication for itself and says so at every
     # start; nothing to act on for a Ray that lives and dies with this process
     auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
