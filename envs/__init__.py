@@ -6,7 +6,8 @@ Importing this package registers (`envs.registry`: what the system reads of an e
 |---|---|---|---|
 | ``acrobot`` | ``rlmpc/AcrobotDZ-v0`` | `envs.acrobot_dz` | App. B.1 |
 | ``lunarlander`` | ``rlmpc/LunarLanderDZ-v0`` | `envs.lunar_lander_dz` | App. B.2 |
-| ``racing`` | ``rlmpc/RacingDZ-v0`` | `envs.racing` (the bicycle simulator) | App. B.3 |
+| ``racing`` | ``rlmpc/RacingCircuitDZ-v0`` | `envs.racing` (the bicycle simulator, the circuit) | App. B.3 |
+| ``racing-stadium`` | ``rlmpc/RacingDZ-v0`` | `envs.racing` (the bicycle simulator, the stadium) | App. B.3 |
 | ``carla-racing`` | ``rlmpc/CarlaRacing-v0`` | `envs.racing` (a CARLA 0.9.16 server) | App. B.3 |
 
 Each env truncates its own episodes (no TimeLimit wrapper), so an env built directly from
@@ -19,7 +20,12 @@ from __future__ import annotations
 from typing import Any
 
 from envs.registry import ENV_IDS, EnvSpec, make, names, register, spec
-from planners.costs import AcrobotPlannerConfig, LunarLanderPlannerConfig, RacingPlannerConfig
+from planners.costs import (
+    AcrobotPlannerConfig,
+    LunarLanderPlannerConfig,
+    RacingPlannerConfig,
+    StadiumRacingPlannerConfig,
+)
 
 __all__ = [
     "BENCHMARK_ENV",
@@ -85,9 +91,17 @@ register(EnvSpec(
     presets={"run": {"total_env_steps": 1_000_000}, "ppo": {"gamma": 0.999, "gae_lambda": 0.98}},
     episode_metrics=_lander_metrics, columns=_LANDER_COLUMNS,
 ))  # fmt: skip
+# Racing's r̂ excludes the terminal reward (App. B.3): its virtual data do too
 register(EnvSpec(
-    "racing", "rlmpc/RacingDZ-v0", "envs.racing.env:RacingDZEnv", RacingPlannerConfig,
-    summary="racing with a danger zone on the embedded bicycle simulator (App. B.3)",
+    "racing", "rlmpc/RacingCircuitDZ-v0", "envs.racing.env:RacingDZEnv", RacingPlannerConfig,
+    summary="racing with a danger zone on the embedded bicycle simulator, the circuit (App. B.3)",
+    presets={"run": {"total_env_steps": 1_000_000, "virtual_terminal": "exclude"}},
+    episode_metrics=_racing_metrics, columns=_RACING_COLUMNS, episode_lost=_server_lost,
+))  # fmt: skip
+register(EnvSpec(
+    "racing-stadium", "rlmpc/RacingDZ-v0", "envs.racing.env:StadiumRacingDZEnv",
+    StadiumRacingPlannerConfig,
+    summary="racing on the stadium, as before the circuit (the committed Racing results)",
     presets={"run": {"total_env_steps": 1_000_000}},
     episode_metrics=_racing_metrics, columns=_RACING_COLUMNS, episode_lost=_server_lost,
 ))  # fmt: skip
@@ -95,7 +109,8 @@ register(EnvSpec(
     "carla-racing", "rlmpc/CarlaRacing-v0", "envs.racing.carla_env:CarlaRacingEnv",
     RacingPlannerConfig,
     summary="racing with a danger zone on CARLA servers (cluster/README.md)",
-    presets={"run": {"total_env_steps": 1_000_000, "envs_per_actor": 1, "num_actors": 4}},
+    presets={"run": {"total_env_steps": 1_000_000, "envs_per_actor": 1, "num_actors": 4,
+                     "virtual_terminal": "exclude"}},  # fmt: skip
     episode_metrics=_racing_metrics, columns=_RACING_COLUMNS, episode_lost=_server_lost,
     probe="racing",  # the same spaces; probing this env would need a server
     resources_per_env={"carla": 1.0},  # one CARLA server per env

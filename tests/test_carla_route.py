@@ -18,6 +18,7 @@ from envs.racing.carla_sim import (
     connect,
     pursuit_control,
 )
+from envs.racing.model import ModelParams
 from tests.carla_double import FakeWaypoint, fake_carla
 
 # ---- route tracing on a map double ------------------------------------------------------------
@@ -48,9 +49,12 @@ def test_clearance_rejects_a_track_that_crosses_itself():
         check_clearance(rt.Track(eight, 3.5))
 
 
-def test_carla_task_defaults_are_racing_dz_but_for_zone_size_and_time_limit():
+def test_carla_task_defaults_are_racings_but_for_the_lane_sized_ones():
+    """The same opponent rule (speed range, a line drawn per episode), time-limit rule,
+    reward and episode end as ``racing``; zones, the zones' reach and the line's offsets sized
+    for a lane-wide half-width."""
     diff = {k for k, v in CARLA_TASK.__dict__.items() if v != getattr(rt.TaskParams(), k)}
-    assert diff == {"zone_size", "max_steps"}
+    assert diff == {"zone_size", "zone_s", "opponent_offset", "opponent_weave"}
     assert isinstance(CarParams(), CarParams)
 
 
@@ -76,7 +80,14 @@ def test_carla_sim_code_path_on_a_server_double(monkeypatch):
         *_, info = env.step(np.array([0.25, -0.5], np.float32))
     assert vars(ego.controls[-1]) == {"throttle": 0.0, "steer": -0.25, "brake": 0.5}
     assert len(opp.controls) == 2 + 3  # zeroed at spawn and reset, then the driver every step
-    assert env.opp_v == pytest.approx(CARLA_TASK.opponent_speed) and env.opp_s > 15.0
+    # racing's rules: a top speed and a line drawn per episode, the route's binding time limit,
+    # world-frame targets and the constant-velocity opponent in the planner's model
+    top = env.sim._opp_top
+    spread = CARLA_TASK.opponent_speed_spread
+    assert abs(top - CARLA_TASK.opponent_speed) <= spread and env.opp_line is not None
+    assert env.opp_v == pytest.approx(top) and env.opp_s > 15.0
+    assert env.task.max_steps == rt.time_limit_steps(env.track, CARLA_TASK)
+    assert env.planner_model().params == ModelParams()
     server.fail_ticks = 1
     *_, truncated, info = env.step(np.zeros(2, np.float32))
     assert truncated and info["server_lost"] and server.connects == 1  # no wait inside step
