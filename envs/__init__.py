@@ -7,7 +7,8 @@ with its own cost terms, and its registry entry (``SPEC``). Importing this packa
 |---|---|---|---|
 | ``acrobot`` | ``rlmpc/AcrobotDZ-v0`` | `envs.acrobot` | App. B.1 |
 | ``lunarlander`` | ``rlmpc/LunarLanderDZ-v0`` | `envs.lunar_lander` | App. B.2 |
-| ``racing`` | ``rlmpc/RacingDZ-v0`` | `envs.racing` (the bicycle simulator) | App. B.3 |
+| ``racing`` | ``rlmpc/RacingCircuitDZ-v0`` | `envs.racing` (the circuit, the bicycle simulator) | App. B.3 |
+| ``racing-stadium`` | ``rlmpc/RacingDZ-v0`` | `envs.racing` (the stadium of the first Racing results) | App. B.3 |
 | ``carla-racing`` | ``rlmpc/CarlaRacing-v0`` | `envs.racing` (a CARLA 0.9.16 server) | App. B.3 |
 
 Each env truncates its own episodes (no TimeLimit wrapper), so an env built directly from
@@ -48,5 +49,6 @@ DEFAULT_ENV = "acrobot"
 #: times Lunar Lander)
 BENCHMARK_ENV = "lunarlander"
 
-for _spec in (acrobot.SPEC, lunar_lander.SPEC, racing.SPEC, racing.CARLA_SPEC):
+for _spec in (acrobot.SPEC, lunar_lander.SPEC, racing.SPEC, racing.STADIUM_SPEC,
+              racing.CARLA_SPEC):  # fmt: skip
     register(_spec)

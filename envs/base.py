@@ -163,6 +163,12 @@ class PlannerModel(abc.ABC):
         opponent car); default none (k = 0). Evaluation pictures draw their paths."""
         return x.new_zeros((*x.shape[:-1], 0, 2))
 
+    def marks(self, positions: np.ndarray, others: np.ndarray) -> tuple[str, np.ndarray]:
+        """Steps ``[n]`` of a recorded episode worth marking on its pictures, and what they
+        are (an overtake), from its positions ``[T+1, 2]`` and the other agents' ``[T+1, k,
+        2]``; default none."""
+        return "", np.zeros(0, np.int64)
+
     def draw(self, ax: Any) -> None:
         """Draw the env's fixed scene (track boundaries, a landing pad) on a matplotlib axis,
         in the plane of `position`; default nothing."""

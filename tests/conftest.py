@@ -7,7 +7,7 @@ import torch
 # Two cores on CI: keep torch from oversubscribing them when Ray workers run beside the tests.
 torch.set_num_threads(int(os.environ.get("RLMPC_TEST_THREADS", "1")))
 
-ENV_NAMES = ["acrobot", "lunarlander", "racing"]
+ENV_NAMES = ["acrobot", "lunarlander", "racing", "racing-stadium"]
 
 
 def seed_offset() -> int:

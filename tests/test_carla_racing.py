@@ -22,11 +22,18 @@ import envs
 from envs.base import SimulatorUnavailable
 from envs.racing import task as rt
 from envs.racing.bicycle import BicycleSim
-from envs.racing.carla_client import CarlaUnavailable, ClientParams, connect
 from envs.racing.carla_env import CarlaRacingEnv
 from envs.racing.carla_route import RouteSpec
-from envs.racing.carla_sim import carla_control, from_plane, plane_state, pursuit_control
-from envs.racing.env import RacingDZEnv, RacingTaskEnv
+from envs.racing.carla_sim import (
+    CarlaUnavailable,
+    ClientParams,
+    carla_control,
+    connect,
+    from_plane,
+    plane_state,
+    pursuit_control,
+)
+from envs.racing.env import RacingTaskEnv, StadiumRacingDZEnv
 
 FAST = ClientParams(timeout=0.2, attempts=3, backoff=0.01, max_backoff=0.02)
 
@@ -159,7 +166,7 @@ def test_carla_frame_conversion():
 
 
 def test_pursuit_driver_keeps_the_opponent_on_the_centreline():
-    env = RacingDZEnv()
+    env = StadiumRacingDZEnv()
     sim = BicycleSim(env.track, env.car, env.task.dt)
     car = rt.VehicleState(*env.track.points[0], float(env.track.heading[0]), 8.0, 0.0, 0.0)
     sim.reset(car, 0.0, 0.0, None)
@@ -178,7 +185,7 @@ def test_pursuit_driver_keeps_the_opponent_on_the_centreline():
 
 
 def bicycle_env(render_mode=None) -> RacingTaskEnv:
-    ref = RacingDZEnv()
+    ref = StadiumRacingDZEnv()
     return RacingTaskEnv(
         BicycleSim(ref.track, ref.car, ref.task.dt), ref.task, ref.car, render_mode
     )
@@ -195,7 +202,7 @@ def bicycle_env(render_mode=None) -> RacingTaskEnv:
 def test_same_rewards_and_terminations_as_racing_dz(seed, driver, speed, end):
     """Off-track, collision (after passing reward) and goal episodes, step for step: the task env
     built from its parts on `BicycleSim` is RacingDZ (one simulator path)."""
-    ref, env = RacingDZEnv(), bicycle_env()
+    ref, env = StadiumRacingDZEnv(), bicycle_env()
     o_ref, i_ref = ref.reset(seed=seed)
     o, i = env.reset(seed=seed)
     np.testing.assert_array_equal(o, o_ref)
@@ -253,7 +260,7 @@ class FlakySim(BicycleSim):
 
 
 def flaky_env(**kwargs) -> tuple[RacingTaskEnv, FlakySim]:
-    ref = RacingDZEnv()
+    ref = StadiumRacingDZEnv()
     sim = FlakySim(ref.track, ref.car, ref.task.dt, **kwargs)
     return RacingTaskEnv(sim, ref.task, ref.car), sim
 

@@ -10,11 +10,15 @@ import pytest
 
 from envs.racing import task as rt
 from envs.racing.bicycle import CarParams
-from envs.racing.carla_client import CarlaUnavailable, ClientParams, connect
 from envs.racing.carla_env import CARLA_TASK, CarlaRacingEnv
 from envs.racing.carla_route import RouteSpec, check_clearance, trace_route, track_from_waypoints
-from envs.racing.carla_sim import pursuit_control
-from envs.racing.track import TrackParams
+from envs.racing.carla_sim import (
+    CarlaUnavailable,
+    ClientParams,
+    connect,
+    pursuit_control,
+)
+from envs.racing.model import ModelParams
 from tests.carla_double import FakeWaypoint, fake_carla
 
 # ---- route tracing on a map double ------------------------------------------------------------
@@ -38,16 +42,19 @@ def test_route_follows_the_plan_and_closes_the_loop():
 
 
 def test_clearance_rejects_a_track_that_crosses_itself():
-    check_clearance(rt.Track.stadium(TrackParams()))
+    check_clearance(rt.Track.stadium(rt.TrackParams()))
     t = np.linspace(0, 2 * np.pi, 600, endpoint=False)
     eight = np.stack([100 * np.sin(t), 50 * np.sin(2 * t)], -1)  # a figure 8
     with pytest.raises(ValueError, match="within its width"):
         check_clearance(rt.Track(eight, 3.5))
 
 
-def test_carla_task_defaults_are_racing_dz_but_for_zone_size_and_time_limit():
+def test_carla_task_defaults_are_racings_but_for_the_lane_sized_ones():
+    """The same opponent rule (speed range, a line drawn per episode), time-limit rule,
+    reward and episode end as ``racing``; zones, the zones' reach and the line's offsets sized
+    for a lane-wide half-width."""
     diff = {k for k, v in CARLA_TASK.__dict__.items() if v != getattr(rt.TaskParams(), k)}
-    assert diff == {"zone_size", "max_steps"}
+    assert diff == {"zone_size", "zone_s", "opponent_offset", "opponent_weave"}
     assert isinstance(CarParams(), CarParams)
 
 
@@ -73,7 +80,14 @@ def test_carla_sim_code_path_on_a_server_double(monkeypatch):
         *_, info = env.step(np.array([0.25, -0.5], np.float32))
     assert vars(ego.controls[-1]) == {"throttle": 0.0, "steer": -0.25, "brake": 0.5}
     assert len(opp.controls) == 2 + 3  # zeroed at spawn and reset, then the driver every step
-    assert env.opp_v == pytest.approx(CARLA_TASK.opponent_speed) and env.opp_s > 15.0
+    # racing's rules: a top speed and a line drawn per episode, the route's binding time limit,
+    # world-frame targets and the constant-velocity opponent in the planner's model
+    top = env.sim._opp_top
+    spread = CARLA_TASK.opponent_speed_spread
+    assert abs(top - CARLA_TASK.opponent_speed) <= spread and env.opp_line is not None
+    assert env.opp_v == pytest.approx(top) and env.opp_s > 15.0
+    assert env.task.max_steps == rt.time_limit_steps(env.track, CARLA_TASK)
+    assert env.planner_model().params == ModelParams()
     server.fail_ticks = 1
     *_, truncated, info = env.step(np.zeros(2, np.float32))
     assert truncated and info["server_lost"] and server.connects == 1  # no wait inside step

@@ -53,6 +53,11 @@ def test_table5_presets():
     # the documented departures from Table 5 (LunarLanderPlannerConfig's docstring)
     assert (ll.w_act, ll.effort, ll.w_attitude, ll.attitude_rate) == (0.5, "power", 50.0, 0.1)
     assert (r.w_rl, r.w_danger, r.w_bound, r.w_coll, r.horizon_qp) == (1.0, 300.0, 500.0, 300.0, 2)
+    # Racing: eq. (45) and App. B.3's r̂ as written; the stadium keeps its two departures
+    assert (r.boundary_margin, r.reward_terminal) == (0.0, False)
+    stadium = planner_config("racing-stadium")
+    assert type(stadium) is StadiumRacingPlannerConfig
+    assert (stadium.boundary_margin, stadium.reward_terminal) == (0.9, True)
     assert planner_config("racing", rl_term="quad").planning_horizon == 2
 
 
@@ -144,9 +149,10 @@ def test_lunar_lander_effort_on_power_is_free_when_the_engines_are_off():
     torch.testing.assert_close(model.control_effort(u.view(5, 1, 2)), expected.view(5, 1))
 
 
-def test_racing_collision_and_boundary_terms():
+@pytest.mark.parametrize("name", ["racing", "racing-stadium"])
+def test_racing_collision_and_boundary_terms(name):
     """Eqs. (44)–(46): opponent on the ego's spot collides; 1.2 half-widths out costs 0.2²."""
-    model, x = model_and_state("racing")
+    model, x = model_and_state(name)
     track, hw = model.track, model.track.half_width
     s = float(x[6])
     rows = []
@@ -159,6 +165,7 @@ def test_racing_collision_and_boundary_terms():
         row = x.clone()
         row[0:2] = torch.as_tensor(track.to_xy(s, ey), dtype=F64)
         row[7], row[9] = ey, s_opp
+        row[11:13] = torch.as_tensor(track.centre(s_opp), dtype=F64)  # its point (racing)
         rows.append(row)
     xs = torch.stack(rows)
     torch.testing.assert_close(

@@ -67,3 +67,25 @@ def test_scripted_targets_land_at_least_80_percent_of_50_episodes():
 def test_scripted_targets_finish_most_racing_episodes():
     summary, _, _ = run_alone("racing", 50, record=0)
     assert summary["success_rate"]["mean"] >= 0.8, summary
+
+
+def test_initial_mean_acts_with_the_fresh_networks_mean():
+    """``racing``'s world-frame targets: a fresh network's mean (a ≈ 0) asks the car to stand
+    still, so it neither finishes nor crashes: the episodes run into the time limit. Its
+    samples (``initial``) drive off in random directions instead."""
+    mean, _, model = run_alone("racing", 2, seed=20_000, record=0, policy="initial-mean")
+    assert mean["success_rate"]["mean"] == 0.0 and mean["collision_or_offtrack"]["mean"] == 0.0
+    assert mean["steps"]["mean"] == model.task.max_steps
+    # 70 % of sampled episodes end early (tuning episodes): all four running out of time
+    # would happen about once in 100 CPUs' float orders
+    sampled, _, _ = run_alone("racing", 4, seed=20_000, record=0, policy="initial")
+    assert sampled["steps"]["mean"] < model.task.max_steps
+
+
+def test_eval_seed_names_pure_mppis_episodes_and_only_theirs(capsys):
+    summary, _, _ = planner_alone.pure_mppi("racing", 1, eval_seed=20_000, record=0,
+                                            horizon=2)  # fmt: skip
+    assert summary["eval_seed"] == 20_000 and summary["seed"] == 0
+    with pytest.raises(SystemExit) as err:
+        planner_alone.main(["--env", "racing", "--eval-seed", "20000"])
+    assert err.value.code == 2 and "--eval-seed" in capsys.readouterr().err

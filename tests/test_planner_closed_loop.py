@@ -95,9 +95,11 @@ def test_lunar_lander_descends_over_the_pad_under_control():
 
 
 def test_racing_car_stays_on_track_at_moderate_speed():
-    """Target (v_t*, v_n*) = (7.5, 0) m/s (a = (−0.5, 0)) for 300 steps: a straight and a turn."""
-    states, terminated = closed_loop("racing", [-0.5, 0.0], steps=300, seed=0)
-    env = envs.make("racing")
+    """Target (v_t*, v_n*) = (7.5, 0) m/s (a = (−0.5, 0)) for 300 steps: a straight and a turn
+    (``racing-stadium``'s track-frame targets; the circuit's world-frame ones:
+    `tests.test_racing_circuit`)."""
+    states, terminated = closed_loop("racing-stadium", [-0.5, 0.0], steps=300, seed=0)
+    env = envs.make("racing-stadium")
     half_width = env.unwrapped.track.half_width
     s, ey = states[:, 6], states[:, 7]
     speed = np.hypot(states[:, 3], states[:, 4])

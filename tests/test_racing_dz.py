@@ -1,7 +1,9 @@
-"""Racing (App. B.3): track geometry, task logic on hand-built states, env contract, planner model."""
+"""Racing (App. B.3) on the stadium (``racing-stadium``): track geometry, task logic on
+hand-built states, env contract, planner model. The circuit (``racing``): `tests.test_racing_circuit`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 import warnings
@@ -15,12 +17,11 @@ import envs
 from envs.danger import DangerZone
 from envs.racing import task as rt
 from envs.racing.bicycle import CarParams, dynamic_bicycle_step
-from envs.racing.env import RacingDZEnv
-from envs.racing.model import RacingModel
-from envs.racing.track import TrackParams
+from envs.racing.env import StadiumRacingDZEnv
+from envs.racing.model import ModelParams
 
-P = rt.TaskParams()
-TRACK = rt.Track.stadium(TrackParams())
+P = rt.STADIUM_TASK
+TRACK = rt.Track.stadium(rt.TrackParams())
 S, R, HW = 80.0, 30.0, 6.0  # default straight, radius, half-width
 FAR_ZONE = DangerZone(1e3, 1e3, 4.0, 4.0)
 
@@ -160,18 +161,28 @@ def test_zone_sampling_is_seeded_and_inside_the_track():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: TrackParams(radius=0.0), "radius"),
-        (lambda: TrackParams(half_width=40.0), "half_width"),
-        (lambda: TrackParams(straight_length=float("nan")), "straight_length"),
+        (lambda: rt.TrackParams(radius=0.0), "radius"),
+        (lambda: rt.TrackParams(half_width=40.0), "half_width"),
+        (lambda: rt.TrackParams(straight_length=float("nan")), "straight_length"),
         (lambda: rt.TaskParams(dt=0.0), "dt"),
         (lambda: rt.TaskParams(lookahead=(5.0, 1.0, 2.0, 3.0, 4.0)), "lookahead"),
-        (lambda: RacingDZEnv(track=TrackParams(half_width=1.5)), "half_width"),
-        (lambda: RacingDZEnv(task=rt.TaskParams(zone_size=(3.0, 7.0))), "zone_size"),
-        (lambda: RacingDZEnv(task=rt.TaskParams(zone_s=(50.0, 1e4))), "zone_s"),
-        (lambda: RacingDZEnv(task=rt.TaskParams(opponent_gap=(1.0, 20.0))), "opponent_gap"),
+        (lambda: StadiumRacingDZEnv(track=rt.TrackParams(half_width=1.5)), "half_width"),
+        (lambda: StadiumRacingDZEnv(task=stadium(zone_size=(3.0, 7.0))), "zone_size"),
+        (lambda: StadiumRacingDZEnv(task=stadium(zone_s=(50.0, 1e4))), "zone_s"),
+        (lambda: StadiumRacingDZEnv(task=stadium(opponent_gap=(1.0, 20.0))), "opponent_gap"),
         (lambda: CarParams(mass=-1.0), "mass"),
-        (lambda: RacingDZEnv(render_mode="human"), "render_mode"),
-        (lambda: RacingModel(TRACK, P, CarParams(), substeps=0), "substeps"),
+        (lambda: StadiumRacingDZEnv(render_mode="human"), "render_mode"),
+        (lambda: ModelParams(substeps=0), "substeps"),
+        (lambda: ModelParams(target_frame="body"), "target_frame"),
+        (lambda: ModelParams(opponent="exact"), "opponent"),
+        (lambda: rt.TaskParams(opponent_speed_spread=20.0), "opponent_speed_spread"),
+        (lambda: rt.TaskParams(opponent_weave_waves=2.5), "opponent_weave_waves"),
+        (lambda: rt.TaskParams(opponent_time_share=1.5), "opponent_time_share"),
+        (
+            lambda: stadium(opponent_offset=3.0, opponent_weave=2.0).check_against(TRACK),
+            "opponent_offset",
+        ),
+        (lambda: rt.CircuitParams(control=((0.0, 0.0), (1.0, 0.0))), "control"),
     ],
 )
 def test_bad_parameters_raise(make, match):
@@ -182,8 +193,14 @@ def test_bad_parameters_raise(make, match):
 # --- env ------------------------------------------------------------------------------------
 
 
-def placed_env(s: float, ey: float, v: float, opp_s: float, zone=FAR_ZONE, **task) -> RacingDZEnv:
-    env = RacingDZEnv(task=rt.TaskParams(**task))
+def stadium(**changes) -> rt.TaskParams:
+    """The stadium's task with ``changes``."""
+    return dataclasses.replace(P, **changes)
+
+
+def placed_env(s: float, ey: float, v: float, opp_s: float, zone=FAR_ZONE,
+               **task) -> StadiumRacingDZEnv:  # fmt: skip
+    env = StadiumRacingDZEnv(task=stadium(**task))
     env.reset(seed=0)
     env.place(car_at(s, ey, v), s, ey, 0.0, opp_s, v, zone)
     return env
@@ -216,7 +233,7 @@ def test_env_goal_and_zone():
 
 
 def test_time_limit_truncates_never_terminates():
-    env = RacingDZEnv(task=rt.TaskParams(max_steps=5))
+    env = StadiumRacingDZEnv(task=stadium(max_steps=5))
     env.reset(seed=1)
     flags = [env.step(pure_pursuit(env, 10.0))[2:4] for _ in range(5)]
     assert flags[:4] == [(False, False)] * 4 and flags[4] == (False, True)
@@ -227,8 +244,8 @@ def test_time_limit_truncates_never_terminates():
 def test_pure_pursuit_drives_a_lap_on_track():
     # an opponent that stays out of the way: 20 m/s, and grip enough not to slow in the turns
     # (sqrt(20 · 30) ≈ 24.5 m/s; at the default 4 m/s² it would take them at 11 m/s)
-    task = rt.TaskParams(opponent_speed=20.0, opponent_lateral_accel=20.0)
-    env = envs.make("racing", task=task)
+    task = stadium(opponent_speed=20.0, opponent_lateral_accel=20.0)
+    env = envs.make("racing-stadium", task=task)
     env.reset(seed=4)
     for _ in range(400):
         _, r, term, trunc, info = env.step(pure_pursuit(env, 15.0))
@@ -242,7 +259,7 @@ def test_pure_pursuit_drives_a_lap_on_track():
 def test_env_contract_checker_seeding_pickle_render():
     from gymnasium.utils.env_checker import check_env
 
-    env = envs.make("racing", render_mode="rgb_array")
+    env = envs.make("racing-stadium", render_mode="rgb_array")
     assert not isinstance(env, gym.wrappers.TimeLimit)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -269,7 +286,7 @@ def test_env_contract_checker_seeding_pickle_render():
 
 
 def test_env_rejects_bad_actions():
-    env = RacingDZEnv()
+    env = StadiumRacingDZEnv()
     env.reset(seed=0)
     for bad in ([0.0], [0.0, float("nan")], [0.0, 1.5], [[0.0, 0.0]]):
         with pytest.raises(ValueError, match="action"):
@@ -283,3 +300,43 @@ def test_dynamic_bicycle_saturates_at_the_friction_limit():
         state = dynamic_bicycle_step(state, np.array([1.0, 0.0]), car, 0.1)
     lateral_g = state.vx * state.r / 9.81
     assert 0.3 < lateral_g < 1.1 * car.mu  # the kinematic bicycle would turn at ~8 g here
+
+
+#: seeded episodes of ``racing`` as it was before the circuit (commit f5e2454), under the
+#: action streams of `test_racing_stadium_reproduces_racing_before_the_circuit`: steps, return,
+#: the final arc-length (also checked there at the time: every observation, reward, flag and
+#: the planner model's outputs along them hashed the same)
+BEFORE_THE_CIRCUIT = {
+    0: (71, 1371.4146535006003, 108.30058834158376),
+    1: (377, -836.8715181451538, 48.45032185116415),
+    2: (66, 1208.5250899479377, 95.71636348697578),
+    3: (344, -1134.7446917386244, 28.403919858498227),
+    4: (29, 193.26675367492152, 36.556090666061976),
+    5: (359, -713.7571954024825, 38.0296399056854),
+}
+
+
+@pytest.mark.parametrize("seed", sorted(BEFORE_THE_CIRCUIT))
+def test_racing_stadium_reproduces_racing_before_the_circuit(seed):
+    """``racing-stadium`` is the old ``racing``, episode for episode: the stadium, the fixed
+    opponent on the centreline and the 600-step limit draw the same episodes (the circuit's
+    opponent draws come after the zone's and are skipped for a task without them)."""
+    env = envs.make("racing-stadium")
+    model = env.unwrapped.planner_model()
+    assert model.params.target_frame == "track" and model.max_lateral_accel is not None
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    total, steps = 0.0, 0
+    while True:
+        if seed % 2 == 0:
+            u = np.array([rng.uniform(-0.15, 0.15), rng.uniform(0.0, 1.0)], np.float32)
+        else:
+            u = rng.uniform(-1, 1, 2).astype(np.float32)
+        _, r, term, trunc, info = env.step(u)
+        total, steps = total + r, steps + 1
+        if term or trunc:
+            break
+    want_steps, want_return, want_s = BEFORE_THE_CIRCUIT[seed]
+    assert steps == want_steps and env.unwrapped.task.max_steps == 600
+    assert total == pytest.approx(want_return, rel=1e-9)
+    assert info["s"] == pytest.approx(want_s, rel=1e-9)

@@ -1,8 +1,10 @@
-"""RacingModel, the racing planner's kinematic bicycle: ψ, conventions, batching, reward,
-mismatch (helpers: `tests.test_racing_dz`)."""
+"""RacingModel, the racing planner's kinematic bicycle, as ``racing-stadium`` plans with it
+(`STADIUM_MODEL`): ψ, conventions, batching, reward, mismatch (helpers: `tests.test_racing_dz`;
+the circuit's world-frame targets and constant-velocity opponent: `tests.test_racing_circuit`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 
@@ -11,11 +13,10 @@ import pytest
 import torch
 
 import envs
+from envs.model_error import one_step_errors
 from envs.racing import task as rt
-from envs.racing.env import RacingDZEnv
-from envs.racing.model import RacingModel
-from envs.racing.track import TrackParams
-from rlmpc.bench.model_error import one_step_errors
+from envs.racing.env import StadiumRacingDZEnv
+from envs.racing.model import STADIUM_MODEL, RacingModel
 from tests.test_racing_dz import HW, TRACK, P, placed_env, pure_pursuit
 
 # --- planner model --------------------------------------------------------------------------
@@ -24,7 +25,7 @@ from tests.test_racing_dz import HW, TRACK, P, placed_env, pure_pursuit
 @pytest.fixture(scope="module")
 def live():
     """(env, model, planner states [T, nx], observations [T, nobs]) along a pure-pursuit drive."""
-    env = envs.make("racing")
+    env = envs.make("racing-stadium")
     model = env.unwrapped.planner_model()
     obs, _ = env.reset(seed=2)
     xs, obs_list = [], []
@@ -57,7 +58,7 @@ def test_model_mismatch_is_visible_but_bounded(live):
         errors.append(np.hypot(*(pred[:2].numpy() - (e.state.x, e.state.y))))
     errors = np.array(errors)
     assert 0.02 < errors.mean() < 1.0  # metres per 0.1 s step at ~16 m/s, hard steering
-    rel = one_step_errors("racing", steps=300, seed=0, policy="random").relative
+    rel = one_step_errors("racing-stadium", steps=300, seed=0, policy="random").relative
     assert 0.05 < rel < 1.0
 
 
@@ -65,7 +66,7 @@ def test_model_dynamics_conventions(live):
     _, model, xs, _ = live
     x = torch.as_tensor(xs[10])
     x1 = model.dynamics(x, torch.tensor([0.0, 0.0], dtype=torch.float64))
-    torch.testing.assert_close(x1[11:], x[11:])  # zone constant
+    torch.testing.assert_close(x1[10:], x[10:])  # opponent speed and zone constant
     assert x1[9] == pytest.approx(float(x[9] + x[10] * P.dt))  # opponent along its line
     assert x1[6] > x[6]  # the ego moves forward
     clipped = model.dynamics(x, torch.tensor([5.0, -7.0], dtype=torch.float64))
@@ -109,7 +110,7 @@ def test_model_reward_terms(live):
     x1 = model.dynamics(x, u)
     base = model.reward(x, u)
     in_zone = x.clone()
-    in_zone[11:15] = torch.tensor([float(x1[0]), float(x1[1]), 3.0, 3.0])
+    in_zone[15:19] = torch.tensor([float(x1[0]), float(x1[1]), 3.0, 3.0])
     assert model.reward(in_zone, u) - base == pytest.approx(-150.0)
     hit = x.clone()
     hit[9], hit[10] = x1[6] - x[10] * P.dt, x1[3]  # opponent lands on the ego, same speed
@@ -130,7 +131,8 @@ def test_model_turns_with_at_most_half_the_grip(live):
     """Polack et al.'s bound: full steering at 20 m/s turns the path at a_max / v² (0.5 μ g),
     not at the kinematic tan δ / L; at 5 m/s, where a_max allows more, nothing changes."""
     env, model, xs, _ = live
-    free = RacingModel(model.track, model.task, model.car)
+    free = RacingModel(model.track, model.task, model.car,
+                       dataclasses.replace(STADIUM_MODEL, lateral_limit=None))  # fmt: skip
     assert model.max_lateral_accel == pytest.approx(0.5 * 9.81) and free.max_lateral_accel is None
     x = torch.as_tensor(xs[0]).clone()
     x[6], x[8] = 40.0, 0.0  # mid-straight (κ = 0), along the track
@@ -158,7 +160,7 @@ def test_model_targets_are_track_frame_velocities(live):
 
 
 def test_model_pickles_and_matches_env_parameters():
-    env = RacingDZEnv(track=TrackParams(radius=40.0))
+    env = StadiumRacingDZEnv(track=rt.TrackParams(radius=40.0))
     model = env.planner_model()
     model.observe(torch.zeros(model.nx))  # fill the table cache
     clone = pickle.loads(pickle.dumps(model))

@@ -15,7 +15,7 @@ from envs.racing import task as rt
 from envs.racing.bicycle import BicycleSim, dynamic_bicycle_step
 from envs.racing.carla_client import ClientParams
 from envs.racing.carla_env import CARLA_TASK, CarlaRacingEnv
-from envs.racing.env import RacingDZEnv, RacingTaskEnv
+from envs.racing.env import RacingTaskEnv, StadiumRacingDZEnv
 from envs.racing.task import SimStep
 from envs.racing.track import TrackParams, speed_profile
 from tests.carla_double import fake_carla
@@ -61,7 +61,7 @@ def test_task_refuses_bad_opponent_limits():
 class ConstantSpeedSim(BicycleSim):
     """The bicycle simulator as it was before the speed profile: the opponent at constant speed."""
 
-    def reset(self, ego, opp_s, opp_v, zone):
+    def reset(self, ego, opp_s, opp_v, zone, line=None):
         self.state, self.opp_s, self.opp_v = ego, opp_s, opp_v
         return SimStep(ego, opp_s, opp_v)
 
@@ -76,7 +76,7 @@ def test_racing_dz_is_unchanged_on_its_stadium(seed):
     """The profile never binds on RacingDZ's stadium (30 m turns: sqrt(4 · 30) ≈ 11 m/s > 10):
     episodes are those of the constant-speed opponent, to the bit (committed Racing results
     were made with it)."""
-    env = RacingDZEnv()
+    env = StadiumRacingDZEnv()
     assert np.all(env.sim.opponent.profile(env.task.opponent_speed) == env.task.opponent_speed)
     ref = RacingTaskEnv(ConstantSpeedSim(env.track, env.car, env.task.dt), env.task, env.car)
     rng = np.random.default_rng(seed)
@@ -94,7 +94,8 @@ def test_racing_dz_is_unchanged_on_its_stadium(seed):
 
 
 def test_bicycle_opponent_slows_in_tight_turns():
-    env = RacingDZEnv(track=TIGHT, task=rt.TaskParams(opponent_gap=(15.0, 20.0), zone_s=(20, 150)))
+    task = dataclasses.replace(rt.STADIUM_TASK, opponent_gap=(15.0, 20.0), zone_s=(20, 150))
+    env = StadiumRacingDZEnv(track=TIGHT, task=task)
     env.reset(seed=0)
     speeds, s = [], []
     for _ in range(400):  # the ego coasts; the opponent laps the 183 m track

@@ -19,13 +19,18 @@ def toy():
 
 
 def test_the_papers_envs_are_registered_with_their_presets_and_columns():
-    assert envs.names() == ["acrobot", "lunarlander", "racing", "carla-racing"]
-    assert envs.names(local=True) == ["acrobot", "lunarlander", "racing"]
+    assert envs.names() == ["acrobot", "lunarlander", "racing", "racing-stadium", "carla-racing"]
+    assert envs.names(local=True) == ["acrobot", "lunarlander", "racing", "racing-stadium"]
     carla = envs.spec("carla-racing")
     assert carla.planner is envs.spec("racing").planner and carla.probe == "racing"
     assert carla.resources(3) == {"carla": 3.0} and envs.spec("racing").resources(3) == {}
     assert envs.spec("lunarlander").presets["ppo"]["gamma"] == 0.999
-    assert envs.spec("rlmpc/RacingDZ-v0").name == "racing"
+    assert envs.spec("rlmpc/RacingCircuitDZ-v0").name == "racing"
+    assert envs.spec("rlmpc/RacingDZ-v0").name == "racing-stadium"  # the committed results' id
+    # App. B.3's r̂ excludes the terminal reward: the circuit's virtual data too
+    for name in ("racing", "carla-racing"):
+        assert envs.spec(name).presets["run"]["virtual_terminal"] == "exclude"
+    assert "virtual_terminal" not in envs.spec("racing-stadium").presets["run"]
     assert envs.spec("lunarlander").episode_metrics({"distance_to_pad": 0.5}) == {
         "distance_to_pad": 0.5
     }

@@ -2,8 +2,8 @@
 
 `dynamic_bicycle_step` is one env step of the car (`CarParams`: a small front-engine car on
 dry tarmac); `BicycleSim` is the `envs.racing.env.VehicleSim` that moves the ego with it and
-the opponent along the centreline at its speed profile (`envs.racing.task.OpponentSpeed`: up
-to its top speed, slower in corners that need it), the simulator of ``rlmpc/RacingDZ-v0``.
+the opponent along its line at its speed profile (`envs.racing.task.OpponentSpeed`: up to its
+top speed, slower in corners that need it), the simulator of the embedded racing envs.
 """
 
 from __future__ import annotations
@@ -103,11 +103,13 @@ def dynamic_bicycle_step(
 
 class BicycleSim:
     """`envs.racing.env.VehicleSim` with RacingDZ's true system: the dynamic bicycle, the
-    opponent on the centreline at ``opponent`` (default: the default task's limits).
+    opponent on its line (`envs.racing.task.OpponentLine`; the centreline by default) at
+    ``opponent`` (default: the default task's limits).
 
     The opponent moves by its speed at the start of each step (explicit Euler in arc-length)
     and reports its speed where it ends up; at a constant speed that is the old constant-speed
-    opponent, to the bit."""
+    opponent, to the bit. Its line sets where it is across the track, not how fast it moves
+    along it."""
 
     def __init__(self, track: rt.Track, car: CarParams, dt: float,
                  opponent: rt.OpponentSpeed | None = None) -> None:  # fmt: skip
@@ -115,32 +117,44 @@ class BicycleSim:
         self.opponent = opponent or rt.OpponentSpeed.of(track, rt.TaskParams())
         self.state: rt.VehicleState | None = None
         self.opp_s = self.opp_v = self.opp_top = 0.0
+        self.line: rt.OpponentLine | None = None
 
-    def reset(self, ego: rt.VehicleState, opp_s: float, opp_v: float, zone: DangerZone) -> SimStep:
-        """``opp_v``: the opponent's top speed; it starts at its profile's speed at ``opp_s``."""
-        self.state, self.opp_s, self.opp_top = ego, opp_s, opp_v
+    def reset(self, ego: rt.VehicleState, opp_s: float, opp_v: float, zone: DangerZone,
+              line: rt.OpponentLine | None = None) -> SimStep:  # fmt: skip
+        """``opp_v``: the opponent's top speed; it starts at its profile's speed at ``opp_s``,
+        on ``line`` (None: the centreline)."""
+        self.state, self.opp_s, self.opp_top, self.line = ego, opp_s, opp_v, line
         self.opp_v = self.opponent(opp_s, opp_v)
-        return SimStep(ego, opp_s, self.opp_v)
+        return self._report()
 
     def step(self, u: np.ndarray) -> SimStep:
         self.state = dynamic_bicycle_step(self.state, u, self.car, self.dt)
         self.opp_s += self.opp_v * self.dt
         self.opp_v = self.opponent(self.opp_s, self.opp_top)
-        return SimStep(self.state, self.opp_s, self.opp_v)
+        return self._report()
+
+    def _report(self) -> SimStep:
+        opp = rt.opponent_pose(self.track, self.opp_s, self.opp_v, self.line)
+        return SimStep(self.state, self.opp_s, self.opp_v, opp)
 
     def get_state(self) -> dict[str, Any]:
-        """The cars as plain data: the ego's `VehicleState`, the opponent's arc-length, speed
-        and top speed."""
+        """The cars as plain data: the ego's `VehicleState`, the opponent's arc-length, speed,
+        top speed and line."""
         ego = None if self.state is None else list(self.state)
-        return {"ego": ego, "opp_s": self.opp_s, "opp_v": self.opp_v, "opp_top": self.opp_top}
+        line = None if self.line is None else list(self.line)
+        return {"ego": ego, "opp_s": self.opp_s, "opp_v": self.opp_v, "opp_top": self.opp_top,
+                "line": line}  # fmt: skip
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Put the cars back where `get_state` found them (a state without ``opp_top``, from
-        before the speed profile, drove at ``opp_v`` throughout)."""
+        before the speed profile, drove at ``opp_v`` throughout; one without ``line`` on the
+        centreline)."""
         ego = state["ego"]
         self.state = None if ego is None else rt.VehicleState(*ego)
         self.opp_s, self.opp_v = float(state["opp_s"]), float(state["opp_v"])
         self.opp_top = float(state.get("opp_top", state["opp_v"]))
+        line = state.get("line")
+        self.line = None if line is None else rt.OpponentLine(*line)
 
     def reconnect(self) -> None:
         """Nothing to reconnect to."""

@@ -1,20 +1,22 @@
 """Racing with a danger zone (App. B.3) on a CARLA server: ``rlmpc/CarlaRacing-v0``.
 
 `CarlaRacingEnv` is `envs.racing.env.RacingTaskEnv` (the task: action, observation, reward,
-episode end, reset distribution, server-loss handling) on a `envs.racing.carla_sim.CarlaSim`;
-``rlmpc/RacingDZ-v0`` is the same task env on the bicycle simulator.
+episode end, reset distribution, opponent rule, time-limit rule, server-loss handling, the
+planner model's `envs.racing.model.ModelParams`) on a `envs.racing.carla_sim.CarlaSim`;
+``racing`` (``rlmpc/RacingCircuitDZ-v0``) is the same task env on the bicycle simulator, with
+the same defaults but for the lane-sized ones below.
 
 | | |
 |---|---|
 | server | CARLA 0.9.16 at ``host:port``, synchronous mode, ``fixed_delta_seconds = task.dt``, rendering off (the town must be installed there: `envs.racing.carla_client.CarlaMapMissing` otherwise) |
 | track | a closed route on ``town`` (`envs.racing.carla_route`; default Town07's outskirts lap), both lanes |
 | ego | ``vehicle.tesla.model3`` at the start line, ``ey ~ U(±start_lateral)``, ``U(start_speed)`` |
-| opponent | ``vehicle.audi.tt`` on the centreline at up to ``opponent_speed``, slowing for corners (`envs.racing.task.OpponentSpeed`: 4 m/s² lateral, 3 m/s² braking), ``U(opponent_gap)`` ahead, driven by pure pursuit (or the traffic manager on ``tm_port``) |
+| opponent | ``vehicle.audi.tt`` on its line (`envs.racing.task.sample_opponent`: offset ``U(±0.5)`` m, weave ``U(0, 0.5)`` m, for a lane-wide half-width) at up to ``U(10 ± 2)`` m/s, slowing for corners (`envs.racing.task.OpponentSpeed`: 4 m/s² lateral, 3 m/s² braking), ``U(opponent_gap)`` ahead, driven by pure pursuit (or the traffic manager on ``tm_port``) |
 | danger zone | `envs.racing.task.sample_zone`, drawn in the world with ``world.debug`` |
-| action | ``[steer, throttle] ∈ [-1, 1]²``: CARLA steer ``-steer`` (its > 0 is right), throttle > 0 drives, < 0 brakes |
+| action | ``[steer, throttle] ∈ [-1, 1]²``: CARLA steer ``-steer`` (its > 0 is right), throttle > 0 drives, < 0 brakes; the high-level action is ``racing``'s world-frame target velocity |
 | observation | ``[37]`` float32, `envs.racing.task.observation` |
 | reward, terminated | `envs.racing.task.evaluate_step`, as RacingDZ |
-| truncated | ``task.max_steps`` (default 1200 here: a CARLA lap is longer), or the server was lost (``server_lost``) |
+| truncated | the binding time limit of ``racing`` (`envs.racing.task.time_limit_steps`: the fastest opponent's time to the goal, on this route), or the server was lost (``server_lost``) |
 
 A lost server ends the episode; the next `reset` waits for it (``client.reconnect_wait``) or
 claims another free server of ``servers`` (its node's registry), and raises
@@ -33,9 +35,11 @@ from envs.racing.carla_route import ROUTES, RouteSpec
 from envs.racing.carla_sim import CarlaSim
 from envs.racing.env import RacingTaskEnv
 
-#: the CARLA env's default task: RacingDZ's, with zones that fit a lane-wide half-width and a
-#: time limit for a longer lap
-CARLA_TASK = rt.TaskParams(max_steps=1200, zone_size=(2.0, 2.5))
+#: the CARLA env's default task: ``racing``'s, with zones and an opponent's line that fit a
+#: lane-wide half-width (the time limit follows from the route: `rt.time_limit_steps`)
+CARLA_TASK = rt.TaskParams(
+    zone_size=(2.0, 2.5), zone_s=(50.0, 300.0), opponent_offset=0.5, opponent_weave=0.5
+)
 
 
 def _check_port(name: str, value: Any) -> None:
@@ -125,3 +129,4 @@ class CarlaRacingEnv(RacingTaskEnv):
         except ValueError:
             sim.close()
             raise
+        sim.zone_life = self.task.dt * self.task.max_steps  # the route's time limit

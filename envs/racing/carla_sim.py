@@ -88,15 +88,18 @@ def pursuit_control(
     wheelbase: float,
     max_steer: float,
     gain: float = 0.5,
+    line: rt.OpponentLine | None = None,
 ) -> np.ndarray:
-    """The opponent's driver: pure pursuit of the centreline at ``speed``, as an env action.
+    """The opponent's driver: pure pursuit of its line (None: the centreline) at ``speed``, as
+    an env action.
 
-    Aims at the centre point ``max(8 m, 1 s · v)`` ahead of the car's projection, with the
+    Aims at the line's point ``max(8 m, 1 s · v)`` ahead of the car's projection, with the
     bicycle's steering ``δ = atan(2 L sin α / l_d)`` scaled by ``max_steer`` (rad at
     ``|steer| = 1``); throttle (braking below 0) ``gain · (speed - vx)``, clipped to ±1.
     """
     s, _ = track.project((car.x, car.y))
-    target = track.centre(s + max(8.0, car.vx))
+    ahead = s + max(8.0, car.vx)
+    target = track.centre(ahead) if line is None else track.to_xy(ahead, line.ey(ahead))
     dx, dy = target[0] - car.x, target[1] - car.y
     alpha = rt.wrap_angle(math.atan2(dy, dx) - car.psi)
     delta = math.atan2(2.0 * wheelbase * math.sin(alpha), math.hypot(dx, dy))
@@ -107,10 +110,11 @@ def pursuit_control(
 class CarlaSim:
     """`VehicleSim` on a CARLA server: synchronous mode, ego + one opponent on the route.
 
-    The opponent follows the track centreline at its speed profile (`rt.OpponentSpeed`: the
-    episode's opponent speed at most, slower where a corner needs it), driven by
-    `pursuit_control` (``opponent_driver="pursuit"``) or by CARLA's traffic manager on
-    ``tm_port`` (``"traffic_manager"``: its own lane along the route, desired speed set).
+    The opponent follows the episode's line (`rt.OpponentLine`; the centreline without one) at
+    its speed profile (`rt.OpponentSpeed`: the episode's opponent speed at most, slower where a
+    corner needs it), driven by `pursuit_control` (``opponent_driver="pursuit"``) or by
+    CARLA's traffic manager on ``tm_port`` (``"traffic_manager"``: along the line's points,
+    desired speed set).
     Both cars are spawned at construction (their physics gives the planner's `CarParams`) and
     teleported on every reset; the danger zone is drawn with ``world.debug`` for ``zone_life`` s.
     One `CarlaSim` per server: it owns the server's clock (every `step` ticks the world).
@@ -165,7 +169,7 @@ class CarlaSim:
             task = rt.TaskParams()
             limits = opponent or (task.opponent_lateral_accel, task.opponent_long_accel)
             self.opponent_speed = rt.OpponentSpeed(self.track, *limits)
-            self._opp_s, self._opp_top = 0.0, 0.0
+            self._opp_s, self._opp_top, self._line = 0.0, 0.0, None
             self._park()
             self.wheelbase, self.max_steer = self._geometry(self.ego)
             self._opp_geometry = self._geometry(self.opponent)
@@ -246,17 +250,18 @@ class CarlaSim:
         return actor
 
     def reset(
-        self, ego: rt.VehicleState, opp_s: float, opp_v: float, zone: DangerZone | None
-    ) -> SimStep:
-        """``opp_v``: the opponent's top speed; it starts at its profile's speed at ``opp_s``."""
+        self, ego: rt.VehicleState, opp_s: float, opp_v: float, zone: DangerZone | None,
+        line: rt.OpponentLine | None = None,
+    ) -> SimStep:  # fmt: skip
+        """``opp_v``: the opponent's top speed; it starts at its profile's speed at ``opp_s``,
+        on ``line`` (None: the centreline)."""
         tr = self.track
         s_ego = float(tr.project((ego.x, ego.y))[0])
         self.ego = self._place(self.ego, self.blueprints[0], s_ego, ego, ego.vx)
-        (ox, oy), heading = tr.centre(opp_s), float(tr.frame(opp_s)[2])
         v0 = self.opponent_speed(opp_s, opp_v)
-        opp = rt.VehicleState(float(ox), float(oy), heading, v0, 0.0, 0.0)
-        self.opponent = self._place(self.opponent, self.blueprints[1], opp_s, opp, v0)
-        self._opp_s, self._opp_top = opp_s, opp_v
+        opp = rt.opponent_pose(tr, opp_s, v0, line)._replace(r=0.0)
+        self.opponent = self._place(self.opponent, self.blueprints[1], opp_s, opp, opp.vx)
+        self._opp_s, self._opp_top, self._line = opp_s, opp_v, line
         if self.tm is not None:
             self._drive_by_traffic_manager(opp_s, opp_v)
         if zone is not None:
@@ -272,7 +277,10 @@ class CarlaSim:
         tm.ignore_signs_percentage(self.opponent, 100.0)
         tm.auto_lane_change(self.opponent, False)
         ahead = opp_s + np.arange(10.0, tr.length, 10.0)
-        tm.set_path(self.opponent, [self._transform(s, *tr.centre(s), 0.0).location for s in ahead])
+        line = self._line
+        points = tr.centre(ahead) if line is None else tr.to_xy(ahead, line.ey(ahead))
+        tm.set_path(self.opponent, [self._transform(s, *p, 0.0).location
+                                    for s, p in zip(ahead, points, strict=True)])  # fmt: skip
 
     def _draw_zone(self, zone: DangerZone) -> None:
         carla = self._carla
@@ -302,7 +310,7 @@ class CarlaSim:
             opp = self._state(self.opponent)
             wheelbase, max_steer = self._opp_geometry
             speed = self.opponent_speed(self._opp_s, self._opp_top)
-            a = pursuit_control(self.track, opp, speed, wheelbase, max_steer)
+            a = pursuit_control(self.track, opp, speed, wheelbase, max_steer, line=self._line)
             throttle, steer, brake = carla_control(a)
             self.opponent.apply_control(
                 carla.VehicleControl(throttle=throttle, steer=steer, brake=brake)
@@ -321,7 +329,7 @@ class CarlaSim:
         self._opp_s += float(rt.wrap_gap(s_mod - self._opp_s, tr.length))
         epsi = rt.wrap_angle(opp.psi - float(tr.frame(self._opp_s)[2]))
         opp_v = float(rt.forward_speed(opp.vx, opp.vy, epsi))
-        return SimStep(self._state(self.ego), self._opp_s, opp_v)
+        return SimStep(self._state(self.ego), self._opp_s, opp_v, opp)
 
     def _destroy_actors(self) -> None:
         for actor in (self.ego, self.opponent):

@@ -10,7 +10,8 @@ import numpy as np
 
 
 def draw_frame(env: Any, width: int = 800) -> np.ndarray:
-    """rgb_array frame ``[H, W, 3]`` uint8: track, start line, danger zone, opponent, ego."""
+    """rgb_array frame ``[H, W, 3]`` uint8: track, start line, danger zone, the opponent's line
+    (when it has one), opponent, ego."""
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import pygame  # noqa: PLC0415  (only when rendering)
 
@@ -39,7 +40,12 @@ def draw_frame(env: Any, width: int = 800) -> np.ndarray:
     pygame.draw.line(surf, (255, 255, 255), *px(np.stack([left[0], right[0]])), 2)
     z = env.zone
     pygame.draw.polygon(surf, (200, 30, 30), box((z.cx, z.cy), z.w / 2, z.h / 2, 0.0))
-    opp_heading = float(tr.frame(env.opp_s)[2])
-    pygame.draw.polygon(surf, (30, 60, 220), box(tr.centre(env.opp_s), *half_car, opp_heading))
+    line = env.opp_line
+    if line is not None:  # the opponent's line for this episode, thin
+        s = tr.s[:-1]
+        path = tr.to_xy(s, line.ey(s))
+        pygame.draw.lines(surf, (120, 140, 230), True, px(path), 1)
+    opp = env.opp
+    pygame.draw.polygon(surf, (30, 60, 220), box(opp[:2], *half_car, opp.psi))
     pygame.draw.polygon(surf, (250, 200, 0), box(env.state[:2], *half_car, env.state.psi))
     return np.transpose(pygame.surfarray.array3d(surf), (1, 0, 2)).copy()

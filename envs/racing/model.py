@@ -1,14 +1,17 @@
 """The racing planner's model P̂: a kinematic bicycle in track (Frenet) coordinates.
 
 A deliberate mismatch with the true system (`envs.racing.bicycle`, a dynamic bicycle with tire
-forces), as in the paper. Built by every racing env from its own track, task and car
-(`envs.racing.env.RacingTaskEnv.planner_model`).
+forces), as in the paper. Built by every racing env from its own track, task, car and
+`ModelParams` (`envs.racing.env.RacingTaskEnv.planner_model`): ``racing`` plans with the
+defaults (world-frame targets, no lateral-acceleration cap, the opponent extrapolated at
+constant velocity), ``racing-stadium`` with `STADIUM_MODEL` (the model before them).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -16,7 +19,8 @@ from torch import Tensor
 
 from envs.base import PlannerModel
 from envs.racing import task as rt
-from envs.racing.bicycle import CarParams
+from envs.racing.bicycle import CarParams, G
+from envs.racing.scripted import SCRIPTED
 
 #: The planner's kinematic bicycle turns with at most this share of the tyres' grip, μ·g:
 #: Polack et al. (2017), whose model the paper uses, find the kinematic model consistent with
@@ -25,6 +29,54 @@ from envs.racing.bicycle import CarParams
 #: see nothing wrong in entering the R = 30 m turns at 20+ m/s, where the real car (≤ ~1 g)
 #: goes off; with it, a path that is too fast for a turn runs wide in the model too.
 KINEMATIC_LATERAL_LIMIT = 0.5
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """What the planner's model assumes where the paper leaves it open (the env's table).
+
+    ``target_frame``: the frame of eq. (39)'s target ``x*(a)``: ``"world"`` ``[ẋ*, ẏ*] =
+    world_speed · a`` (App. C's reading: a ∈ [-1, 1]² is a box of ±``world_speed`` m/s per
+    axis), or ``"track"`` ``[v_t*, v_n*]`` along the tangent / to the left (``v_t* ∈
+    track_speed``, ``v_n* ∈ ±track_lateral_speed``). ``lateral_limit``: cap the kinematic
+    path's lateral acceleration at this share of μ g (`KINEMATIC_LATERAL_LIMIT`); None: no cap
+    (the kinematic bicycle of Polack et al. as it is). ``opponent``: ``"constant_velocity"``
+    extrapolates the opponent's world velocity over the horizon (its arc-length at its
+    current along-track speed), ``"line"`` advances it exactly along the centreline.
+    """
+
+    target_frame: Literal["world", "track"] = "world"
+    world_speed: float = 25.0
+    track_speed: tuple[float, float] = (0.0, 30.0)
+    track_lateral_speed: float = 4.0
+    lateral_limit: float | None = None
+    opponent: Literal["constant_velocity", "line"] = "constant_velocity"
+    substeps: int = 2
+
+    def __post_init__(self) -> None:
+        if self.target_frame not in ("world", "track"):
+            raise ValueError(f"target_frame must be 'world' or 'track', got {self.target_frame!r}")
+        if self.opponent not in ("constant_velocity", "line"):
+            raise ValueError(
+                f"opponent must be 'constant_velocity' or 'line', got {self.opponent!r}"
+            )
+        if not isinstance(self.substeps, int) or self.substeps < 1:
+            raise ValueError(f"substeps must be an int >= 1, got {self.substeps!r}")
+        lo, hi = self.track_speed
+        if not (0 <= lo < hi and self.track_lateral_speed > 0 and self.world_speed > 0):
+            raise ValueError(
+                "track_speed must be (low, high) with 0 <= low < high, track_lateral_speed and "
+                f"world_speed > 0, got {self.track_speed}, {self.track_lateral_speed}, "
+                f"{self.world_speed}"
+            )
+        if self.lateral_limit is not None and not self.lateral_limit > 0:
+            raise ValueError(f"lateral_limit must be None or > 0, got {self.lateral_limit!r}")
+
+
+#: the ``racing-stadium`` model: track-frame targets, the 0.5 μ g cap, the opponent on its line
+STADIUM_MODEL = ModelParams(
+    target_frame="track", lateral_limit=KINEMATIC_LATERAL_LIMIT, opponent="line"
+)
 
 
 class _Tables(NamedTuple):
@@ -47,62 +99,62 @@ class _Tables(NamedTuple):
 class RacingModel(PlannerModel):
     """Kinematic bicycle in track (Frenet) coordinates (Polack et al. 2017): the planner's P̂.
 
-    Planner state ``x [..., 15]``:
+    Planner state ``x [..., 19]``:
 
     | index | content |
     |---|---|
     | 0-5 | ego X, Y (m), yaw ψ (rad), body velocity vx, vy (m/s), yaw rate r (rad/s) |
     | 6-8 | ego track coordinates: s (unwrapped arc-length from the start line), ey, eψ |
-    | 9-10 | opponent arc-length s_o and speed v_o (on the centreline; the model holds v_o over the horizon, the envs slow it for corners) |
-    | 11-14 | danger zone (cx, cy, w, h), w = h = s_D |
+    | 9-10 | opponent arc-length s_o and its speed along the track v_o |
+    | 11-14 | opponent world position X_o, Y_o and world velocity Ẋ_o, Ẏ_o |
+    | 15-18 | danger zone (cx, cy, w, h), w = h = s_D |
 
     ``dynamics`` integrates ``ṡ = v cos(eψ+β) / (1 - κ(s) ey)``, ``ėy = v sin(eψ+β)``,
     ``ėψ = v sin β / lr - κ(s) ṡ``, ``v̇ = a`` with slip ``β = atan(lr tan δ / (lf + lr))`` and
     ``a = throttle * F_drive / m`` (or ``* F_brake / m`` braking): no tire slip, no yaw inertia, no
-    drag, no power limit. With ``max_lateral_accel`` (the envs' model: `KINEMATIC_LATERAL_LIMIT`
-    · μ g) the path's curvature ``sin β / lr`` is capped at ``a_max / v²``: beyond it the car
-    runs wide instead of turning (``python -m rlmpc.bench.model_error --env racing``: one-step error
-    0.76 of the step's motion, planner-driven, against 2.10 without the cap). X, Y, ψ follow
-    from (s, ey, eψ) on the track tables; vx, vy, r are the kinematic ones. The opponent advances ``v_o dt``; the zone stays.
+    drag, no power limit. With ``ModelParams.lateral_limit`` the path's curvature ``sin β / lr``
+    is capped at ``a_max / v²`` (``a_max`` = the limit · μ g): beyond it the car runs wide
+    instead of turning (``python -m envs.model_error --env racing-stadium``: one-step error 0.76
+    of the step's motion, planner-driven, against 2.10 without the cap). X, Y, ψ follow from
+    (s, ey, eψ) on the track tables; vx, vy, r are the kinematic ones. The zone stays.
 
-    Targets (eq. 39), ``nt = 2``: ``[v_t*, v_n*]``, the velocity *in the track frame* (along the
-    tangent, towards the left). On a closed track a world-frame ``[ẋ*, ẏ*]`` held over the horizon
-    would mean a different manoeuvre on every part of the lap; in the track frame the same action
-    means "this fast along the track, drifting left/right this fast" everywhere, which is what
-    speeding up to overtake and sidestepping a zone or the opponent need.
-    ``a ∈ [-1, 1]^2`` maps to ``v_t* ∈ target_speed``, ``v_n* ∈ ±target_lateral_speed``.
+    The opponent (``ModelParams.opponent``): ``"constant_velocity"`` moves ``X_o, Y_o`` by
+    ``(Ẋ_o, Ẏ_o) dt`` (eq. 44's ``p_opponent``: a straight line at its current velocity, what a
+    planner can know of another car) and ``s_o`` by ``v_o dt`` (the same motion projected on
+    the track at its start, to first order); ``"line"`` moves ``s_o`` by ``v_o dt`` and puts it
+    on the centreline at ``s_o`` (columns 11-14 unused).
+
+    Targets (eq. 39), ``nt = 2``, ``a ∈ [-1, 1]²`` (`ModelParams.target_frame`): world frame
+    ``[ẋ*, ẏ*] = world_speed · a``, compared with the world velocity of the ego; or track
+    frame ``[v_t*, v_n*]`` (``v_t* ∈ track_speed``, ``v_n* ∈ ±track_lateral_speed``), compared
+    with the velocity along the tangent and to the left.
 
     ``reward`` is the env's dense reward (App. B.3 "reward model"); the -100 off-track, -1000
     collision and +1000 goal are ``terminal_reward``'s, on the states ``terminated`` flags
     (off-track, collision or goal, as the env), the rule every env follows.
     """
 
-    nx, nu, na, nt, nobs = 15, 2, 2, 2, rt.NOBS
+    nx, nu, na, nt, nobs = 19, 2, 2, 2, rt.NOBS
     u_low, u_high = (-1.0, -1.0), (1.0, 1.0)
-    zone_slice = slice(11, 15)
+    zone_slice = slice(15, 19)
 
     def __init__(
         self,
         track: rt.Track,
         task: rt.TaskParams,
         car: CarParams,
-        substeps: int = 2,
-        target_speed: tuple[float, float] = (0.0, 30.0),
-        target_lateral_speed: float = 4.0,
-        max_lateral_accel: float | None = None,
+        params: ModelParams | None = None,
     ) -> None:
-        if not isinstance(substeps, int) or substeps < 1:
-            raise ValueError(f"substeps must be an int >= 1, got {substeps!r}")
-        if not 0 <= target_speed[0] < target_speed[1] or not target_lateral_speed > 0:
-            raise ValueError(
-                f"target_speed must be (low, high) with 0 <= low < high and target_lateral_speed > 0, "
-                f"got {target_speed}, {target_lateral_speed}"
-            )
-        self.track, self.task, self.car, self.substeps = track, task, car, substeps
-        if max_lateral_accel is not None and not max_lateral_accel > 0:
-            raise ValueError(f"max_lateral_accel must be None or > 0, got {max_lateral_accel!r}")
-        self.target_speed, self.target_lateral_speed = target_speed, target_lateral_speed
-        self.max_lateral_accel = max_lateral_accel
+        self.params = params = params or ModelParams()
+        self.track, self.task, self.car, self.substeps = track, task, car, params.substeps
+        self.target_speed, self.target_lateral_speed = (
+            params.track_speed,
+            params.track_lateral_speed,
+        )
+        limit = params.lateral_limit
+        self.max_lateral_accel = None if limit is None else limit * car.mu * G
+        self.world_frame = params.target_frame == "world"
+        self.constant_velocity = params.opponent == "constant_velocity"
         self.contact_distance = float(task.contact_distance)
         self.goal_length = task.goal_laps * track.length
         self._cache: dict[tuple[torch.device, torch.dtype], _Tables] = {}
@@ -200,11 +252,13 @@ class RacingModel(PlannerModel):
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         out[:, :10] = ego.t()
         out[:, 10:] = x[:, 10:]
+        if self.constant_velocity:  # X_o, Y_o at the opponent's current world velocity
+            torch.add(x[:, 11:13], x[:, 13:15], alpha=dt, out=out[:, 11:13])
         return out.view(*shape, self.nx)
 
     def _events(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        opponent_x, opponent_y = self._lookup(x[..., 9], "centre")
-        distance = torch.hypot(x[..., 0] - opponent_x, x[..., 1] - opponent_y)
+        opponent = self.opponent_position(x)
+        distance = torch.hypot(x[..., 0] - opponent[..., 0], x[..., 1] - opponent[..., 1])
         b = x[..., 7] / self.track.half_width
         return rt.episode_end(b, distance, x[..., 6], self.goal_length, self.task)
 
@@ -212,7 +266,7 @@ class RacingModel(PlannerModel):
         """App. B.3's dense reward (progress, passing, boundary, zone); the -100 off-track,
         -1000 collision and +1000 goal are `terminal_reward`'s."""
         x1 = self.dynamics(x, u)
-        v_rel = self.tracked(x1)[..., 0] - x1[..., 10]
+        v_rel = self.track_velocity(x1)[..., 0] - x1[..., 10]
         gap = rt.wrap_gap(x1[..., 6] - x1[..., 9], self.track.length)
         b = x1[..., 7] / self.track.half_width
         progress = x1[..., 6] - x[..., 6]
@@ -248,31 +302,52 @@ class RacingModel(PlannerModel):
         torch.add(across, n_across, out=points[..., 1])
         torch.sub(along, n_along, out=points[..., 2])
         torch.sub(across, n_across, out=points[..., 3])
-        ox, oy = self._lookup(s_o, "centre")
-        ox, oy = ox.sub_(px[:, 0]), oy.sub_(py[:, 0])
+        if self.constant_velocity:
+            ox, oy = x[:, 11] - px[:, 0], x[:, 12] - py[:, 0]
+        else:
+            ox, oy = self._lookup(s_o, "centre")
+            ox, oy = ox.sub_(px[:, 0]), oy.sub_(py[:, 0])
         out[:, 29] = rt.wrap_gap(s_o - s, self.track.length)
         torch.addcmul(ox * c, oy, sn, out=out[:, 30])
         torch.addcmul(oy * c, ox, sn, value=-1.0, out=out[:, 31])
-        torch.sub(x[:, 10], self.tracked(x)[:, 0], out=out[:, 32])
+        torch.sub(x[:, 10], self.track_velocity(x)[:, 0], out=out[:, 32])
         torch.mul(s, 1.0 / self.goal_length, out=out[:, 33])
-        out[:, 34:37] = x[:, 11:14]
+        out[:, 34:37] = x[:, 15:18]
         return out.view(*shape, self.nobs)
 
     def planner_state(self, env: Any) -> np.ndarray:
         e = env.unwrapped
+        opp = e.opp
         return np.array(
-            [*e.state, e.s, e.ey, e.epsi, e.opp_s, e.opp_v, *e.zone.as_tuple()], dtype=np.float64
-        )
+            [*e.state, e.s, e.ey, e.epsi, e.opp_s, e.opp_v, opp.x, opp.y,
+             *rt.world_velocity(opp), *e.zone.as_tuple()],
+            dtype=np.float64,
+        )  # fmt: skip
 
     def position(self, x: Tensor) -> Tensor:
         return x[..., 0:2]
 
     def opponent_position(self, x: Tensor) -> Tensor:
-        """The opponent's point ``[..., 2]`` on the centreline (eq. 44's p_opponent)."""
+        """The opponent's point ``[..., 2]`` (eq. 44's p_opponent): ``X_o, Y_o``, or its
+        centreline point at ``s_o`` (``ModelParams.opponent`` ``"line"``)."""
+        if self.constant_velocity:
+            return x[..., 11:13]
         return self._lookup(x[..., 9], "centre").movedim(0, -1)
 
     def scripted_action(self, obs: Tensor) -> Tensor:
         """A hand-written high-level policy ``[..., na]`` for checking the planner alone (App. E).
+
+        World-frame targets (`ScriptedDriver`): the velocity towards a point on the chosen line
+        ahead at a curvature-limited speed, the line moved out to pass the opponent and clear
+        of the danger zone. Track-frame targets: `_scripted_track`.
+        """
+        if self.world_frame:
+            return SCRIPTED(obs, self.track.half_width, self.task.lookahead,
+                            self.params.world_speed)  # fmt: skip
+        return self._scripted_track(obs)
+
+    def _scripted_track(self, obs: Tensor) -> Tensor:
+        """`scripted_action` for track-frame targets (``racing-stadium``).
 
         Speed: at most 18 m/s, and at most ``sqrt(4 m/s² / κ)`` for the sharpest curvature κ
         read off the TrackPoints 10-30 m ahead. Line: the centreline, or 3 m to the left of
@@ -302,6 +377,16 @@ class RacingModel(PlannerModel):
     def others(self, x: Tensor) -> Tensor:
         return self.opponent_position(x).unsqueeze(-2)
 
+    def marks(self, positions: np.ndarray, others: np.ndarray) -> tuple[str, np.ndarray]:
+        """The overtakes: the steps at which the ego's arc-length passes the opponent's (the
+        gap between them changes sign, within a car length of each other)."""
+        if others.shape[1] == 0 or len(positions) < 2:
+            return "overtake", np.zeros(0, np.int64)
+        tr = self.track
+        gap = rt.wrap_gap(tr.project(positions)[0] - tr.project(others[:, 0])[0], tr.length)
+        near = np.abs(gap[1:]) < self.task.car_length
+        return "overtake", np.flatnonzero((gap[:-1] < 0) & (gap[1:] >= 0) & near) + 1
+
     def draw(self, ax: Any) -> None:
         """The centreline (dashed) and both boundaries of the closed track."""
         tr = self.track
@@ -317,20 +402,45 @@ class RacingModel(PlannerModel):
 
     def target(self, a: Tensor) -> Tensor:
         a = a.clamp(-1.0, 1.0)
+        if self.world_frame:
+            return a * self.params.world_speed
         lo, hi = self.target_speed
         return torch.stack(
             (lo + 0.5 * (a[..., 0] + 1) * (hi - lo), self.target_lateral_speed * a[..., 1]), -1
         )
 
     def tracked(self, x: Tensor) -> Tensor:
+        """The velocity eq. (39) compares with the target ``[..., 2]``: world ``[ẋ, ẏ]`` or
+        track-frame ``[v_t, v_n]`` (`track_velocity`), as ``ModelParams.target_frame``."""
+        return self.world_velocity(x) if self.world_frame else self.track_velocity(x)
+
+    def world_velocity(self, x: Tensor) -> Tensor:
+        """World-frame velocity ``[ẋ, ẏ]`` ``[..., 2]`` of the ego."""
+        return _rotate(x[..., 3], x[..., 4], x[..., 2], x.new_empty(*x.shape[:-1], 2))
+
+    def track_velocity(self, x: Tensor) -> Tensor:
         """Track-frame velocity ``[v_t, v_n]`` ``[..., 2]`` (along the tangent, to the left)."""
-        vx, vy, epsi = x[..., 3], x[..., 4], x[..., 8]
-        c, s = torch.cos(epsi), torch.sin(epsi)
-        out = x.new_empty(*x.shape[:-1], 2)
-        torch.mul(vx, c, out=out[..., 0]).addcmul_(vy, s, value=-1.0)
-        torch.mul(vx, s, out=out[..., 1]).addcmul_(vy, c)
-        return out
+        return _rotate(x[..., 3], x[..., 4], x[..., 8], x.new_empty(*x.shape[:-1], 2))
+
+    def tracking_error_parts(self, x: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """The tracked velocity less the target, component by component ``[...]`` each
+        (track frame: `tracking_error`'s components, as the stadium's planner always had)."""
+        if not self.world_frame:
+            return super().tracking_error_parts(x, target)
+        vx, vy = x[..., 3], x[..., 4]
+        c, s = torch.cos(x[..., 2]), torch.sin(x[..., 2])
+        first = torch.mul(vx, c).addcmul_(vy, s, value=-1.0)
+        second = torch.mul(vx, s).addcmul_(vy, c)
+        return first - target[..., 0], second - target[..., 1]  # broadcast over candidates
 
     def terminated(self, x: Tensor) -> Tensor:
         off, coll, goal = self._events(x)
         return off | coll | goal
+
+
+def _rotate(vx: Tensor, vy: Tensor, angle: Tensor, out: Tensor) -> Tensor:
+    """``R(angle) [vx, vy]`` into ``out [..., 2]``."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    torch.mul(vx, c, out=out[..., 0]).addcmul_(vy, s, value=-1.0)
+    torch.mul(vx, s, out=out[..., 1]).addcmul_(vy, c)
+    return out

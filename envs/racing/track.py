@@ -1,5 +1,9 @@
 """The racing track: a closed centreline with a half-width, and the frame along it.
 
+Two layouts: the stadium (`TrackParams`, two straights and two constant-radius turns: the
+``racing-stadium`` task) and the circuit (`CircuitParams`, a closed periodic cubic spline
+through control points: hairpin, chicane, sweepers and straights, the ``racing`` task).
+
 Track-frame conventions: arc-length ``s`` (m) along the centreline in the driving direction
 (counter-clockwise for the default stadium), 0 at the start line; lateral offset ``ey`` (m,
 positive to the left); heading error ``epsi`` (rad, wrapped to [-π, π)); boundary deviation
@@ -63,6 +67,9 @@ class TrackParams:
             self.spacing,
         )
 
+    def build(self) -> Track:
+        return Track.stadium(self)
+
 
 def stadium_centreline(p: TrackParams) -> np.ndarray:
     """Centreline points ``[N, 2]`` of the stadium, evenly spaced in arc-length, counter-clockwise.
@@ -88,6 +95,84 @@ def stadium_centreline(p: TrackParams) -> np.ndarray:
         [s < a1, s < a2, s < a3], [-r + 0 * s, r * np.sin(th1), r + 0 * s], r * np.sin(th2)
     )
     return np.stack([x, y], axis=-1)
+
+
+#: The circuit's control points (m), counter-clockwise from the start line: a 120 m start
+#: straight, a hairpin (R ≈ 12 m), a right-left chicane (R ≈ 17 m), sweepers (R ≈ 25-40 m)
+#: and a long left-hand loop back to the straight; 569.5 m a lap at 5 m half-width
+#: (`envs.racing.env` has the measurements behind it).
+CIRCUIT_CONTROL: tuple[tuple[float, float], ...] = (
+    (0.0, 0.0), (60.0, 0.0), (120.0, 0.0), (165.0, 2.0), (185.0, 18.0), (175.0, 38.0),
+    (150.0, 40.0), (120.0, 32.0), (95.0, 45.0), (65.0, 40.0), (30.0, 55.0), (10.0, 85.0),
+    (-25.0, 90.0), (-45.0, 60.0), (-40.0, 25.0), (-25.0, 5.0),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CircuitParams:
+    """A closed circuit: the periodic cubic spline through ``control`` (`closed_spline`),
+    the same every episode; the start line at the first control point."""
+
+    control: tuple[tuple[float, float], ...] = CIRCUIT_CONTROL  # spline knots (m), >= 4
+    half_width: float = 5.0  # centre-to-edge distance (m), > 0
+    spacing: float = 1.0  # arc-length between centreline table points (m), (0, 2]
+
+    def __post_init__(self) -> None:
+        pts = np.asarray(self.control, dtype=np.float64)
+        _require(
+            pts.ndim == 2 and pts.shape[0] >= 4 and pts.shape[1] == 2 and np.all(np.isfinite(pts)),
+            "CircuitParams.control",
+            "at least 4 finite (x, y) points",
+            self.control,
+        )
+        _require(_finite(self.half_width) and self.half_width > 0, "CircuitParams.half_width",
+                 "a finite number > 0", self.half_width)  # fmt: skip
+        _require(_finite(self.spacing) and 0 < self.spacing <= 2.0, "CircuitParams.spacing",
+                 "in (0, 2]", self.spacing)  # fmt: skip
+
+    def build(self) -> Track:
+        return Track(closed_spline(np.asarray(self.control, dtype=np.float64), self.spacing),
+                     self.half_width)  # fmt: skip
+
+
+def closed_spline(control: np.ndarray, spacing: float, density: int = 20) -> np.ndarray:
+    """Points ``[N, 2]`` evenly spaced (about ``spacing`` m) in arc-length along the closed
+    periodic cubic spline through ``control [n, 2]`` (chord-length knots, C2: the curvature
+    is continuous, also across the first knot), starting at ``control[0]``.
+
+    The spline is sampled ``density`` times finer than ``spacing`` and resampled linearly in
+    arc-length, which puts the points within ~1e-4 m of the curve at the default spacing.
+    """
+    p = np.asarray(control, dtype=np.float64)
+    n = len(p)
+    nxt = np.roll(p, -1, axis=0)
+    h = np.linalg.norm(nxt - p, axis=1)  # chord lengths: knot spacing
+    _require(bool(np.all(h > 1e-6)), "control", "points without repeats", control)
+    # cyclic tridiagonal system for the second derivatives m_i (natural form, periodic)
+    a = np.zeros((n, n))
+    idx = np.arange(n)
+    a[idx, idx - 1] += np.roll(h, 1)
+    a[idx, idx] += 2.0 * (np.roll(h, 1) + h)
+    a[idx, (idx + 1) % n] += h
+    slope = (nxt - p) / h[:, None]
+    m = np.linalg.solve(a, 6.0 * (slope - np.roll(slope, 1, axis=0)))
+    m1 = np.roll(m, -1, axis=0)
+    parts = []
+    for i in range(n):
+        k = max(2, math.ceil(h[i] / spacing * density))
+        t = (np.arange(k) / k * h[i])[:, None]  # distance from knot i along the chord
+        u = h[i] - t
+        parts.append(
+            (m[i] * u**3 + m1[i] * t**3) / (6 * h[i])
+            + (p[i] / h[i] - m[i] * h[i] / 6) * u
+            + (nxt[i] / h[i] - m1[i] * h[i] / 6) * t
+        )
+    dense = np.concatenate(parts)
+    closed = np.concatenate([dense, dense[:1]])
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(closed, axis=0), axis=1))])
+    count = round(s[-1] / spacing)
+    q = np.arange(count) * (s[-1] / count)
+    return np.stack([np.interp(q, s, closed[:, 0]), np.interp(q, s, closed[:, 1])], axis=-1)
 
 
 def wrap_angle(a: Any) -> Any:

@@ -10,12 +10,14 @@ so the same command measures every departure from Table 5.
 
 ``--policy initial`` instead acts as training starts: each step, one high-level action
 sampled from a freshly initialised policy network (the executed candidate of training is one
-such draw), which shows whether learning can start from the env's defaults.
+such draw), which shows whether learning can start from the env's defaults. ``--policy
+initial-mean`` acts with that network's mean action (what its evaluation would do).
 
 ``--objective reward`` is App. E's "pure MPPI" (Fig. 10): the planner's cost is the reward
 model multiplied by −1 (`planners.reward_cost`), no high-level policy (``--policy none`` is
 implied), no learning; `pure_mppi` is the same from Python. ``--seed`` then names the
-evaluation protocol's seed: episodes ``1_000_000 + 10_000·seed + i`` (`first_eval_seed`).
+evaluation protocol's seed: episodes ``1_000_000 + 10_000·seed + i`` (`first_eval_seed`);
+``--eval-seed N`` runs episodes ``N + i`` instead (tuning and calibration seeds).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from rlmpc.run.evaluate import format_table, plot_traces, summarize
 from rlmpc.run.runlog import run_meta
 from rlmpc.system.worker import EVAL_ACTOR_ID, RolloutWorker, WorkerSpec
 
-POLICIES = ("scripted", "initial", "none")
+POLICIES = ("scripted", "initial", "initial-mean", "none")
 """`run_alone`'s high-level policies."""
 
 
@@ -77,8 +79,9 @@ class SampledPolicy:
 
 def run_alone(env: str, episodes: int, seed: int = 20_000, n_envs: int = 50, record: int = 3,
               policy: str = "scripted", **planner_options: Any) -> tuple[dict[str, Any], Any, Any]:  # fmt: skip
-    """``episodes`` episodes (seeds ``seed + i``) of the ``policy`` ('scripted', 'initial' or
-    'none': action 0) + MPPI, ``n_envs`` at once; (summary, `EvalResult`, model)."""
+    """``episodes`` episodes (seeds ``seed + i``) of the ``policy`` ('scripted', 'initial': a
+    fresh policy network's samples, 'initial-mean': its mean, or 'none': action 0) + MPPI,
+    ``n_envs`` at once; (summary, `EvalResult`, model)."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     spec = WorkerSpec(
@@ -92,8 +95,9 @@ def run_alone(env: str, episodes: int, seed: int = 20_000, n_envs: int = 50, rec
         worker.policy = ScriptedPolicy(worker.model)
     elif policy == "none":
         worker.policy = NoPolicy(worker.model)
-    else:
+    elif policy == "initial":
         worker.policy = SampledPolicy(worker.policy, worker.gen)
+    # 'initial-mean': the worker's own freshly initialised network, acting with its mean
     result = worker.evaluate(None, episodes, seed=seed, record=record)
     summary = summarize(env, result.episodes)
     summary["planner"] = {f.name: getattr(spec.planner, f.name) for f in fields(spec.planner)}
@@ -141,7 +145,13 @@ def main(argv: list[str] | None = None) -> None:
                         "the run seed of the evaluation protocol (default 0)")  # fmt: skip
     parser.add_argument(
         "--policy", default="scripted", choices=POLICIES,
-        help="the env's scripted targets, an untrained policy acting as in training, or none",
+        help="the env's scripted targets, an untrained policy acting as in training (its "
+        "samples) or as evaluated (its mean), or none",
+    )  # fmt: skip
+    parser.add_argument(
+        "--eval-seed", type=int, default=None,
+        help="with --objective reward: the first episode's seed (default: the evaluation "
+        "protocol's 1_000_000 + 10_000·seed)",
     )  # fmt: skip
     parser.add_argument(
         "--objective", default="composite", choices=["composite", "reward"],
@@ -168,10 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     pure = args.objective == "reward"
     if pure and args.policy != "scripted":
         parser.error("argument --policy: --objective reward runs without a policy")
+    if args.eval_seed is not None and not pure:
+        parser.error("argument --eval-seed: only with --objective reward (else --seed)")
     try:
         if pure:
             seed = 0 if args.seed is None else args.seed
-            summary, result, model = pure_mppi(args.env, args.episodes, seed, **options)
+            summary, result, model = pure_mppi(args.env, args.episodes, seed,
+                                               eval_seed=args.eval_seed, **options)  # fmt: skip
         else:
             seed = 20_000 if args.seed is None else args.seed
             summary, result, model = run_alone(

@@ -12,10 +12,13 @@ the size of the model's miss as a fraction of how far the observation actually m
 
 The controls come from the env's own MPPI planner (Table 5 costs) tracking the target of a
 fixed high-level action ``a = 0`` (``--policy planner``, the default: the states the
-planner's virtual data starts from), from uniform random controls (``random``) or from
+planner's virtual data starts from), from the planner tracking the model's scripted targets
+(``scripted``, `envs.base.PlannerModel.scripted_action`: ``racing``'s ``a = 0`` asks its
+world-frame target of standing still), from uniform random controls (``random``) or from
 zero controls (``zero``).
 
-Run ``python -m rlmpc.bench.model_error --env lunarlander`` (or ``racing``, ``acrobot``).
+Run ``python -m rlmpc.bench.model_error --env lunarlander`` (or ``racing``, ``racing-stadium``,
+``acrobot``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class ModelError:
     mean_step: float  # mean ||s' - s||
 
 
-POLICIES = ("planner", "random", "zero")
+POLICIES = ("planner", "scripted", "random", "zero")
 
 
 def one_step_errors(
@@ -53,7 +56,8 @@ def one_step_errors(
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     low, high = env.action_space.low, env.action_space.high
-    if policy == "planner":
+    planned = policy in ("planner", "scripted")
+    if planned:
         from envs import planner_config
         from planners.costs import build_planner
         from planners.mppi import shift_warm_start
@@ -66,7 +70,9 @@ def one_step_errors(
     preds, reals, prevs = [], [], []
     while len(reals) < steps:
         x = torch.as_tensor(model.planner_state(env), dtype=torch.float64)
-        if policy == "planner":
+        if planned:
+            if policy == "scripted":
+                a0 = model.scripted_action(torch.as_tensor(obs, dtype=torch.float32)[None])[None]
             plan = planner.plan(x[None].float(), a0, warm, generator=gen)
             u = plan.first[0, 0].double().numpy()
             warm = shift_warm_start(plan.controls[:, 0])
@@ -76,7 +82,7 @@ def one_step_errors(
         next_obs, _, terminated, truncated, _ = env.step(u.astype(env.action_space.dtype))
         if terminated or truncated:
             obs, _ = env.reset(seed=int(rng.integers(2**31)))
-            if policy == "planner":
+            if planned:
                 warm = torch.zeros_like(warm)
             continue
         preds.append(pred.numpy())

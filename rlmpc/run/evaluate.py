@@ -56,8 +56,9 @@ def draw_scene(ax: Any, model: Any, zone: Any) -> None:
 
 def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path:
     """Recorded episodes: the env's scene (`PlannerModel.draw`: track, pad), the danger zone,
-    the candidates' planned paths, the executed path and the other agents' paths. ``model``
-    draws the scene (default: the one the evaluation sent)."""
+    the candidates' planned paths, the executed path, the other agents' paths and the env's
+    marked events (`PlannerModel.marks`: overtakes). ``model`` draws the scene (default: the
+    one the evaluation sent)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,6 +79,11 @@ def plot_traces(result: EvalResult, path: str | Path, model: Any = None) -> Path
                     label="other agent" if k == 0 else None)  # fmt: skip
             ax.plot(*tr.others[-1, k], "s", color="tab:purple", ms=4)
         ax.plot(*tr.positions[0], "ko", ms=4)
+        if model is not None:  # the env's events (overtakes), as stars on the executed path
+            label, steps = model.marks(tr.positions, tr.others)
+            if len(steps):
+                ax.plot(*tr.positions[steps].T, "*", color="tab:orange", ms=10, mec="k",
+                        mew=0.5, label=label, zorder=5)  # fmt: skip
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_title(
             f"return {tr.ret:.1f}, {'success' if tr.success else 'no success'}", fontsize=9

@@ -5,8 +5,9 @@ short animation of one recorded episode.
 iteration, env steps, episodes, each column's mean and std); `RunLogger.evaluation`
 (`rlmpc.run.runlog`) collects the rows into ``evaluations.jsonl`` and a ``wandb.Table``.
 `episode_gif` draws a recorded `Trace` step by step, as `rlmpc.run.evaluate.plot_traces` draws
-it whole: the scene, the danger zone, the executed path so far, the other agents, and the
-candidates' planned paths as last recorded (every ``plan_every`` steps of the episode).
+it whole: the scene, the danger zone, the executed path so far, the other agents, the env's
+marked events so far (`PlannerModel.marks`: overtakes), and the candidates' planned paths as
+last recorded (every ``plan_every`` steps of the episode).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def episode_gif(trace: Trace, model: Any, path: str | Path, env: str = "",
     cands = [moving([], [], lw=1.2, alpha=0.9, color="tab:green" if m == 0 else "tab:orange")
              for m in range(num_candidates)]  # fmt: skip
     trails = [moving([], [], color="tab:purple", lw=1.0, ls=":") for _ in range(others.shape[1])]
+    _, marked = model.marks(pos, others) if model is not None else ("", np.zeros(0, np.int64))
+    stars = moving([], [], "*", color="tab:orange", ms=8, mec="k", mew=0.5)
     path_line = moving([], [], color="tab:blue", lw=1.5)
     head = moving([], [], "o", color="tab:blue", ms=4)
     label = ax.text(0.02, 0.98, "", transform=ax.transAxes, va="top", fontsize=6, animated=True)
@@ -97,8 +100,10 @@ def episode_gif(trace: Trace, model: Any, path: str | Path, env: str = "",
             j = max(0, int(np.searchsorted(trace.plan_steps, t, side="right")) - 1)
             for m, line in enumerate(cands):
                 line.set_data(plans[j, m, :, 0], plans[j, m, :, 1])
+        shown = marked[marked <= t]  # the env's events so far (overtakes)
+        stars.set_data(pos[shown, 0], pos[shown, 1])
         label.set_text(f"step {t}/{steps}")
-        for artist in (*cands, *trails, path_line, head, label):
+        for artist in (*cands, *trails, path_line, stars, head, label):
             ax.draw_artist(artist)
         frames.append(Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy()))
     plt.close(fig)
