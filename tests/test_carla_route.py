@@ -19,6 +19,7 @@ from envs.racing.carla_sim import (
     pursuit_control,
 )
 from envs.racing.model import ModelParams
+from envs.racing.track import TrackParams
 from tests.carla_double import FakeWaypoint, fake_carla
 
 # ---- route tracing on a map double ------------------------------------------------------------
@@ -42,7 +43,7 @@ def test_route_follows_the_plan_and_closes_the_loop():
 
 
 def test_clearance_rejects_a_track_that_crosses_itself():
-    check_clearance(rt.Track.stadium(rt.TrackParams()))
+    check_clearance(rt.Track.stadium(TrackParams()))
     t = np.linspace(0, 2 * np.pi, 600, endpoint=False)
     eight = np.stack([100 * np.sin(t), 50 * np.sin(2 * t)], -1)  # a figure 8
     with pytest.raises(ValueError, match="within its width"):

@@ -14,6 +14,7 @@ from envs.acrobot.planner import AcrobotPlannerConfig
 from envs.lunar_lander.planner import LunarLanderPlannerConfig, lunar_lander_other_cost
 from envs.racing.planner import (
     RacingPlannerConfig,
+    StadiumRacingPlannerConfig,
     boundary_cost,
     collision_cost,
     racing_other_cost,

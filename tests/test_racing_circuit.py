@@ -15,11 +15,11 @@ import envs
 from envs.racing import task as rt
 from envs.racing.env import RacingDZEnv
 from envs.racing.model import STADIUM_MODEL, ModelParams, RacingModel
-from envs.racing.track import closed_spline
-from planners.costs import collision_cost
+from envs.racing.planner import collision_cost
+from envs.racing.track import CircuitParams, closed_spline
 
 P = rt.TaskParams()
-TRACK = rt.CircuitParams().build()
+TRACK = CircuitParams().build()
 F64 = torch.float64
 
 
@@ -37,12 +37,12 @@ def test_circuit_curvature_varies_from_straights_to_a_hairpin():
     assert np.histogram(1 / smooth.clip(1e-3), bins=[10, 15, 25, 50, 200])[0].min() >= 5
     assert 560.0 < TRACK.length < 580.0 and TRACK.half_width == 5.0
     # the same track every time: no randomness in building it
-    np.testing.assert_array_equal(rt.CircuitParams().build().points, TRACK.points)
+    np.testing.assert_array_equal(CircuitParams().build().points, TRACK.points)
 
 
 def test_circuit_closes_smoothly_and_keeps_clear_of_itself():
     pts, hw = TRACK.points, TRACK.half_width
-    assert np.allclose(pts[0], rt.CircuitParams().control[0])
+    assert np.allclose(pts[0], CircuitParams().control[0])
     # evenly spaced, also across the start line
     assert np.ptp(TRACK.seg_len) < 0.05 * np.mean(TRACK.seg_len)
     # one counter-clockwise loop, the heading continuous over the start line
@@ -57,7 +57,7 @@ def test_circuit_closes_smoothly_and_keeps_clear_of_itself():
     ds = np.minimum(ds, TRACK.length - ds)
     assert d[ds > 40.0].min() > 2 * hw + 10.0
     # the centreline passes through every control point
-    for c in rt.CircuitParams().control:
+    for c in CircuitParams().control:
         assert np.linalg.norm(pts - c, axis=1).min() < 0.6
 
 

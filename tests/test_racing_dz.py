@@ -19,9 +19,10 @@ from envs.racing import task as rt
 from envs.racing.bicycle import CarParams, dynamic_bicycle_step
 from envs.racing.env import StadiumRacingDZEnv
 from envs.racing.model import ModelParams
+from envs.racing.track import CircuitParams, TrackParams
 
 P = rt.STADIUM_TASK
-TRACK = rt.Track.stadium(rt.TrackParams())
+TRACK = rt.Track.stadium(TrackParams())
 S, R, HW = 80.0, 30.0, 6.0  # default straight, radius, half-width
 FAR_ZONE = DangerZone(1e3, 1e3, 4.0, 4.0)
 
@@ -161,12 +162,12 @@ def test_zone_sampling_is_seeded_and_inside_the_track():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: rt.TrackParams(radius=0.0), "radius"),
-        (lambda: rt.TrackParams(half_width=40.0), "half_width"),
-        (lambda: rt.TrackParams(straight_length=float("nan")), "straight_length"),
+        (lambda: TrackParams(radius=0.0), "radius"),
+        (lambda: TrackParams(half_width=40.0), "half_width"),
+        (lambda: TrackParams(straight_length=float("nan")), "straight_length"),
         (lambda: rt.TaskParams(dt=0.0), "dt"),
         (lambda: rt.TaskParams(lookahead=(5.0, 1.0, 2.0, 3.0, 4.0)), "lookahead"),
-        (lambda: StadiumRacingDZEnv(track=rt.TrackParams(half_width=1.5)), "half_width"),
+        (lambda: StadiumRacingDZEnv(track=TrackParams(half_width=1.5)), "half_width"),
         (lambda: StadiumRacingDZEnv(task=stadium(zone_size=(3.0, 7.0))), "zone_size"),
         (lambda: StadiumRacingDZEnv(task=stadium(zone_s=(50.0, 1e4))), "zone_s"),
         (lambda: StadiumRacingDZEnv(task=stadium(opponent_gap=(1.0, 20.0))), "opponent_gap"),
@@ -182,7 +183,7 @@ def test_zone_sampling_is_seeded_and_inside_the_track():
             lambda: stadium(opponent_offset=3.0, opponent_weave=2.0).check_against(TRACK),
             "opponent_offset",
         ),
-        (lambda: rt.CircuitParams(control=((0.0, 0.0), (1.0, 0.0))), "control"),
+        (lambda: CircuitParams(control=((0.0, 0.0), (1.0, 0.0))), "control"),
     ],
 )
 def test_bad_parameters_raise(make, match):

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 import envs
-from envs.model_error import one_step_errors
 from envs.racing import task as rt
 from envs.racing.env import StadiumRacingDZEnv
 from envs.racing.model import STADIUM_MODEL, RacingModel
+from envs.racing.track import TrackParams
+from rlmpc.bench.model_error import one_step_errors
 from tests.test_racing_dz import HW, TRACK, P, placed_env, pure_pursuit
 
 # --- planner model --------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_model_targets_are_track_frame_velocities(live):
 
 
 def test_model_pickles_and_matches_env_parameters():
-    env = StadiumRacingDZEnv(track=rt.TrackParams(radius=40.0))
+    env = StadiumRacingDZEnv(track=TrackParams(radius=40.0))
     model = env.planner_model()
     model.observe(torch.zeros(model.nx))  # fill the table cache
     clone = pickle.loads(pickle.dumps(model))

@@ -44,8 +44,11 @@ def test_profile_slows_to_the_lateral_limit_and_brakes_ahead_of_corners():
 
 @pytest.mark.parametrize(
     "args, name",
-    [((0.0, 4.0, 3.0), "v_max"), ((10.0, -1.0, 3.0), "lateral_accel"),
-     ((10.0, 4.0, math.nan), "long_accel")],  # fmt: skip
+    [
+        ((0.0, 4.0, 3.0), "v_max"),
+        ((10.0, -1.0, 3.0), "lateral_accel"),
+        ((10.0, 4.0, math.nan), "long_accel"),
+    ],  # fmt: skip
 )
 def test_profile_refuses_bad_limits(args, name):
     with pytest.raises(ValueError, match=name):

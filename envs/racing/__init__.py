@@ -18,7 +18,7 @@ server is used). `SPEC` and `CARLA_SPEC` are what the registry knows of them.
 from pathlib import Path
 from typing import Any
 
-from envs.racing.planner import RacingPlannerConfig
+from envs.racing.planner import RacingPlannerConfig, StadiumRacingPlannerConfig
 from envs.registry import EnvSpec, read_presets
 
 
@@ -45,10 +45,19 @@ _COLUMNS = (
 )
 
 SPEC = EnvSpec(
-    "racing", "rlmpc/RacingDZ-v0", "envs.racing.env:RacingDZEnv", RacingPlannerConfig,
-    summary="racing with a danger zone on the embedded bicycle simulator (App. B.3)",
+    "racing", "rlmpc/RacingCircuitDZ-v0", "envs.racing.env:RacingDZEnv", RacingPlannerConfig,
+    summary="racing with a danger zone on the embedded bicycle simulator, the circuit (App. B.3)",
     presets=read_presets(Path(__file__).with_name("presets.yaml")),
     episode_metrics=_racing_metrics, columns=_COLUMNS, episode_lost=_server_lost,
+    version=2,
+)  # fmt: skip
+STADIUM_SPEC = EnvSpec(
+    "racing-stadium", "rlmpc/RacingDZ-v0", "envs.racing.env:StadiumRacingDZEnv",
+    StadiumRacingPlannerConfig,
+    summary="racing on the stadium, as before the circuit (the committed Racing results)",
+    presets=read_presets(Path(__file__).with_name("stadium_presets.yaml")),
+    episode_metrics=_racing_metrics, columns=_COLUMNS, episode_lost=_server_lost,
+    formerly=(("racing", 1),),  # `racing` was this task until the circuit (version 2)
 )  # fmt: skip
 CARLA_SPEC = EnvSpec(
     "carla-racing", "rlmpc/CarlaRacing-v0", "envs.racing.carla_env:CarlaRacingEnv",
@@ -60,6 +69,14 @@ CARLA_SPEC = EnvSpec(
     resources_per_env={"carla": 1.0},  # one CARLA server per env
     node_env_kwargs="envs.racing.carla_servers:claim_env_kwargs",
     requires=("carla",),
+    version=2,  # the circuit's rules (action frame, reward, opponent, time limit)
+    formerly=(),
 )  # fmt: skip
 
-__all__ = ["CARLA_SPEC", "SPEC", "RacingPlannerConfig"]
+__all__ = [
+    "CARLA_SPEC",
+    "SPEC",
+    "STADIUM_SPEC",
+    "RacingPlannerConfig",
+    "StadiumRacingPlannerConfig",
+]

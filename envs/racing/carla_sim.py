@@ -53,6 +53,7 @@ from envs.racing.task import SimStep
 
 log = logging.getLogger(__name__)
 
+
 def to_plane(x: float, y: float, yaw_deg: float) -> tuple[float, float, float]:
     """CARLA world (x, y, yaw °) -> task plane (x, y, ψ rad)."""
     return x, -y, -math.radians(yaw_deg)

@@ -13,7 +13,7 @@ bicycle** (Polack et al. 2017), a deliberate mismatch as in the paper. Task logi
 `envs.racing.task`.
 
 ``racing``, with every choice the paper leaves open and the measurement that fixed it
-(`python -m rlmpc.tools.planner_alone --env racing --episodes 50`, tuning episodes 20000+ and
+(`python -m rlmpc.baselines.planner_alone --env racing --episodes 50`, tuning episodes 20000+ and
 30000+; "scripted": `envs.racing.scripted.ScriptedDriver`'s targets; the calibration on
 episodes 900000+ and the tuning log: ``results/racing-circuit/README.md``):
 
@@ -66,6 +66,7 @@ from envs.racing.bicycle import BicycleSim, CarParams
 from envs.racing.draw import draw_frame
 from envs.racing.model import STADIUM_MODEL, ModelParams, RacingModel
 from envs.racing.task import SimStep
+from envs.racing.track import CircuitParams, TrackParams
 
 log = logging.getLogger(__name__)
 
@@ -261,18 +262,18 @@ class RacingTaskEnv(gym.Env):
 
 class RacingDZEnv(RacingTaskEnv):
     """``racing`` (``rlmpc/RacingCircuitDZ-v0``): the task on the embedded bicycle simulator, on the
-    circuit by default (module docstring); ``track`` may be a `rt.CircuitParams` or a
-    stadium's `rt.TrackParams`."""
+    circuit by default (module docstring); ``track`` may be a `CircuitParams` or a
+    stadium's `TrackParams`."""
 
     def __init__(
         self,
         render_mode: str | None = None,
-        track: rt.TrackParams | rt.CircuitParams | None = None,
+        track: TrackParams | CircuitParams | None = None,
         task: rt.TaskParams | None = None,
         car: CarParams | None = None,
         model: ModelParams | None = None,
     ) -> None:
-        self.track_params = track or rt.CircuitParams()
+        self.track_params = track or CircuitParams()
         task, car = task or rt.TaskParams(), car or CarParams()
         track = self.track_params.build()
         sim = BicycleSim(track, car, task.dt, rt.OpponentSpeed.of(track, task))
@@ -281,15 +282,15 @@ class RacingDZEnv(RacingTaskEnv):
 
 class StadiumRacingDZEnv(RacingDZEnv):
     """``racing-stadium`` (``rlmpc/RacingDZ-v0``): the Racing task as it was before the
-    circuit, episode for episode (`rt.TrackParams`, `rt.STADIUM_TASK`, `STADIUM_MODEL`)."""
+    circuit, episode for episode (`TrackParams`, `rt.STADIUM_TASK`, `STADIUM_MODEL`)."""
 
     def __init__(
         self,
         render_mode: str | None = None,
-        track: rt.TrackParams | None = None,
+        track: TrackParams | None = None,
         task: rt.TaskParams | None = None,
         car: CarParams | None = None,
         model: ModelParams | None = None,
     ) -> None:
-        super().__init__(render_mode, track or rt.TrackParams(), task or rt.STADIUM_TASK, car,
+        super().__init__(render_mode, track or TrackParams(), task or rt.STADIUM_TASK, car,
                          model or STADIUM_MODEL)  # fmt: skip

@@ -114,7 +114,7 @@ class RacingModel(PlannerModel):
     ``a = throttle * F_drive / m`` (or ``* F_brake / m`` braking): no tire slip, no yaw inertia, no
     drag, no power limit. With ``ModelParams.lateral_limit`` the path's curvature ``sin β / lr``
     is capped at ``a_max / v²`` (``a_max`` = the limit · μ g): beyond it the car runs wide
-    instead of turning (``python -m envs.model_error --env racing-stadium``: one-step error 0.76
+    instead of turning (``python -m rlmpc.bench.model_error --env racing-stadium``: one-step error 0.76
     of the step's motion, planner-driven, against 2.10 without the cap). X, Y, ψ follow from
     (s, ey, eψ) on the track tables; vx, vy, r are the kinematic ones. The zone stays.
 

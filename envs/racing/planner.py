@@ -37,19 +37,15 @@ def racing_other_cost(
 
 @dataclass(frozen=True)
 class RacingPlannerConfig(PlannerConfig):
-    """Table 5, Racing: target velocities tracked; J_other is eq. (46).
+    """Table 5, Racing: target velocities tracked; J_other is eq. (46) as written.
 
-    Units: J_RL = ``|v − v*|`` with ``v`` the track-frame velocity in m/s, J_coll ∈ {0, 1},
-    J_bound on BP (dimensionless). One departure from eq. (45): BP is 1 where the car's
-    *side* reaches the track edge (``boundary_margin`` = 0.9 m, half the car's width), not
-    its centre. The episode ends when the centre crosses, so with eq. (45) as written the
-    cost only starts where the episode has already ended; the planner tracks a lateral
-    *velocity*, not a position, and lets the real (understeering) car drift out in the first
-    turn. An untrained policy acting as training starts (`python -m rlmpc.baselines.planner_alone
-    --env racing --policy initial --episodes 50`) finished 39 of 50 laps and left the track
-    in 11 with margin 0; with 0.9 m, 47 finished and 1 left the track (1.5 m: 45 and 2;
-    2 m: 43 and 2). (Before the model's lateral-acceleration bound, `envs.racing.model`: 17
-    and 32 with margin 0, 44 and 1 with 0.9 m.)
+    Units: J_RL = ``|v − v*|`` with ``v`` the ego's velocity in m/s (world frame on
+    ``racing``, `envs.racing.model.ModelParams`), J_coll ∈ {0, 1}, J_bound on BP
+    (dimensionless). ``boundary_margin`` = 0: BP = 1 where the car's centre reaches the edge,
+    as eq. (45) says, and ``reward_terminal`` = False: App. E's pure MPPI plans on App. B.3's
+    r̂, which excludes the terminal reward (as the ``racing`` preset's ``virtual_terminal``
+    'exclude' does for the virtual data). `StadiumRacingPlannerConfig` keeps the stadium's
+    departures from both.
     """
 
     horizon_qp: int = 2
@@ -62,10 +58,11 @@ class RacingPlannerConfig(PlannerConfig):
     """w_coll, the collision weight of eq. (46)."""
     w_bound: float = 500.0
     """w_bound, the boundary weight of eq. (46)."""
-    boundary_margin: float = 0.9
-    """m: eq. (45)'s BP is taken against the half-width less this margin: 0.9, half the car's
-    width, puts BP = 1 where the car's side reaches the edge (0: its centre, as eq. 45 is
-    written; see the class docstring)."""
+    boundary_margin: float = 0.0
+    """m: eq. (45)'s BP is taken against the half-width less this margin (0: the car's
+    centre at the edge, as eq. 45 is written)."""
+    reward_terminal: bool = False
+    """objective 'reward': App. B.3's r̂, without the terminal reward (True adds it)."""
 
     def other_cost(self, model: Any) -> Callable[[Tensor, Tensor], Tensor]:
         half_width = model.track.half_width
@@ -79,3 +76,29 @@ class RacingPlannerConfig(PlannerConfig):
             racing_other_cost, model, w_coll=self.w_coll, w_bound=self.w_bound,
             margin=self.boundary_margin,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StadiumRacingPlannerConfig(RacingPlannerConfig):
+    """``racing-stadium``'s preset: Table 5, Racing, with the stadium's two departures.
+
+    Units: J_RL = ``|v − v*|`` with ``v`` the track-frame velocity in m/s. BP is 1 where the
+    car's *side* reaches the track edge (``boundary_margin`` = 0.9 m, half the car's width),
+    not its centre. The episode ends when the centre crosses, so with eq. (45) as written the
+    cost only starts where the episode has already ended; the planner tracks a lateral
+    *velocity*, not a position, and lets the real (understeering) car drift out in the first
+    turn. An untrained policy acting as training starts (`python -m
+    rlmpc.baselines.planner_alone --env racing-stadium --policy initial --episodes 50`)
+    finished 39 of 50 laps and left the track in 11 with margin 0; with 0.9 m, 47 finished and
+    1 left the track (1.5 m: 45 and 2; 2 m: 43 and 2). (Before the model's lateral-acceleration
+    bound, `envs.racing.model`: 17 and 32 with margin 0, 44 and 1 with 0.9 m.) Pure MPPI adds
+    the terminal reward (``reward_terminal``), as training's ``--virtual-terminal reward``.
+    """
+
+    boundary_margin: float = 0.9
+    """m: eq. (45)'s BP is taken against the half-width less this margin: 0.9, half the car's
+    width, puts BP = 1 where the car's side reaches the edge (0: its centre, as eq. 45 is
+    written; see the class docstring)."""
+    reward_terminal: bool = True
+    """objective 'reward': add the env's terminal reward on a planned transition into a
+    terminal state (as training's default ``--virtual-terminal reward``); False: App. B's r̂."""

@@ -25,15 +25,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from envs.danger import DangerZone
-from envs.racing.track import (  # noqa: F401  (the task's vocabulary, one import for its users)
-    CircuitParams,
+from envs.racing.track import (
     Track,
-    TrackParams,
     _finite,
     _require,
     _require_pair,
     speed_profile,
-    stadium_centreline,
     wrap_angle,
     wrap_gap,
 )

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 import envs
+from common.checks import seed_arg
 from envs import planner_config
 from learners.policy import NetworkConfig
 from rlmpc.baselines.evaluate import first_eval_seed
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         "samples) or as evaluated (its mean), or none",
     )  # fmt: skip
     parser.add_argument(
-        "--eval-seed", type=int, default=None,
+        "--eval-seed", type=seed_arg, default=None,
         help="with --objective reward: the first episode's seed (default: the evaluation "
         "protocol's 1_000_000 + 10_000·seed)",
     )  # fmt: skip

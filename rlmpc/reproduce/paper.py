@@ -56,3 +56,4 @@ PAPER: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
 for _table in PAPER.values():
     _table["sb3-ppo"], _table["sb3-sac"] = _table["ppo"], _table["sac"]
 PAPER["carla-racing"] = PAPER["racing"]
+PAPER["racing-stadium"] = PAPER["racing"]  # the stadium cells beside the paper too
