@@ -290,13 +290,17 @@ class RacingModel(PlannerModel):
         out[:, 0:2], out[:, 2:4], out[:, 6] = x[:, 0:2], x[:, 3:5], x[:, 5]
         torch.mul(ey, 1.0 / hw, out=out[:, 7])
         out[:, 8] = rt.wrap_angle(epsi)
-        # TrackPoints: centre - car ± hw·normal, in the vehicle frame, per lookahead
+        # TrackPoints: centre - car ± hw·normal, per lookahead, in the world frame or the
+        # vehicle frame (`TaskParams.world_points`)
         cx, cy, nx, ny, _ = self._lookup(s[:, None] + tb.lookahead, "frame")  # [M, 5] each
         cx, cy, c5, s5 = cx.sub_(px), cy.sub_(py), c[:, None], sn[:, None]
-        along = torch.addcmul(cx * c5, cy, s5)  # the centre, vehicle x
-        across = torch.addcmul(cy * c5, cx, s5, value=-1.0)  # vehicle y
-        n_along = torch.addcmul(nx * c5, ny, s5).mul_(hw)
-        n_across = torch.addcmul(ny * c5, nx, s5, value=-1.0).mul_(hw)
+        if self.task.world_points:
+            along, across, n_along, n_across = cx, cy, nx * hw, ny * hw
+        else:
+            along = torch.addcmul(cx * c5, cy, s5)  # the centre, vehicle x
+            across = torch.addcmul(cy * c5, cx, s5, value=-1.0)  # vehicle y
+            n_along = torch.addcmul(nx * c5, ny, s5).mul_(hw)
+            n_across = torch.addcmul(ny * c5, nx, s5, value=-1.0).mul_(hw)
         points = out[:, 9:29].view(-1, tb.lookahead.shape[0], 4)  # left x, y, right x, y
         torch.add(along, n_along, out=points[..., 0])
         torch.add(across, n_across, out=points[..., 1])
@@ -343,7 +347,7 @@ class RacingModel(PlannerModel):
         """
         if self.world_frame:
             return SCRIPTED(obs, self.track.half_width, self.task.lookahead,
-                            self.params.world_speed)  # fmt: skip
+                            self.params.world_speed, self.task.world_points)  # fmt: skip
         return self._scripted_track(obs)
 
     def _scripted_track(self, obs: Tensor) -> Tensor:

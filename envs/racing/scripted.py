@@ -49,15 +49,21 @@ class ScriptedDriver:
     speed_up: float = 3.0  # m/s: the target speed at most this far above the current speed
 
     def __call__(
-        self, obs: Tensor, half_width: float, lookahead: tuple[float, ...], world_speed: float
-    ) -> Tensor:
-        """Actions ``[..., 2]`` in [-1, 1] for observations ``[..., nobs]``."""
+        self, obs: Tensor, half_width: float, lookahead: tuple[float, ...], world_speed: float,
+        world_points: bool = False,
+    ) -> Tensor:  # fmt: skip
+        """Actions ``[..., 2]`` in [-1, 1] for observations ``[..., nobs]`` (``world_points``:
+        their TrackPoints are in the world frame, `envs.racing.task.TaskParams.world_points`)."""
         hw = half_width
         d = torch.as_tensor(lookahead, dtype=obs.dtype, device=obs.device)
         ey, epsi = obs[..., 7] * hw, obs[..., 8]
         cos_e, sin_e = torch.cos(epsi), torch.sin(epsi)
         v_t = obs[..., 2] * cos_e - obs[..., 3] * sin_e
         pts = obs[..., 9:29].unflatten(-1, (len(lookahead), 2, 2))  # [..., 5, left/right, xy]
+        if world_points:  # into the vehicle frame: x' = x c + y s, y' = y c - x s
+            c, s = obs[..., 4, None, None], obs[..., 5, None, None]
+            wx, wy = pts[..., 0], pts[..., 1]
+            pts = torch.stack((wx * c + wy * s, wy * c - wx * s), -1)
         centre, normal = pts.mean(-2), (pts[..., 0, :] - pts[..., 1, :]) / (2 * hw)
 
         # speed: curvature from the turn between successive chords, then braking distance

@@ -72,6 +72,9 @@ class TaskParams:
     zone_size: tuple[float, float] = (3.0, 5.0)  # danger-zone side s_D range (m), <= half_width
     zone_s: tuple[float, float] = (50.0, 520.0)  # zone centre arc-length range (m), within a lap
     lookahead: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 40.0)  # TrackPoint distances (m)
+    world_points: bool = True  # TrackPoints relative to the car in the world frame (the frame of
+    # the world-frame target velocities; `envs.racing.env` gives the measurement) or, False, in
+    # the vehicle frame (App. B.3's words; the stadium)
     w_progress: float = 10.0  # reward per metre of forward arc-length progress
     w_pass: float = 2.0  # passing reward per m/s of forward speed over the opponent's
     pass_window: tuple[float, float] = (20.0, 10.0)  # passing counts from this far behind/ahead (m)
@@ -175,7 +178,7 @@ def time_limit_steps(track: Track, p: TaskParams) -> int:
 #: the centreline, a fixed 600-step limit, zones on the 348.5 m stadium lap.
 STADIUM_TASK = TaskParams(
     opponent_speed=10.0, opponent_speed_spread=0.0, opponent_offset=0.0, opponent_weave=0.0,
-    opponent_time_share=0.0, zone_s=(50.0, 300.0),
+    opponent_time_share=0.0, zone_s=(50.0, 300.0), world_points=False,
 )  # fmt: skip
 
 
@@ -415,7 +418,8 @@ def observation(
     |---|---|
     | 0-6 | vehicle: x, y (m), vx, vy (m/s, body frame), cos ψ, sin ψ, yaw rate r (rad/s) |
     | 7-8 | TrackState: b = ey / half_width, heading error Δψ (rad) |
-    | 9-28 | TrackPoint: per lookahead distance, left then right boundary (x, y), vehicle frame |
+    | 9-28 | TrackPoint: per lookahead distance, left then right boundary (x, y) relative to the |
+    |      | car, in the world frame (``world_points``) or the vehicle frame |
     | 29-32 | opponent: arc-length gap (its s - ego s, wrapped), position (x, y) in the vehicle |
     |       | frame, its speed minus the ego's forward speed |
     | 33 | progress: arc-length driven / goal length |
@@ -431,7 +435,7 @@ def observation(
     return np.concatenate(
         [
             [car.x, car.y, car.vx, car.vy, c, s_, car.r, ey / hw, wrap_angle(epsi)],
-            (bounds @ to_vehicle).reshape(-1),  # [5, 2 sides, 2] -> [20]
+            (bounds if p.world_points else bounds @ to_vehicle).reshape(-1),  # [5, 2, 2] -> [20]
             [wrap_gap(opp_s - s, track.length), opp[0], opp[1], opp_v - v_t],
             [s / (p.goal_laps * track.length), zone.cx, zone.cy, zone.w],
         ]
