@@ -192,6 +192,18 @@ def load(ref: str) -> EnvSpec:
     return obj
 
 
+def env_arg(text: str) -> str:
+    """An argparse ``type`` for ``--env``: a registered name or a ``MODULE:ATTRIBUTE``
+    reference (imported here); argparse's error otherwise, with the choices."""
+    import argparse
+
+    try:
+        spec(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def module_roots() -> list[str]:
     """The directories user env modules were loaded from in this process (for Ray's workers)."""
     return list(_ROOTS)

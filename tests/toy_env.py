@@ -14,6 +14,7 @@ figure and table columns. `register()` adds it to `envs`; nothing under `rlmpc/`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,3 +144,14 @@ def unregister() -> None:
     """Leave the registry as the other tests expect it."""
     envs.registry._REGISTRY.pop(SPEC.name, None)
     envs.registry.ENV_IDS.pop(SPEC.name, None)
+
+
+class NoModelEnv(ToyEnv):
+    """The toy env without a planner model (a contract the registry must refuse)."""
+
+    planner_model = None  # type: ignore[assignment]
+
+
+#: a user's env that forgot its planner model (`tests/test_custom_env.py`)
+NO_MODEL = dataclasses.replace(SPEC, name="toy-no-model", id="rlmpc-tests/ToyNoModel-v0",
+                               entry_point=NoModelEnv)  # fmt: skip

@@ -138,7 +138,7 @@ def _number(text: str) -> Any:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", default=envs.BENCHMARK_ENV, choices=envs.names(local=True),
+    parser.add_argument("--env", default=envs.BENCHMARK_ENV, type=envs.registry.env_arg,
                         help="an env whose planner model has a scripted policy")  # fmt: skip
     parser.add_argument("--episodes", type=int, default=50, help="episodes (1..10000)")
     parser.add_argument("--seed", type=int, default=None,
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"alone_{label}.json").write_text(json.dumps(summary, indent=2))
         plot_traces(result, out / f"alone_{label}_episodes.png", model)
-    key = f"planner_alone_{args.env}_{label}"
+    key = f"planner_alone_{envs.spec(args.env).name}_{label}"
     for name in result.episodes.extra:  # the env's own figures (its registry entry), then success
         if summary.get(name):
             print(f"{key}_{name}: {summary[name]['mean']:.3f}")

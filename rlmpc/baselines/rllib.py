@@ -320,7 +320,7 @@ def train_rllib(algo: str, env: str, seed: int, env_steps: int, workdir: Path,
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train and evaluate an RLlib baseline (Table 1).")
     p.add_argument("--algo", choices=ALGOS, required=True)
-    p.add_argument("--env", choices=envs.names(local=True), required=True)
+    p.add_argument("--env", type=envs.registry.env_arg, required=True)
     p.add_argument("--env-steps", type=int_in(1), required=True, help="env steps to sample, >= 1")
     p.add_argument("--seed", type=seed_arg, default=0, help=f"run seed, 0..{SEED_MAX}")
     p.add_argument("--eval-episodes", type=int_in(1, 10_000), default=50, help="1..10000")

@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
         description="Train and evaluate a Stable-Baselines3 baseline (Table 1)."
     )
     p.add_argument("--algo", choices=ALGOS, required=True)
-    p.add_argument("--env", choices=envs.names(local=True), required=True)
+    p.add_argument("--env", type=envs.registry.env_arg, required=True)
     p.add_argument("--env-steps", type=int_in(1), required=True, help="env steps to take, >= 1")
     p.add_argument("--seed", type=seed_arg, default=0, help=f"run seed, 0..{SEED_MAX}")
     p.add_argument("--eval-episodes", type=int_in(1, 10_000), default=50, help="1..10000")

@@ -25,7 +25,7 @@ def add_planner_parser(subparsers: argparse._SubParsersAction) -> None:
         help="planner throughput, batched vs pytorch-mppi backend",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--env", default=envs.BENCHMARK_ENV, choices=envs.names(local=True))
+    p.add_argument("--env", default=envs.BENCHMARK_ENV, type=envs.registry.env_arg)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64], help="B values")
     p.add_argument("--num-candidates", type=int, default=4, help="M")

@@ -22,7 +22,7 @@ def add_sb3_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--algo", choices=["ppo", "sac"], default="sac")
-    p.add_argument("--env", choices=envs.names(local=True), default="lunarlander")
+    p.add_argument("--env", type=envs.registry.env_arg, default="lunarlander")
     p.add_argument("--steps", type=int, default=None,
                    help="timed env steps (default: 3,000 for SAC, 8,192 = 4 rollouts for PPO)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")

@@ -53,7 +53,7 @@ def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
         help="end-to-end env steps/s (acting + learning) vs the paper-faithful loop",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--env", default=envs.BENCHMARK_ENV, choices=envs.names(local=True))
+    p.add_argument("--env", default=envs.BENCHMARK_ENV, type=envs.registry.env_arg)
     p.add_argument(
         "--iterations", type=int, default=16, help="learner iterations of the system run (>= 4)"
     )

@@ -59,11 +59,13 @@ def add(run_dir: Path, experiment: str, method: str, root: Path = RESULTS) -> Pa
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     curve = learning_curve(run_dir)
     env = envs.resolve_task(config["run"]["env"], config.get("task_version"))
+    env = envs.spec(env).name  # a user's MODULE:ATTRIBUTE is filed under its env's name
     seed = config["run"]["seed"]
     out = root / experiment / env / method
     out.mkdir(parents=True, exist_ok=True)
     cell = {
-        "experiment": experiment, "env": env, "method": method, "seed": seed,
+        "experiment": experiment, "env": env, "env_ref": config["run"]["env"],
+        "method": method, "seed": seed,
         "task_version": envs.spec(env).version,
         **meta, "wall_time_s": meta.get("wall_time_s"), "eval": evaluation, "config": config,
         "curve": curve,
@@ -110,7 +112,11 @@ def table(experiment: str, root: Path = RESULTS, env: str | None = None,
             by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
     lines = []
     for name, methods in by_env.items():
-        cols = envs.spec(name).columns  # the env's table columns (registry)
+        try:  # the env's table columns (registry; a user's env by the reference it ran as)
+            cols = envs.spec(name).columns
+        except ValueError:
+            ref = next(c.get("env_ref", name) for m in methods.values() for c in m)
+            cols = envs.spec(ref).columns
         where = sorted(
             {f"`results/{c['experiment']}/{name}/`" for m in methods.values() for c in m}
         )
