@@ -68,6 +68,9 @@ class Experiment:
     methods: tuple[Method, ...]
     envs: tuple[str, ...] = ("acrobot", "lunarlander", "racing")
     cells_of: str | None = None
+    reported: tuple[str, ...] = ()
+    """envs whose cells the reports show besides ``envs`` (not run by default): the stadium
+    Racing task's, which the circuit replaced"""
     shared: dict[str, str] = field(default_factory=dict)
     """method → the experiment whose cell it is (run once, read by both): Table 2's ρ = 0.3 is
     Table 1's"""
@@ -179,8 +182,10 @@ def _pompc() -> tuple[Method, ...]:
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
-        Experiment("table1", "Table 1", (PPO, SAC, SB3_PPO, SB3_SAC, rho(0.0), rho(0.3), MPPI)),
-        Experiment("table2", "Table 2", _table2(), shared={"ppo-mppi-rho0.3": "table1"}),
+        Experiment("table1", "Table 1", (PPO, SAC, SB3_PPO, SB3_SAC, rho(0.0), rho(0.3), MPPI),
+                   reported=("racing-stadium",)),
+        Experiment("table2", "Table 2", _table2(), shared={"ppo-mppi-rho0.3": "table1"},
+                   reported=("racing-stadium",)),
         Experiment("fig4", "Fig. 4", _cost("quad", ("--rl-term", "quad"), "quadratic cost (eq. 40)")),
         Experiment("fig5", "Fig. 5", _cost("value", ("--w-value", "1"), "value terminal cost (eq. 41)")),
         Experiment("fig6-8", "Figs. 6–8, Table 6", _table2("loss") + _table2("sample"),

@@ -26,7 +26,10 @@ def _seed_cells(experiment: str, root: Path) -> list[dict[str, Any]]:
     """The experiment's cells, each read from the experiment that owns it, in method order."""
     exp = EXPERIMENTS[experiment]
     by_owner = {o: cells(o, root) for o in {exp.owner(m.name) for m in exp.methods}}
-    return [c for m in exp.methods for c in by_owner[exp.owner(m.name)] if c["method"] == m.name]
+    envs_ = {*exp.envs, *exp.reported}
+    own = lambda c, m: exp.owner(m.name) == experiment or c["env"] in envs_  # shared: its envs
+    return [c for m in exp.methods for c in by_owner[exp.owner(m.name)]
+            if c["method"] == m.name and own(c, m)]  # fmt: skip
 
 
 def _plot_seeds(ax: Any, runs: list[dict[str, Any]], key: str, window: int, label: str,
@@ -160,6 +163,71 @@ def welch(experiment: str, root: Path, baseline: str = "ppo-mppi-adaptive0.3") -
     return "\n".join(rows)
 
 
+#: the panels of the ``rho`` experiment's figure: (curve key, title, log scale)
+RHO_PANELS = (
+    ("rho", "ρ", True), ("rho/confidence", "ω = Alg. 2's confidence", False),
+    ("rho/Omega", "Ω (its EMA)", False), ("ensemble_var", "σ̄² (critic units)", True),
+    ("bound/alpha_r", "α̂_r: mean |r - r̂|", True), ("bound/alpha_P", "α̂_P: one-step error", True),
+    ("bound/eps_V", "ε̂_V: |V̄ - G| (raw)", True), ("bound/model", "eq. 12: ρ × model terms", True),
+)  # fmt: skip
+
+
+def plot_rho(root: Path, out: Path, window: int = 5) -> Path | None:
+    """The ``rho`` experiment's ρ, ω, Ω, σ̄² and the bound's terms over env steps: a row of
+    panels per env, a line (mean ± std over seeds) per method."""
+    found = [c for c in _seed_cells("rho", root) if c.get("curve")]
+    if not found:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_env: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for c in found:
+        by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
+    rows, cols = len(by_env), len(RHO_PANELS)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.6 * rows), squeeze=False)
+    for r, (env, methods) in enumerate(by_env.items()):
+        for k, (key, title, log) in enumerate(RHO_PANELS):
+            ax = axes[r][k]
+            for i, (method, runs) in enumerate(methods.items()):
+                _plot_seeds(ax, runs, key, window, method, f"C{i}", "-")
+            ax.set_title(f"{env}: {title}", fontsize=8)
+            if log and ax.lines:
+                ax.set_yscale("log")
+            ax.tick_params(labelsize=6)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def rho_summary(root: Path, at: int = 500_000) -> str:
+    """Per env, method and seed: ρ at ``at`` env steps, its ratio to the ω ≡ 1 twin's of the
+    same seed, and the interquartile range of Alg. 2's confidence ω after iteration 5."""
+    found = [c for c in _seed_cells("rho", root) if c.get("curve")]
+    rho_at = lambda c: float(np.interp(at, [p["env_steps"] for p in c["curve"]],
+                                       [p["rho"] for p in c["curve"]]))  # fmt: skip
+    twins = {(c["env"], c["seed"]): rho_at(c) for c in found if "-decay" in c["method"]}
+    rows = [f"| env | method | seed | ρ at {at:,} | ρ / its twin's | ω: 25-75 % after iteration 5 (IQR) |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    for c in found:
+        conf = [p.get("rho/confidence") for p in c["curve"][5:]]
+        conf = np.array([v for v in conf if v is not None and np.isfinite(v)])
+        iqr = "—"
+        if conf.size:
+            q1, q3 = np.percentile(conf, [25, 75])
+            iqr = f"{q1:.2f}-{q3:.2f} ({q3 - q1:.2f})"
+        twin = twins.get((c["env"], c["seed"]))
+        ratio = f"{rho_at(c) / twin:.2f}" if twin else "—"
+        rows.append(
+            f"| {c['env']} | {c['method']} | {c['seed']} | {rho_at(c):.4f} | {ratio} | {iqr} |"
+        )
+    return "\n".join(rows)
+
+
 def write_reports(experiments: list[str], root: Path, command: str) -> list[Path]:
     """``results/<experiment>.md`` (and its curves PNG) for each experiment with cells."""
     written = []
@@ -173,6 +241,12 @@ def write_reports(experiments: list[str], root: Path, command: str) -> list[Path
                  f"Rebuilt from the JSON cells under `results/` by `{command}`.", ""]  # fmt: skip
         if name == "table7":
             lines += [wall_times(name, root), ""]
+        elif name == "rho":
+            lines += [table(name, root, footnote=True, found=found), "",
+                      "## ρ, its confidence and its twin", "", rho_summary(root), ""]  # fmt: skip
+            panels = plot_rho(root, root / "rho_terms.png")
+            if panels is not None:
+                lines += [f"![ρ, ω, Ω and the bound's terms]({panels.name})", ""]
         else:
             lines += [table(name, root, footnote=True, found=found), ""]
         if name == "fig6-8":
