@@ -43,3 +43,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         print(f"{key}: {value:.4g}")
     sys.stdout.flush()
     return figures
+
+
+def cli() -> None:
+    """The ``rlmpc-bench`` console command (`main`'s figures printed, not returned)."""
+    main()

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--results",
         type=Path,
         default=None,
-        help="where cells and tables go (default: results/; smoke: runs/smoke/results)",
+        help="where cells and tables go (default: ./results in the working directory; smoke: "
+        "runs/smoke/results)",
     )
     p.add_argument(
         "--runs",
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     experiments = (args.experiments or []) + (args.experiments_opt or [])
     experiments = experiments or list(preset.experiments) or ["table1", "table2"]
     smoke = args.preset == "smoke"
-    results = (args.results or (Path("runs/smoke/results") if smoke else RESULTS)).resolve()
+    # ./results of the working directory (in a checkout: the repository's own)
+    results = (args.results or Path("runs/smoke/results" if smoke else "results")).resolve()
     runs = (args.runs or Path("runs/smoke" if smoke else "runs/reproduce")).resolve()
     if args.ray_address is not None and (problem := ray_address_problem(args.ray_address)):
         parser.error(f"argument --ray-address: {problem}")
@@ -143,5 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``rlmpc-reproduce`` console command."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()
