@@ -1,0 +1,116 @@
+"""Deploying: the console commands of an installed rlmpc, and a job submitted to a Ray cluster
+that has no rlmpc installed (`ray job submit --working-dir .`), on a local `ray start` head."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "command", ["rlmpc-train", "rlmpc-evaluate", "rlmpc-reproduce", "rlmpc-bench"]
+)
+def test_the_console_commands_are_installed_and_answer(command, tmp_path):
+    """`pip install -e .` puts them beside python (run from elsewhere: no checkout needed)."""
+    out = subprocess.run([str(BIN / command), "--help"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "usage" in out.stdout.lower()
+
+
+def test_the_train_command_runs_a_run_outside_the_checkout(tmp_path):
+    """`rlmpc-train` from another directory: the run directory lands there, ./runs."""
+    out = subprocess.run(
+        [str(BIN / "rlmpc-train"), "--env", "acrobot", "--serial", "--total-env-steps", "2048",
+         "--num-samples", "8", "--final-eval-episodes", "1", "--eval-every", "0",
+         "--run-name", "here", "--no-progress", "--wandb-mode", "disabled"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "runs" / "here" / "eval.json").is_file()
+
+
+def test_the_runtime_env_installs_what_pyproject_needs_but_torch_and_ray():
+    """cluster/runtime_env.yaml's pip list is pyproject's dependencies without torch and ray
+    (the cluster's own): one list kept in step with the other."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = sorted(d for d in deps if not d.startswith(("torch", "ray")))
+    env = yaml.safe_load((ROOT / "cluster" / "runtime_env.yaml").read_text())
+    assert sorted(env["pip"]) == wanted
+
+
+@pytest.mark.timeout(900)
+def test_a_job_submitted_with_its_working_dir_runs_on_a_cluster(tmp_path):
+    """A two-iteration run as `ray job submit --working-dir . -- python launch.py ...` on a
+    local head started with `ray start --block` in its own process group (killed with it)."""
+    port, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's socket paths must stay short
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
+         f"--dashboard-port={dash}", "--num-cpus=3", "--include-dashboard=true",
+         f"--temp-dir={temp}", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        address = f"http://127.0.0.1:{dash}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the job server answers once the head is up
+            ok = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
+                                capture_output=True, env=env, timeout=60)  # fmt: skip
+            if ok.returncode == 0:
+                break
+            time.sleep(2)
+        runtime = {
+            "excludes": yaml.safe_load((ROOT / "cluster" / "runtime_env.yaml").read_text())[
+                "excludes"
+            ]
+        }
+        submit = lambda: subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
+             "--runtime-env-json", json.dumps(runtime), "--",
+             "python", "launch.py", "--env", "acrobot", "--ray-address", "auto",
+             "--total-env-steps", "4096", "--num-samples", "8", "--final-eval-episodes", "1",
+             "--eval-every", "0", "--runs-dir", str(tmp_path / "runs"), "--run-name", "job",
+             "--no-progress", "--wandb-mode", "disabled"],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+        )  # fmt: skip
+        for _ in range(36):  # the node's agent takes its time to come up beside the head
+            out = submit()
+            if "No available agent" not in out.stdout + out.stderr:
+                break
+            time.sleep(5)
+        assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-2000:])
+        rows = (tmp_path / "runs" / "job" / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) == 2 and (tmp_path / "runs" / "job" / "eval.json").is_file()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(head.pid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(3)
+        head.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
