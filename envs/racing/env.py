@@ -44,7 +44,7 @@ from envs.base import check_action
 from envs.danger import DangerZone
 from envs.racing import task as rt
 from envs.racing.bicycle import BicycleSim, CarParams, G
-from envs.racing.draw import draw_frame
+from envs.racing.draw import draw_frame, frame_pixels
 from envs.racing.model import KINEMATIC_LATERAL_LIMIT, RacingModel
 from envs.racing.task import SimStep
 from envs.racing.track import TrackParams
@@ -217,6 +217,11 @@ class RacingTaskEnv(gym.Env):
         if self.render_mode != "rgb_array" or self.state is None:
             return None
         return draw_frame(self)
+
+    def pixels(self, p: np.ndarray) -> np.ndarray:
+        """``(column, row)`` ``[..., 2]`` of the track-plane points ``p [..., 2]`` (m) in
+        `render`'s frame (`envs.base.Pixels`)."""
+        return frame_pixels(self.track, p)
 
 
 class RacingDZEnv(RacingTaskEnv):
