@@ -95,7 +95,11 @@ def test_a_grid_of_two_settings_makes_two_cells_and_a_table(local_ray, grid_file
     assert record["config"]["influence_ratio"]["rho0"] == 0.3
     table = (results / "mine.md").read_text()
     assert "| rho0.3 | 0 | 64 |" in table and "| adaptive | 0 | 64 |" in table
+    assert f"python -m rlmpc.reproduce --grid {path} --from-results" in table
     assert (results / "mine_curves.png").is_file()
+    (results / "mine.md").unlink()  # the grid file alone rebuilds its table from the cells
+    assert main(["--grid", str(path), "--results", str(results), "--from-results"]) == 0
+    assert (results / "mine.md").read_text() == table
 
 
 @pytest.mark.parametrize(

@@ -178,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{done} cells run, {sum(v == 'skipped' for v in status.values())} already "
               f"finished, {stopped} stopped early by the scheduler, {len(failed)} failed",
               flush=True)  # fmt: skip
-    for path in write_reports(experiments, results, "python -m rlmpc.reproduce "
-                              f"{' '.join(experiments)} --from-results"):  # fmt: skip
+    named = [e for e in experiments if grid is None or e != grid.experiment.name]
+    if grid is not None:
+        named += ["--grid", str(args.grid)]
+    command = f"python -m rlmpc.reproduce {' '.join(named)} --from-results"
+    for path in write_reports(experiments, results, command):
         print(f"wrote {path}")
     if results == RESULTS.resolve():
         from rlmpc.reproduce.results import refresh_readme
