@@ -126,9 +126,10 @@ def _even_size(width: int, height: int, max_width: int) -> tuple[int, int]:
 
 class Reel:
     """The frames of one filmed episode (`Filming`): ``env.render()`` every ``stride`` steps,
-    scaled to at most ``width`` pixels across; once ``max_frames - 1`` are kept, every other
-    one is dropped and ``stride`` doubles, so the frames stay evenly spread and their number
-    bounded. The episode's last state is always the last frame. Each frame keeps the
+    scaled to at most ``width`` pixels across; when a frame would make ``max_frames`` of them,
+    every other one is dropped and ``stride`` doubles, so the frames stay evenly spread (steps
+    0, s, 2s...) and at most ``max_frames - 1``. The episode's last state is always the last
+    frame. Each frame keeps the
     candidates' planned paths from its state and the zone's corners, in its pixels
     (`envs.base.Pixels`), where the env maps its plane onto its frames."""
 
