@@ -31,6 +31,11 @@ Conventions (all envs follow them; the planner and learner rely on them):
   ``get_state()`` / ``set_state(state)``. An env that cannot capture its simulator returns
   None (Box2D's world, a CARLA server's), and so does one without the methods: its episode
   restarts when a checkpoint is restored.
+* **Frames** (optional): an env whose ``render_mode="rgb_array"`` gives frames may also map
+  the plane of ``PlannerModel.position`` onto them: ``env.unwrapped.pixels(p)`` takes
+  points ``[..., 2]`` (float) and returns their ``(column, row)`` ``[..., 2]`` in the frame
+  ``render()`` returns now (`Pixels`). Evaluation videos draw the planner's candidate paths
+  and the danger zone over the frames with it; without it they show the frames alone.
 * **An env on an external simulator (a server) that it lost** ends the episode it was in
   with its registry's ``episode_lost(info)`` true (the rollout worker drops that episode and
   counts it as a ``lost`` fault), and gets its server back on the next ``reset``. When the
@@ -219,6 +224,21 @@ class EnvState(Protocol):
     def get_state(self) -> dict[str, Any] | None: ...
 
     def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+class Pixels(Protocol):
+    """An env that maps the plane of `PlannerModel.position` onto its ``rgb_array`` frames
+    (the module docstring's "Frames")."""
+
+    def pixels(self, p: np.ndarray) -> np.ndarray:
+        """``(column, row)`` ``[..., 2]`` of the points ``p [..., 2]`` in the frame that
+        ``render()`` returns now (either may fall outside it)."""
+        ...
+
+
+def env_pixels(env: Any) -> Any:
+    """The (wrapped) env's `Pixels.pixels`, or None where it has none."""
+    return getattr(env.unwrapped, "pixels", None)
 
 
 def check_last(t: Tensor, n: int, name: str) -> None:

@@ -93,6 +93,17 @@ class EnvSpec:
     def make(self, **kwargs: Any) -> gym.Env:
         return gym.make(self.id, **kwargs)
 
+    def render_modes(self) -> tuple[str, ...]:
+        """The render modes the env's class declares (``metadata["render_modes"]``), read
+        without building an env: ``"rgb_array"`` among them means ``render()`` gives frames
+        (evaluation videos, `python -m rlmpc.enjoy`)."""
+        creator = self.entry_point
+        if isinstance(creator, str):
+            from gymnasium.envs.registration import load_env_creator
+
+            creator = load_env_creator(creator)
+        return tuple(getattr(creator, "metadata", {}).get("render_modes", ()))
+
     def env_kwargs(self, n: int) -> list[dict[str, Any]] | None:
         """Constructor arguments for ``n`` envs on this node (None: none needed)."""
         fn = self.node_env_kwargs

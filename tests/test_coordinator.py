@@ -24,7 +24,14 @@ from rlmpc.system.backend import (
     actor_name,
 )
 from rlmpc.system.coordinator import Coordinator, Schedule
-from rlmpc.system.records import CollectResult, EpisodeStats, EvalResult, FragmentMeta, Weights
+from rlmpc.system.records import (
+    CollectResult,
+    EpisodeStats,
+    EvalResult,
+    Filming,
+    FragmentMeta,
+    Weights,
+)
 
 
 def episodes(n: int, value: float) -> EpisodeStats:
@@ -39,6 +46,7 @@ class World:
         self.collects: list[tuple[int, int, int, int]] = []  # actor, index, attempt, version
         self.trains: list[tuple[list[int], int]] = []  # actors in order, min_version
         self.evals: list[tuple[str, int]] = []
+        self.films: list[Filming | None] = []  # what each evaluation was asked to film
         self.built: list[tuple[str, int]] = []
         self.restores: list[tuple[int, bytes]] = []  # actor, snapshot
         self.restore_deaths: dict[int, int] = {}  # actor -> its restore calls that die
@@ -102,8 +110,9 @@ class Evaluator:
     def __init__(self, world: World, name: str) -> None:
         self.world, self.name = world, name
 
-    def evaluate(self, weights, n, seed, record):
+    def evaluate(self, weights, n, seed, record, film=None):
         self.world.evals.append((self.name, weights.policy["version"]))
+        self.world.films.append(film)
         return EvalResult("toy", episodes(n, float(weights.policy["version"])), [])
 
 
@@ -233,7 +242,8 @@ def test_a_checkpoint_carries_the_evaluation_in_flight_and_resume_starts_it_agai
     world = World()
     _, part, _ = run(world, iterations=6, eval_every=4, checkpoint_every=2, stop_after=6)
     state = part.checkpoints[-2]  # iteration 4: the evaluation of version 4 is in flight
-    assert state.iteration == 4 and state.pending_eval == {"due": 6, "env_steps": 80, "version": 4}
+    assert state.iteration == 4
+    assert state.pending_eval == {"due": 6, "env_steps": 80, "version": 4, "film": False}
     assert 4 in state.inflight_weights
     s = Schedule(iterations=6, fragment_len=5, num_actors=2, eval_every=4, checkpoint_every=2)
     observer = Observer()
@@ -302,6 +312,18 @@ def test_evaluations_are_logged_one_period_later_and_the_final_one_runs_at_the_e
     assert obs.evaluations == [(4, 2, 40, 3), (6, 4, 80, 3)]
     assert world.evals == [(EVALUATOR, 2), (EVALUATOR, 4), (FINAL_EVALUATOR, 6)]
     assert len(result.episodes.returns) == 4
+
+
+def test_every_film_every_th_periodic_evaluation_and_the_final_one_film_an_episode():
+    world = World()
+    film = Filming(1, 20, 64)
+    _, obs, _ = run(world, iterations=9, eval_every=2, final_eval_episodes=2, film=film,
+                    film_every=2)  # fmt: skip
+    # periodic evaluations after iterations 2, 4, 6, 8: the 2nd and the 4th film; the final one
+    assert world.films == [None, film, None, film, film]
+    world = World()
+    run(world, iterations=5, eval_every=2, final_eval_episodes=2, film=None, film_every=1)
+    assert world.films == [None, None, None]  # nothing to film with: no video frames
 
 
 def test_an_env_needing_cluster_resources_evaluates_last_on_the_evaluator_without_actors():

@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize(
-    "command", ["rlmpc-train", "rlmpc-evaluate", "rlmpc-reproduce", "rlmpc-bench"]
+    "command", ["rlmpc-train", "rlmpc-evaluate", "rlmpc-enjoy", "rlmpc-reproduce", "rlmpc-bench"]
 )
 def test_the_console_commands_are_installed_and_answer(command, tmp_path):
     """`pip install -e .` puts them beside python (run from elsewhere: no checkout needed)."""

@@ -38,6 +38,7 @@ ALLOWED |= {
     "rlmpc.system": _BELOW_RLMPC,
     "rlmpc.run": _BELOW_RLMPC | {"rlmpc.system"},
     "rlmpc.evaluate": {"rlmpc.run"},
+    "rlmpc.enjoy": {"rlmpc.run"},
     "rlmpc.baselines": _BELOW_RLMPC | {"rlmpc.system", "rlmpc.run"},
     "rlmpc.reproduce": _BELOW_RLMPC | {"rlmpc.system", "rlmpc.run", "rlmpc.baselines"},
     "rlmpc.bench": _BELOW_RLMPC | {"rlmpc.system", "rlmpc.run", "rlmpc.baselines"},

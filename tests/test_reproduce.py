@@ -93,7 +93,7 @@ def test_a_finished_cell_of_another_budget_is_refused(tmp_path):
     [
         (["table9"], "EXPERIMENT"),
         (["table1", "--envs", "carla-racing"], "no cells"),
-        (["table1", "--wandb-mode", "online"], "WANDB_API_KEY"),
+        (["table1", "--wandb-mode", "online"], "WANDB_API_KEY or `wandb login`"),
         (["table1", "--envs", "mars"], "--envs"),
         (["table1", "--seeds", "-1"], "--seeds"),
         (["table1", "--env-steps", "0"], "--env-steps"),
@@ -106,6 +106,7 @@ def test_a_finished_cell_of_another_budget_is_refused(tmp_path):
 )
 def test_bad_input_is_refused_before_ray(args, named):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env["NETRC"] = "/nonexistent/netrc"  # no `wandb login` credential either
     r = subprocess.run([*PY, *args, "--results", "/nonexistent/never-written"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
     assert r.returncode == 2, r.stderr

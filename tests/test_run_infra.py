@@ -19,7 +19,7 @@ import torch
 from envs import planner_config
 from learners.policy import NetworkConfig
 from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, field_docs
-from rlmpc.run.runlog import RunLogger, WandbConfig, plot_curves
+from rlmpc.run.runlog import RunLogger, WandbConfig, plot_curves, wandb_credentials
 from rlmpc.system import checkpoint as ckpt
 from rlmpc.system.records import Weights
 from rlmpc.system.worker import WorkerSpec
@@ -90,6 +90,7 @@ def test_cli_generated_from_dataclass():
 
 def test_run_logger_writes_metrics_and_wandb_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # no `wandb login` either
     log = RunLogger(
         tmp_path, {"seed": 1}, WandbConfig(), total_steps=100, run_name="t", progress=False
     )
@@ -114,6 +115,41 @@ def test_run_logger_writes_metrics_and_wandb_offline(tmp_path, monkeypatch):
 def test_wandb_mode_validated():
     with pytest.raises(ValueError, match="wandb_mode"):
         WandbConfig(wandb_mode="sometimes")
+
+
+@pytest.fixture
+def no_credentials(tmp_path, monkeypatch):
+    """No W&B credential anywhere: a HOME of its own, no key, no NETRC."""
+    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "NETRC"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_auto_mode_goes_online_with_wandb_logins_netrc_entry(no_credentials, monkeypatch):
+    assert WandbConfig().resolved_mode() == "offline" and wandb_credentials() is None
+    netrc = no_credentials / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert WandbConfig().resolved_mode() == "online" and wandb_credentials() == str(netrc)
+    assert WandbConfig(wandb_mode="offline").resolved_mode() == "offline"  # forced stays
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")  # another server's key
+    assert WandbConfig().resolved_mode() == "offline"
+
+
+def test_auto_mode_reads_the_netrc_that_NETRC_names_and_the_key_in_the_environment(
+    no_credentials, monkeypatch
+):
+    other = no_credentials / "elsewhere" / "netrc"
+    other.parent.mkdir()
+    other.write_text("machine wandb.example.org login user password secret\n")
+    monkeypatch.setenv("NETRC", str(other))
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert wandb_credentials() == str(other)
+    other.write_text("machine wandb.example.org login user password\n")  # no key
+    assert wandb_credentials() is None
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_credentials() == "WANDB_API_KEY" and WandbConfig().resolved_mode() == "online"
 
 
 def test_checkpoint_schema_is_plain_data_and_round_trips(tmp_path):

@@ -122,11 +122,22 @@ def toy():
 
 
 def test_a_serial_run_logs_its_evaluations_picture_and_animation_to_wandb(toy, tmp_path):
-    """The toy task, 2 iterations: a periodic evaluation (after iteration 1) and the final one."""
+    """The toy task, 2 iterations: a periodic evaluation (after iteration 1, filmed:
+    --eval-video-every 1) and the final one; TensorBoard's events beside metrics.jsonl."""
     main(["--env", "toy-point", "--serial", "--runs-dir", str(tmp_path), "--run-name", "toy",
           "--no-progress", "--wandb-mode", "offline", "--wandb-group", "EXP",
-          "--wandb-method", "m1", "--seed", "3"])  # fmt: skip
+          "--wandb-method", "m1", "--seed", "3", "--eval-video-every", "1"])  # fmt: skip
     run_dir = tmp_path / "toy"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    tb = EventAccumulator(str(events))
+    tb.Reload()
+    metrics = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    scalars = tb.Scalars("loss/value")
+    assert [e.step for e in scalars] == [r["env_steps"] for r in metrics]
+    assert [e.value for e in scalars] == pytest.approx([r["loss/value"] for r in metrics])
+    assert {"rho", "sps", "loss/value", "restores"} <= set(tb.Tags()["scalars"])
     gif = Image.open(run_dir / "eval_episode.gif")
     final = json.loads((run_dir / "eval.json").read_text())
     lengths = {
@@ -149,8 +160,11 @@ def test_a_serial_run_logs_its_evaluations_picture_and_animation_to_wandb(toy, t
     assert table["data"][1] == [rows[1][k] for k in table["columns"]]
     (image,) = media.glob("images/eval/episodes_*.png")
     assert image.read_bytes() == (run_dir / "eval_episodes.png").read_bytes()
-    (video,) = media.glob("videos/eval/episode_video_*.gif")
-    assert video.read_bytes() == (run_dir / "eval_episode.gif").read_bytes()
+    (trace,) = media.glob("videos/eval/episode_trace_*.gif")
+    assert trace.read_bytes() == (run_dir / "eval_episode.gif").read_bytes()
+    videos = {p.read_bytes() for p in media.glob("videos/eval/episode_video_*.mp4")}
+    assert videos == {(run_dir / "eval_episode.mp4").read_bytes(),
+                      (run_dir / "videos" / "eval_32.mp4").read_bytes()}  # fmt: skip
 
     (log,) = glob.glob(str(Path(offline) / "run-*.wandb"))
     records = list(_wandb_records(Path(log)))
@@ -164,4 +178,4 @@ def test_a_serial_run_logs_its_evaluations_picture_and_animation_to_wandb(toy, t
     last = history[-1]
     assert last["_step"] == 64 and last["eval/table/nrows"] == 2
     assert last["eval/episodes/_type"] == "image-file"
-    assert last["eval/episode_video/_type"] == "video-file"
+    assert last["eval/episode_video/_type"] == last["eval/episode_trace/_type"] == "video-file"

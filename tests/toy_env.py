@@ -65,9 +65,15 @@ class ToyModel(PlannerModel):
 
 
 class ToyEnv(gym.Env):
-    metadata = {"render_modes": []}
+    """Renders 64 × 48 ``rgb_array`` frames of the plane x ∈ [-1, 4], y ∈ [-2, 2] (the zone red,
+    the goal green, the point blue) and maps that plane onto them (`envs.base.Pixels`)."""
 
-    def __init__(self) -> None:
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    FRAME = (48, 64)  # rows, columns
+    PIXELS_PER_M = 12.0
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        self.render_mode = render_mode
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
         self.state = np.zeros(4)
@@ -102,6 +108,27 @@ class ToyEnv(gym.Env):
 
     def planner_state(self) -> np.ndarray:
         return ToyModel().planner_state(self)
+
+    def pixels(self, p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, dtype=np.float64)
+        k = self.PIXELS_PER_M
+        return np.stack([(p[..., 0] + 1.0) * k, self.FRAME[0] / 2 - p[..., 1] * k], -1)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        frame = np.full((*self.FRAME, 3), 255, np.uint8)
+
+        def fill(lo: tuple[float, float], hi: tuple[float, float], colour: tuple) -> None:
+            (c0, r1), (c1, r0) = self.pixels(np.array([lo, hi])).round().astype(int)
+            frame[max(r0, 0) : max(r1, 0) + 1, max(c0, 0) : max(c1, 0) + 1] = colour
+
+        cx, cy, w, h = ZONE
+        fill((cx - w / 2, cy - h / 2), (cx + w / 2, cy + h / 2), (230, 40, 40))
+        fill((GOAL[0] - 0.1, GOAL[1] - 0.1), (GOAL[0] + 0.1, GOAL[1] + 0.1), (40, 180, 40))
+        px, py = self.state[0:2]
+        fill((px - 0.1, py - 0.1), (px + 0.1, py + 0.1), (40, 40, 230))
+        return frame
 
     def get_state(self) -> dict[str, Any]:
         """The episode as plain data (`envs.base.EnvState`): exact resumption holds here too."""

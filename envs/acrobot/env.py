@@ -186,7 +186,7 @@ class AcrobotDZEnv(gym.Env):
 
         dim = self.SCREEN_DIM
         scale = dim / (2 * REACH)
-        to_px = lambda x, y: (dim / 2 + x * scale, dim / 2 - y * scale)
+        to_px = lambda x, y: tuple(self.pixels(np.array([x, y])).tolist())
         if self.screen is None:  # an off-screen surface: no pygame.init(), no display or audio
             self.screen = pygame.Surface((dim, dim))
         self.screen.fill((255, 255, 255))
@@ -203,6 +203,13 @@ class AcrobotDZEnv(gym.Env):
             pygame.draw.line(self.screen, (0, 204, 204), to_px(*a), to_px(*b), int(0.2 * scale))
             pygame.draw.circle(self.screen, (204, 204, 0), to_px(*a), int(0.1 * scale))
         return np.transpose(np.array(pygame.surfarray.pixels3d(self.screen)), axes=(1, 0, 2))
+
+    def pixels(self, p: np.ndarray) -> np.ndarray:
+        """``(column, row)`` ``[..., 2]`` of the tip-plane points ``p [..., 2]`` in `render`'s
+        frame (`envs.base.Pixels`): the pivot at the centre, ``±REACH`` at the edges."""
+        half, scale = self.SCREEN_DIM / 2, self.SCREEN_DIM / (2 * REACH)
+        p = np.asarray(p, dtype=np.float64)
+        return np.stack([half + p[..., 0] * scale, half - p[..., 1] * scale], -1)
 
     def close(self):
         self.screen = None

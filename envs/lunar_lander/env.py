@@ -218,18 +218,26 @@ class LunarLanderDZEnv(gym.Env):
         if self.lander_env.lander is None:
             return None
         frame = self.lander_env.render()
-        z, scale = self.zone, ll.SCALE
-        cols = (
-            ((np.array([z.cx - z.w / 2, z.cx + z.w / 2]) + 1) * HALF_W * scale).round().astype(int)
+        z = self.zone
+        corners = self.pixels(np.array([[z.cx - z.w / 2, z.cy + z.h / 2],
+                                        [z.cx + z.w / 2, z.cy - z.h / 2]]))  # fmt: skip
+        (c0, r0), (c1, r1) = corners.round().astype(int)
+        (c0, c1), (r0, r1) = (
+            np.clip([c0, c1], 0, frame.shape[1]),
+            np.clip([r0, r1], 0, frame.shape[0]),
         )
-        pad_y = self.lander_env.helipad_y + LEG_DOWN
-        heights = (np.array([z.cy + z.h / 2, z.cy - z.h / 2]) * HALF_H + pad_y) * scale
-        rows = (frame.shape[0] - heights).round().astype(int)
-        (c0, c1), (r0, r1) = np.clip(cols, 0, frame.shape[1]), np.clip(rows, 0, frame.shape[0])
         frame = frame.copy()
         patch = frame[r0:r1, c0:c1].astype(np.float32)
         frame[r0:r1, c0:c1] = (0.4 * patch + 0.6 * np.array([230, 40, 40])).astype(np.uint8)
         return frame
+
+    def pixels(self, p: np.ndarray) -> np.ndarray:
+        """``(column, row)`` ``[..., 2]`` of the points ``p [..., 2]`` of the observation frame
+        (the module docstring's) in `render`'s frame (`envs.base.Pixels`)."""
+        p = np.asarray(p, dtype=np.float64)
+        pad_y = self.lander_env.helipad_y + LEG_DOWN
+        return np.stack([(p[..., 0] + 1) * HALF_W * ll.SCALE,
+                         ll.VIEWPORT_H - (p[..., 1] * HALF_H + pad_y) * ll.SCALE], -1)  # fmt: skip
 
     def close(self):
         self.lander_env.close()

@@ -8,6 +8,27 @@ from typing import Any
 
 import numpy as np
 
+#: the frame's margin around the track, pixels
+MARGIN = 20
+
+
+def _frame_geometry(track: Any, width: int) -> tuple[np.ndarray, float, int]:
+    """The track's lower-left corner (m), the pixels per metre and the frame's height."""
+    left = track.points + track.half_width * track.normal
+    right = track.points - track.half_width * track.normal
+    lo, hi = np.minimum(left, right).min(0), np.maximum(left, right).max(0)
+    scale = (width - 2 * MARGIN) / (hi[0] - lo[0])
+    return lo, scale, int((hi[1] - lo[1]) * scale) + 2 * MARGIN
+
+
+def frame_pixels(track: Any, p: np.ndarray, width: int = 800) -> np.ndarray:
+    """``(column, row)`` ``[..., 2]`` of the track-plane points ``p [..., 2]`` (m) in
+    `draw_frame`'s frame of ``width`` pixels."""
+    lo, scale, height = _frame_geometry(track, width)
+    p = np.asarray(p, dtype=np.float64)
+    return np.stack([MARGIN + (p[..., 0] - lo[0]) * scale,
+                     height - MARGIN - (p[..., 1] - lo[1]) * scale], -1)  # fmt: skip
+
 
 def draw_frame(env: Any, width: int = 800) -> np.ndarray:
     """rgb_array frame ``[H, W, 3]`` uint8: track, start line, danger zone, the opponent's line
@@ -15,14 +36,12 @@ def draw_frame(env: Any, width: int = 800) -> np.ndarray:
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import pygame  # noqa: PLC0415  (only when rendering)
 
-    tr, margin = env.track, 20
+    tr = env.track
     left, right = tr.points + tr.half_width * tr.normal, tr.points - tr.half_width * tr.normal
-    lo, hi = np.minimum(left, right).min(0), np.maximum(left, right).max(0)
-    scale = (width - 2 * margin) / (hi[0] - lo[0])
-    height = int((hi[1] - lo[1]) * scale) + 2 * margin
+    height = _frame_geometry(tr, width)[2]
 
     def px(p: np.ndarray) -> list[tuple[float, float]]:
-        return [(margin + (a - lo[0]) * scale, height - margin - (b - lo[1]) * scale) for a, b in p]
+        return [tuple(q) for q in frame_pixels(tr, p, width).tolist()]
 
     def box(
         xy: Any, half_length: float, half_width: float, psi: float

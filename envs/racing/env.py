@@ -63,7 +63,7 @@ from envs.base import check_action
 from envs.danger import DangerZone
 from envs.racing import task as rt
 from envs.racing.bicycle import BicycleSim, CarParams
-from envs.racing.draw import draw_frame
+from envs.racing.draw import draw_frame, frame_pixels
 from envs.racing.model import STADIUM_MODEL, ModelParams, RacingModel
 from envs.racing.task import SimStep
 from envs.racing.track import CircuitParams, TrackParams
@@ -258,6 +258,11 @@ class RacingTaskEnv(gym.Env):
         if self.render_mode != "rgb_array" or self.state is None:
             return None
         return draw_frame(self)
+
+    def pixels(self, p: np.ndarray) -> np.ndarray:
+        """``(column, row)`` ``[..., 2]`` of the track-plane points ``p [..., 2]`` (m) in
+        `render`'s frame (`envs.base.Pixels`)."""
+        return frame_pixels(self.track, p)
 
 
 class RacingDZEnv(RacingTaskEnv):

@@ -5,25 +5,29 @@ then rebuilds their tables and figures from ``results/`` (`rlmpc.reproduce.repor
 the repository's own ``results/``, README's result tables. Re-running the same command after
 a kill continues: finished cells are skipped, a cell killed midway resumes from its work
 directory. ``--from-results`` only rebuilds tables and figures. ``--dry-run`` lists the cells.
+``--grid FILE.yaml`` adds an experiment of the user's own over ``launch.py`` options
+(`rlmpc.reproduce.grid`); ``--scheduler asha`` lets Tune stop the trials that fall behind
+(every trial reports each learner iteration).
 
 Examples::
 
     python -m rlmpc.reproduce table1 table2 --envs acrobot lunarlander --seeds 1 2 3
     python -m rlmpc.reproduce --preset smoke            # every method on Acrobot, tiny budgets
     python -m rlmpc.reproduce table1 --from-results     # tables and curves from the JSON alone
+    python -m rlmpc.reproduce --grid my_grid.yaml --scheduler asha
     ray submit cluster/cluster.yaml launch.py -- ...    # see README: the same, on a cluster
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from common.checks import SEED_MAX, int_in, ray_address_problem, seed_arg, writable_dir
 from rlmpc.reproduce.catalog import EXPERIMENTS, KINDS, PRESETS
 from rlmpc.reproduce.results import RESULTS
+from rlmpc.run.runlog import wandb_credentials
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,9 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="at most this many trials at once, >= 1 (default: as many as the resources fit)",
     )
+    p.add_argument("--grid", type=Path, default=None, metavar="FILE.yaml",
+                   help="an experiment of your own: methods (launch.py options) on envs and "
+                        "seeds, run and tabulated as the catalog's (rlmpc/reproduce/grid.py)")  # fmt: skip
+    p.add_argument("--scheduler", default="fifo", choices=["fifo", "asha"],
+                   help="fifo: every trial to its budget; asha: Tune's ASHA stops the trials "
+                        "whose --metric falls behind at each rung (their cells are not written)")  # fmt: skip
+    p.add_argument("--metric", default="episode_return",
+                   help="the reported row's figure ASHA compares (episode_return, "
+                        "success_rate, or any key of metrics.jsonl)")  # fmt: skip
+    p.add_argument("--mode", default="max", choices=["max", "min"], help="ASHA: better is max|min")
+    p.add_argument("--grace-steps", type=int_in(1), default=None,
+                   help="ASHA: env steps before a trial is first judged (default: a tenth of "
+                        "the smallest budget)")  # fmt: skip
+    p.add_argument("--reduction-factor", type=float, default=3.0,
+                   help="ASHA: rungs this many times apart; the best 1/this go on, > 1")  # fmt: skip
     p.add_argument(
-        "--wandb-mode", default="auto", choices=["auto", "online", "offline", "disabled"]
-    )
+        "--wandb-mode", default="auto", choices=["auto", "online", "offline", "disabled"],
+        help="auto: online when wandb has credentials (WANDB_API_KEY or `wandb login`), else "
+        "offline files",
+    )  # fmt: skip
     p.add_argument("--wandb-project", default="rlmpc")
     p.add_argument("--from-results", action="store_true", help="only rebuild tables and figures")
     p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
@@ -88,8 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    grid = None
+    if args.grid is not None:
+        from rlmpc.reproduce.catalog import register_experiment
+        from rlmpc.reproduce.grid import GridError, load_grid
+
+        try:
+            grid = load_grid(args.grid)
+        except GridError as err:
+            parser.error(str(err))
+        register_experiment(grid.experiment)
     experiments = (args.experiments or []) + (args.experiments_opt or [])
-    experiments = experiments or list(preset.experiments) or ["table1", "table2"]
+    if grid is None:
+        experiments = experiments or list(preset.experiments) or ["table1", "table2"]
     smoke = args.preset == "smoke"
     # ./results of the working directory (in a checkout: the repository's own)
     results = (args.results or Path("runs/smoke/results" if smoke else "results")).resolve()
@@ -101,9 +133,23 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         env_steps = parse_env_steps(args.env_steps)
-        cells = plan(experiments, args.envs or (list(preset.envs) if preset.envs else None),
-                     args.seeds or list(preset.seeds), preset, env_steps,
-                     args.eval_episodes, args.methods, args.serial)  # fmt: skip
+        cells = []
+        if experiments:
+            cells = plan(experiments, args.envs or (list(preset.envs) if preset.envs else None),
+                         args.seeds or list(preset.seeds), preset, env_steps,
+                         args.eval_episodes, args.methods, args.serial)  # fmt: skip
+        if grid is not None:  # its own envs, seeds and budgets, unless the options say others
+            steps = env_steps or ({"ppo-mppi": grid.env_steps} if grid.env_steps else None)
+            cells += plan([grid.experiment.name], args.envs,
+                          args.seeds or list(grid.seeds or preset.seeds), preset, steps,
+                          args.eval_episodes or grid.eval_episodes, args.methods, args.serial)  # fmt: skip
+            experiments.append(grid.experiment.name)
+        scheduler = None
+        if args.scheduler == "asha" and not args.from_results and not args.dry_run:
+            from rlmpc.reproduce.sweep import asha
+
+            scheduler = asha(cells, args.metric, args.mode, args.grace_steps,
+                             args.reduction_factor)  # fmt: skip
     except ValueError as err:
         parser.error(str(err))
     if args.dry_run:
@@ -111,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{c.key}: {c.kind}{' (serial)' if c.serial else ''}, {c.env_steps:,} env steps, {c.eval_episodes} evaluation "
                   f"episodes, bundles {list(c.bundles)} {' '.join(c.args)}")  # fmt: skip
         return 0
-    if args.wandb_mode == "online" and not os.environ.get("WANDB_API_KEY"):
-        parser.error("argument --wandb-mode: 'online' needs WANDB_API_KEY (or use offline)")
+    if args.wandb_mode == "online" and not wandb_credentials():
+        parser.error("argument --wandb-mode: 'online' needs W&B credentials: WANDB_API_KEY or "
+                     "`wandb login` (or use offline)")  # fmt: skip
     for option, path in (("--results", results), ("--runs", runs)):
         if option == "--runs" and args.from_results:
             continue
@@ -124,15 +171,20 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             status = run_sweep(cells, results, runs, args.ray_address, args.max_concurrent,
-                               args.wandb_mode, args.wandb_project)  # fmt: skip
+                               args.wandb_mode, args.wandb_project, scheduler=scheduler)  # fmt: skip
         except ValueError as err:  # raised before Ray starts
             parser.error(str(err))
         failed = [f"{k}: {v}" for k, v in status.items() if v.startswith("failed")]
         done = sum(v == "done" for v in status.values())
+        stopped = sum(v.startswith("stopped") for v in status.values())
         print(f"{done} cells run, {sum(v == 'skipped' for v in status.values())} already "
-              f"finished, {len(failed)} failed", flush=True)  # fmt: skip
-    for path in write_reports(experiments, results, "python -m rlmpc.reproduce "
-                              f"{' '.join(experiments)} --from-results"):  # fmt: skip
+              f"finished, {stopped} stopped early by the scheduler, {len(failed)} failed",
+              flush=True)  # fmt: skip
+    named = [e for e in experiments if grid is None or e != grid.experiment.name]
+    if grid is not None:
+        named += ["--grid", str(args.grid)]
+    command = f"python -m rlmpc.reproduce {' '.join(named)} --from-results"
+    for path in write_reports(experiments, results, command):
         print(f"wrote {path}")
     if results == RESULTS.resolve():
         from rlmpc.reproduce.results import refresh_readme

@@ -216,6 +216,13 @@ EXPERIMENTS: dict[str, Experiment] = {
 }  # fmt: skip
 
 
+def register_experiment(experiment: Experiment) -> Experiment:
+    """Add an experiment of the user's own (a grid file, `rlmpc.reproduce.grid`) to
+    `EXPERIMENTS` in this process, beside the paper's: planned, run and tabulated as they are."""
+    EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
 @dataclass(frozen=True)
 class Preset:
     """Budgets of a sweep: env steps per cell (by method kind), evaluation episodes, and the

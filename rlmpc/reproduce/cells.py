@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,9 +235,12 @@ def write_record(path: Path, record: dict[str, Any]) -> Path:
 
 
 def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
-             trial: str | None = None) -> Path:  # fmt: skip
+             trial: str | None = None,
+             on_row: Callable[[dict[str, Any]], None] | None = None) -> Path:  # fmt: skip
     """Run ``cell`` (continuing its work directory if a previous attempt was killed) and write
-    its result JSON, naming the Tune ``trial`` that ran it; returns the JSON's path."""
+    its result JSON, naming the Tune ``trial`` that ran it; returns the JSON's path.
+    ``on_row`` gets each row of its learning curve as it is made (a PPO-MPPI run's
+    ``metrics.jsonl`` rows, a baseline's curve rows; MPPI alone has none)."""
     out = cell.result_path(results)
     if out.is_file():
         return out
@@ -244,7 +248,7 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
     argv = [cell.experiment, "--envs", cell.env, "--methods", cell.method,
             "--seeds", str(cell.seed)]  # fmt: skip
     if cell.kind == "ppo-mppi":
-        return _run_ppo_mppi(cell, results, work, wandb_mode, trial)
+        return _run_ppo_mppi(cell, results, work, wandb_mode, trial, on_row)
     started = time.perf_counter()
     import torch
 
@@ -260,13 +264,15 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
         algo = cell.kind.removeprefix("sb3-")
         record = train_sb3(algo, cell.env, cell.seed, cell.env_steps, work,
                            eval_episodes=cell.eval_episodes, overrides=cell.overrides,
-                           checkpoint_steps=cell.checkpoint_steps or CHECKPOINT_STEPS)  # fmt: skip
+                           checkpoint_steps=cell.checkpoint_steps or CHECKPOINT_STEPS,
+                           log=on_row)  # fmt: skip
     else:
         from rlmpc.baselines.rllib import train_rllib
 
         algo = cell.kind.removeprefix("rllib-")
         record = train_rllib(algo, cell.env, cell.seed, cell.env_steps, work,
-                             eval_episodes=cell.eval_episodes, overrides=cell.overrides)  # fmt: skip
+                             eval_episodes=cell.eval_episodes, overrides=cell.overrides,
+                             log=on_row)  # fmt: skip
     record.setdefault("wall_time_s", time.perf_counter() - started)
     meta = run_meta(argv, "-m rlmpc.reproduce")
     return write_record(out, {"experiment": cell.experiment, "env": cell.env, "method": cell.method,
@@ -275,8 +281,8 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
                         "budget": cell.budget, **meta, **record})  # fmt: skip
 
 
-def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str,
-                  trial: str | None) -> Path:  # fmt: skip
+def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str, trial: str | None,
+                  on_row: Callable[[dict[str, Any]], None] | None = None) -> Path:  # fmt: skip
     from rlmpc.reproduce.results import add
     from rlmpc.run.cli import parse
     from rlmpc.run.train import train
@@ -292,7 +298,8 @@ def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str,
                                 cell.eval_episodes, work, cell.experiment, cell.method,
                                 wandb_mode)  # fmt: skip
         inv = parse(argv)
-        run_dir = train(inv.cfg, resume=inv.resume, argv=argv, serial=cell.serial)
+        run_dir = train(inv.cfg, resume=inv.resume, argv=argv, serial=cell.serial,
+                        on_row=on_row)  # fmt: skip
     path = add(run_dir, cell.experiment, cell.method, results)
     record = portable(json.loads(path.read_text()), work.parents[3])
     record["kind"], record["tune_trial"], record["budget"] = cell.kind, trial, cell.budget

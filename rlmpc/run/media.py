@@ -1,13 +1,15 @@
-"""What an evaluation shows besides its scalars: a table row of the paper's columns, and a
-short animation of one recorded episode.
+"""What an evaluation shows besides its scalars: a table row of the paper's columns, a video
+of a filmed episode in the env's own frames, and a short animation of a recorded episode's trace.
 
 `table_row` turns an evaluation's `rlmpc.system.records.summarize` into one row (the policy's
 iteration, env steps, episodes, each column's mean and std); `RunLogger.evaluation`
 (`rlmpc.run.runlog`) collects the rows into ``evaluations.jsonl`` and a ``wandb.Table``.
-`episode_gif` draws a recorded `Trace` step by step, as `rlmpc.run.evaluate.plot_traces` draws
-it whole: the scene, the danger zone, the executed path so far, the other agents, the env's
-marked events so far (`PlannerModel.marks`: overtakes), and the candidates' planned paths as
-last recorded (every ``plan_every`` steps of the episode).
+`overlaid` draws a filmed episode's (`Video`) candidate paths (green: executed, orange: the
+others) and the danger zone's outline over its frames; `Mp4` writes frames to an H.264 MP4
+(imageio-ffmpeg's ffmpeg). `episode_gif` draws a recorded `Trace` step by step, as
+`rlmpc.run.evaluate.plot_traces` draws it whole: the scene, the danger zone, the executed path
+so far, the other agents, the env's marked events so far (`PlannerModel.marks`: overtakes), and
+the candidates' planned paths as last recorded (every ``plan_every`` steps of the episode).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from rlmpc.run.evaluate import draw_scene
-from rlmpc.system.records import Trace
+from rlmpc.system.records import Trace, Video
 
 #: keys of `summarize`'s output that are not columns
 _NOT_COLUMNS = ("env", "episodes")
@@ -37,6 +39,87 @@ def table_row(summary: dict[str, Any], iteration: int, env_steps: int,
         row[f"{key}_mean"] = None if value is None else value["mean"]
         row[f"{key}_std"] = None if value is None else value["std"]
     return row
+
+
+#: colours over a video's frames: the executed candidate's path, the others', the zone
+EXECUTED, OTHERS, ZONE = (40, 170, 40), (255, 140, 0), (220, 30, 30)
+
+
+def overlaid(video: Video) -> np.ndarray:
+    """``video``'s frames ``[F, h, w, 3]`` with the danger zone's outline and, on each frame,
+    the candidates' planned paths from its state (the executed one on top) drawn over them;
+    the frames alone where the env maps no points (`envs.base.Pixels`)."""
+    from PIL import Image, ImageDraw
+
+    if video.plans.shape[1] == 0 and len(video.zone) == 0:
+        return video.frames
+    width = max(2, round(video.frames.shape[2] / 150))
+    out = np.empty_like(video.frames)
+    for k, frame in enumerate(video.frames):
+        image = Image.fromarray(frame)
+        draw = ImageDraw.Draw(image)
+        if len(video.zone):
+            draw.polygon([tuple(p) for p in video.zone.tolist()], outline=ZONE, width=width)
+        plans = video.plans[k]
+        for m in reversed(range(plans.shape[0])):
+            if np.isfinite(plans[m]).all():
+                draw.line([tuple(p) for p in plans[m].tolist()], width=width,
+                          fill=EXECUTED if m == 0 else OTHERS, joint="curve")  # fmt: skip
+        out[k] = np.asarray(image)
+    return out
+
+
+class Mp4:
+    """An H.264 MP4 at ``path``, ``fps`` frames per second, written frame by frame
+    (``add``); every frame ``[h, w, 3]`` uint8 of one size, ``h`` and ``w`` even."""
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path, self.fps = Path(path), float(fps)
+        self._writer: Any = None
+        self._size: tuple[int, int] | None = None
+
+    def add(self, frames: np.ndarray) -> None:
+        import imageio_ffmpeg
+
+        for frame in frames:
+            size = (frame.shape[1], frame.shape[0])
+            if self._writer is None:
+                self._size = size
+                self._writer = imageio_ffmpeg.write_frames(
+                    str(self.path), size, fps=self.fps, codec="libx264", macro_block_size=1,
+                    quality=7, ffmpeg_log_level="error",
+                )  # fmt: skip
+                self._writer.send(None)
+            if size != self._size:
+                raise ValueError(
+                    f"frames of one video must share a size: {size} after {self._size}"
+                )
+            self._writer.send(np.ascontiguousarray(frame, dtype=np.uint8))
+
+    def close(self) -> Path:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self.path
+
+    def __enter__(self) -> Mp4:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def playback_fps(video: Video) -> float:
+    """A filmed episode's playback rate: real time (`Video.fps`), within 5..30 frames a second."""
+    return float(min(30.0, max(5.0, video.fps)))
+
+
+def episode_mp4(video: Video, path: str | Path) -> Path:
+    """``video`` with its overlay (`overlaid`) as an MP4 at ``path``, played at
+    `playback_fps`."""
+    with Mp4(path, playback_fps(video)) as mp4:
+        mp4.add(overlaid(video))
+    return Path(path)
 
 
 def frame_steps(steps: int, max_frames: int) -> np.ndarray:

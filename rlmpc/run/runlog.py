@@ -1,16 +1,20 @@
-"""One observer for the metrics of a run: ``metrics.jsonl``, W&B, the progress bar, the plots.
+"""One observer for the metrics of a run: ``metrics.jsonl``, W&B, TensorBoard, the progress
+bar, the plots, and whoever else listens (a Tune trial).
 
 The learner's ``update()`` and the coordinator return dicts of plain floats; `RunLogger.log` is the
 one place they go out. Each evaluation also goes out as a row of ``evaluations.jsonl`` and of
-the W&B table ``eval/table``, with its picture and animation where it has them
-(`RunLogger.evaluation`). W&B runs offline (files under ``<run_dir>/wandb``) unless
-``WANDB_API_KEY`` is set or the mode is forced; ``mode="disabled"`` turns it off.
+the W&B table ``eval/table``, with its picture and videos where it has them
+(`RunLogger.evaluation`). W&B runs online when wandb has credentials (`wandb_credentials`:
+``WANDB_API_KEY``, or the key ``wandb login`` wrote into the netrc file), offline (files under
+``<run_dir>/wandb``, ``wandb sync`` uploads them) otherwise, unless the mode is forced;
+``mode="disabled"`` turns it off. docs/tracking.md lays out the W&B panels.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import netrc
 import os
 import platform
 import re
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -39,7 +44,8 @@ class WandbConfig:
     """Weights & Biases settings."""
 
     wandb_mode: str = "auto"
-    """auto (online when WANDB_API_KEY is set, else offline) | online | offline | disabled"""
+    """auto (online when wandb has credentials: WANDB_API_KEY or `wandb login`'s netrc entry;
+    else offline) | online | offline | disabled"""
     wandb_project: str = "rlmpc"
     """W&B project"""
     wandb_entity: str | None = None
@@ -67,9 +73,45 @@ class WandbConfig:
             )
 
     def resolved_mode(self) -> str:
-        if self.wandb_mode != "auto":
-            return self.wandb_mode
-        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        return resolved_wandb_mode(self.wandb_mode)
+
+
+#: where wandb talks to unless ``WANDB_BASE_URL`` says otherwise
+WANDB_HOST = "https://api.wandb.ai"
+
+
+def netrc_path() -> Path:
+    """The netrc file ``wandb login`` writes its key to: ``$NETRC``, else ``~/.netrc`` (or
+    ``~/_netrc`` where only that exists)."""
+    if os.environ.get("NETRC"):
+        return Path(os.environ["NETRC"]).expanduser()
+    unix, windows = Path("~/.netrc").expanduser(), Path("~/_netrc").expanduser()
+    return windows if windows.exists() and not unix.exists() else unix
+
+
+def wandb_credentials() -> str | None:
+    """Where wandb finds an API key without asking, checked without the network: the
+    environment (``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE``) or the netrc file's entry
+    for the W&B host (``WANDB_BASE_URL``, default `WANDB_HOST`), as ``wandb login`` writes
+    it. Returns the source's name (the variable or the file), None where there is none."""
+    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
+        if os.environ.get(var):
+            return var
+    path = netrc_path()
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or WANDB_HOST).netloc
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host) if host else None
+    except (OSError, netrc.NetrcParseError):
+        return None
+    return str(path) if entry and entry[2] else None
+
+
+def resolved_wandb_mode(mode: str) -> str:
+    """``mode``, with ``auto`` resolved: online when wandb has credentials
+    (`wandb_credentials`), offline otherwise."""
+    if mode != "auto":
+        return mode
+    return "online" if wandb_credentials() else "offline"
 
 
 def run_meta(argv: list[str], program: str = "launch.py") -> dict[str, Any]:
@@ -107,7 +149,8 @@ def _jsonable(v: Any) -> Any:
 
 
 class RunLogger:
-    """Writes every logged dict to ``metrics.jsonl`` and W&B, and drives the progress bar."""
+    """Writes every logged dict to ``metrics.jsonl``, W&B and TensorBoard (``tensorboard``:
+    ``<run_dir>/tensorboard``), drives the progress bar and hands each row to ``on_row``."""
 
     def __init__(
         self,
@@ -119,9 +162,16 @@ class RunLogger:
         progress: bool = True,
         resume: bool = False,
         initial_steps: int = 0,
+        tensorboard: bool = False,
+        on_row: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.on_row = on_row
+        self._tensorboard = tensorboard
+        self._tb: Any = None
+        if tensorboard:
+            self._open_tensorboard(purge_step=None)
         self._metrics = open(self.run_dir / "metrics.jsonl", "a" if resume else "w")
         self._evaluations = open(self.run_dir / "evaluations.jsonl", "a" if resume else "w")
         self._eval_rows: list[dict[str, Any]] = []  # what ``evaluations.jsonl`` holds
@@ -168,6 +218,16 @@ class RunLogger:
         self._last_iteration = int(metrics.get("iteration", self._last_iteration))
         if self._wandb is not None:
             self._wandb.log(metrics, step=steps)
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if (
+                    isinstance(value, float | int)
+                    and not isinstance(value, bool)
+                    and math.isfinite(value)
+                ):
+                    self._tb.add_scalar(key, value, steps)
+        if self.on_row is not None:
+            self.on_row(row)
         self._bar.update(max(0, steps - self._last_steps))
         self._last_steps = steps
         post = {
@@ -178,11 +238,12 @@ class RunLogger:
         self._bar.set_postfix(post, refresh=False)
 
     def evaluation(self, row: dict[str, Any], image: Path | None = None,
-                   video: Path | None = None) -> None:  # fmt: skip
+                   video: Path | None = None, trace: Path | None = None) -> None:  # fmt: skip
         """Record one evaluation (`rlmpc.run.media.table_row`), after the row of the iteration
         it finished at: to ``evaluations.jsonl`` (with that iteration, ``logged_at``) and to
         W&B at that row's step: the table ``eval/table`` of every evaluation so far, the
-        picture ``eval/episodes`` and the animation ``eval/episode_video`` (a GIF or MP4)."""
+        picture ``eval/episodes``, the video of a filmed episode ``eval/episode_video`` (the
+        env's frames, an MP4) and the animation of its trace ``eval/episode_trace`` (a GIF)."""
         row = {k: _jsonable(v) for k, v in row.items()}
         self._eval_rows.append(row)
         self._evaluations.write(json.dumps({**row, "logged_at": self._last_iteration}) + "\n")
@@ -198,6 +259,8 @@ class RunLogger:
             media["eval/episodes"] = wandb.Image(str(image))
         if video is not None:
             media["eval/episode_video"] = wandb.Video(str(video))
+        if trace is not None:
+            media["eval/episode_trace"] = wandb.Video(str(trace))
         self._wandb.log(media, step=self._last_steps)
 
     def rewind(self, iteration: int) -> None:
@@ -207,13 +270,24 @@ class RunLogger:
         same again when resume is exact."""
         self._metrics.close()
         self._evaluations.close()
-        _keep_rows(self.run_dir / "metrics.jsonl", lambda r: r.get("iteration", 0) <= iteration)
+        rows = _keep_rows(self.run_dir / "metrics.jsonl",
+                          lambda r: r.get("iteration", 0) <= iteration)  # fmt: skip
+        if self._tensorboard:  # TensorBoard hides what it had past the kept rows
+            self._open_tensorboard(purge_step=int(rows[-1]["env_steps"]) + 1 if rows else 0)
         kept = _keep_rows(self.run_dir / "evaluations.jsonl",
                           lambda r: r.get("logged_at", 0) <= iteration)  # fmt: skip
         self._eval_rows = [{k: v for k, v in r.items() if k != "logged_at"} for r in kept]
         self._last_iteration = iteration
         self._metrics = open(self.run_dir / "metrics.jsonl", "a")
         self._evaluations = open(self.run_dir / "evaluations.jsonl", "a")
+
+    def _open_tensorboard(self, purge_step: int | None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self._tb is not None:
+            self._tb.close()
+        self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step,
+                                 flush_secs=30)  # fmt: skip
 
     def event(self, message: str) -> None:
         """A notable event (actor restarted, update skipped...): to events.log and the console."""
@@ -231,6 +305,9 @@ class RunLogger:
         self._metrics.close()
         self._evaluations.close()
         self._events.close()
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None

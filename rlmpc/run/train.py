@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import envs
 from rlmpc.run.checks import RunSpecs, resolve, run_dir_of, run_specs
 from rlmpc.run.config import TrainConfig
 from rlmpc.run.evaluate import format_table, plot_traces
-from rlmpc.run.media import episode_gif, table_row
+from rlmpc.run.media import episode_gif, episode_mp4, table_row
 from rlmpc.run.runlog import RunLogger, plot_curves, run_meta
 from rlmpc.system.backend import Backend, ComponentFailed, RestoreNeeded, brief
 from rlmpc.system.checkpoint import (
@@ -77,14 +78,16 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool = False,
                  serial: bool = False, ray_address: str | None = None,
-                 specs: RunSpecs | None = None) -> None:  # fmt: skip
+                 specs: RunSpecs | None = None,
+                 on_row: Callable[[dict[str, Any]], None] | None = None) -> None:  # fmt: skip
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.specs = specs if specs is not None else run_specs(cfg)
         self._backend_args = (serial, ray_address)
         self.backend = make_backend(cfg, self.specs, serial, ray_address)
         self.logger = RunLogger(
             run_dir, cfg.wandb_config(), cfg.wandb, cfg.run.total_env_steps, run_dir.name,
-            progress=cfg.run.progress, resume=resume,
+            progress=cfg.run.progress, resume=resume, tensorboard=cfg.run.tensorboard,
+            on_row=on_row,
         )  # fmt: skip
         self.restores = 0
         self.coordinator = self._coordinator()
@@ -101,9 +104,15 @@ class Run:
         self.logger.event(message)
 
     def evaluated(self, result: EvalResult, iteration: int, env_steps: int) -> None:
-        """A periodic evaluation: its table row (it records no episodes, so no pictures)."""
+        """A periodic evaluation: its table row, and the video of the episode it filmed
+        (``videos/eval_<env steps>.mp4``; `RunConfig.eval_video_every`)."""
         summary = summarize(result.env, result.episodes)
-        self.logger.evaluation(table_row(summary, iteration, env_steps, final=False))
+        video = None
+        if result.traces and result.traces[0].video is not None:
+            (self.run_dir / "videos").mkdir(exist_ok=True)
+            video = episode_mp4(result.traces[0].video,
+                                self.run_dir / "videos" / f"eval_{env_steps}.mp4")  # fmt: skip
+        self.logger.evaluation(table_row(summary, iteration, env_steps, final=False), video=video)
 
     def checkpoint(self, state: Checkpoint) -> None:
         save_checkpoint(self.run_dir, state.iteration, state, keep=self.cfg.run.keep_checkpoints)
@@ -176,8 +185,9 @@ class Run:
         )
 
     def _final(self, result: EvalResult) -> dict[str, Any]:
-        """eval.json, eval_episodes.png, eval_episode.gif (the first recorded episode); the
-        evaluation's table row, picture and animation to the log."""
+        """eval.json, eval_episodes.png, eval_episode.mp4 (the first episode in the env's own
+        frames, where it renders them) and eval_episode.gif (its trace); the evaluation's
+        table row, picture, video and animation to the log."""
         run, c = self.cfg.run, self.coordinator.counters
         summary = summarize(run.env, result.episodes)
         row = table_row(summary, c.iteration, c.env_steps, final=True)
@@ -185,11 +195,14 @@ class Run:
         summary["seed"], summary["eval_seed"] = run.seed, run.first_eval_seed
         (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
         image = plot_traces(result, self.run_dir / "eval_episodes.png")
-        video = None
+        video = trace = None
         if result.traces and run.eval_video_frames:
-            video = episode_gif(result.traces[0], result.model, self.run_dir / "eval_episode.gif",
-                                run.env, max_frames=run.eval_video_frames)  # fmt: skip
-        self.logger.evaluation(row, image=image, video=video)
+            first = result.traces[0]
+            trace = episode_gif(first, result.model, self.run_dir / "eval_episode.gif", run.env,
+                                max_frames=run.eval_video_frames)  # fmt: skip
+            if first.video is not None:
+                video = episode_mp4(first.video, self.run_dir / "eval_episode.mp4")
+        self.logger.evaluation(row, image=image, video=video, trace=trace)
         self.logger.summary({f"final/{k}": v["mean"] for k, v in summary.items()
                              if isinstance(v, dict)})  # fmt: skip
         return summary
@@ -205,11 +218,13 @@ def _terminated(signum: int, frame: Any) -> None:
 
 def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None = None,
           serial: bool = False, argv: list[str] | None = None,
-          specs: RunSpecs | None = None) -> Path:  # fmt: skip
+          specs: RunSpecs | None = None,
+          on_row: Callable[[dict[str, Any]], None] | None = None) -> Path:  # fmt: skip
     """Train (or continue) a run; returns its directory. Ray is started here unless ``serial``.
 
     ``argv`` (the command line, for the record) goes to ``meta.json`` with the git commit and
-    the machine; the wall time is added when the run ends."""
+    the machine; the wall time is added when the run ends. ``on_row`` gets each row of
+    ``metrics.jsonl`` as it is written (a Tune trial reports it: `rlmpc.reproduce.sweep`)."""
     if specs is None:  # a config built in Python: checked and resolved here, once
         specs = resolve(cfg, cluster=bool(ray_address or os.environ.get("RAY_ADDRESS")),
                         resume=resume)  # fmt: skip
@@ -225,7 +240,7 @@ def train(cfg: TrainConfig, resume: Path | None = None, ray_address: str | None 
     # the final evaluation runs here: the same thread count as the actors, the same numbers
     torch.set_num_threads(cfg.run.threads)
     run = Run(cfg, run_dir, resume=resume is not None, serial=serial, ray_address=ray_address,
-              specs=specs)  # fmt: skip
+              specs=specs, on_row=on_row)  # fmt: skip
     resume_line = f"resume this run with: python launch.py --resume {run_dir}"
     run.logger.event(f"run directory {run_dir}; {resume_line}")
     stopped: BaseException | None = None

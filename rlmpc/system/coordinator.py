@@ -61,6 +61,7 @@ from rlmpc.system.records import (
     CollectResult,
     EpisodeStats,
     EvalResult,
+    Filming,
     FragmentId,
     FragmentMeta,
 )
@@ -86,6 +87,11 @@ class Schedule:
     final_eval_on_evaluator: bool = False
     """free the rollout actors and run the final evaluation on the evaluator (the env's envs
     need cluster resources, e.g. CARLA servers); else on a fresh local evaluator"""
+    film: Filming | None = None
+    """what the final evaluation films, and a filmed periodic evaluation (None: nothing)"""
+    film_every: int = 0
+    """film the k-th periodic evaluation (started after iteration k · eval_every) when k is a
+    multiple of this; 0: none"""
 
 
 class Observer(Protocol):
@@ -230,8 +236,8 @@ class Coordinator:
         inflight = {s.version for q in self.slots.values() for s in q}
         pending = None
         if self.evals.pending is not None:
-            _, due, steps, version = self.evals.pending
-            pending = {"due": due, "env_steps": steps, "version": version}
+            _, due, steps, version, film = self.evals.pending
+            pending = {"due": due, "env_steps": steps, "version": version, "film": film}
             inflight.add(version)
         self.observer.checkpoint(Checkpoint(
             counters=self.counters.plain(), recent=list(self.counters.recent),
@@ -273,7 +279,8 @@ class Coordinator:
                 self._submit(a, slot)
         if state.pending_eval is not None:  # the evaluation in flight, started again
             p = state.pending_eval
-            self.evals.start(self.weights[p["version"]], p["version"], p["due"], p["env_steps"])
+            self.evals.start(self.weights[p["version"]], p["version"], p["due"], p["env_steps"],
+                             bool(p.get("film", False)))  # fmt: skip
         self.observer.event(f"resumed at iteration {c.iteration}, {c.env_steps} env steps")
 
     # -- the loop --
@@ -339,7 +346,8 @@ class Coordinator:
                 self.observer.evaluated(*evaluated)
             if s.eval_every and c.iteration % s.eval_every == 0 and c.iteration < s.iterations:
                 due = min(c.iteration + s.eval_every, s.iterations)
-                self.evals.start(self.weights[self.version], self.version, due, c.env_steps)
+                film = bool(s.film_every) and (c.iteration // s.eval_every) % s.film_every == 0
+                self.evals.start(self.weights[self.version], self.version, due, c.env_steps, film)
             if any(r.snapshot is not None for r in results.values()):
                 self._checkpoint(results)
             if s.stop_after and c.iteration - self.first_index >= s.stop_after:

@@ -2,7 +2,9 @@
 
 A periodic evaluation of the newest weights starts every ``eval_every`` iterations on the
 evaluator and is waited for ``eval_every`` iterations later (its figures go into that
-iteration's row, ``eval/*``); the final evaluation runs once training is done. A periodic
+iteration's row, ``eval/*``); every ``film_every``-th one films its first episode
+(`rlmpc.system.records.Filming`, the same figures either way). The final evaluation runs
+once training is done, records three episodes for the pictures and films the first. A periodic
 evaluation whose env's simulator was unavailable (`envs.base.SimulatorUnavailable`) is
 skipped, with an event line; the final one is tried up to three times. The object keeps the
 one evaluation in flight (`Evaluations.pending`, which checkpoints carry); everything else it
@@ -32,12 +34,13 @@ EVAL_FIGURES = ("success_rate", "steps", "reward")
 
 class Pending(NamedTuple):
     """A periodic evaluation in flight: its call, the iteration whose row logs it, the env
-    steps and the policy version it evaluates."""
+    steps and the policy version it evaluates, and whether it films an episode."""
 
     call: Any
     due: int
     env_steps: int
     version: int
+    film: bool = False
 
 
 class _Log(Protocol):
@@ -52,15 +55,17 @@ class Evaluations:
         self.s, self.backend, self.log = schedule, backend, log
         self.pending: Pending | None = None
 
-    def start(self, weights: Any, version: int, due: int, env_steps: int) -> None:
+    def start(self, weights: Any, version: int, due: int, env_steps: int,
+              film: bool = False) -> None:  # fmt: skip
         """Start a periodic evaluation of ``weights`` (policy ``version``; a backend
-        reference) to be logged at iteration ``due``, unless one is in flight."""
+        reference) to be logged at iteration ``due``, unless one is in flight; ``film``: it
+        films its first episode (`Schedule.film`)."""
         if self.pending is None:
             s = self.s
-            call = self.backend.call(
-                EVALUATOR, "evaluate", weights, s.eval_episodes, s.first_eval_seed, 0
-            )
-            self.pending = Pending(call, due, env_steps, version)
+            film = film and s.film is not None
+            call = self.backend.call(EVALUATOR, "evaluate", weights, s.eval_episodes,
+                                     s.first_eval_seed, 0, s.film if film else None)  # fmt: skip
+            self.pending = Pending(call, due, env_steps, version, film)
 
     def finished(
         self, iteration: int
@@ -69,7 +74,7 @@ class Evaluations:
         and it with its policy's version and env steps; else nothing."""
         if self.pending is None or iteration < self.pending.due:
             return {}, None
-        call, _, steps, version = self.pending
+        call, _, steps, version, _ = self.pending
         self.pending = None
         if not self.backend.wait([call], timeout=60.0):
             self.log.event(
@@ -108,7 +113,7 @@ class Evaluations:
             evaluator = EVALUATOR
         for attempt in range(1, 4):
             call = b.call(evaluator, "evaluate", weights, s.final_eval_episodes,
-                          s.first_eval_seed, 3)  # fmt: skip
+                          s.first_eval_seed, 3, s.film)  # fmt: skip
             try:
                 return b.get(call)
             except ComponentFailed as err:

@@ -192,6 +192,36 @@ class Weights(NamedTuple):
     grows (`learners.rho`), so the learner would never use them. None: unknown, build them."""
 
 
+class Filming(NamedTuple):
+    """What an evaluation films (`rlmpc.system.episodes.Reel`): its first ``episodes``
+    episodes in the env's own frames, at most ``max_frames`` frames each (a frame every
+    ``s`` steps, ``s`` doubling whenever an episode outgrows them; the last step always),
+    scaled down to at most ``width`` pixels across."""
+
+    episodes: int = 1
+    max_frames: int = 100
+    width: int = 400
+
+
+class Video(NamedTuple):
+    """One filmed evaluation episode: the env's frames, and what to draw over them in their
+    pixels (`envs.base.Pixels`; none where the env cannot map its plane onto its frames)."""
+
+    frames: np.ndarray
+    """``[F, h, w, 3]`` uint8, ``h`` and ``w`` even"""
+    steps: np.ndarray
+    """``[F]`` the step each frame shows (the state before that step's action)"""
+    plans: np.ndarray
+    """``[F, M, H+1, 2]`` (column, row) of the candidates' planned paths from the frame's
+    state, candidate 0 executed; NaN where the frame has none (the episode's last state);
+    ``[F, 0, 0, 2]`` where the env maps no points"""
+    zone: np.ndarray
+    """``[4, 2]`` (column, row) of the danger zone's corners; ``[0, 2]`` where none"""
+    fps: float
+    """frames per second that play the episode in real time (the env's ``render_fps`` over
+    the steps between frames)"""
+
+
 class Trace(NamedTuple):
     """One recorded evaluation episode, in the plane the danger zone lives in."""
 
@@ -207,6 +237,8 @@ class Trace(NamedTuple):
     """``[4]`` (cx, cy, w, h)"""
     ret: float
     success: bool
+    video: Video | None = None
+    """the episode filmed (`Filming`), or None"""
 
 
 class EvalResult(NamedTuple):

@@ -32,6 +32,7 @@ from rlmpc.system.learner import Learner
 from rlmpc.system.records import (
     CollectResult,
     EvalResult,
+    Filming,
     FragmentId,
     FragmentMeta,
     RealArrays,
@@ -130,9 +131,9 @@ class EvalShell(RolloutShell):
         spec = replace(spec, keep_virtual=False)
         self.worker = RolloutWorker(EVAL_ACTOR_ID, spec, env_kwargs=node_env_kwargs(spec))
 
-    def evaluate(self, weights: Weights | None, episodes: int, seed: int,
-                 record: int) -> EvalResult:  # fmt: skip
-        return self.worker.evaluate(weights, episodes, seed=seed, record=record)
+    def evaluate(self, weights: Weights | None, episodes: int, seed: int, record: int,
+                 film: Filming | None = None) -> EvalResult:  # fmt: skip
+        return self.worker.evaluate(weights, episodes, seed=seed, record=record, film=film)
 
 
 class LearnerShell:

@@ -24,9 +24,11 @@ Acting needs only the plans' controls (`planners.MPPI.plan_controls`); the kept 
 paths are rolled out, re-scored and observed once per fragment, for all T steps together.
 
 Evaluation is the same loop in its other mode (`rlmpc.system.episodes.Evaluation`): the
-policy's mean is the one candidate executed (M-1 draws beside it only while an episode is
-recorded for the pictures), planned in full, on seeded evaluation episodes. A worker that
-evaluates is built for that (`EVAL_ACTOR_ID`); it never trains.
+policy's mean is the one candidate executed (M-1 draws beside it, planned apart, only while
+an episode is recorded for the pictures or filmed: the figures are the same either way),
+planned in full, on seeded evaluation episodes. A worker that evaluates is built for that
+(`EVAL_ACTOR_ID`); it never trains. With ``WorkerSpec.render`` its envs render
+``rgb_array`` frames, so its evaluations can film episodes (`rlmpc.system.records.Filming`).
 
 A `RolloutWorker.snapshot` (what checkpoints store for exact resumption) is plain data:
 tensors, ints, floats, lists and dicts, each env's episode through `envs.base.EnvState`;
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -56,6 +59,7 @@ from rlmpc.system.planned import Kept, Scored, scored_candidates, virtual_arrays
 from rlmpc.system.records import (
     CollectResult,
     EvalResult,
+    Filming,
     FragmentId,
     FragmentMeta,
     RealArrays,
@@ -96,6 +100,9 @@ class WorkerSpec:
     diagnostics: bool = False
     """ship the bound's per-step inputs with each real fragment (`StepDiagnostics`): the
     model's one-step prediction at the executed control and eq. (35)'s sampling term"""
+    render: bool = False
+    """build the envs with ``render_mode="rgb_array"`` where the env's class offers it (an
+    evaluator that films episodes); rendering happens only while filming"""
 
 
 def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
@@ -166,6 +173,11 @@ class RolloutWorker:
             raise ValueError(
                 f"env_kwargs must hold one dict per env ({spec.n_envs}), got {len(kwargs)}"
             )
+        self.renders = spec.render and "rgb_array" in envs.spec(spec.env).render_modes()
+        """whether the envs render frames (evaluations film only then)"""
+        if self.renders:
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame without a display
+            kwargs = [{"render_mode": "rgb_array", **kw} for kw in kwargs]
         self.envs = [envs.make(spec.env, **kw) for kw in kwargs]
         self.episode_lost = envs.spec(spec.env).episode_lost
         self.model = self.envs[0].unwrapped.planner_model()
@@ -264,18 +276,15 @@ class RolloutWorker:
             actions, logp = self.policy.sample(obs, M, generator=self.gen)  # [n, M, na], [n, M]
         else:
             actions = self.policy.mean(obs)[:, None]  # [n, 1, na]: the one that is executed
-            if M > 1 and mode.wants_candidates(rows):
-                extra, _ = self.policy.sample(obs, M - 1, generator=self.gen)
-                actions = torch.cat([actions, extra], dim=1)
         x = self._planner_states(rows)
         if mode.explore:  # paths are rolled out later, many steps at once (`rlmpc.system.planned`)
             plan = self.planner.plan_controls(x, actions, st.warm[rows], generator=self.gen)
             chosen = self.rng.integers(M, size=n)
         else:  # planned in full: the pictures draw the candidates' paths
-            plan = self.planner.plan(x, actions, st.warm[rows], generator=self.gen)
+            noise = self.planner.sample_noise(n, x, self.gen)
+            plan = self.planner.plan(x, actions, st.warm[rows], noise=noise)
             chosen = np.zeros(n, np.int64)
-            for j, r in enumerate(rows):
-                mode.before_step(j, r, x[j], plan.paths[j])
+            self._show(mode, rows, obs, x, st.warm[rows], noise, plan.paths)
         executed = plan.first[ar, chosen]
         controls = executed.cpu().numpy()
         diagnose = logp is not None and self.spec.diagnostics
@@ -331,6 +340,26 @@ class RolloutWorker:
         take = lambda t: torch.take_along_dim(t, idx.view(n, M - 1, *([1] * (t.ndim - 2))), dim=1)
         kept = Kept(s_t, x, take(actions), take(logp), take(plan.controls))
         return real, kept, scored, diag
+
+    def _show(self, mode: Evaluation, rows: np.ndarray, obs: torch.Tensor, x: torch.Tensor,
+              warm: torch.Tensor, noise: torch.Tensor, paths: torch.Tensor) -> None:  # fmt: skip
+        """Hand the recorded episodes' candidates to ``mode`` (`Evaluation.before_step`): the
+        executed plan's path (``paths [n, 1, H+1, nx]``) and M-1 draws of the policy (from the
+        mode's own generator) planned apart with the same ``noise``, so that the executed
+        plans, and every figure, are those of an evaluation that records nothing."""
+        shown = mode.shown(rows)
+        if not len(shown):
+            return
+        idx = torch.as_tensor(shown, device=self.device)
+        paths = paths[idx]
+        M = self.spec.num_candidates
+        if M > 1:
+            extra, _ = self.policy.sample(obs[idx], M - 1, generator=mode.gen)
+            more = self.planner.plan(x[idx], extra, warm[idx], noise=noise[idx])
+            paths = torch.cat([paths, more.paths], dim=1)
+        for j, p in zip(shown.tolist(), paths, strict=True):
+            r = int(rows[j])
+            mode.before_step(r, self.envs[r], x[j], p)
 
     def _diagnose(self, x: torch.Tensor, u: torch.Tensor, plan: torch.Tensor,
                   nominal: torch.Tensor, faulted: np.ndarray) -> StepDiagnostics:  # fmt: skip
@@ -394,28 +423,38 @@ class RolloutWorker:
 
     @torch.inference_mode()
     def evaluate(self, weights: Weights | None, episodes: int, seed: int = 10_000,
-                 record: int = 0, plan_every: int = 10) -> EvalResult:  # fmt: skip
+                 record: int = 0, plan_every: int = 10,
+                 film: Filming | None = None) -> EvalResult:  # fmt: skip
         """N episodes (``seed``, ``seed + 1``...) with the policy's mean, up to ``n_envs`` at once;
-        the first ``record`` are recorded. ``weights`` None keeps the policy as it is.
+        the first ``record`` are recorded, the first ``film.episodes`` filmed (recorded too;
+        frames only where the envs render: `WorkerSpec.render`). ``weights`` None keeps the
+        policy as it is.
 
         The result depends on the weights and ``seed`` only (the planner's noise is drawn
-        from a generator seeded with ``seed``), so a restarted evaluator repeats it exactly."""
+        from a generator seeded with ``seed``), so a restarted evaluator repeats it exactly;
+        its figures do not depend on ``record`` or ``film`` (`rlmpc.system.episodes`)."""
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
         if weights is not None:
             self.set_weights(weights, version=-1)
         kept, self.gen = self.gen, torch.Generator(device=self.device).manual_seed(seed)
         try:
-            return self._evaluate(episodes, seed, record, plan_every)
+            return self._evaluate(episodes, seed, record, plan_every, film)
         finally:
             self.gen = kept
 
-    def _evaluate(self, episodes: int, seed: int, record: int, plan_every: int) -> EvalResult:
+    def _evaluate(self, episodes: int, seed: int, record: int, plan_every: int,
+                  film: Filming | None) -> EvalResult:  # fmt: skip
         n = min(self.spec.n_envs, episodes)
         obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(self.envs[:n])])
         warm = torch.zeros(n, self.horizon, self.model.nu, device=self.device)
         st = _Acting(obs.astype(np.float32), warm, EpisodeTracker(n, self.spec.env))
-        mode = Evaluation(self.model, n, episodes, seed, record, plan_every)
+        # the pictures' candidates: a stream apart from the planner's (their draws never
+        # shift the evaluation's noise)
+        picture_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+        pictures = torch.Generator(device=self.device).manual_seed(picture_seed)
+        film = film if self.renders else None
+        mode = Evaluation(self.model, n, episodes, seed, record, plan_every, film, pictures)
         while st.live.any():
             self._act(st, mode)
         traces = mode.recorded()
