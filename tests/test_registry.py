@@ -90,9 +90,12 @@ def test_recorded_data_resolve_to_the_task_they_ran_at_its_version(toy):
 
 
 def test_the_stadium_keeps_the_racing_task_of_before_the_circuit():
-    """`racing` is the circuit (version 2); data recorded as `racing` without a version (or at
-    version 1) are the stadium's, now `racing-stadium`."""
-    assert envs.spec("racing").version == 2 and envs.spec("racing-stadium").version == 1
+    """`racing` is the circuit (version 3); data recorded as `racing` without a version (or at
+    version 1) are the stadium's, now `racing-stadium`; the first circuit's (version 2) are no
+    task's now, and say so."""
+    assert envs.spec("racing").version == 3 and envs.spec("racing-stadium").version == 1
     assert envs.resolve_task("racing") == envs.resolve_task("racing", 1) == "racing-stadium"
-    assert envs.resolve_task("racing", 2) == "racing"
+    assert envs.resolve_task("racing", 3) == "racing"
+    with pytest.raises(ValueError, match="'racing' version 2 is not registered"):
+        envs.resolve_task("racing", 2)
     assert envs.spec("racing-stadium").id == "rlmpc/RacingDZ-v0"  # the old gymnasium id

@@ -49,7 +49,7 @@ SPEC = EnvSpec(
     summary="racing with a danger zone on the embedded bicycle simulator, the circuit (App. B.3)",
     presets=read_presets(Path(__file__).with_name("presets.yaml")),
     episode_metrics=_racing_metrics, columns=_COLUMNS, episode_lost=_server_lost,
-    version=2,
+    version=3,  # 2 was the first circuit (569.5 m, a hairpin); 3 the circuit scaled (919.9 m)
 )  # fmt: skip
 STADIUM_SPEC = EnvSpec(
     "racing-stadium", "rlmpc/RacingDZ-v0", "envs.racing.env:StadiumRacingDZEnv",
@@ -69,7 +69,7 @@ CARLA_SPEC = EnvSpec(
     resources_per_env={"carla": 1.0},  # one CARLA server per env
     node_env_kwargs="envs.racing.carla_servers:claim_env_kwargs",
     requires=("carla",),
-    version=2,  # the circuit's rules (action frame, reward, opponent, time limit)
+    version=3,  # the circuit's rules (action frame, reward, opponent, time limit, zone range)
     formerly=(),
 )  # fmt: skip
 

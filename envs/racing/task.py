@@ -70,7 +70,7 @@ class TaskParams:
     opponent_weave_waves: float = 3.0  # the weave's periods per lap (an integer: the line closes)
     opponent_time_share: float = 1.0  # > 0: the limit is this share of `time_limit_steps`'s
     zone_size: tuple[float, float] = (3.0, 5.0)  # danger-zone side s_D range (m), <= half_width
-    zone_s: tuple[float, float] = (50.0, 520.0)  # zone centre arc-length range (m), within a lap
+    zone_s: tuple[float, float] = (50.0, 850.0)  # zone centre arc-length range (m), within a lap
     lookahead: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 40.0)  # TrackPoint distances (m)
     world_points: bool = True  # TrackPoints relative to the car in the world frame (the frame of
     # the world-frame target velocities; `envs.racing.env` gives the measurement) or, False, in

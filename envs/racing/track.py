@@ -97,14 +97,14 @@ def stadium_centreline(p: TrackParams) -> np.ndarray:
     return np.stack([x, y], axis=-1)
 
 
-#: The circuit's control points (m), counter-clockwise from the start line: a 120 m start
-#: straight, a hairpin (R ≈ 12 m), a right-left chicane (R ≈ 17 m), sweepers (R ≈ 25-40 m)
-#: and a long left-hand loop back to the straight; 569.5 m a lap at 5 m half-width
-#: (`envs.racing.env` has the measurements behind it).
+#: The circuit's control points (m), counter-clockwise from the start line: a ~250 m start
+#: straight into a left-hand complex (R ≈ 32-37 m), a right-left chicane (R ≈ 26 and 28 m),
+#: sweepers (R ≈ 41-64 m) and a long left-hand loop back to the straight; 919.9 m a lap at 5 m
+#: half-width (`envs.racing.env` has the measurements behind it).
 CIRCUIT_CONTROL: tuple[tuple[float, float], ...] = (
-    (0.0, 0.0), (60.0, 0.0), (120.0, 0.0), (165.0, 2.0), (185.0, 18.0), (175.0, 38.0),
-    (150.0, 40.0), (120.0, 32.0), (95.0, 45.0), (65.0, 40.0), (30.0, 55.0), (10.0, 85.0),
-    (-25.0, 90.0), (-45.0, 60.0), (-40.0, 25.0), (-25.0, 5.0),
+    (0.0, 0.0), (96.0, 0.0), (192.0, 0.0), (284.0, 3.2), (296.0, 28.8), (280.0, 60.8),
+    (240.0, 64.0), (192.0, 51.2), (152.0, 72.0), (104.0, 64.0), (48.0, 88.0), (16.0, 136.0),
+    (-40.0, 144.0), (-72.0, 96.0), (-64.0, 40.0), (-40.0, 8.0),
 )  # fmt: skip
 
 
