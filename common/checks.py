@@ -148,3 +148,13 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
+
+
+def prog_name(module_form: str) -> str:
+    """The command's name for its usage line: the console command that ran it (``rlmpc-train``)
+    when it was one, else how it is run from a checkout (``module_form``: ``launch.py``,
+    ``python -m rlmpc.enjoy``)."""
+    import sys
+
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("rlmpc-") else module_form

@@ -11,12 +11,12 @@ import copy
 import importlib.util
 import inspect
 import os
-import posixpath
 import re
 import shlex
-import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import jsonschema
@@ -129,38 +129,66 @@ def test_carla_nodes_install_the_town_the_env_drives() -> None:
     assert f"Maps/OpenDrive/{town}.xodr" in init  # checked after the import, and to skip it
 
 
-def mounted(cfg: dict) -> dict[str, str]:
-    return {remote: local for remote, local in cfg["file_mounts"].items()}
+def build_wheel(out: Path) -> Path:
+    """The wheel the cluster's nodes install, built as cluster.yaml's header says (offline)."""
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*cmd, "-w", str(out), str(ROOT)], check=True, capture_output=True, timeout=300)
+    (wheel,) = out.glob("rlmpc-*.whl")
+    return wheel
 
 
-def test_file_mounts_hold_the_sources_only_so_local_runs_do_not_change_rays_hash(tmp_path) -> None:
-    """Ray hashes every file under each file_mounts path on `ray up` (rsync filters do not
-    apply); a change there re-runs setup and restarts the CARLA nodes. The mounts are the
-    sources: Ray's own hash of them ignores .venv, runs and wandb, and follows the sources."""
+def test_the_nodes_get_one_directory_the_projects_wheel(tmp_path) -> None:
+    """file_mounts is ./dist alone (no single files, nothing else of the checkout) and the setup
+    installs the wheel there with the carla extra; the wheel holds every package the project
+    finds and the task presets, so a node needs nothing else of the checkout."""
     cfg = load()
-    mounts = mounted(cfg)
-    assert "." not in mounts.values() and all(r.startswith(REMOTE + "/") for r in mounts)
-    for remote, local in mounts.items():
-        assert posixpath.normpath(local) == posixpath.normpath(remote.removeprefix(REMOTE + "/"))
-        top = Path(local).parts[0] if Path(local).parts[0] != "." else Path(local).parts[1]
-        assert top not in (".venv", "runs", "wandb", ".git")
-        assert (ROOT / local).exists(), local
-    # everything `pip install -e .` needs: pyproject, its readme, every package it finds
+    assert cfg["file_mounts"] == {f"{REMOTE}/dist": "./dist"}
+    setup = cfg["setup_commands"]
+    torch = next(i for i, c in enumerate(setup) if "pip install -q torch==2.13.0" in c)
+    project = next(i for i, c in enumerate(setup) if f"{REMOTE}/dist/rlmpc-*.whl)[carla]" in c)
+    assert torch < project and "--force-reinstall --no-deps" in setup[project + 1]
+    assert "pip wheel --no-deps -w dist ." in CLUSTER.read_text()
+    names = zipfile.ZipFile(build_wheel(tmp_path)).namelist()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    needed = {"pyproject.toml", project["project"]["readme"], "launch.py"}
-    needed |= {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
-    assert needed <= {Path(local).as_posix().removeprefix("./") for local in mounts.values()}
-    # Ray's hash, on a copy of the tree: runs/, wandb/, .venv/ beside the sources do not count
-    for local in mounts.values():
-        src, dst = ROOT / local, tmp_path / local
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dst)
-    for junk in (".venv/lib/x.py", "runs/r/metrics.jsonl", "wandb/latest-run/x"):
-        (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / junk).write_text("0")
+    for package in project["tool"]["setuptools"]["packages"]["find"]["include"]:
+        assert any(n.startswith(package.rstrip("*") + "/") for n in names), package
+    presets = {p.relative_to(ROOT).as_posix() for p in ROOT.glob("envs/*/*.yaml")}
+    assert presets and presets <= set(names)
+    assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
+
+
+def test_rays_config_preparation_warns_of_no_file_mount(tmp_path, capfd) -> None:
+    """`ray up` runs prepare_config, whose docker check warns for each mounted file ("refers to
+    a file ... please use a directory"); cluster.yaml's mounts draw none. The same check on a
+    file mount does warn: the capture sees Ray's warning when there is one."""
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "dist" / "rlmpc-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
+    (tmp_path / "pyproject.toml").write_text("[project]")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        capfd.readouterr()
+        validate(load())
+        ours = "".join(capfd.readouterr())
+        validate({**load(), "file_mounts": {f"{REMOTE}/pyproject.toml": "./pyproject.toml"}})
+        single = "".join(capfd.readouterr())
+    finally:
+        os.chdir(cwd)
+    assert "refers to a file" in single
+    assert "refers to a file" not in ours and "File Mount" not in ours
+
+
+def test_local_changes_leave_rays_hash_alone_and_a_new_wheel_changes_it(tmp_path) -> None:
+    """Ray hashes every file under each file_mounts path on `ray up` (rsync filters do not
+    apply); a change re-runs setup and restarts the CARLA nodes. With ./dist the only mount,
+    runs/, wandb/, .venv/, the sources and their __pycache__ do not count; a rebuilt wheel does."""
+    cfg = load()
+    wheel = tmp_path / "dist" / "rlmpc-0.1.0-py3-none-any.whl"
+    junk = [".venv/lib/x.py", "runs/r/metrics.jsonl", "wandb/latest-run/x", "envs/racing/task.py",
+            "rlmpc/__pycache__/cli.cpython-311.pyc"]  # fmt: skip
+    for path in [wheel, *(tmp_path / j for j in junk)]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("0")
 
     def ray_hash() -> tuple[str, str]:
         ray_util._hash_cache.clear()
@@ -172,11 +200,11 @@ def test_file_mounts_hold_the_sources_only_so_local_runs_do_not_change_rays_hash
             os.chdir(cwd)
 
     before = ray_hash()
-    for junk in (".venv/lib/x.py", "runs/r/metrics.jsonl", "wandb/latest-run/x"):
-        (tmp_path / junk).write_text("changed")
+    for j in junk:
+        (tmp_path / j).write_text("changed")
     assert ray_hash() == before
-    (tmp_path / "envs" / "racing" / "task.py").write_text("# changed")
-    assert ray_hash() != before  # a source change still reaches the nodes
+    wheel.write_text("rebuilt")
+    assert ray_hash() != before  # a new wheel reaches the nodes
 
 
 def test_pin_amis_resolves_the_ssm_parameters_and_nothing_else() -> None:
@@ -201,17 +229,6 @@ def test_pin_amis_resolves_the_ssm_parameters_and_nothing_else() -> None:
     assert re.sub(r"ami-0123456789abcdef0", "X", pinned) == re.sub(r"resolve:ssm:\S+", "X", text)
     with pytest.raises(ValueError, match="not an AMI id"):
         pin_amis.pin(text, lambda region, name: "ParameterNotFound")
-
-
-def test_project_installed_on_every_node_torch_first() -> None:
-    cfg = load()
-    setup = cfg["setup_commands"]
-    torch = next(i for i, c in enumerate(setup) if "torch==2.13.0" in c)
-    project = next(
-        i for i, c in enumerate(setup) if re.search(r"pip install .*-e .*\.\[carla\]", c)
-    )
-    assert torch < project
-    assert f"cd {REMOTE} " in setup[project]
 
 
 def test_no_credentials_in_the_file() -> None:

@@ -38,11 +38,11 @@ class FlakyWorker(Worker):
 class FlakyEvaluator(Evaluator):
     fails = 0
 
-    def evaluate(self, weights, n, seed, record):
+    def evaluate(self, weights, n, seed, record, film=None):
         if FlakyEvaluator.fails:
             FlakyEvaluator.fails -= 1
             raise Gone("the evaluator's server is away")
-        return super().evaluate(weights, n, seed, record)
+        return super().evaluate(weights, n, seed, record, film)
 
 
 def run(fail: dict, actors: int = 2, evals: int = 0, **schedule):

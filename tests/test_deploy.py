@@ -27,21 +27,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize(
-    "command", ["rlmpc-train", "rlmpc-evaluate", "rlmpc-enjoy", "rlmpc-reproduce", "rlmpc-bench"]
-)
-def test_the_console_commands_are_installed_and_answer(command, tmp_path):
-    """`pip install -e .` puts them beside python (run from elsewhere: no checkout needed)."""
-    out = subprocess.run([str(BIN / command), "--help"], capture_output=True, text=True,
+COMMANDS = ["rlmpc-train", "rlmpc-evaluate", "rlmpc-enjoy", "rlmpc-reproduce", "rlmpc-bench"]
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory) -> Path:
+    """A new venv with the project installed from its wheel (not editable: what `pip install`
+    from an index gives, package data included). The dependencies are the test venv's, reached
+    through a path line (its own .pth files, the editable install among them, are not read):
+    installing torch and Ray again would take minutes and gigabytes."""
+    root = tmp_path_factory.mktemp("fresh")
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*build, "-w", str(root / "dist"), str(ROOT)], check=True, timeout=300)
+    (wheel,) = (root / "dist").glob("rlmpc-*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import site; print(site.getsitepackages()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    deps = subprocess.run([sys.executable, "-c", "import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    Path(site, "test-deps.pth").write_text(deps + "\n")
+    install = [str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)]
+    subprocess.run(install, check=True, timeout=300)
+    return venv / "bin"
+
+
+def test_the_fresh_venv_imports_the_installed_package_not_the_checkout(fresh_venv, tmp_path):
+    code = "import rlmpc, envs; print(rlmpc.__file__); print(envs.spec('racing').presets)"
+    out = subprocess.run([str(fresh_venv / "python"), "-c", code], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert str(fresh_venv.parent) in out.stdout.splitlines()[0]  # site-packages, not ROOT
+    assert "total_env_steps" in out.stdout.splitlines()[1]  # presets.yaml (package data) came
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_console_commands_are_installed_and_answer(fresh_venv, command, tmp_path):
+    """`pip install` puts them beside python; each answers from any directory, named as run."""
+    out = subprocess.run([str(fresh_venv / command), "--help"], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "usage" in out.stdout.lower()
+    assert out.stdout.lower().startswith(f"usage: {command}")
 
 
-def test_the_train_command_runs_a_run_outside_the_checkout(tmp_path):
-    """`rlmpc-train` from another directory: the run directory lands there, ./runs."""
+def test_the_train_command_runs_a_run_outside_the_checkout(fresh_venv, tmp_path):
+    """`rlmpc-train` of a fresh install from another directory: the run lands there, ./runs."""
     out = subprocess.run(
-        [str(BIN / "rlmpc-train"), "--env", "acrobot", "--serial", "--total-env-steps", "2048",
+        [str(fresh_venv / "rlmpc-train"), "--env", "acrobot", "--serial", "--total-env-steps", "2048",
          "--num-samples", "8", "--final-eval-episodes", "1", "--eval-every", "0",
          "--run-name", "here", "--no-progress", "--wandb-mode", "disabled"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
@@ -65,13 +98,17 @@ def test_the_runtime_env_installs_what_pyproject_needs_but_torch_and_ray():
 def test_a_job_submitted_with_its_working_dir_runs_on_a_cluster(tmp_path):
     """A two-iteration run as `ray job submit --working-dir . -- python launch.py ...` on a
     local head started with `ray start --block` in its own process group (killed with it)."""
-    port, dash = _free_port(), _free_port()
+    port, dash, agent, grpc, runtime_env, metrics, client = (_free_port() for _ in range(7))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's socket paths must stay short
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
          f"--dashboard-port={dash}", "--num-cpus=3", "--include-dashboard=true",
-         f"--temp-dir={temp}", "--disable-usage-stats"],
+         # every port of its own: the defaults (the agent's 52365...) may be taken by a Ray
+         # another test runs beside this one, and an agent that cannot bind never comes up
+         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
+         f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
+         f"--ray-client-server-port={client}", f"--temp-dir={temp}", "--disable-usage-stats"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
     )  # fmt: skip
     try:
@@ -102,7 +139,9 @@ def test_a_job_submitted_with_its_working_dir_runs_on_a_cluster(tmp_path):
             if "No available agent" not in out.stdout + out.stderr:
                 break
             time.sleep(5)
-        assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-2000:])
+        logs = sorted(Path(temp).glob("session_latest/logs/dashboard_agent*.log"))
+        agent_log = logs[0].read_text()[-2000:] if logs else "no dashboard agent log"
+        assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-2000:], agent_log)
         rows = (tmp_path / "runs" / "job" / "metrics.jsonl").read_text().splitlines()
         assert len(rows) == 2 and (tmp_path / "runs" / "job" / "eval.json").is_file()
     finally:

@@ -1,4 +1,4 @@
-"""Learning runs (``scripts/test -m slow``); figures and commands are quoted in the README."""
+"""Learning runs (``scripts/test -m slow``); figures and commands are quoted in docs/results.md."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_ppo_mppi_solves_acrobot_within_300k_steps(tmp_path):
 
     Three seeds, not one: at 300k steps the policy is still moving, and a change that moves
     the learner's arithmetic by float32 rounding alone (~1e-7 per update) moved seed 0 from
-    0.98 to 0.80, seed 1 from 1.00 to 0.98 and left seed 2 at 0.96 (README, Throughput).
+    0.98 to 0.80, seed 1 from 1.00 to 0.98 and left seed 2 at 0.96 (docs/performance.md).
     ~7 min here: three runs one after another."""
     rates = []
     for seed in SEEDS:

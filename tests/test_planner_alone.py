@@ -1,6 +1,6 @@
 """App. E's "MPPI used alone": the low level, driven by fixed high-level policies, on the real envs.
 
-The figures of the slow tests are in the README (`python -m rlmpc.baselines.planner_alone`).
+The figures of the slow tests are in docs/results.md (`python -m rlmpc.baselines.planner_alone`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_paper_literal_effort_keeps_the_engines_firing_on_the_pad():
     """Table 5's w_act on ||u||² (the paper's literal eq. 43) cannot brake: the lander crashes
     where the preset's cost (effort on engine power, attitude term) lands it.
 
-    A rate, not which episodes: 0 of 50 landed (README), so at most 2 of 12 may; at a true
+    A rate, not which episodes: 0 of 50 landed (docs/results.md), so at most 2 of 12 may; at a true
     rate of 0.05 the chance of 3 or more is 2 %, at 0.02 it is 0.2 %. Negative control: the
     preset lands 0.96, and then P(<= 2 of 12) is 1e-11."""
     literal, _, _ = run_alone("lunarlander", 12, seed=20_000 + seed_offset(), record=0,
@@ -58,7 +58,7 @@ def test_bad_planner_options_are_refused_naming_them(capsys):
 
 @pytest.mark.slow
 def test_scripted_targets_land_at_least_80_percent_of_50_episodes():
-    """The issue's bar for the low level on its own (README: planner alone)."""
+    """The issue's bar for the low level on its own (docs/results.md: planner alone)."""
     summary, _, _ = run_alone("lunarlander", 50, record=0)
     assert summary["success_rate"]["mean"] >= 0.8, summary
 

@@ -19,8 +19,16 @@ def toy():
 
 
 def test_the_papers_envs_are_registered_with_their_presets_and_columns():
-    assert envs.names() == ["acrobot", "lunarlander", "racing", "racing-stadium", "carla-racing"]
-    assert envs.names(local=True) == ["acrobot", "lunarlander", "racing", "racing-stadium"]
+    # the built-in tasks come first; tests that bring their own env (test_custom_env) may have
+    # registered more in this process
+    assert envs.names()[:5] == [
+        "acrobot",
+        "lunarlander",
+        "racing",
+        "racing-stadium",
+        "carla-racing",
+    ]
+    assert envs.names(local=True)[:4] == ["acrobot", "lunarlander", "racing", "racing-stadium"]
     carla = envs.spec("carla-racing")
     assert carla.planner is envs.spec("racing").planner and carla.probe == "racing"
     assert carla.resources(3) == {"carla": 3.0} and envs.spec("racing").resources(3) == {}

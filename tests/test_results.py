@@ -88,15 +88,15 @@ def test_readme_blocks_are_filled_from_the_cells(tmp_path):
     _fake_run(tmp_path / "acro", 0, 1.0, [1.0], env="acrobot")
     results.add(tmp_path / "acro", "table1", "ppo-mppi-rho0.3", root=root)
     text = "intro\n<!-- results table table1 lunarlander -->\nstale\n<!-- /results -->\nend\n"
-    new = results.refresh_readme(text, root=root)
+    new = results.refresh_tables(text, root=root)
     assert "stale" not in new and new.startswith("intro\n") and new.endswith("\nend\n")
     assert "| ppo-mppi-rho0.3 | 1 | 1,000 | 0.90 ± 0.10 |" in new and "acrobot" not in new
-    assert results.refresh_readme(new, root=root) == new  # idempotent
+    assert results.refresh_tables(new, root=root) == new  # idempotent
 
 
-def test_the_readme_tables_match_the_committed_results():
-    """`python -m rlmpc.reproduce.results readme` was run after the last cell was added."""
-    readme = results.RESULTS.parent / "README.md"
-    text = readme.read_text()
-    assert "<!-- results table" in text
-    assert results.refresh_readme(text) == text, "run: python -m rlmpc.reproduce.results readme"
+def test_the_docs_tables_match_the_committed_results():
+    """`python -m rlmpc.reproduce.results docs` was run after the last cell was added."""
+    docs = results.documents()
+    assert results.RESULTS.parent / "docs" / "results.md" in docs
+    stale = results.refresh_documents(check=True)
+    assert stale == [], "run: python -m rlmpc.reproduce.results docs"

@@ -173,7 +173,7 @@ def killed_cell(tmp_path_factory):
               "buffer": load_from_pkl(ckpt / "replay_buffer.pkl")}  # fmt: skip
     r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "1 cells run, 0 already finished, 0 failed" in r.stdout
+    assert "1 cells run, 0 already finished, 0 stopped early by the scheduler, 0 failed" in r.stdout
     final = work / json.loads((work / "checkpoint.json").read_text())["checkpoint"]
     return {"killed_at": killed_at, "before": before, "work": work, "final": final,
             "cell": json.loads(cell.read_text())}  # fmt: skip

@@ -21,6 +21,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from common.checks import prog_name
+
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """``python -m rlmpc.bench {planner,system,sb3} [options]``: one subcommand per benchmark, each
@@ -31,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     from rlmpc.bench.system import add_system_parser
 
     parser = argparse.ArgumentParser(
-        prog="python -m rlmpc.bench", description=__doc__.split("\n\n")[0]
+        prog=prog_name("python -m rlmpc.bench"), description=__doc__.split("\n\n")[0]
     )
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     add_planner_parser(subparsers)

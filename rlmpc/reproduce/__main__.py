@@ -2,7 +2,7 @@
 
 Runs the chosen experiments' unfinished cells as Ray Tune trials (`rlmpc.reproduce.sweep`),
 then rebuilds their tables and figures from ``results/`` (`rlmpc.reproduce.report`) and, for
-the repository's own ``results/``, README's result tables. Re-running the same command after
+the repository's own ``results/``, docs/results.md's tables. Re-running the same command after
 a kill continues: finished cells are skipped, a cell killed midway resumes from its work
 directory. ``--from-results`` only rebuilds tables and figures. ``--dry-run`` lists the cells.
 ``--grid FILE.yaml`` adds an experiment of the user's own over ``launch.py`` options
@@ -15,7 +15,7 @@ Examples::
     python -m rlmpc.reproduce --preset smoke            # every method on Acrobot, tiny budgets
     python -m rlmpc.reproduce table1 --from-results     # tables and curves from the JSON alone
     python -m rlmpc.reproduce --grid my_grid.yaml --scheduler asha
-    ray submit cluster/cluster.yaml launch.py -- ...    # see README: the same, on a cluster
+    ray submit cluster/cluster.yaml launch.py -- ...    # see docs/operations.md: the same, on a cluster
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.checks import SEED_MAX, int_in, ray_address_problem, seed_arg, writable_dir
+from common.checks import SEED_MAX, int_in, prog_name, ray_address_problem, seed_arg, writable_dir
 from rlmpc.reproduce.catalog import EXPERIMENTS, KINDS, PRESETS
 from rlmpc.reproduce.results import RESULTS
 from rlmpc.run.runlog import wandb_credentials
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rlmpc.reproduce",
+    p = argparse.ArgumentParser(prog=prog_name("python -m rlmpc.reproduce"),
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
@@ -187,11 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in write_reports(experiments, results, command):
         print(f"wrote {path}")
     if results == RESULTS.resolve():
-        from rlmpc.reproduce.results import refresh_readme
+        from rlmpc.reproduce.results import refresh_documents
 
-        readme = RESULTS.parent / "README.md"
-        readme.write_text(refresh_readme(readme.read_text()))
-        print(f"regenerated README.md's result tables from {results}")
+        changed = refresh_documents()
+        print(f"regenerated the result tables of {len(changed)} documents from {results}")
     for line in failed:
         print(f"FAILED {line}", file=sys.stderr)
     return 1 if failed else 0

@@ -162,7 +162,7 @@ def _pompc() -> tuple[Method, ...]:
     η comes from MPO's E-step bound with ε = 0.1 (``--kl-epsilon 0.1``, MPO's published
     value), not a fixed temperature: at the default η = 1 the candidates' weights were within
     0.02 (Acrobot) and 0.10 (Lunar Lander) of uniform in KL over the first 20k steps, so π_P
-    was π_old and the KL term a trust region, not the planner's pull (README, PO-MPC)."""
+    was π_old and the KL term a trust region, not the planner's pull (docs/pompc.md)."""
     mixes = {"rho0": ("--influence-ratio-rho0", "0"), "rho0.3": ("--influence-ratio-rho0", "0.3"),
              "adaptive0.3": adaptive(0.3, 0.99, 0.98).args}  # fmt: skip
     lam = adaptive(0.3, 0.99, 0.98).per_env

@@ -5,9 +5,9 @@
 curve) as ``results/E/<env>/NAME/seed<k>.json``, and copies its ``eval_episodes.png`` and
 ``learning_curves.png`` beside it. ``python -m rlmpc.reproduce.results table E`` prints the
 experiment's table (markdown): per method, the final evaluation's mean ± std over its 50
-episodes for each seed, and the mean ± std of the per-seed means across seeds. The README's
-result tables are this command's output, written in place by ``... results readme`` (and
-checked by ``readme --check`` in the tests).
+episodes for each seed, and the mean ± std of the per-seed means across seeds. The result
+tables in docs/results.md (and README's headline table) are this command's output, written in
+place by ``... results docs`` (and checked by ``docs --check`` in the tests).
 """
 
 from __future__ import annotations
@@ -153,9 +153,9 @@ def table(experiment: str, root: Path = RESULTS, env: str | None = None,
 _BLOCK = re.compile(r"(<!-- results table (\S+)(?: (\S+))? -->\n)(.*?)(<!-- /results -->)", re.S)
 
 
-def refresh_readme(text: str, root: Path = RESULTS) -> str:
+def refresh_tables(text: str, root: Path = RESULTS) -> str:
     """``text`` with every block between ``<!-- results table EXPERIMENT [ENV] -->`` and
-    ``<!-- /results -->`` replaced by ``table(EXPERIMENT, env=ENV)``: the README's result
+    ``<!-- /results -->`` replaced by ``table(EXPERIMENT, env=ENV)``: the docs' result
     tables are generated from ``results/``, never typed."""
 
     def fill(m: re.Match[str]) -> str:
@@ -163,6 +163,27 @@ def refresh_readme(text: str, root: Path = RESULTS) -> str:
         return f"{m.group(1)}\n{body}\n\n{m.group(5)}"
 
     return _BLOCK.sub(fill, text)
+
+
+def documents(root: Path = RESULTS) -> list[Path]:
+    """The repository's markdown files that hold generated result tables (README.md, docs/)."""
+    repo = root.parent
+    paths = [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+    return [p for p in paths if p.is_file() and _BLOCK.search(p.read_text())]
+
+
+def refresh_documents(root: Path = RESULTS, check: bool = False) -> list[Path]:
+    """Rewrite every document's result tables from ``root`` (or, with ``check``, write nothing);
+    returns the documents whose tables were (or would be) changed."""
+    stale = []
+    for path in documents(root):
+        text = path.read_text()
+        new = refresh_tables(text, root)
+        if new != text:
+            stale.append(path)
+            if not check:
+                path.write_text(new)
+    return stale
 
 
 def smoothed(curve: list[dict[str, Any]], key: str, window: int = 10) -> list[tuple[int, float]]:
@@ -234,21 +255,23 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("reference", type=Path)
     s.add_argument("other", type=Path)
     s.add_argument("--window", type=int, default=10)
-    r = sub.add_parser("readme", help="regenerate README.md's result tables from results/")
-    r.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    r = sub.add_parser(
+        "docs",
+        aliases=["readme"],
+        help="regenerate the result tables of docs/results.md and README.md from results/",
+    )
+    r.add_argument("--check", action="store_true", help="exit 1 if a document is out of date")
     args = parser.parse_args(argv)
-    if args.cmd == "readme":
-        readme = RESULTS.parent / "README.md"
-        text = readme.read_text()
-        new = refresh_readme(text)
+    if args.cmd in ("docs", "readme"):
+        stale = refresh_documents(check=args.check)
+        names = ", ".join(str(p.relative_to(RESULTS.parent)) for p in stale) or "none"
         if args.check:
-            if new != text:
-                sys.exit("README.md's result tables differ from results/: run "
-                         "`python -m rlmpc.reproduce.results readme`")  # fmt: skip
-            print("README.md's result tables match results/")
+            if stale:
+                sys.exit(f"result tables differ from results/ in {names}: run "
+                         "`python -m rlmpc.reproduce.results docs`")  # fmt: skip
+            print("the documents' result tables match results/")
             return
-        readme.write_text(new)
-        print(f"{readme}: {len(_BLOCK.findall(text))} tables regenerated")
+        print(f"regenerated the result tables of: {names}")
         return
     if args.cmd == "curves":
         print(plot_curves(args.cells, args.key, args.out, args.window))

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import yaml
 
 import envs
-from common.checks import ray_address_problem
+from common.checks import prog_name, ray_address_problem
 from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
 from learners.ppo_loss import PPOConfig
@@ -64,7 +64,7 @@ def build_parser(
     env: str, defaults: dict[str, dict[str, Any]] | None = None
 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="launch.py",
+        prog=prog_name("launch.py"),
         description="Train PPO-MPPI (Hori et al., arXiv 2512.17091) on an embedded local Ray, "
         "on the Ray cluster this machine belongs to, or in this one process (--serial).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

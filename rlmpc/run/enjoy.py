@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import envs
-from common.checks import SEED_MAX, int_in, seed_arg, writable_dir
+from common.checks import SEED_MAX, int_in, prog_name, seed_arg, writable_dir
 from rlmpc.run.media import Mp4, overlaid
 from rlmpc.system.checkpoint import CheckpointError, load_checkpoint
 from rlmpc.system.records import Filming
@@ -93,7 +93,7 @@ def enjoy(checkpoint: str | Path, episodes: int = 3, video: str | Path | None = 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m rlmpc.enjoy", description=__doc__.split("\n\n")[0],
+        prog=prog_name("python -m rlmpc.enjoy"), description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )  # fmt: skip
     parser.add_argument("checkpoint", metavar="RUN_DIR",
