@@ -99,7 +99,10 @@ def test_a_job_submitted_with_its_working_dir_runs_on_a_cluster(tmp_path):
     """A two-iteration run as `ray job submit --working-dir . -- python launch.py ...` on a
     local head started with `ray start --block` in its own process group (killed with it)."""
     port, dash, agent, grpc, runtime_env, metrics, client = (_free_port() for _ in range(7))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # the cluster's python (torch and ray installed) is the one on its nodes' PATH: here the
+    # venv's, which scripts/test runs without activating it
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's socket paths must stay short
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
@@ -141,7 +144,9 @@ def test_a_job_submitted_with_its_working_dir_runs_on_a_cluster(tmp_path):
             time.sleep(5)
         logs = sorted(Path(temp).glob("session_latest/logs/dashboard_agent*.log"))
         agent_log = logs[0].read_text()[-2000:] if logs else "no dashboard agent log"
-        assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-2000:], agent_log)
+        if out.returncode != 0:  # pytest.fail prints the whole text (an assert's repr is cut)
+            pytest.fail(f"stdout:\n{out.stdout[-4000:]}\nstderr:\n{out.stderr[-2000:]}\n"
+                        f"dashboard agent:\n{agent_log}")  # fmt: skip
         rows = (tmp_path / "runs" / "job" / "metrics.jsonl").read_text().splitlines()
         assert len(rows) == 2 and (tmp_path / "runs" / "job" / "eval.json").is_file()
     finally:
