@@ -72,10 +72,16 @@ def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the run's influence ratio rho0 (default: launch.py's); 0: no virtual data",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--diagnostics-cost", action="store_true",
+        help="instead: the bound's diagnostics (bound/*, docs/rho.md) on against off, four "
+             "system runs in the order off, on, on, off; prints their cost as a share of env "
+             "steps/s",
+    )  # fmt: skip
     p.set_defaults(run=run_system)
 
 
-def _config(args: argparse.Namespace, run_dir: str):
+def _config(args: argparse.Namespace, run_dir: str, diagnostics: bool = True):
     from rlmpc.run.cli import parse
 
     argv = [
@@ -89,6 +95,8 @@ def _config(args: argparse.Namespace, run_dir: str):
         argv += ["--envs-per-actor", str(args.envs_per_actor)]
     if args.rho0 is not None:
         argv += ["--influence-ratio-rho0", str(args.rho0)]
+    if not diagnostics:
+        argv += ["--no-diagnostics"]
     return parse(argv).cfg
 
 
@@ -233,9 +241,29 @@ class Reference:
         return 1.0 / (act + update / self.n), act, update
 
 
+def diagnostics_cost(args: argparse.Namespace) -> dict[str, float]:
+    """The bound's diagnostics (`learners.bound`; on by default) against a run without them:
+    four system runs of the same seed in the order off, on, on, off, so that a drift in the
+    machine's speed falls on both alike; the cost is ``1 - on / off`` of their mean steady-state
+    env steps/s (issue 30's budget: at most 0.05)."""
+    sps: dict[bool, list[float]] = {False: [], True: []}
+    for on in (False, True, True, False):
+        with tempfile.TemporaryDirectory() as tmp:
+            value, _ = measure_system(_config(args, tmp, diagnostics=on))
+        sps[on].append(value)
+        print(f"  diagnostics {'on ' if on else 'off'}: {value:.0f} env-steps/s")
+    off, on = statistics.mean(sps[False]), statistics.mean(sps[True])
+    return {"diagnostics_off_env_steps_per_s": off, "diagnostics_on_env_steps_per_s": on,
+            "diagnostics_cost": 1.0 - on / off}  # fmt: skip
+
+
 def run_system(args: argparse.Namespace) -> dict[str, float]:
     if args.iterations < 4:
         raise SystemExit("rlmpc.bench system: --iterations must be >= 4")
+    if args.diagnostics_cost:
+        print(f"system bench, diagnostics on against off: env={args.env}, {args.iterations} "
+              "iterations a run")  # fmt: skip
+        return diagnostics_cost(args)
     if args.reference_steps is not None and args.reference_steps < 2:
         raise SystemExit("rlmpc.bench system: --reference-steps must be >= 2 (two halves)")
     with tempfile.TemporaryDirectory() as tmp:

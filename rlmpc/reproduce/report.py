@@ -172,10 +172,14 @@ RHO_PANELS = (
 )  # fmt: skip
 
 
-def plot_rho(root: Path, out: Path, window: int = 5) -> Path | None:
-    """The ``rho`` experiment's ρ, ω, Ω, σ̄² and the bound's terms over env steps: a row of
-    panels per env, a line (mean ± std over seeds) per method."""
-    found = [c for c in _seed_cells("rho", root) if c.get("curve")]
+def plot_rho(root: Path, out: Path, window: int = 5,
+             found: list[dict[str, Any]] | None = None) -> Path | None:  # fmt: skip
+    """The ``rho`` experiment's ρ, ω, Ω, σ̄² and the bound's terms over env steps (or those of
+    the cells ``found``, e.g. ``cells("rho-terms", root)``): a row of panels per env, a line
+    (mean ± std over seeds) per method."""
+    if found is None:
+        found = _seed_cells("rho", root)
+    found = [c for c in found if c.get("curve")]
     if not found:
         return None
     import matplotlib
