@@ -150,3 +150,19 @@ def test_the_rule_and_the_modes_are_options_refused_where_they_cannot_work():
     with pytest.raises(SystemExit):
         parse(["--influence-ratio-rho0-rule", "bound", "--no-diagnostics"])
     assert replace(cfg.run, diagnostics=False).diagnostics is False
+
+
+def test_the_diagnostics_cost_benchmark_runs_the_same_run_with_and_without_them(tmp_path):
+    """`python -m rlmpc.bench system --diagnostics-cost` compares runs that differ only in
+    the diagnostics switch (the figure itself is a benchmark's, never asserted)."""
+    import argparse
+
+    from rlmpc.bench import system
+
+    parser = argparse.ArgumentParser()
+    system.add_system_parser(parser.add_subparsers())
+    args = parser.parse_args(["system", "--diagnostics-cost", "--env", "acrobot"])
+    assert args.diagnostics_cost
+    on, off = (system._config(args, str(tmp_path), diagnostics=d) for d in (True, False))
+    assert on.run.diagnostics and not off.run.diagnostics
+    assert replace(off, run=replace(off.run, diagnostics=True)) == on
