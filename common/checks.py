@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import math
 import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -154,7 +155,5 @@ def prog_name(module_form: str) -> str:
     """The command's name for its usage line: the console command that ran it (``rlmpc-train``)
     when it was one, else how it is run from a checkout (``module_form``: ``launch.py``,
     ``python -m rlmpc.enjoy``)."""
-    import sys
-
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     return name if name.startswith("rlmpc-") else module_form

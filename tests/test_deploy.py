@@ -142,9 +142,9 @@ def test_a_job_submitted_with_its_working_dir_runs_on_a_cluster(tmp_path):
             if "No available agent" not in out.stdout + out.stderr:
                 break
             time.sleep(5)
-        logs = sorted(Path(temp).glob("session_latest/logs/dashboard_agent*.log"))
-        agent_log = logs[0].read_text()[-2000:] if logs else "no dashboard agent log"
         if out.returncode != 0:  # pytest.fail prints the whole text (an assert's repr is cut)
+            logs = sorted(Path(temp).glob("session_latest/logs/dashboard_agent*.log"))
+            agent_log = logs[0].read_text()[-2000:] if logs else "no dashboard agent log"
             pytest.fail(f"stdout:\n{out.stdout[-4000:]}\nstderr:\n{out.stderr[-2000:]}\n"
                         f"dashboard agent:\n{agent_log}")  # fmt: skip
         rows = (tmp_path / "runs" / "job" / "metrics.jsonl").read_text().splitlines()

@@ -178,11 +178,11 @@ def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 600) -
 #: one method of each kind (RLlib, SB3, PPO-MPPI fixed and adaptive, MPPI alone) over both
 #: tables: the default suite's sweep; the whole preset (11 cells, ~4 min alone and up to 11
 #: beside other Ray tests) is `slow`
-KINDS = ("ppo", "sb3-ppo", "ppo-mppi-rho0.3", "mppi", "ppo-mppi-adaptive0.3")
+ONE_OF_EACH_KIND = ("ppo", "sb3-ppo", "ppo-mppi-rho0.3", "mppi", "ppo-mppi-adaptive0.3")
 
 
 @pytest.mark.timeout(1500)
-@pytest.mark.parametrize("methods", [KINDS, pytest.param(None, marks=pytest.mark.slow)],
+@pytest.mark.parametrize("methods", [ONE_OF_EACH_KIND, pytest.param(None, marks=pytest.mark.slow)],
                          ids=["one-of-each-kind", "every-method"])  # fmt: skip
 def test_smoke_preset_killed_and_rerun(tmp_path, methods):
     """The acceptance, in one sweep: ``--preset smoke`` runs its methods on Acrobot through

@@ -49,20 +49,26 @@ def _plot_seeds(ax: Any, runs: list[dict[str, Any]], key: str, window: int, labe
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 
 
+def _by_env_and_method(found: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The cells that have a curve, grouped by env, then by method (in the order found)."""
+    by_env: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for c in found:
+        if c.get("curve"):
+            by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
+    return by_env
+
+
 def plot_experiment(experiment: str, root: Path, out: Path, key: str = "episode_return",
                     window: int = 10) -> Path | None:  # fmt: skip
     """Fig. 3-style curves: mean and ± std band over seeds per method, a panel per env."""
-    found = [c for c in _seed_cells(experiment, root) if c.get("curve")]
-    if not found:
+    by_env = _by_env_and_method(_seed_cells(experiment, root))
+    if not by_env:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_env: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for c in found:
-        by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
     fig, axes = plt.subplots(1, len(by_env), figsize=(4.8 * len(by_env), 3.4), squeeze=False)
     # one colour per method in every panel, in the experiment's order of methods
     order = [m.name for m in EXPERIMENTS[experiment].methods]
@@ -177,19 +183,14 @@ def plot_rho(root: Path, out: Path, window: int = 5,
     """The ``rho`` experiment's ρ, ω, Ω, σ̄² and the bound's terms over env steps (or those of
     the cells ``found``, e.g. ``cells("rho-terms", root)``): a row of panels per env, a line
     (mean ± std over seeds) per method."""
-    if found is None:
-        found = _seed_cells("rho", root)
-    found = [c for c in found if c.get("curve")]
-    if not found:
+    by_env = _by_env_and_method(_seed_cells("rho", root) if found is None else found)
+    if not by_env:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_env: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for c in found:
-        by_env.setdefault(c["env"], {}).setdefault(c["method"], []).append(c)
     rows, cols = len(by_env), len(RHO_PANELS)
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.6 * rows), squeeze=False)
     for r, (env, methods) in enumerate(by_env.items()):

@@ -199,9 +199,8 @@ def smoothed(curve: list[dict[str, Any]], key: str, window: int = 10) -> list[tu
 def speedup(reference: dict[str, Any], other: dict[str, Any], key: str = "episode_return",
             window: int = 10) -> dict[str, float]:  # fmt: skip
     """The paper's §5.2 figure: the reference run's best smoothed ``key``, the env steps at
-    which each run first reaches it, and their ratio (reference / other). An other run that
-    never reaches it took infinitely long: factor 0 (this returned inf for that case before,
-    as if it were infinitely fast)."""
+    which each run first reaches it, and their ratio (reference / other; 0: the other run never
+    reaches it)."""
     ref, oth = smoothed(reference["curve"], key, window), smoothed(other["curve"], key, window)
     best = max(v for _, v in ref)
     first = lambda rows: next((s for s, v in rows if v >= best), None)
