@@ -278,7 +278,9 @@ def probe(spec: EnvSpec) -> tuple[Any, list[str]]:
 
     problems = []
     if not (isinstance(spec.planner, type) and issubclass(spec.planner, PlannerConfig)):
-        problems.append(f"planner preset: {spec.planner!r} is not a planners.costs.PlannerConfig subclass")
+        problems.append(
+            f"planner preset: {spec.planner!r} is not a planners.costs.PlannerConfig subclass"
+        )
     env = make(spec.probe or spec.name)
     try:
         base = env.unwrapped
@@ -302,7 +304,11 @@ def probe(spec: EnvSpec) -> tuple[Any, list[str]]:
                 f"observation layout: the model's nobs = {model.nobs}, the env's observations "
                 f"are {obs_shape}"
             )
-        if act_shape != (model.nu,) or len(model.u_low) != model.nu or len(model.u_high) != model.nu:
+        if (
+            act_shape != (model.nu,)
+            or len(model.u_low) != model.nu
+            or len(model.u_high) != model.nu
+        ):
             problems.append(
                 f"controls: the model's nu = {model.nu} (u_low, u_high of that length), the "
                 f"env's actions are {act_shape}"
@@ -335,10 +341,13 @@ def names(local: bool = False) -> list[str]:
 def read_presets(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """An env's presets from its YAML file (section -> field -> value; lists become tuples,
     as the config dataclasses hold them); `ValueError` naming the file when it is not such a
-    mapping."""
+    mapping. A top-level ``task_version`` (as in a run's config.yaml) is the file's, for
+    ``launch.py --config FILE``, not a preset: it is left out."""
     import yaml
 
     data = yaml.safe_load(Path(path).read_text()) or {}
+    if isinstance(data, dict):
+        data.pop("task_version", None)
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError(f"{path}: presets are a mapping of section -> field -> value")
     tup = lambda v: tuple(v) if isinstance(v, list) else v

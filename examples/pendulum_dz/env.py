@@ -75,3 +75,13 @@ class PendulumDZEnv(PendulumEnv):
 
     def planner_model(self) -> PendulumModel:
         return PendulumModel()
+
+    def pixels(self, p: np.ndarray) -> np.ndarray:
+        """``(column, row)`` ``[..., 2]`` of tip-plane points ``p [..., 2]`` (the model's
+        ``position``, ``(sin θ, cos θ)``) in `render`'s frame (`envs.base.Pixels`: films and
+        ``rlmpc.enjoy`` draw the planner's paths and the zone with it). gymnasium's frame has
+        the pivot at the centre and 2.2 to each edge, and draws the tip at ``-sin θ``: the
+        column is mirrored."""
+        half, scale = self.screen_dim / 2, self.screen_dim / (2 * 2.2)
+        p = np.asarray(p, dtype=np.float64)
+        return np.stack([half - p[..., 0] * scale, half - p[..., 1] * scale], -1)

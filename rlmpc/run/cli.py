@@ -192,6 +192,12 @@ def _config_file(path: Path, env: str | None) -> dict[str, dict[str, Any]]:
     version = data.pop("task_version", None)
     run = data.get("run", {})
     try:
+        if "env" in run and version is None:
+            if (now := envs.spec(run["env"]).version) != 1:  # old data, or today's task?
+                fail(f"argument --config: {path} names env {run['env']!r} without task_version: "
+                     f"{run['env']!r} is now version {now} of its task; add 'task_version: {now}' "
+                     "for it (a run's config.yaml records one), or 'task_version: 1' for the task "
+                     "it was before")  # fmt: skip
         if "env" in run:
             run["env"] = envs.resolve_task(run["env"], version)
         classes = TrainConfig.section_classes(env or run.get("env", envs.DEFAULT_ENV))
