@@ -97,8 +97,13 @@ def test_lunar_lander_descends_over_the_pad_under_control():
 def test_racing_car_stays_on_track_at_moderate_speed():
     """Target (v_t*, v_n*) = (7.5, 0) m/s (a = (−0.5, 0)) for 300 steps: a straight and a turn
     (``racing-stadium``'s track-frame targets; the circuit's world-frame ones:
-    `tests.test_racing_circuit`)."""
-    states, terminated = closed_loop("racing-stadium", [-0.5, 0.0], steps=300, seed=0)
+    `tests.test_racing_circuit`).
+
+    Margins, measured on seeds 0, 1000, 2000, 3000 (``RLMPC_TEST_SEED_OFFSET``): never off the
+    track, at most 0.15-0.18 of the half-width from the centre line, 225-229 m covered
+    (bound 180), mean speed 7.52-7.62 m/s (bounds 5-10), top speed 9.1-10.6 (bound 13)."""
+    states, terminated = closed_loop("racing-stadium", [-0.5, 0.0], steps=300,
+                                     seed=seed_offset())  # fmt: skip
     env = envs.make("racing-stadium")
     half_width = env.unwrapped.track.half_width
     s, ey = states[:, 6], states[:, 7]

@@ -18,6 +18,7 @@ from rlmpc.baselines.mppi import run_pure_mppi_cell
 from rlmpc.baselines.planner_alone import run_alone
 from rlmpc.run import cli
 from tests import toy_env
+from tests.conftest import seed_offset
 from tests.test_costs import F64, model_and_state
 
 
@@ -167,16 +168,20 @@ def test_pure_mppi_reaches_the_goal_of_a_dense_reward(toy):
     point mass to the goal; the default objective with no policy (target velocity 0) does not.
 
     A rate over 10 episodes, not which ones: at λ = 0.1 the planner all but picks its best
-    sample, and a CPU's rounding can swap two near-tied ones (all 10 reach it here; >= 8
-    leaves room). Standing still cannot reach a goal 3 m away."""
+    sample, and a CPU's rounding can swap two near-tied ones. Measured: 250 of 250 reach it
+    (50 episodes at each of the seed bases 20000, 21000, ..., 24000), a rate of at least 0.988
+    (95 % lower bound), at which fewer than 8 of 10 happens with probability 2e-4 (binomial;
+    1.2 % even at 0.95). Standing still cannot reach a goal 3 m away (the negative control)."""
     options = {"horizon": 10, "lambda_temp": 0.1}
-    pure, _, _ = run_alone("toy-point", 10, n_envs=10, record=0, policy="none",
+    seed = 20_000 + seed_offset()
+    pure, _, _ = run_alone("toy-point", 10, seed=seed, n_envs=10, record=0, policy="none",
                            objective="reward", **options)  # fmt: skip
-    still, _, _ = run_alone("toy-point", 10, n_envs=10, record=0, policy="none", **options)
+    still, _, _ = run_alone("toy-point", 10, seed=seed, n_envs=10, record=0, policy="none",
+                            **options)  # fmt: skip
     assert pure["success_rate"]["mean"] >= 0.8 and still["success_rate"]["mean"] == 0.0
     assert pure["final_distance"]["mean"] < 0.5 * still["final_distance"]["mean"]
-    cell = run_pure_mppi_cell("toy-point", seed=0, episodes=10, eval_seed=20_000, **options)
-    assert cell["eval"]["eval_seed"] == 20_000
+    cell = run_pure_mppi_cell("toy-point", seed=0, episodes=10, eval_seed=seed, **options)
+    assert cell["eval"]["eval_seed"] == seed
     assert {k: v for k, v in cell["eval"].items() if k not in ("seed", "eval_seed", "env_steps")} \
         == {k: v for k, v in pure.items() if k not in ("seed", "planner", "policy")}  # fmt: skip
 
