@@ -79,6 +79,7 @@ def names_an_option(message: str, known: set[str]) -> bool:
         (["--actor-timeout", "inf"], "--actor-timeout"),
         (["--noise-sigma", "inf"], "--noise-sigma"),
         (["--ray-address", "not an address"], "--ray-address"),
+        (["--actor-resources", "x=inf"], "--actor-resources"),
     ],
 )
 def test_the_inputs_that_reached_ray_are_refused_by_name(argv, option):
@@ -104,8 +105,14 @@ def test_evaluate_and_the_baselines_refuse_bad_seeds_and_outputs():
         (["--checkpoint", "x", "--episodes", "0"], "--episodes"),
         (["--checkpoint", "x", "--out", "/proc/x"], "--out"),
         (["--checkpoint", "x", "--seed", str(2**32 - 1), "--episodes", "2"], "--seed"),
+        (["--checkpoint", "/nonexistent/run"], "--checkpoint"),
     ]:
         code, err = outcome(evaluate_main, argv)
+        assert code == 2 and option in err, (argv, err)
+    from rlmpc.baselines.planner_alone import main as alone_main
+
+    for argv, option in [(["--seed", "-1"], "--seed"), (["--out", "/proc/x"], "--out")]:
+        code, err = outcome(alone_main, ["--env", "acrobot", "--episodes", "1", *argv])
         assert code == 2 and option in err, (argv, err)
     base = ["--algo", "ppo", "--env", "acrobot", "--out", "w"]
     for argv, option in [
@@ -126,6 +133,7 @@ _SPECIAL = [
     "1e308", "-1e308", "1e-320", "1e400", "4294967295", "4294967296", "9223372036854775808",
     "99999999999999999999999", "abc", "", " ", "True", "none", "None", "x=y", "=1", "a=",
     "raise=2", "raise=0.5", "stall=nan", "nan_obs=1e-3", "carla=1", "carla=-1", "k=v=1",
+    "carla=inf", "x=1e400", "x=nan",
     "/proc/x", "..", "runs/a b", "auto", "localhost:6379", "ray://h:10001", "h:0", "cuda",
     "cuda:0", "cpu", "cuda:x", "fixed", "adaptive", "loss", "sample", "track", "quad",
 ]  # fmt: skip
@@ -190,6 +198,7 @@ def assert_runnable(cfg: TrainConfig) -> None:
     accept its seeds (the calls the actors, the learner and the evaluator make), a writable
     run directory."""
     cfg.worker_spec(), cfg.eval_spec(cfg.run.final_eval_episodes), cfg.schedule  # noqa: B018
+    assert all(0 < v < math.inf for v in cfg.run.actor_resource_dict.values())  # Ray's bundles
     assert cfg.iterations >= 1 and cfg.fragment_len >= 1
     for section in dataclasses.fields(cfg):
         part = getattr(cfg, section.name)
@@ -205,6 +214,49 @@ def assert_runnable(cfg: TrainConfig) -> None:
     torch.Generator().manual_seed(run.first_eval_seed)  # an evaluation's planner noise
     np.random.default_rng(last)  # the last evaluation episode's reset
     assert writable_dir(run.runs_dir) is None
+
+
+#: every field a --config file may set (the default env's sections)
+_FIELDS = [
+    (section, f.name)
+    for section, klass in TrainConfig.section_classes(envs.DEFAULT_ENV).items()
+    for f in dataclasses.fields(klass) if f.init
+]  # fmt: skip
+
+
+def _yaml_values():
+    """What a YAML file can hold for one field: scalars of every type, lists, null."""
+    scalar = st.one_of(
+        st.none(), st.booleans(), st.integers(-(10**20), 10**20),
+        st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(_SPECIAL),
+        st.text(alphabet="abcxyz0123456789=.-_/ ", max_size=6),
+    )  # fmt: skip
+    return st.one_of(scalar, st.lists(scalar, max_size=3))
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@given(entries=st.lists(st.tuples(st.sampled_from(_FIELDS), _yaml_values()), min_size=1,
+                        max_size=4))  # fmt: skip
+def test_every_config_file_field_is_refused_by_name_or_accepted_by_the_run_checks(entries):
+    """Random values of every type for the fields of a ``--config`` file, several at once:
+    exit 2 naming the file's field or an option, or a config the run's checks pass."""
+    import yaml
+
+    data: dict[str, dict] = {}
+    for (section, name), value in entries:
+        data.setdefault(section, {})[name] = value
+    with open("fuzz.yaml", "w") as f:  # the test's own directory (`no_ray`)
+        yaml.safe_dump(data, f)
+    known = options_of(_LAUNCH)
+    result: list[cli.Invocation] = []
+    code, err = outcome(lambda a: result.append(cli.parse(a)), ["--config", "fuzz.yaml"])
+    if code is not None:
+        assert code == 2, (data, err)
+        field = re.search(r"fuzz\.yaml: (unknown field )?\w+\.\w+", err)
+        assert field or names_an_option(err.replace("--config", ""), known), (data, err)
+        return
+    assert_runnable(result[0].cfg)
 
 
 _REPRODUCE = reproduce_parser()

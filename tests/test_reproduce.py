@@ -102,6 +102,10 @@ def test_a_finished_cell_of_another_budget_is_refused(tmp_path):
         (["table1", "--eval-episodes", "0"], "--eval-episodes"),
         (["table1", "--methods", "ppo-mppi-rho0.5"], "--methods"),
         (["table1", "--max-concurrent", "0"], "--max-concurrent"),
+        (
+            ["table1", "--scheduler", "asha", "--reduction-factor", "inf", "--dry-run"],
+            "--reduction-factor",
+        ),
     ],
 )
 def test_bad_input_is_refused_before_ray(args, named):

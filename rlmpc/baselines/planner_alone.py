@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 import envs
-from common.checks import seed_arg
+from common.checks import seed_arg, writable_dir
 from envs import planner_config
 from learners.policy import NetworkConfig
 from rlmpc.baselines.evaluate import first_eval_seed
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env", default=envs.BENCHMARK_ENV, type=envs.registry.env_arg,
                         help="an env whose planner model has a scripted policy")  # fmt: skip
     parser.add_argument("--episodes", type=int, default=50, help="episodes (1..10000)")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=seed_arg, default=None,
                         help="seed of the first episode (default 20000); with --objective reward "
                         "the run seed of the evaluation protocol (default 0)")  # fmt: skip
     parser.add_argument(
@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 1 <= args.episodes <= 10_000:
         parser.error(f"argument --episodes: must be in [1, 10000], got {args.episodes}")
+    if args.out is not None and (problem := writable_dir(args.out)):
+        parser.error(f"argument --out: {problem}")
     options = {}
     for item in args.set:
         name, sep, value = item.partition("=")

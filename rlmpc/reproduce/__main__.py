@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                           args.eval_episodes or grid.eval_episodes, args.methods, args.serial)  # fmt: skip
             experiments.append(grid.experiment.name)
         scheduler = None
-        if args.scheduler == "asha" and not args.from_results and not args.dry_run:
+        if args.scheduler == "asha" and not args.from_results:  # checked in a dry run too
             from rlmpc.reproduce.sweep import asha
 
             scheduler = asha(cells, args.metric, args.mode, args.grace_steps,

@@ -102,8 +102,8 @@ def asha(
     if not 1 <= grace < max(budgets):
         raise ValueError(f"--grace-steps must be in [1, {max(budgets)}) (the largest budget), "
                          f"got {grace}")  # fmt: skip
-    if not reduction_factor > 1:
-        raise ValueError(f"--reduction-factor must be > 1, got {reduction_factor}")
+    if not 1 < reduction_factor < math.inf:
+        raise ValueError(f"--reduction-factor must be a finite number > 1, got {reduction_factor}")
     return ASHAScheduler(time_attr="env_steps", metric=metric, mode=mode, grace_period=grace,
                          max_t=max(budgets), reduction_factor=reduction_factor,
                          stop_last_trials=False)  # fmt: skip

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,7 +26,7 @@ from learners.pompc import KLPriorConfig
 from learners.ppo_loss import PPOConfig
 from learners.rho import InfluenceRatioConfig
 from rlmpc.run.checks import RunSpecs, resolve
-from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag
+from rlmpc.run.cliargs import add_dataclass_args, build_dataclass, flag, value_problem
 from rlmpc.run.config import RunConfig, TrainConfig
 from rlmpc.run.runlog import WandbConfig
 
@@ -190,7 +191,12 @@ def _config_file(path: Path, env: str | None) -> dict[str, dict[str, Any]]:
     ):
         fail(f"argument --config: {path} must map sections to fields (as a run's config.yaml)")
     version = data.pop("task_version", None)
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        fail(f"argument --config: {path}: task_version takes an int, got {version!r}")
     run = data.get("run", {})
+    if not isinstance(run.get("env", ""), str):
+        fail(f"argument --config: {path}: run.env (the option --env) takes a str, "
+             f"got {run['env']!r}")  # fmt: skip
     try:
         if "env" in run and version is None:
             if (now := envs.spec(run["env"]).version) != 1:  # old data, or today's task?
@@ -202,15 +208,19 @@ def _config_file(path: Path, env: str | None) -> dict[str, dict[str, Any]]:
             run["env"] = envs.resolve_task(run["env"], version)
         classes = TrainConfig.section_classes(env or run.get("env", envs.DEFAULT_ENV))
     except ValueError as err:
-        fail(f"argument --config: {path}: {err}")
+        fail(f"argument --config: {path}: run.env: {err}")
     for section, fields in data.items():
         if section not in classes:
             fail(f"argument --config: {path}: unknown section {section!r} (the sections are "
                  f"{', '.join(classes)})")  # fmt: skip
         known = {f.name for f in dataclasses.fields(classes[section])}
-        for name in fields:
+        hints = typing.get_type_hints(classes[section])
+        for name, value in fields.items():
             if name not in known:
                 fail(f"argument --config: {path}: unknown field {section}.{name}")
+            if problem := value_problem(hints[name], value):
+                fail(f"argument --config: {path}: {section}.{name} (the option "
+                     f"{flag(_PREFIX.get(section, '') + name)}) takes {problem}, got {value!r}")  # fmt: skip
     return data
 
 

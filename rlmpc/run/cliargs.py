@@ -62,6 +62,31 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def value_problem(tp: Any, value: Any) -> str | None:
+    """What is wrong with ``value`` as a value of a field annotated ``tp`` when it comes from a
+    file rather than through the field's option (YAML gives ints, floats, strings, bools,
+    lists, None): None when its type fits, else what the field takes. Values are the class's
+    own check; this checks only their type."""
+    base, seq = _base_type(tp)
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in (
+        typing.get_args(tp)
+    )
+    if value is None:
+        return None if optional else "a value (not null)"
+    if seq:
+        if not isinstance(value, (list, tuple)):
+            return f"a list of {base.__name__}"
+        bad = [v for v in value if value_problem(base, v)]
+        return f"a list of {base.__name__}" if bad else None
+    fits = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }.get(base, lambda v: True)
+    return None if fits(value) else f"a {base.__name__}"
+
+
 def add_dataclass_args(
     parser: argparse.ArgumentParser,
     cls: type,

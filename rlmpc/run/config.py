@@ -263,10 +263,11 @@ class RunConfig:
                 value = float(amount)
             except ValueError:
                 value = float("nan")
-            if not sep or not name or not value > 0:
+            if not sep or not name or not 0 < value < math.inf:
                 raise ConfigError(
                     "actor_resources",
-                    f"actor_resources must be NAME=AMOUNT entries with AMOUNT > 0, got {item!r}",
+                    f"actor_resources must be NAME=AMOUNT entries with a finite AMOUNT > 0, "
+                    f"got {item!r}",
                 )
             out[name] = value
         for name, amount in envs.spec(self.env).resources(self.envs_per_actor).items():

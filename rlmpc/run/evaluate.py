@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"--seed {args.seed} with --episodes {args.episodes}")  # fmt: skip
     if args.out is not None and (problem := writable_dir(args.out)):
         parser.error(f"argument --out: {problem}")
+    if not Path(args.checkpoint).exists():
+        parser.error(f"argument --checkpoint: {args.checkpoint} does not exist")
     torch.set_num_threads(1)
     try:
         summary = evaluate_checkpoint(args.checkpoint, args.episodes, args.out, args.seed,
