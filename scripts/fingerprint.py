@@ -12,10 +12,18 @@
 
 Seeded runs are deterministic on one machine but not across CPUs (a reduction's float order
 differs between AVX-512 and AVX2), so compare fingerprints made on the same machine. It uses
-only what every version of the project since the house re-cut has had (the registry's
-planner preset, `rlmpc.system.worker`, ``launch.py``'s options), so the same file runs on
-the commits before and after a change. A change that adds metric keys or fragment arrays:
-``--ignore-new`` compares on the earlier fingerprint's keys and arrays alone.
+only what the project has had since the re-cut's pre-move commit f5e2454 (the registry's
+planner preset, `rlmpc.system.worker`, ``launch.py``'s options), so the reference is made by
+*this* script (HEAD's; an earlier commit's copy writes an older format) run in a tree of the
+earlier commit, then compared in HEAD's tree:
+
+    mkdir -p /tmp/pre && git archive f5e2454 | tar -x -C /tmp/pre
+    cp scripts/fingerprint.py /tmp/pre/scripts/
+    (cd /tmp/pre && python scripts/fingerprint.py --out /tmp/before.json)
+    python scripts/fingerprint.py --compare /tmp/before.json    # exit 1 if a number moved
+
+``--ignore-new`` compares on the earlier fingerprint's metric keys (those of its first row)
+and collect arrays alone, so keys and arrays added after that commit are skipped.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,29 @@ def test_the_stadium_keeps_the_racing_task_of_before_the_circuit():
     with pytest.raises(ValueError, match="'racing' version 2 is not registered"):
         envs.resolve_task("racing", 2)
     assert envs.spec("racing-stadium").id == "rlmpc/RacingDZ-v0"  # the old gymnasium id
+
+
+@pytest.mark.parametrize("task, now", [("racing", "racing-stadium"), ("acrobot", "acrobot")])
+def test_a_run_written_before_the_re_cut_loads_and_resumes_on_the_task_it_trained(
+    task, now, tmp_path
+):
+    """Run directories written at f5e2454, before the house re-cut and the task versions
+    (``tests/data/before-recut``: ``launch.py --env TASK --serial --total-env-steps 2048
+    --hidden-sizes 8 8 --ensemble-size 2 --checkpoint-every 1``, one iteration each): their
+    checkpoints load (the planner preset resolved by the env's name), and ``--resume``
+    continues them on the task they trained — the stadium for the old ``racing``."""
+    import shutil
+
+    from rlmpc.run.train import train
+    from rlmpc.system.checkpoint import load_checkpoint
+
+    run = tmp_path / f"{task}-f5e2454"
+    shutil.copytree(Path(__file__).parent / "data" / "before-recut" / run.name, run)
+    assert load_checkpoint(run).counters["iteration"] == 1
+    invocation = parse(["--resume", str(run), "--total-env-steps", "4096"])
+    assert invocation.cfg.run.env == now
+    train(invocation.cfg, resume=invocation.resume, serial=True)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert "resumed at iteration 1, 2048 env steps" in (run / "events.log").read_text()
+    assert f"task_version: {envs.spec(now).version}" in (run / "config.yaml").read_text()

@@ -140,10 +140,40 @@ def test_resume_continues_exactly(tmp_path, uninterrupted):
     assert "resumed at iteration 2" in (part_dir / "events.log").read_text()
 
 
-def test_serial_and_ray_runs_give_the_same_metrics(tmp_path):
+def test_serial_and_ray_runs_give_the_same_metrics(tmp_path, monkeypatch):
     """The same config on Ray and in one process (--serial): the same rows, evaluations
     included, and the same final evaluation. The env is the test suite's own (registered for
-    here, shipped to the actors with its registry entry)."""
+    here, shipped to the actors with its registry entry).
+
+    On Ray the learner's weights go to the actors and evaluators through the object store:
+    the driver pulls them once as the run starts (a learner that cannot start fails there),
+    then only to write a checkpoint and for the final evaluation (which runs in the driver),
+    never per iteration."""
+    from rlmpc.system.coordinator import Coordinator
+    from rlmpc.system.evaluations import Evaluations
+    from rlmpc.system.records import Weights
+
+    pulls, where, ray_get = [], ["loop"], ray.get
+
+    def counted_get(refs, *args, **kwargs):
+        out = ray_get(refs, *args, **kwargs)
+        pulls.extend(where[-1] for o in (out if isinstance(out, list) else [out])
+                     if isinstance(o, Weights))  # fmt: skip
+        return out
+
+    def inside(name, method):
+        def wrapped(*args, **kwargs):
+            where.append(name)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                where.pop()
+
+        return wrapped
+
+    monkeypatch.setattr(ray, "get", counted_get)
+    monkeypatch.setattr(Coordinator, "_checkpoint", inside("checkpoint", Coordinator._checkpoint))
+    monkeypatch.setattr(Evaluations, "final", inside("final", Evaluations.final))
     cfg = parse(
         ["--env", "toy-point", "--num-actors", "2", "--envs-per-actor", "2",
          "--total-env-steps", "128", "--eval-every", "1", "--checkpoint-every", "100",
@@ -151,6 +181,8 @@ def test_serial_and_ray_runs_give_the_same_metrics(tmp_path):
          "--wandb-mode", "disabled"]
     ).cfg  # fmt: skip
     on_ray = train(cfg)
+    assert pulls.count("loop") == 1 and {"checkpoint", "final"} <= set(pulls), pulls
+    monkeypatch.undo()
     serial = train(replace(cfg, run=replace(cfg.run, run_name="serial")), serial=True)
     numbers = lambda d: [
         {k: v for k, v in r.items() if not (k.startswith("time/") or k in ("sps", "time"))}

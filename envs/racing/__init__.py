@@ -1,4 +1,9 @@
-"""Racing with a danger zone (App. B.3): one task over two vehicle simulators.
+"""Racing with a danger zone (App. B.3): three registered envs from one package.
+
+`SPEC` is ``racing``, the circuit (task version 3) on the embedded bicycle simulator;
+`STADIUM_SPEC` is ``racing-stadium``, the stadium task that was ``racing`` (version 1) before
+the circuit, kept for its committed results; `CARLA_SPEC` is ``carla-racing``, the circuit's
+rules on CARLA servers.
 
 | module | what |
 |---|---|
@@ -8,11 +13,14 @@
 | `envs.racing.bicycle` | the embedded simulator: a dynamic bicycle with tire forces (`BicycleSim`) |
 | `envs.racing.model` | the planner's model: a kinematic bicycle in track coordinates (`RacingModel`) |
 | `envs.racing.carla_sim`, `carla_route`, `carla_env` | CARLA: client and vehicles, the route from a map, `CarlaRacingEnv` |
+| `envs.racing.carla_client`, `carla_servers` | the CARLA client's connection; the servers an env claims on its node |
 | `envs.racing.draw` | rgb frames of an env's state |
 | `envs.racing.planner` | `RacingPlannerConfig` (Table 5) and J_other (eqs. 44-46) |
+| `envs.racing.scripted` | the scripted targets of the planner-alone check |
 
 ``import envs.racing`` does not import the ``carla`` package (CARLA modules import it when a
-server is used). `SPEC` and `CARLA_SPEC` are what the registry knows of them.
+server is used). `SPEC`, `STADIUM_SPEC` and `CARLA_SPEC` are what the registry knows of them;
+each reads its run presets from a YAML file beside this one.
 """
 
 from pathlib import Path

@@ -209,11 +209,8 @@ class RacingModel(PlannerModel):
 
     def dynamics(self, x: Tensor, u: Tensor) -> Tensor:
         tb, c, dt, h = self._tables(x), self.car, self.task.dt, self.task.dt / self.substeps
-        shape = x.shape[:-1]
-        if u.shape[:-1] != shape:
-            shape = torch.broadcast_tensors(x[..., 0], u[..., 0])[0].shape
-            x, u = x.expand(*shape, self.nx), u.expand(*shape, self.nu)
-        x, u = x.reshape(-1, self.nx), u.reshape(-1, self.nu).to(x.dtype)
+        x, u, shape = self.step_rows(x, u)
+        u = u.to(x.dtype)
         steer, throttle = torch.clamp(u.t(), -1.0, 1.0, out=u.new_empty(2, u.shape[0]))
         beta = torch.atan(torch.tan(steer * c.max_steer).mul_(c.lr / (c.lf + c.lr)))
         state = x.new_empty(8, x.shape[0]).copy_(x[:, 3:11].t())  # vx vy r s ey eψ s_o v_o

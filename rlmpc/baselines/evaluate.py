@@ -10,13 +10,17 @@ be deterministic (the policy's mean) for a table; the episodes then depend on ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 import envs
+from common.checks import SEED_MAX, int_in, seed_arg, writable_dir
 from rlmpc.system.episodes import EpisodeTracker
 from rlmpc.system.records import summarize
 
@@ -58,3 +62,38 @@ def evaluate_policy(env: str, act: Callable[[np.ndarray], np.ndarray], episodes:
     finally:
         e.close()
     return summarize(env, tracker.pop())
+
+
+def baseline_parser(library: str, algos: Sequence[str]) -> argparse.ArgumentParser:
+    """The options every baseline library's command takes (``python -m rlmpc.baselines.rllib``,
+    ``... .sb3``); a library adds its own before `parse_baseline_args`."""
+    p = argparse.ArgumentParser(description=f"Train and evaluate a {library} baseline (Table 1).")
+    p.add_argument("--algo", choices=list(algos), required=True)
+    p.add_argument("--env", type=envs.registry.env_arg, required=True)
+    p.add_argument("--env-steps", type=int_in(1), required=True, help="env steps to train on, >= 1")
+    p.add_argument("--seed", type=seed_arg, default=0, help=f"run seed, 0..{SEED_MAX}")
+    p.add_argument("--eval-episodes", type=int_in(1, 10_000), default=50, help="1..10000")
+    p.add_argument("--eval-seed", type=seed_arg, default=None,
+                   help="first evaluation seed (default 1,000,000 + 10,000 * seed)")  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="work directory (continued if present)")
+    return p
+
+
+def parse_baseline_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``argv`` parsed by a `baseline_parser` and checked as a whole before anything trains:
+    the evaluation episodes' seeds within range, the work directory writable (exit 2)."""
+    a = p.parse_args(argv)
+    first = first_eval_seed(a.seed) if a.eval_seed is None else a.eval_seed
+    if first + a.eval_episodes - 1 > SEED_MAX:
+        p.error(f"argument --eval-seed/--seed: the evaluation episodes' seeds (from {first}) "
+                f"must stay within [0, {SEED_MAX}]")  # fmt: skip
+    if problem := writable_dir(a.out):
+        p.error(f"argument --out: {problem}")
+    return a
+
+
+def write_baseline_record(out_dir: Path, out: dict[str, Any]) -> None:
+    """A baseline command's ``eval.json`` (evaluation, config, wall time); the evaluation printed."""
+    record = {k: out[k] for k in ("eval", "config", "wall_time_s")}
+    (out_dir / "eval.json").write_text(json.dumps(record, indent=2))
+    print(json.dumps(out["eval"], indent=2))

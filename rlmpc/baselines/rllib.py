@@ -53,7 +53,6 @@ writes ``OUT/eval.json`` (the evaluation, the resolved config, the wall time),
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -66,8 +65,13 @@ from typing import Any
 import numpy as np
 
 import envs
-from common.checks import SEED_MAX, int_in, seed_arg, writable_dir
-from rlmpc.baselines.evaluate import evaluate_policy, first_eval_seed
+from rlmpc.baselines.evaluate import (
+    baseline_parser,
+    evaluate_policy,
+    first_eval_seed,
+    parse_baseline_args,
+    write_baseline_record,
+)
 
 ALGOS = ("ppo", "sac")
 #: iterations between checkpoints (and one after the last)
@@ -318,31 +322,10 @@ def train_rllib(algo: str, env: str, seed: int, env_steps: int, workdir: Path,
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train and evaluate an RLlib baseline (Table 1).")
-    p.add_argument("--algo", choices=ALGOS, required=True)
-    p.add_argument("--env", type=envs.registry.env_arg, required=True)
-    p.add_argument("--env-steps", type=int_in(1), required=True, help="env steps to sample, >= 1")
-    p.add_argument("--seed", type=seed_arg, default=0, help=f"run seed, 0..{SEED_MAX}")
-    p.add_argument("--eval-episodes", type=int_in(1, 10_000), default=50, help="1..10000")
-    p.add_argument(
-        "--eval-seed",
-        type=seed_arg,
-        default=None,
-        help="first evaluation seed (default 1,000,000 + 10,000 * seed)",
-    )
-    p.add_argument("--out", type=Path, required=True, help="work directory (resumed if present)")
-    a = p.parse_args(argv)
-    first = first_eval_seed(a.seed) if a.eval_seed is None else a.eval_seed
-    if first + a.eval_episodes - 1 > SEED_MAX:
-        p.error(f"argument --eval-seed/--seed: the evaluation episodes' seeds (from {first}) "
-                f"must stay within [0, {SEED_MAX}]")  # fmt: skip
-    if problem := writable_dir(a.out):
-        p.error(f"argument --out: {problem}")
+    a = parse_baseline_args(baseline_parser("RLlib", ALGOS), argv)
     out = train_rllib(a.algo, a.env, a.seed, a.env_steps, a.out, a.eval_episodes, a.eval_seed,
                       log=lambda row: print(json.dumps(row), flush=True))  # fmt: skip
-    record = {k: out[k] for k in ("eval", "config", "wall_time_s")}
-    (a.out / "eval.json").write_text(json.dumps(record, indent=2))
-    print(json.dumps(out["eval"], indent=2))
+    write_baseline_record(a.out, out)
 
 
 if __name__ == "__main__":
