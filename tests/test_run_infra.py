@@ -202,3 +202,16 @@ def test_a_run_stopped_by_sigterm_ends_with_the_command_that_resumes_it(tmp_path
     last = out.strip().splitlines()[-1]
     assert last.endswith(f"python launch.py --resume {run_dir}"), (last, err[-2000:])
     assert "SIGTERM" in last
+
+
+def test_the_tracking_benchmark_times_the_same_rows_with_and_without_tensorboard(tmp_path):
+    """``python -m rlmpc.bench tracking`` (docs/tracking.md's cost of the writer): its figures,
+    from loggers that write what a run's logger writes (no wall-clock bound asserted)."""
+    from rlmpc import bench
+
+    figures = bench.main(["tracking", "--rows", "5", "--figures", "10"])
+    assert set(figures) == {"plain_row_ms", "tensorboard_row_ms", "tensorboard_ratio",
+                            "tensorboard_import_s"}  # fmt: skip
+    assert all(v > 0 for v in figures.values())
+    with pytest.raises(SystemExit):
+        bench.main(["tracking", "--rows", "0"])
