@@ -111,7 +111,7 @@ def test_the_tutorial_envs_pixels_land_on_its_rendered_rod():
         frame = env.render()
         tip = 0.95 * np.array([np.sin(th), np.cos(th)])  # just inside the rod's end
         col, row = env.pixels(tip).astype(int)
-        mirror = int(2 * env.screen_dim / 2 - col)
+        mirror = env.screen_dim - col
         assert tuple(frame[row, col]) == (204, 77, 77) and tuple(frame[row, mirror]) == (255,) * 3
     env.close()
 
@@ -126,6 +126,10 @@ def test_an_envs_presets_file_alone_is_a_config_that_trains_that_env(name, tmp_p
              for f in Path(envs.__file__).parent.glob("*/*presets.yaml")}  # fmt: skip
     assert parse(["--config", str(files[name])]).cfg == parse(["--env", name]).cfg
     assert yaml.safe_load(files[name].read_text()).get("task_version", 1) == envs.spec(name).version
+    numbers = tmp_path / "numbers.yaml"  # YAML reads 3e-4 as a string; the option's type reads it
+    numbers.write_text("ppo: {learning_rate: 3e-4, n_steps: '4096'}\n")
+    cfg = parse(["--env", name, "--config", str(numbers)]).cfg
+    assert (cfg.ppo.learning_rate, cfg.ppo.n_steps) == (3e-4, 4096)
     bare = tmp_path / "bare.yaml"
     bare.write_text(f"run: {{env: {name}}}\n")
     if envs.spec(name).version == 1:

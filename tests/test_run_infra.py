@@ -213,5 +213,5 @@ def test_the_tracking_benchmark_times_the_same_rows_with_and_without_tensorboard
     assert set(figures) == {"plain_row_ms", "tensorboard_row_ms", "tensorboard_ratio",
                             "tensorboard_import_s"}  # fmt: skip
     assert all(v > 0 for v in figures.values())
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="--rows"):
         bench.main(["tracking", "--rows", "0"])

@@ -171,18 +171,18 @@ def test_serial_and_ray_runs_give_the_same_metrics(tmp_path, monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(ray, "get", counted_get)
-    monkeypatch.setattr(Coordinator, "_checkpoint", inside("checkpoint", Coordinator._checkpoint))
-    monkeypatch.setattr(Evaluations, "final", inside("final", Evaluations.final))
     cfg = parse(
         ["--env", "toy-point", "--num-actors", "2", "--envs-per-actor", "2",
          "--total-env-steps", "128", "--eval-every", "1", "--checkpoint-every", "100",
          "--runs-dir", str(tmp_path), "--run-name", "on-ray", "--no-progress",
          "--wandb-mode", "disabled"]
     ).cfg  # fmt: skip
-    on_ray = train(cfg)
+    with monkeypatch.context() as m:
+        m.setattr(ray, "get", counted_get)
+        m.setattr(Coordinator, "_checkpoint", inside("checkpoint", Coordinator._checkpoint))
+        m.setattr(Evaluations, "final", inside("final", Evaluations.final))
+        on_ray = train(cfg)
     assert pulls.count("loop") == 1 and {"checkpoint", "final"} <= set(pulls), pulls
-    monkeypatch.undo()
     serial = train(replace(cfg, run=replace(cfg.run, run_name="serial")), serial=True)
     numbers = lambda d: [
         {k: v for k, v in r.items() if not (k.startswith("time/") or k in ("sps", "time"))}

@@ -34,8 +34,9 @@ the ``"ppo"`` presets of `envs.registry` belong to PPO-MPPI, not to these baseli
 Differences that remain: RLlib PPO standardises advantages over the whole train batch (SB3
 per minibatch); RLlib SAC's critic loss is a Huber loss (``delta=1.0``,
 ``ray/rllib/algorithms/sac/torch/sac_torch_learner.py``, ray 2.60) where SB3's, the paper's
-library, is the mean squared error (`rlmpc.baselines.sb3`); actions are learnt in ``[-1, 1]`` and unsquashed to the env's bounds (every
-env here has ``[-1, 1]`` actions, so this is the identity plus clipping). ``overrides``
+library, is the mean squared error (`rlmpc.baselines.sb3`); actions are learnt in ``[-1, 1]``
+and unsquashed to the env's bounds (every env here has ``[-1, 1]`` actions, so this is the
+identity plus clipping). ``overrides``
 (``{"training": {...}, "env_runners": {...}, ...}``: config method -> keyword arguments)
 change any of these, e.g. smaller batches in tests.
 

@@ -26,9 +26,9 @@ from common.checks import prog_name
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """``python -m rlmpc.bench {planner,system,sb3,tracking} [options]``: one subcommand per benchmark, each
-    a ``run_<name>(args) -> dict[str, float]`` registered by an ``add_<name>_parser``; prints
-    whatever it prints, then one ``key: value`` line per figure."""
+    """``python -m rlmpc.bench {planner,system,sb3,tracking} [options]``: one subcommand per
+    benchmark, each a ``run_<name>(args) -> dict[str, float]`` registered by an
+    ``add_<name>_parser``; prints whatever it prints, then one ``key: value`` line per figure."""
     from rlmpc.bench.planner import add_planner_parser
     from rlmpc.bench.sb3 import add_sb3_parser
     from rlmpc.bench.system import add_system_parser

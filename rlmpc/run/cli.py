@@ -126,6 +126,11 @@ def parse(argv: list[str] | None = None) -> Invocation:
     known, _ = pre.parse_known_args(argv)
     stored: dict[str, dict[str, Any]] = {}
     resume = Path(known.resume) if known.resume else None
+    if known.env is not None:
+        try:
+            envs.spec(known.env)  # a registered name, or a user's MODULE:ATTRIBUTE (imported here)
+        except ValueError as err:
+            build_parser(envs.DEFAULT_ENV).error(f"argument --env: {err}")
     if known.config is not None:
         if resume is not None:
             build_parser(envs.DEFAULT_ENV).error(
@@ -176,9 +181,39 @@ def parse(argv: list[str] | None = None) -> Invocation:
     return Invocation(cfg, resume, ns.ray_address, ns.serial, specs)
 
 
+def _task_of_file(path: Path, name: str, version: int | None, fail: Any) -> str:
+    """The registered env that a ``--config`` file's ``run.env`` (at its ``task_version``)
+    names today (`envs.resolve_task`). A file without a version names today's task only where
+    the task never changed: for one that did (``racing``), old data (version 1) and today's
+    task are both readings, and the file must say which (exit 2, naming the versions that
+    some env still keeps)."""
+    try:
+        now = envs.spec(name).version
+        if version is None and now != 1:
+            kept = [v for v in range(1, now) if _resolves(name, v)]
+            fail(f"argument --config: {path} names env {name!r} without task_version: {name!r} "
+                 f"is now version {now} of its task; add 'task_version: {now}' for it (a run's "
+                 "config.yaml records one)"
+                 + "".join(f", or 'task_version: {v}' for the task it was at version {v} "
+                           f"({envs.resolve_task(name, v)!r} now)" for v in kept))  # fmt: skip
+        return envs.resolve_task(name, version)
+    except ValueError as err:
+        fail(f"argument --config: {path}: run.env: {err}")
+        raise  # fail exits
+
+
+def _resolves(name: str, version: int) -> bool:
+    try:
+        envs.resolve_task(name, version)
+    except ValueError:
+        return False
+    return True
+
+
 def _config_file(path: Path, env: str | None) -> dict[str, dict[str, Any]]:
     """A ``--config`` file's sections, checked: a mapping of known sections to known fields
-    (exit 2 naming the file and what is wrong); its ``run.env`` under today's name."""
+    whose values have the fields' types (exit 2 naming the file, the field and its option);
+    its ``run.env`` under today's name; a ``task_version`` that matches its env."""
     fail = build_parser(envs.DEFAULT_ENV).error
     if not path.is_file():
         fail(f"argument --config: {path} is not a file")
@@ -197,18 +232,12 @@ def _config_file(path: Path, env: str | None) -> dict[str, dict[str, Any]]:
     if not isinstance(run.get("env", ""), str):
         fail(f"argument --config: {path}: run.env (the option --env) takes a str, "
              f"got {run['env']!r}")  # fmt: skip
-    try:
-        if "env" in run and version is None:
-            if (now := envs.spec(run["env"]).version) != 1:  # old data, or today's task?
-                fail(f"argument --config: {path} names env {run['env']!r} without task_version: "
-                     f"{run['env']!r} is now version {now} of its task; add 'task_version: {now}' "
-                     "for it (a run's config.yaml records one), or 'task_version: 1' for the task "
-                     "it was before")  # fmt: skip
-        if "env" in run:
-            run["env"] = envs.resolve_task(run["env"], version)
-        classes = TrainConfig.section_classes(env or run.get("env", envs.DEFAULT_ENV))
-    except ValueError as err:
-        fail(f"argument --config: {path}: run.env: {err}")
+    if "env" in run:
+        run["env"] = _task_of_file(path, run["env"], version, fail)
+    elif version is not None and (now := envs.spec(env or envs.DEFAULT_ENV).version) != version:
+        fail(f"argument --config: {path}: task_version {version} is not the task of env "
+             f"{env or envs.DEFAULT_ENV!r} (version {now})")  # fmt: skip
+    classes = TrainConfig.section_classes(env or run.get("env", envs.DEFAULT_ENV))
     for section, fields in data.items():
         if section not in classes:
             fail(f"argument --config: {path}: unknown section {section!r} (the sections are "
@@ -219,8 +248,9 @@ def _config_file(path: Path, env: str | None) -> dict[str, dict[str, Any]]:
             if name not in known:
                 fail(f"argument --config: {path}: unknown field {section}.{name}")
             if problem := value_problem(hints[name], value):
-                fail(f"argument --config: {path}: {section}.{name} (the option "
-                     f"{flag(_PREFIX.get(section, '') + name)}) takes {problem}, got {value!r}")  # fmt: skip
+                option = flag(_PREFIX.get(section, "") + name)
+                fail(f"argument --config: {path}: {section}.{name} (the option {option}) takes "
+                     f"{problem}, got {value!r}")  # fmt: skip
     return data
 
 

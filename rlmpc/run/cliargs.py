@@ -65,8 +65,11 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
 def value_problem(tp: Any, value: Any) -> str | None:
     """What is wrong with ``value`` as a value of a field annotated ``tp`` when it comes from a
     file rather than through the field's option (YAML gives ints, floats, strings, bools,
-    lists, None): None when its type fits, else what the field takes. Values are the class's
-    own check; this checks only their type."""
+    lists, None): None when its type fits, else what the field takes. A number written as a
+    string fits a number (YAML reads ``3e-4`` as one; the option's type converts it, as it
+    does on the command line). Values are the class's own check; this checks their type."""
+    if typing.get_origin(tp) is typing.Literal:
+        return None if value in typing.get_args(tp) else f"one of {list(typing.get_args(tp))}"
     base, seq = _base_type(tp)
     optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in (
         typing.get_args(tp)
@@ -74,17 +77,26 @@ def value_problem(tp: Any, value: Any) -> str | None:
     if value is None:
         return None if optional else "a value (not null)"
     if seq:
-        if not isinstance(value, (list, tuple)):
-            return f"a list of {base.__name__}"
-        bad = [v for v in value if value_problem(base, v)]
-        return f"a list of {base.__name__}" if bad else None
+        if not isinstance(value, (list, tuple)) or any(value_problem(base, v) for v in value):
+            return f"a list of {base.__name__} values"
+        return None
     fits = {
         bool: lambda v: isinstance(v, bool),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        int: lambda v: (isinstance(v, int) and not isinstance(v, bool)) or _parses(int, v),
+        float: lambda v: (
+            (isinstance(v, (int, float)) and not isinstance(v, bool)) or _parses(float, v)
+        ),
         str: lambda v: isinstance(v, str),
     }.get(base, lambda v: True)
-    return None if fits(value) else f"a {base.__name__}"
+    return None if fits(value) else {int: "an int"}.get(base, f"a {base.__name__}")
+
+
+def _parses(kind: type, value: Any) -> bool:
+    """Whether ``value`` is a string that ``kind`` (the option's argparse type) reads."""
+    try:
+        return isinstance(value, str) and (kind(value) is not None)
+    except ValueError:
+        return False
 
 
 def add_dataclass_args(
