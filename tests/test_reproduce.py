@@ -118,20 +118,23 @@ def test_bad_input_is_refused_before_ray(args, named):
     assert "Ray" not in r.stdout + r.stderr.replace("before Ray", "")  # nothing started
 
 
-def test_online_mode_is_accepted_with_wandb_logins_netrc_entry(tmp_path):
+def test_online_mode_is_accepted_with_wandb_logins_netrc_entry(tmp_path, monkeypatch, capsys):
     """The same rule as a run's: `wandb login`'s netrc entry is a credential (no network)."""
+    from rlmpc.reproduce.__main__ import main
+
     netrc = tmp_path / "netrc"
     netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
     netrc.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
-    args = [*PY, "table1", "--envs", "acrobot", "--wandb-mode", "online", "--from-results",
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_IDENTITY_TOKEN_FILE", raising=False)
+    args = ["table1", "--envs", "acrobot", "--wandb-mode", "online", "--from-results",
             "--results", str(tmp_path / "results")]  # fmt: skip
-    ok = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                        env={**env, "NETRC": str(netrc)})  # fmt: skip
-    assert ok.returncode == 0, ok.stderr
-    refused = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                             env={**env, "NETRC": str(tmp_path / "none")})  # fmt: skip
-    assert refused.returncode == 2 and "wandb login" in refused.stderr
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert main(args) in (None, 0)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    assert refused.value.code == 2 and "wandb login" in capsys.readouterr().err
 
 
 def _cell(root: Path, experiment: str, env: str, method: str, seed: int, rewards: np.ndarray,
