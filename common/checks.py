@@ -76,6 +76,15 @@ def check_seed(name: str, value: Any) -> None:
         raise ConfigError(name, f"{name} must be an integer in [0, {SEED_MAX}], got {value!r}")
 
 
+def episode_seeds_problem(first: int, episodes: int) -> str | None:
+    """None if episodes seeded ``first``, ``first + 1``, ... (``episodes`` of them) all have a
+    seed in ``[0, SEED_MAX]``, else the reason they do not (for the option's error message)."""
+    if first + episodes - 1 > SEED_MAX:
+        return (f"the episodes' seeds (from {first}, {episodes} episodes) must stay within "
+                f"[0, {SEED_MAX}]")  # fmt: skip
+    return None
+
+
 def writable_dir(path: str | os.PathLike[str]) -> str | None:
     """Create ``path`` (and its parents) if needed; None if it is a writable directory, else
     the reason it is not (for the option's error message)."""

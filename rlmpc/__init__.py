@@ -13,9 +13,9 @@ From Python (a notebook): ``rlmpc.config``, ``rlmpc.train``, ``rlmpc.evaluate``,
 ``rlmpc.load_agent`` (`rlmpc.api`, imported on first use).
 
 Commands: ``python launch.py`` (train), ``python -m rlmpc.evaluate`` (evaluate a checkpoint),
-``python -m rlmpc.enjoy`` (watch one),
-``python -m rlmpc.reproduce`` (the paper's tables), ``python -m rlmpc.bench
-{planner,system,sb3,tracking}`` (throughput and costs); each module with a command says so in its docstring.
+``python -m rlmpc.enjoy`` (watch one), ``python -m rlmpc.reproduce`` (the paper's tables),
+``python -m rlmpc.bench {planner,system,sb3,tracking}`` (throughput and costs); each module
+with a command says so in its docstring.
 """
 
 _API = ("Agent", "config", "evaluate", "load_agent", "train")

@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from common.checks import SEED_MAX, int_in, seed_arg, writable_dir
+from common.checks import SEED_MAX, episode_seeds_problem, int_in, seed_arg, writable_dir
 from rlmpc.system.episodes import EpisodeTracker
 from rlmpc.system.records import summarize
 
@@ -84,9 +84,8 @@ def parse_baseline_args(p: argparse.ArgumentParser, argv: list[str] | None) -> a
     the evaluation episodes' seeds within range, the work directory writable (exit 2)."""
     a = p.parse_args(argv)
     first = first_eval_seed(a.seed) if a.eval_seed is None else a.eval_seed
-    if first + a.eval_episodes - 1 > SEED_MAX:
-        p.error(f"argument --eval-seed/--seed: the evaluation episodes' seeds (from {first}) "
-                f"must stay within [0, {SEED_MAX}]")  # fmt: skip
+    if problem := episode_seeds_problem(first, a.eval_episodes):
+        p.error(f"argument --eval-seed/--seed: {problem}")
     if problem := writable_dir(a.out):
         p.error(f"argument --out: {problem}")
     return a

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 import envs
-from common.checks import SEED_MAX, seed_arg, writable_dir
+from common.checks import episode_seeds_problem, seed_arg, writable_dir
 from envs import planner_config
 from learners.policy import NetworkConfig
 from rlmpc.baselines.evaluate import first_eval_seed
@@ -171,9 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"argument --episodes: must be in [1, 10000], got {args.episodes}")
     if args.out is not None and (problem := writable_dir(args.out)):
         parser.error(f"argument --out: {problem}")
-    if args.seed is not None and args.seed + args.episodes - 1 > SEED_MAX:
-        parser.error(f"argument --seed: the episodes' seeds must stay within [0, {SEED_MAX}]: "
-                     f"--seed {args.seed} with --episodes {args.episodes}")  # fmt: skip
+    if args.seed is not None and (problem := episode_seeds_problem(args.seed, args.episodes)):
+        parser.error(f"argument --seed/--episodes: {problem}")
     options = {}
     for item in args.set:
         name, sep, value = item.partition("=")

@@ -62,7 +62,7 @@ def run_tracking(args: argparse.Namespace) -> dict[str, float]:
                 run_name="bench",
                 progress=False,
                 tensorboard=tb,
-            )  # fmt: skip
+            )
             for tb in (False, True)
         }
         for i in range(1, args.rows + 1):

@@ -14,8 +14,9 @@ import dataclasses
 import os
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import yaml
 
@@ -181,7 +182,9 @@ def parse(argv: list[str] | None = None) -> Invocation:
     return Invocation(cfg, resume, ns.ray_address, ns.serial, specs)
 
 
-def _task_of_file(path: Path, name: str, version: int | None, fail: Any) -> str:
+def _task_of_file(
+    path: Path, name: str, version: int | None, fail: Callable[[str], NoReturn]
+) -> str:
     """The registered env that a ``--config`` file's ``run.env`` (at its ``task_version``)
     names today (`envs.resolve_task`). A file without a version names today's task only where
     the task never changed: for one that did (``racing``), old data (version 1) and today's
@@ -190,24 +193,23 @@ def _task_of_file(path: Path, name: str, version: int | None, fail: Any) -> str:
     try:
         now = envs.spec(name).version
         if version is None and now != 1:
-            kept = [v for v in range(1, now) if _resolves(name, v)]
+            kept = {v: keeper for v in range(1, now) if (keeper := _keeper(name, v))}
             fail(f"argument --config: {path} names env {name!r} without task_version: {name!r} "
                  f"is now version {now} of its task; add 'task_version: {now}' for it (a run's "
                  "config.yaml records one)"
                  + "".join(f", or 'task_version: {v}' for the task it was at version {v} "
-                           f"({envs.resolve_task(name, v)!r} now)" for v in kept))  # fmt: skip
+                           f"({keeper!r} now)" for v, keeper in kept.items()))  # fmt: skip
         return envs.resolve_task(name, version)
     except ValueError as err:
         fail(f"argument --config: {path}: run.env: {err}")
-        raise  # fail exits
 
 
-def _resolves(name: str, version: int) -> bool:
+def _keeper(name: str, version: int) -> str | None:
+    """The env that keeps task ``name`` at ``version`` (`envs.resolve_task`), None if none does."""
     try:
-        envs.resolve_task(name, version)
+        return envs.resolve_task(name, version)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _config_file(path: Path, env: str | None) -> dict[str, dict[str, Any]]:

@@ -93,10 +93,13 @@ def value_problem(tp: Any, value: Any) -> str | None:
 
 def _parses(kind: type, value: Any) -> bool:
     """Whether ``value`` is a string that ``kind`` (the option's argparse type) reads."""
+    if not isinstance(value, str):
+        return False
     try:
-        return isinstance(value, str) and (kind(value) is not None)
+        kind(value)
     except ValueError:
         return False
+    return True
 
 
 def add_dataclass_args(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import envs
-from common.checks import SEED_MAX, ConfigError, check_finite_fields, check_seed
+from common.checks import ConfigError, check_finite_fields, check_seed, episode_seeds_problem
 from learners.policy import NetworkConfig
 from learners.pompc import KLPriorConfig
 from learners.ppo import check_sections
@@ -197,11 +197,10 @@ class RunConfig:
         check("eval_episodes", 1, 10_000)
         check("final_eval_episodes", 0, 10_000)
         episodes = max(self.eval_episodes, self.final_eval_episodes)
-        if self.first_eval_seed + episodes - 1 > SEED_MAX:
+        if problem := episode_seeds_problem(self.first_eval_seed, episodes):
             raise ConfigError(
                 ("eval_seed", "seed") if self.eval_seed is None else "eval_seed",
-                f"the evaluation episodes' seeds (from {self.first_eval_seed}, "
-                f"{episodes} episodes) must stay within [0, {SEED_MAX}]",
+                f"the evaluation {problem.removeprefix('the ')}",
             )
         if self.eval_video_frames != 0:
             check("eval_video_frames", 2, 150)

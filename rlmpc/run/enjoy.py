@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import envs
-from common.checks import SEED_MAX, int_in, prog_name, seed_arg, writable_dir
+from common.checks import SEED_MAX, episode_seeds_problem, int_in, prog_name, seed_arg, writable_dir
 from rlmpc.run.media import Mp4, overlaid
 from rlmpc.system.checkpoint import CheckpointError, load_checkpoint
 from rlmpc.system.records import Filming
@@ -116,9 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=float, default=None,
                         help="frames per second of the video (default: the env's render_fps)")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.seed is not None and args.seed + args.episodes - 1 > SEED_MAX:
-        parser.error(f"argument --seed: the episodes' seeds must stay within [0, {SEED_MAX}]: "
-                     f"--seed {args.seed} with --episodes {args.episodes}")  # fmt: skip
+    if args.seed is not None and (problem := episode_seeds_problem(args.seed, args.episodes)):
+        parser.error(f"argument --seed/--episodes: {problem}")
     if args.fps is not None and not (math.isfinite(args.fps) and 0 < args.fps <= 240):
         parser.error(f"argument --fps: must be in (0, 240], got {args.fps}")
     if args.video is not None and (problem := writable_dir(Path(args.video).parent)):

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from common.checks import SEED_MAX, int_in, seed_arg, writable_dir
+from common.checks import SEED_MAX, episode_seeds_problem, int_in, seed_arg, writable_dir
 from rlmpc.system.checkpoint import CheckpointError, load_checkpoint
 from rlmpc.system.records import EvalResult, Trace, summarize
 from rlmpc.system.worker import EVAL_ACTOR_ID, RolloutWorker
@@ -141,9 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-envs", type=int_in(1, 256), default=10,
                         help="episodes run side by side (1..256)")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.seed is not None and args.seed + args.episodes - 1 > SEED_MAX:
-        parser.error(f"argument --seed: the episodes' seeds must stay within [0, {SEED_MAX}]: "
-                     f"--seed {args.seed} with --episodes {args.episodes}")  # fmt: skip
+    if args.seed is not None and (problem := episode_seeds_problem(args.seed, args.episodes)):
+        parser.error(f"argument --seed/--episodes: {problem}")
     if args.out is not None and (problem := writable_dir(args.out)):
         parser.error(f"argument --out: {problem}")
     if not Path(args.checkpoint).exists():
