@@ -74,9 +74,9 @@ def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--diagnostics-cost", action="store_true",
-        help="instead: the bound's diagnostics (bound/*, docs/rho.md) on against off, four "
-             "system runs in the order off, on, on, off; prints their cost as a share of env "
-             "steps/s",
+        help="instead: the bound's diagnostics (bound/*, docs/rho.md) on against off, the "
+             "two runs in this process taking turns iteration by iteration; prints their "
+             "cost as a share of env steps/s, acting and learning apart",
     )  # fmt: skip
     p.set_defaults(run=run_system)
 
@@ -241,28 +241,123 @@ class Reference:
         return 1.0 / (act + update / self.n), act, update
 
 
+class _Side:
+    """One side of the paired diagnostics benchmark: the run's actors (`RolloutWorker`s, in
+    this process) and its learner, diagnostics on or off, timed per iteration."""
+
+    def __init__(self, cfg, on: bool) -> None:
+        from dataclasses import replace
+
+        from rlmpc.system.learner import Learner
+        from rlmpc.system.worker import RolloutWorker
+
+        spec = replace(cfg.worker_spec(), diagnostics=on)
+        ls = replace(cfg.learner_spec(), diagnostics=on)
+        self.workers = [RolloutWorker(a, spec) for a in range(cfg.run.num_actors)]
+        self.learner = Learner(
+            ls.nobs, ls.na, ls.ppo, ls.networks, ls.influence_ratio, device=ls.device,
+            seed=ls.seed, threads=ls.threads, kl=ls.kl, diagnostics=on, horizon=ls.horizon,
+        )  # fmt: skip
+        self.steps = max(cfg.ppo.n_steps // (cfg.run.num_actors * spec.n_envs), 1)
+        self.weights = self.learner.get_weights()
+        self.act_s: list[float] = []
+        self.learn_s: list[float] = []
+
+    def iteration(self, index: int) -> bytes:
+        """One learner iteration: every actor's fragment, then the update. Returns the real
+        observations' bytes (the two sides must act alike: the diagnostics only observe)."""
+        from rlmpc.system.records import FragmentId
+
+        version = self.learner.version
+        start = time.process_time()
+        frags = [w.collect(FragmentId(index, w_id), self.steps, self.weights, version)
+                 for w_id, w in enumerate(self.workers)]  # fmt: skip
+        acted = time.process_time()
+        self.learner.train([f[0] for f in frags], [f[1] for f in frags if f[1] is not None])
+        self.weights = self.learner.get_weights()
+        self.act_s.append(acted - start)
+        self.learn_s.append(time.process_time() - acted)
+        return b"".join(f[0].obs.tobytes() for f in frags)
+
+
 def diagnostics_cost(args: argparse.Namespace) -> dict[str, float]:
-    """The bound's diagnostics (`learners.bound`; on by default) against a run without them:
-    four system runs of the same seed in the order off, on, on, off, so that a drift in the
-    machine's speed falls on both alike; the cost is ``1 - on / off`` of their mean steady-state
-    env steps/s (issue 30's budget: at most 0.05)."""
-    sps: dict[bool, list[float]] = {False: [], True: []}
-    for on in (False, True, True, False):
-        with tempfile.TemporaryDirectory() as tmp:
-            value, _ = measure_system(_config(args, tmp, diagnostics=on))
-        sps[on].append(value)
-        print(f"  diagnostics {'on ' if on else 'off'}: {value:.0f} env-steps/s")
-    off, on = statistics.mean(sps[False]), statistics.mean(sps[True])
-    return {"diagnostics_off_env_steps_per_s": off, "diagnostics_on_env_steps_per_s": on,
-            "diagnostics_cost": 1.0 - on / off}  # fmt: skip
+    """The bound's diagnostics (`learners.bound`; on by default) against the same run without
+    them, **paired**: both runs (same config, same seed) live in this process and take turns
+    iteration by iteration (on first in even iterations, off first in odd ones), so that the
+    machine's drift, which on this 2-core VM moves a whole run's env steps/s by up to a
+    quarter within minutes, falls on both alike. An earlier form of this benchmark ran four
+    whole system runs (off, on, on, off) and measured 10.2, 2.9 and 4.8 % on the same quiet
+    machine: the drift between runs was larger than the effect (docs/rho.md).
+
+    Each side is the run's actors and learner one after the other in one thread (the system
+    runs them side by side on their own cores), timed in this process's CPU seconds
+    (`time.process_time`, one torch thread), which another job on the machine stretches far
+    less than it does wall time. Timed from iteration 3 on: the cost on each
+    side, ``1 - t_off / t_on`` of acting and of learning, and of both together (serial), as a
+    share of env steps/s; and the system's: there the actors and the learner run side by
+    side, each on its own core, so an iteration takes the longer of the two, and the cost is
+    ``1 - Σ max(act_off, learn_off) / Σ max(act_on, learn_on)`` (issue 30's budget: at most
+    0.05). The two sides' real
+    observations are compared bit for bit every iteration: the diagnostics only observe."""
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _config(args, tmp)
+    sides = {on: _Side(cfg, on) for on in (False, True)}
+    same = True
+    for i in range(args.iterations):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        obs = {on: sides[on].iteration(i + 1) for on in order}
+        same = same and obs[True] == obs[False]
+    off, on = sides[False], sides[True]
+    timed = slice(3, None)
+    act = 1.0 - sum(off.act_s[timed]) / sum(on.act_s[timed])
+    learn = 1.0 - sum(off.learn_s[timed]) / sum(on.learn_s[timed])
+    t_off = [a + b for a, b in zip(off.act_s[timed], off.learn_s[timed], strict=True)]
+    t_on = [a + b for a, b in zip(on.act_s[timed], on.learn_s[timed], strict=True)]
+    both = 1.0 - sum(t_off) / sum(t_on)
+    p_off = [max(a, b) for a, b in zip(off.act_s[timed], off.learn_s[timed], strict=True)]
+    p_on = [max(a, b) for a, b in zip(on.act_s[timed], on.learn_s[timed], strict=True)]
+    system = 1.0 - sum(p_off) / sum(p_on)
+    per = sorted(1.0 - a / b for a, b in zip(t_off, t_on, strict=True))
+    q = statistics.quantiles(per, n=4) if len(per) >= 2 else [per[0]] * 3
+    steps = on.steps * len(on.workers) * on.workers[0].spec.n_envs
+    print(
+        f"  {len(t_on)} timed iterations of {steps} env steps a side; the two sides acted "
+        f"alike: {same}"
+    )
+    print(
+        f"  acting:   off {statistics.mean(off.act_s[timed]):.3f} s, on "
+        f"{statistics.mean(on.act_s[timed]):.3f} s an iteration: cost {act:+.1%}"
+    )
+    print(
+        f"  learning: off {statistics.mean(off.learn_s[timed]):.3f} s, on "
+        f"{statistics.mean(on.learn_s[timed]):.3f} s an iteration: cost {learn:+.1%}"
+    )
+    print(
+        f"  both (serial): off {steps * len(t_off) / sum(t_off):.0f}, on "
+        f"{steps * len(t_on) / sum(t_on):.0f} env-steps/s: cost {both:+.1%} (per "
+        f"iteration: median {q[1]:+.1%}, 25-75 % {q[0]:+.1%} to {q[2]:+.1%})"
+    )
+    print(
+        f"  the system's (actors and learner side by side, an iteration the longer of the "
+        f"two): off {steps * len(p_off) / sum(p_off):.0f}, on {steps * len(p_on) / sum(p_on):.0f} "
+        f"env-steps/s: cost {system:+.1%}"
+    )
+    if not same:
+        raise SystemExit("rlmpc.bench system: the diagnostics changed the real data")
+    return {"diagnostics_off_env_steps_per_s": steps * len(t_off) / sum(t_off),
+            "diagnostics_on_env_steps_per_s": steps * len(t_on) / sum(t_on),
+            "diagnostics_cost": both, "diagnostics_cost_acting": act,
+            "diagnostics_cost_learning": learn,
+            "diagnostics_cost_system": system}  # fmt: skip
 
 
 def run_system(args: argparse.Namespace) -> dict[str, float]:
     if args.iterations < 4:
         raise SystemExit("rlmpc.bench system: --iterations must be >= 4")
     if args.diagnostics_cost:
-        print(f"system bench, diagnostics on against off: env={args.env}, {args.iterations} "
-              "iterations a run")  # fmt: skip
+        print(f"system bench, diagnostics on against off, paired: env={args.env}, "
+              f"{args.iterations} iterations a side")  # fmt: skip
         return diagnostics_cost(args)
     if args.reference_steps is not None and args.reference_steps < 2:
         raise SystemExit("rlmpc.bench system: --reference-steps must be >= 2 (two halves)")

@@ -137,6 +137,21 @@ class StepDiagnostics(NamedTuple):
     """``[B]`` eq. (35)'s ½ Σ_τ Δu_τᵀ Σ⁻¹ Δu_τ: the executed plan against its nominal (warm start)"""
 
 
+class Diagnosed(NamedTuple):
+    """One real step's inputs to its `StepDiagnostics`, kept until the fragment ends."""
+
+    x: torch.Tensor
+    """``[B, nx]`` the planner states x_t"""
+    executed: torch.Tensor
+    """``[B, nu]`` the executed controls u_t"""
+    plan: torch.Tensor
+    """``[B, H, nu]`` the executed plans"""
+    nominal: torch.Tensor
+    """``[B, H, nu]`` their nominal (the warm start before the shift)"""
+    faulted: np.ndarray
+    """``[B]`` the steps that were faulted (NaN diagnostics)"""
+
+
 class _Acting:
     """What the acting loop carries from step to step, for the envs it drives."""
 
@@ -256,10 +271,11 @@ class RolloutWorker:
 
     def _act(
         self, st: _Acting, mode: Training | Evaluation
-    ) -> tuple[RealStep | None, Kept | None, Scored | None, StepDiagnostics | None]:
+    ) -> tuple[RealStep | None, Kept | None, Scored | None, Diagnosed | None]:
         """One step of the live envs (module doc, 1-3); the real step, the M-1 candidates
-        kept for step 4, the M candidates to score for step 5 and the bound's diagnostics
-        (`WorkerSpec.diagnostics`), when training (None: none).
+        kept for step 4, the M candidates to score for step 5 and the bound's diagnostics'
+        inputs (`WorkerSpec.diagnostics`, computed per fragment by `_diagnose`), when
+        training (None: none).
 
         While training, an env step that fails (`rlmpc.system.episodes.guarded_step`), or an
         episode the env lost its simulator in (any mode), costs its episode: the transition is
@@ -322,8 +338,8 @@ class RolloutWorker:
         if logp is None:
             return None, None, None, None
         diag = None
-        if diagnose:
-            diag = self._diagnose(x, executed, plan.controls[ar, chosen], nominal, faulted)
+        if diagnose:  # computed for the whole fragment at once (`_diagnose`)
+            diag = Diagnosed(x, executed, plan.controls[ar, chosen], nominal, faulted)
         scored = None
         if self.spec.candidate_gamma is not None:
             scored = Scored(x, actions, plan.controls)
@@ -361,22 +377,29 @@ class RolloutWorker:
             r = int(rows[j])
             mode.before_step(r, self.envs[r], x[j], p)
 
-    def _diagnose(self, x: torch.Tensor, u: torch.Tensor, plan: torch.Tensor,
-                  nominal: torch.Tensor, faulted: np.ndarray) -> StepDiagnostics:  # fmt: skip
-        """The bound's inputs for one step (`StepDiagnostics`): ``x [n, nx]``, the executed
-        controls ``u [n, nu]``, their plans ``[n, H, nu]`` and the nominal ``[n, H, nu]``.
-        Deterministic (no random draw), so the run's data are the same with or without."""
+    def _diagnose(self, steps: list[Diagnosed]) -> StepDiagnostics:
+        """The bound's inputs (`StepDiagnostics`, ``[T, B, ...]``) for a fragment's T steps
+        at once: one model step of ``T·B`` rows at the executed controls instead of T steps
+        of B rows (a model step's cost is mostly per call: one per env step was 9 % of Lunar
+        Lander's acting, beside the planner's H calls; `python -m rlmpc.bench system
+        --diagnostics-cost`). Deterministic (no random draw), so the run's data are the same
+        with or without."""
         model = self.model
+        T, n = len(steps), len(steps[0].x)
+        x = torch.cat([s.x for s in steps])
+        u = torch.cat([s.executed for s in steps])
         x1 = model.dynamics(x, u)
         rewards = model.reward(x, u)
         if self.spec.virtual_terminal == "reward":
             rewards = rewards + model.terminated(x1).to(rewards.dtype) * model.terminal_reward(x1)
-        du = (plan - nominal).to(self._sigma_inv.dtype)
+        du = torch.cat([s.plan - s.nominal for s in steps]).to(self._sigma_inv.dtype)
         kl = 0.5 * torch.einsum("nhi,ij,nhj->n", du, self._sigma_inv, du)
         out = StepDiagnostics(
-            model.observe(x1).cpu().numpy().astype(np.float32),
-            rewards.cpu().numpy().astype(np.float32), kl.cpu().numpy().astype(np.float32),
+            model.observe(x1).cpu().numpy().astype(np.float32).reshape(T, n, -1),
+            rewards.cpu().numpy().astype(np.float32).reshape(T, n),
+            kl.cpu().numpy().astype(np.float32).reshape(T, n),
         )  # fmt: skip
+        faulted = np.stack([s.faulted for s in steps])
         for a in out:
             a[faulted] = np.nan
         return out
@@ -411,8 +434,7 @@ class RolloutWorker:
             )
             real_arrays = real_arrays._replace(candidates=cands, candidate_returns=returns)
         if diags:
-            stacked = StepDiagnostics(*(np.stack(column) for column in zip(*diags, strict=True)))
-            real_arrays = real_arrays._replace(**stacked._asdict())
+            real_arrays = real_arrays._replace(**self._diagnose(diags)._asdict())
         n_virtual = 0 if virtual is None else len(virtual.obs)
         meta = FragmentMeta(fid, self.version, steps * self.spec.n_envs, n_virtual)
         result = CollectResult(
