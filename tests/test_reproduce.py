@@ -68,7 +68,8 @@ def test_plan_shares_cells_and_reserves_bundles():
 def test_every_experiment_plans_on_every_env():
     """Every method's options on every env pass launch.py's own checks (before any Ray)."""
     cells = plan(list(EXPERIMENTS), None, [0], PRESETS["paper"])
-    assert {c.experiment for c in cells} == set(EXPERIMENTS) - {"table7"}
+    assert {c.experiment for c in cells} == set(EXPERIMENTS)  # Table 7's SAC is Table 1's
+    assert {c.method for c in cells if c.experiment == "table7"} == {"sb3-ppo", "ppo-mppi-rho0.3"}
     assert len({c.key for c in cells}) == len(cells)
 
 
@@ -138,7 +139,7 @@ def test_online_mode_is_accepted_with_wandb_logins_netrc_entry(tmp_path, monkeyp
 
 
 def _cell(root: Path, experiment: str, env: str, method: str, seed: int, rewards: np.ndarray,
-          wall: float = 100.0, steps: int = 1_000_000) -> None:  # fmt: skip
+          wall: float = 100.0, steps: int = 1_000_000, load: dict | None = None) -> None:  # fmt: skip
     d = root / experiment / env / method
     d.mkdir(parents=True, exist_ok=True)
     ms = lambda a: {"mean": float(np.mean(a)), "std": float(np.std(a))}
@@ -146,7 +147,7 @@ def _cell(root: Path, experiment: str, env: str, method: str, seed: int, rewards
              range(2048, steps + 1, steps // 20)]  # fmt: skip
     (d / f"seed{seed}.json").write_text(json.dumps({
         "experiment": experiment, "env": env, "method": method, "seed": seed,
-        "wall_time_s": wall, "machine": {"cpu": "test cpu", "cores": 2},
+        "wall_time_s": wall, "machine": {"cpu": "test cpu", "cores": 2}, "machine_load": load,
         "eval": {"episodes": len(rewards), "success_rate": ms(rewards > -100), "steps": ms(-rewards),
                  "reward": ms(rewards), "env_steps": steps},
         "curve": curve, "git_commit": "abc",
@@ -163,6 +164,26 @@ def test_reports_from_results_alone(tmp_path):
         _cell(tmp_path, "table2", "acrobot", "ppo-mppi-adaptive0.3", s, base[s])
         _cell(tmp_path, "table2", "acrobot", "ppo-mppi-rho0.5", s, other[s], wall=3600.0)
         _cell(tmp_path, "table1", "acrobot", "ppo-mppi-rho0.3", s, other[s], wall=7200.0)
+        _cell(
+            tmp_path,
+            "table7",
+            "acrobot",
+            "ppo-mppi-rho0.3",
+            s,
+            other[s],
+            wall=1800.0,
+            load={"measured": True, "other_cores": 0.02},
+        )
+    _cell(
+        tmp_path,
+        "table1",
+        "acrobot",
+        "sb3-sac",
+        1,
+        other[1],
+        wall=18000.0,
+        load={"measured": True, "other_cores": 0.9},
+    )
     # Table 6: Welch's test from the cells' means/stds equals the test on the episodes
     t, p = ttest_ind(np.concatenate(list(base.values())), np.concatenate(list(other.values())),
                      equal_var=False)  # fmt: skip
@@ -179,8 +200,11 @@ def test_reports_from_results_alone(tmp_path):
     assert f"{mean_of_means:.2f}" in text
     assert "*paper*" in text
     assert (tmp_path / "table2_curves.png").stat().st_size > 5000
-    # Table 7: 7,200 s per 1M env steps for Table 1's ρ = 0.3
-    assert "2.00 h (7,200 s)" in (tmp_path / "table7.md").read_text()
+    # Table 7: its own cells, and Table 1's SAC, each with the load it was timed beside
+    rows = {r[1]: r for r in _table_rows((tmp_path / "table7.md").read_text()) if len(r) == 6}
+    assert rows["ppo-mppi-rho0.3"][3] == "0.50 h (1,800 s)"
+    assert rows["ppo-mppi-rho0.3"][5] == "0.02 (alone); 0.02 (alone)"
+    assert rows["sb3-sac"][3] == "5.00 h (18,000 s)" and rows["sb3-sac"][5] == "0.90 (not alone)"
     assert tmp_path / "fig6-8.md" in paths
 
 

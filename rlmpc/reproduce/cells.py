@@ -5,7 +5,8 @@ cell's options with ``launch.py``'s own parser first (bad input is refused befor
 starts). `run_cell` runs one — inside a Ray Tune trial or not — and writes
 ``results/<experiment>/<env>/<method>/seed<k>.json``: the resolved config, the git commit and
 machine, the final evaluation (the project's evaluator, mean and std per column), the
-learning curve and the wall time. A cell whose JSON exists is finished; a cell killed
+learning curve, the wall time and the machine's load meanwhile (`rlmpc.reproduce.load`: the
+other processes' cores, over all the cell's parts). A cell whose JSON exists is finished; a cell killed
 midway continues from its work directory (``runs/reproduce/...``: the run's checkpoints, the
 RLlib algorithm's, or the SB3 model's with its replay buffer).
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 import envs
 from rlmpc.reproduce.catalog import EXPERIMENTS, KINDS, Preset
+from rlmpc.reproduce.load import MachineLoad
 from rlmpc.run.runlog import run_meta
 
 
@@ -247,8 +249,16 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
     work = cell.workdir(runs)
     argv = [cell.experiment, "--envs", cell.env, "--methods", cell.method,
             "--seeds", str(cell.seed)]  # fmt: skip
+    with MachineLoad(work) as load:  # what the wall time was measured beside (Table 7)
+        return _run_cell(cell, results, work, argv, wandb_mode, trial, on_row, load)
+
+
+def _run_cell(cell: Cell, results: Path, work: Path, argv: list[str], wandb_mode: str,
+              trial: str | None, on_row: Callable[[dict[str, Any]], None] | None,
+              load: MachineLoad) -> Path:  # fmt: skip
     if cell.kind == "ppo-mppi":
-        return _run_ppo_mppi(cell, results, work, wandb_mode, trial, on_row)
+        return _run_ppo_mppi(cell, results, work, wandb_mode, trial, on_row, load)
+    out = cell.result_path(results)
     started = time.perf_counter()
     import torch
 
@@ -278,11 +288,13 @@ def run_cell(cell: Cell, results: Path, runs: Path, wandb_mode: str = "auto",
     return write_record(out, {"experiment": cell.experiment, "env": cell.env, "method": cell.method,
                         "task_version": envs.spec(cell.env).version,
                         "seed": cell.seed, "kind": cell.kind, "tune_trial": trial,
-                        "budget": cell.budget, **meta, **record})  # fmt: skip
+                        "budget": cell.budget, **meta, **record,
+                        "machine_load": load.summary()})  # fmt: skip
 
 
 def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str, trial: str | None,
-                  on_row: Callable[[dict[str, Any]], None] | None = None) -> Path:  # fmt: skip
+                  on_row: Callable[[dict[str, Any]], None] | None,
+                  load: MachineLoad) -> Path:  # fmt: skip
     from rlmpc.reproduce.results import add
     from rlmpc.run.cli import parse
     from rlmpc.run.train import train
@@ -303,6 +315,7 @@ def _run_ppo_mppi(cell: Cell, results: Path, work: Path, wandb_mode: str, trial:
     path = add(run_dir, cell.experiment, cell.method, results)
     record = portable(json.loads(path.read_text()), work.parents[3])
     record["kind"], record["tune_trial"], record["budget"] = cell.kind, trial, cell.budget
+    record["machine_load"] = load.summary()
     return write_record(path, record)
 
 

@@ -99,10 +99,13 @@ def plot_experiment(experiment: str, root: Path, out: Path, key: str = "episode_
 
 def wall_times(experiment: str, root: Path) -> str:
     """Table 7: wall time per 1M env steps, per env and method (mean over seeds), with the
-    machine each came from."""
+    machine each came from and what else ran on it meanwhile (`rlmpc.reproduce.load`: the
+    other processes' mean cores; "alone" when at most `QUIET_CORES`)."""
+    from rlmpc.reproduce.load import QUIET_CORES
+
     rows = [
-        "| env | method | seeds | wall time per 1M env steps | machine |",
-        "|---|---|---|---|---|",
+        "| env | method | seeds | wall time per 1M env steps | machine | other load (cores) |",
+        "|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for c in _seed_cells(experiment, root):
@@ -121,8 +124,16 @@ def wall_times(experiment: str, root: Path) -> str:
                 for c in runs
             }
         )
+        loads = []
+        for c in runs:
+            load = c.get("machine_load") or {}
+            if not load.get("measured"):
+                loads.append("not measured")
+            else:
+                alone = "alone" if load["other_cores"] <= QUIET_CORES else "not alone"
+                loads.append(f"{load['other_cores']:.2f} ({alone})")
         rows.append(f"| {env} | {method} | {len(per_m)} | {s / 3600:.2f} h ({s:,.0f} s) | "
-                    f"{'; '.join(machines)} |")  # fmt: skip
+                    f"{'; '.join(machines)} | {'; '.join(loads)} |")  # fmt: skip
     return "\n".join(rows)
 
 
