@@ -149,16 +149,35 @@ def test_a_fragments_diagnostics_at_once_equal_them_step_by_step(env):
     rows, to float32 rounding (a batch's size may change a reduction's order)."""
     spec = WorkerSpec(env=env, n_envs=3, num_candidates=2, planner=planner_config(env, num_samples=8),
                       networks=NetworkConfig(), seed=1, diagnostics=True)  # fmt: skip
-    worker, seen = RolloutWorker(0, spec), []
-    at_once = worker._diagnose
-    worker._diagnose = lambda steps: seen.append(list(steps)) or at_once(steps)
+    worker, by_step = RolloutWorker(0, spec), []
+    act = worker._act
+
+    def acting(*args):  # each step's figures as soon as it is taken (B rows, one call)
+        out = act(*args)
+        if out[3] is not None:
+            by_step.append(worker._diagnose([out[3]]))
+        return out
+
+    worker._act = acting
     real, _, _ = worker.collect(FragmentId(0, 0, 0), 12, None, 0)
-    (steps,) = seen
-    assert len(steps) == 12
+    assert len(by_step) == 12
     for name in ("model_obs", "model_rewards", "plan_kl"):
-        one_by_one = np.stack([getattr(at_once([s]), name)[0] for s in steps])
+        one_by_one = np.stack([getattr(d, name)[0] for d in by_step])
         np.testing.assert_allclose(getattr(real, name), one_by_one, rtol=1e-5, atol=1e-6,
                                    err_msg=name)  # fmt: skip
+
+
+def test_a_faulted_steps_diagnostics_are_nan_and_the_others_are_not():
+    """A step whose env fails (an injected fault: its episode is dropped) has NaN diagnostics
+    in its row of the fragment; every other row is finite."""
+    spec = WorkerSpec(env="acrobot", n_envs=3, num_candidates=2,
+                      planner=planner_config("acrobot", num_samples=8), networks=NetworkConfig(),
+                      seed=1, diagnostics=True, inject_faults=(("raise", 0.2),))  # fmt: skip
+    real, _, _ = RolloutWorker(0, spec).collect(FragmentId(0, 0, 0), 12, None, 0)
+    nan = np.isnan(real.model_rewards)
+    assert nan.any() and not nan.all()
+    assert np.isnan(real.model_obs[nan]).all() and np.isnan(real.plan_kl[nan]).all()
+    assert np.isfinite(real.model_obs[~nan]).all() and np.isfinite(real.plan_kl[~nan]).all()
 
 
 def test_the_rule_and_the_modes_are_options_refused_where_they_cannot_work():

@@ -275,6 +275,9 @@ def test_smoke_preset_killed_and_rerun(tmp_path, methods):
             reported.add(json.loads(line).get("result"))
     cells = sorted(results.glob("*/*/*/seed*.json"))
     assert all(json.loads(c.read_text())["tune_trial"].startswith("_trial_") for c in cells)
+    # each cell recorded the load it ran beside, seeing its own trial (Table 7's wall times)
+    loads = [json.loads(c.read_text())["machine_load"] for c in cells]
+    assert all(ld["measured"] and ld["max_trials"] >= 1 for ld in loads), loads
     assert {str(c) for c in cells if c not in finished} <= reported
     assert {c.parent.name for c in cells} == wanted  # every method, once
     for name in ("table1", "table2"):

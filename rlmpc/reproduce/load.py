@@ -3,11 +3,18 @@
 A cell's wall time says what 1M env steps cost only if nothing else ran on the machine
 meanwhile: on the 2-core VM the same config's cell took 20 to 38 minutes as neighbouring
 cells came and went. `MachineLoad` samples, every ``every_s`` seconds while a cell runs, the
-CPU time of the whole machine (``/proc/stat``) and of the cell's own processes: the sweep's
-process tree (the ``rlmpc.reproduce`` process and everything below it: under Ray its
-cluster, the trial and the run's actors; without Ray this process). The difference is the
-**other load**, in cores: 0 when the cell ran alone. One sweep runs one cell at a time for
-timing (``--max-concurrent 1``), so the tree is the cell's.
+CPU time of the whole machine (``/proc/stat``: user, nice, system, irq, softirq; the
+hypervisor's steal apart) and of the cell's own processes: the sweep's process tree (the
+``rlmpc.reproduce`` process and everything below it: under Ray its cluster, the trial and
+the run's actors; without Ray this process), with what its exited children used (``cutime``,
+``cstime``, kept by the parent that reaped them). The difference is the **other load**, in
+cores: 0 when the cell ran alone. It also counts the sweep's trials running at each sample
+(``max_trials``): a sweep with ``--max-concurrent`` above 1 runs several cells in one tree,
+and a cell with another trial beside it was not alone either.
+
+Under a Ray cluster started apart (``ray start``, ``--ray-address``) the raylet is no
+child of the sweep, and a cell's processes cannot be told from others' (nor seen on other
+nodes): the cell records that its load was not measured.
 
 The sums live in the cell's work directory (``machine_load.json``, rewritten atomically at
 every sample), so that a cell killed and continued reports its load over all its parts, as
@@ -34,64 +41,66 @@ def _ticks_per_s() -> float:
     return float(os.sysconf("SC_CLK_TCK"))
 
 
-def machine_busy_ticks() -> int:
-    """CPU ticks the machine spent busy since boot, all cores (``/proc/stat``: all but idle
-    and iowait)."""
+def machine_ticks() -> tuple[int, int]:
+    """(busy, steal): CPU ticks since boot, all cores (``/proc/stat``'s first line: user,
+    nice, system, irq and softirq are busy; idle, iowait and the hypervisor's steal are not)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    ticks = [int(f) for f in fields[:8]]
-    return sum(ticks) - ticks[3] - ticks[4]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return user + nice + system + irq + softirq, steal
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent, user + system ticks) of a live process; None once it is gone."""
+def _stat(pid: int) -> tuple[int, int, str] | None:
+    """(parent, ticks, name) of a live process: its user + system ticks and those of its
+    children it reaped; None once it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     rest = stat[stat.rindex(")") + 2 :].split()
-    return int(rest[1]), int(rest[11]) + int(rest[12])
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    return int(rest[1]), sum(int(t) for t in rest[11:15]), name
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
+#: the name (``/proc/PID/stat``'s, 15 characters) of a Ray Tune trial's process
+TRIAL = "ray::ImplicitFu"
 
 
-def sweep_root(pid: int | None = None) -> int:
+def sweep_root(pid: int | None = None) -> int | None:
     """The process whose tree is the sweep's: the parent of the ``raylet`` this process runs
-    under (the driver that started Ray's cluster), else this process."""
+    under (the driver that started Ray's local cluster), else this process; None when the
+    raylet is no child of a driver (a cluster started apart: `ray start`)."""
     pid = os.getpid() if pid is None else pid
     p = pid
     while p > 1:
         st = _stat(p)
         if st is None:
             break
-        if _comm(p) == "raylet":
-            return st[0]
+        if st[2] == "raylet":
+            return st[0] if st[0] > 1 and _stat(st[0]) is not None else None
         p = st[0]
     return pid
 
 
-def tree_ticks(root: int) -> int:
-    """CPU ticks (user + system) of ``root`` and its live descendants."""
-    stats: dict[int, tuple[int, int]] = {}
+def tree_ticks(root: int) -> tuple[int, int]:
+    """(CPU ticks of ``root`` and its live descendants, with those of their reaped children;
+    how many of them are Ray Tune trials)."""
+    stats: dict[int, tuple[int, int, str]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             st = _stat(int(entry.name))
             if st is not None:
                 stats[int(entry.name)] = st
     kids: dict[int, list[int]] = {}
-    for pid, (parent, _) in stats.items():
+    for pid, (parent, _, _) in stats.items():
         kids.setdefault(parent, []).append(pid)
-    total, frontier = 0, [root]
+    total, trials, frontier = 0, 0, [root]
     while frontier:
         p = frontier.pop()
         if p in stats:
             total += stats[p][1]
+            trials += stats[p][2] == TRIAL
         frontier += kids.get(p, [])
-    return total
+    return total, trials
 
 
 class MachineLoad:
@@ -105,9 +114,11 @@ class MachineLoad:
         self.error: str | None = None
 
     def _read(self) -> dict[str, Any]:
+        sums = {"wall_s": 0.0, "machine_cores_s": 0.0, "own_cores_s": 0.0, "steal_cores_s": 0.0,
+                "parts": 0, "max_trials": 0}  # fmt: skip
         if self.path.is_file():
-            return json.loads(self.path.read_text())
-        return {"wall_s": 0.0, "machine_cores_s": 0.0, "own_cores_s": 0.0, "parts": 0}
+            sums |= json.loads(self.path.read_text())
+        return sums
 
     def _write(self, sums: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,21 +126,29 @@ class MachineLoad:
         tmp.write_text(json.dumps(sums))
         os.replace(tmp, self.path)
 
-    def _sample(self) -> tuple[float, int, int]:
-        return time.monotonic(), machine_busy_ticks(), tree_ticks(self.root)
+    def _sample(self) -> tuple[float, int, int, int, int]:
+        """(time, machine busy ticks, steal ticks, the tree's ticks, its trials)."""
+        return time.monotonic(), *machine_ticks(), *tree_ticks(self.root)
 
     def _run(self) -> None:
         try:
+            if self.root is None:
+                raise RuntimeError("under a Ray cluster started apart (ray start): the cell's "
+                                   "processes cannot be told from the others'")  # fmt: skip
             sums = self._read()
             sums["parts"] += 1
             hz = _ticks_per_s()
             last = self._sample()
-            while not self._stop.wait(self.every_s):
+            stopping = False
+            while not stopping:
+                stopping = self._stop.wait(self.every_s)  # then one last sample
                 now = self._sample()
-                own = max(now[2] - last[2], 0)  # a process that ended takes its ticks along
+                busy = now[1] - last[1]
                 sums["wall_s"] += now[0] - last[0]
-                sums["machine_cores_s"] += (now[1] - last[1]) / hz
-                sums["own_cores_s"] += min(own, now[1] - last[1]) / hz
+                sums["machine_cores_s"] += busy / hz
+                sums["steal_cores_s"] += (now[2] - last[2]) / hz
+                sums["own_cores_s"] += min(max(now[3] - last[3], 0), busy) / hz
+                sums["max_trials"] = max(sums["max_trials"], now[4])
                 self._write(sums)
                 last = now
         except Exception as err:  # no /proc (not Linux), ...: recorded, never a silent zero
@@ -141,14 +160,21 @@ class MachineLoad:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """End the sampling, with a last sample up to now (`summary` calls it)."""
         self._stop.set()
         self._thread.join()
 
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def summary(self) -> dict[str, Any]:
-        """The cell's record of its load: mean cores of the whole machine, of the sweep's
-        own processes and of the rest (``other_cores``), over ``wall_s`` seconds sampled
-        in ``parts`` parts (runs of the cell), and whether it counts as timed alone."""
+        """The cell's record of its load, up to now (the sampling ends here): mean cores of
+        the whole machine, of the sweep's own processes and of the rest (``other_cores``),
+        the hypervisor's steal, over ``wall_s`` seconds in ``parts`` parts (runs of the
+        cell), the most trials the sweep ran at once, and whether the cell counts as timed
+        alone (other load at most `QUIET_CORES`, no other trial beside it)."""
+        self.stop()
         if self.error is not None:
             return {"measured": False, "error": self.error}
         sums = self._read()
@@ -159,4 +185,7 @@ class MachineLoad:
         return {"measured": True, "wall_s": round(wall, 1), "parts": sums["parts"],
                 "machine_cores": round(sums["machine_cores_s"] / wall, 3),
                 "own_cores": round(sums["own_cores_s"] / wall, 3),
-                "other_cores": round(other, 3), "alone": other <= QUIET_CORES}  # fmt: skip
+                "other_cores": round(other, 3),
+                "steal_cores": round(sums["steal_cores_s"] / wall, 3),
+                "max_trials": sums["max_trials"],
+                "alone": other <= QUIET_CORES and sums["max_trials"] <= 1}  # fmt: skip

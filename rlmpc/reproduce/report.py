@@ -100,7 +100,8 @@ def plot_experiment(experiment: str, root: Path, out: Path, key: str = "episode_
 def wall_times(experiment: str, root: Path) -> str:
     """Table 7: wall time per 1M env steps, per env and method (mean over seeds), with the
     machine each came from and what else ran on it meanwhile (`rlmpc.reproduce.load`: the
-    other processes' mean cores; "alone" when at most `QUIET_CORES`)."""
+    other processes' mean cores; "alone" when at most `QUIET_CORES` and no other trial of the
+    sweep ran beside it)."""
     from rlmpc.reproduce.load import QUIET_CORES
 
     rows = [
@@ -130,8 +131,11 @@ def wall_times(experiment: str, root: Path) -> str:
             if not load.get("measured"):
                 loads.append("not measured")
             else:
-                alone = "alone" if load["other_cores"] <= QUIET_CORES else "not alone"
-                loads.append(f"{load['other_cores']:.2f} ({alone})")
+                trials = load.get("max_trials", 0)
+                alone = load["other_cores"] <= QUIET_CORES and trials <= 1
+                beside = f", {trials} trials at once" if trials > 1 else ""
+                loads.append(f"{load['other_cores']:.2f} ({'alone' if alone else 'not alone'}"
+                             f"{beside})")  # fmt: skip
         rows.append(f"| {env} | {method} | {len(per_m)} | {s / 3600:.2f} h ({s:,.0f} s) | "
                     f"{'; '.join(machines)} | {'; '.join(loads)} |")  # fmt: skip
     return "\n".join(rows)

@@ -386,6 +386,7 @@ class RolloutWorker:
         with or without."""
         model = self.model
         T, n = len(steps), len(steps[0].x)
+        assert all(len(s.x) == n for s in steps), "training acts in every env at every step"
         x = torch.cat([s.x for s in steps])
         u = torch.cat([s.executed for s in steps])
         x1 = model.dynamics(x, u)
@@ -434,7 +435,8 @@ class RolloutWorker:
             )
             real_arrays = real_arrays._replace(candidates=cands, candidate_returns=returns)
         if diags:
-            real_arrays = real_arrays._replace(**self._diagnose(diags)._asdict())
+            with torch.inference_mode():
+                real_arrays = real_arrays._replace(**self._diagnose(diags)._asdict())
         n_virtual = 0 if virtual is None else len(virtual.obs)
         meta = FragmentMeta(fid, self.version, steps * self.spec.n_envs, n_virtual)
         result = CollectResult(
