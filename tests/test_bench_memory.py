@@ -13,13 +13,21 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 
 def test_peak_memory_counts_the_processes_a_run_starts():
-    """A child that holds 300 MiB for a second raises the peak by about that much, and is
-    counted as a process of the run."""
+    """A child that holds 300 MiB until the poller has looked twice raises the peak by about
+    that much, and is counted as a process of the run. (A child holding it for a fixed second
+    was missed when a poll of many processes — a test session's Ray, still up — took longer.)"""
     with PeakMemory(every_s=0.05) as idle:
         subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5)"], check=True)
-    hold = "import time; x = bytearray(300 << 20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1)"
+    hold = ("import sys; x = bytearray(300 << 20); x[::4096] = b'1' * len(x[::4096]); "
+            "print('held', flush=True); sys.stdin.read()")  # fmt: skip
     with PeakMemory(every_s=0.05) as busy:
-        child = subprocess.Popen([sys.executable, "-c", hold])
+        child = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert child.stdout.readline().strip() == "held"
+        polls, deadline = busy.polls, time.monotonic() + 60
+        while busy.polls < polls + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child.stdin.close()
         child.wait(timeout=60)
     assert busy.processes >= 2 and idle.processes >= 2
     assert busy.pss_gib - idle.pss_gib > 0.25

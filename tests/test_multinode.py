@@ -75,15 +75,27 @@ def start(tmp_path: Path) -> tuple[Run, Path, list[str]]:
 
 def lose_mid_run(c: Cluster, run: Run, node, also=None) -> None:
     """Train ``run`` in a thread; at iteration 3 call ``also`` (if any), then remove ``node``;
-    the run must finish."""
+    the run must finish. The coordinator waits at iteration 3 until both are done: a run of
+    0.1 s iterations (Racing's with per-fragment diagnostics) otherwise finished its 10
+    iterations inside ``also``, before the node was lost."""
+    at, go, gather = threading.Event(), threading.Event(), run.coordinator._gather
+
+    def gated(index: int):
+        if index == 3 and not go.is_set():
+            at.set()
+            go.wait(timeout=120)
+        return gather(index)
+
+    run.coordinator._gather = gated
     thread = threading.Thread(target=run.train)
     thread.start()
-    deadline = time.time() + 120
-    while run.coordinator.counters.iteration < 3 and time.time() < deadline:
-        time.sleep(0.05)
-    if also is not None:
-        also()
-    c.remove_node(node)
+    try:
+        assert at.wait(timeout=120), "the run never reached iteration 3"
+        if also is not None:
+            also()
+        c.remove_node(node)
+    finally:
+        go.set()
     thread.join(timeout=300)
     run.close()
     assert not thread.is_alive()
