@@ -201,10 +201,12 @@ def test_reports_from_results_alone(tmp_path):
     assert "*paper*" in text
     assert (tmp_path / "table2_curves.png").stat().st_size > 5000
     # Table 7: its own cells, and Table 1's SAC, each with the load it was timed beside
-    rows = {r[1]: r for r in _table_rows((tmp_path / "table7.md").read_text()) if len(r) == 6}
+    rows = {r[1]: r for r in _table_rows((tmp_path / "table7.md").read_text()) if len(r) == 7}
     assert rows["ppo-mppi-rho0.3"][3] == "0.50 h (1,800 s)"
-    assert rows["ppo-mppi-rho0.3"][5] == "0.02 (alone); 0.02 (alone)"
-    assert rows["sb3-sac"][3] == "5.00 h (18,000 s)" and rows["sb3-sac"][5] == "0.90 (not alone)"
+    assert rows["ppo-mppi-rho0.3"][4] == "15.17 h (30× ours)"  # 15 h 9 min 58 s, Acrobot
+    assert rows["ppo-mppi-rho0.3"][6] == "0.02 (alone); 0.02 (alone)"
+    assert rows["sb3-sac"][3] == "5.00 h (18,000 s)" and rows["sb3-sac"][4] == "—"
+    assert rows["sb3-sac"][6] == "0.90 (not alone)"
     assert tmp_path / "fig6-8.md" in paths
 
 

@@ -57,3 +57,19 @@ for _table in PAPER.values():
     _table["sb3-ppo"], _table["sb3-sac"] = _table["ppo"], _table["sac"]
 PAPER["carla-racing"] = PAPER["racing"]
 PAPER["racing-stadium"] = PAPER["racing"]  # the stadium cells beside the paper too
+
+
+#: App. E, Table 7: the paper's wall time for 1M training steps (seconds), per env, of its PPO
+#: (SB3) and of PPO-MPPI; the paper times no SAC
+PAPER_WALL_S: dict[str, dict[str, int]] = {
+    "acrobot": {"ppo": 33 * 60 + 21, "ppo-mppi": 15 * 3600 + 9 * 60 + 58},
+    "lunarlander": {"ppo": 48 * 60 + 45, "ppo-mppi": 5 * 3600 + 53 * 60 + 20},
+    "racing": {"ppo": 5 * 3600 + 34 * 60 + 31, "ppo-mppi": 2 * 86400 + 2 * 3600 + 7 * 60 + 45},
+}
+
+
+def paper_wall_s(env: str, method: str) -> int | None:
+    """Table 7's figure for one of our methods: PPO's for ``ppo`` and ``sb3-ppo``,
+    PPO-MPPI's for every ``ppo-mppi-*``; None where the paper has none."""
+    kind = "ppo-mppi" if method.startswith("ppo-mppi") else method.removeprefix("sb3-")
+    return PAPER_WALL_S.get(env, {}).get(kind)

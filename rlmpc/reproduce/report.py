@@ -103,10 +103,13 @@ def wall_times(experiment: str, root: Path) -> str:
     other processes' mean cores; "alone" when at most `QUIET_CORES` and no other trial of the
     sweep ran beside it)."""
     from rlmpc.reproduce.load import QUIET_CORES
+    from rlmpc.reproduce.paper import paper_wall_s
 
     rows = [
-        "| env | method | seeds | wall time per 1M env steps | machine | other load (cores) |",
-        "|---|---|---|---|---|---|",
+        "| env | method | seeds | wall time per 1M env steps | paper (Table 7; its machine "
+        "unstated) | machine "
+        "| other load (cores) |",
+        "|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for c in _seed_cells(experiment, root):
@@ -136,8 +139,10 @@ def wall_times(experiment: str, root: Path) -> str:
                 beside = f", {trials} trials at once" if trials > 1 else ""
                 loads.append(f"{load['other_cores']:.2f} ({'alone' if alone else 'not alone'}"
                              f"{beside})")  # fmt: skip
+        paper = paper_wall_s(env, method)
+        theirs = "—" if paper is None else f"{paper / 3600:.2f} h ({paper / s:,.0f}× ours)"
         rows.append(f"| {env} | {method} | {len(per_m)} | {s / 3600:.2f} h ({s:,.0f} s) | "
-                    f"{'; '.join(machines)} | {'; '.join(loads)} |")  # fmt: skip
+                    f"{theirs} | {'; '.join(machines)} | {'; '.join(loads)} |")  # fmt: skip
     return "\n".join(rows)
 
 
