@@ -137,6 +137,9 @@ def wall_times(experiment: str, root: Path) -> str:
                 trials = load.get("max_trials", 0)
                 alone = load["other_cores"] <= QUIET_CORES and trials <= 1
                 beside = f", {trials} trials at once" if trials > 1 else ""
+                if c.get("wall_time_s") and load["wall_s"] < 0.9 * c["wall_time_s"]:
+                    # parts run before cells recorded their load: measured over less
+                    beside += f", over {load['wall_s'] / c['wall_time_s']:.0%} of its time"
                 loads.append(f"{load['other_cores']:.2f} ({'alone' if alone else 'not alone'}"
                              f"{beside})")  # fmt: skip
         paper = paper_wall_s(env, method)
