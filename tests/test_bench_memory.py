@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from rlmpc.bench.system import PeakMemory, _descendants
+from rlmpc.bench.system import PeakMemory
+from rlmpc.run.procfs import descendants
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -40,13 +41,13 @@ def test_descendants_include_grandchildren():
     child = subprocess.Popen([sys.executable, "-c", inner])
     try:
         for _ in range(100):
-            tree = _descendants(child.pid)
+            tree = descendants(child.pid)
             if len(tree) >= 2:
                 break
             time.sleep(0.05)
         assert child.pid in tree
         assert len(tree) >= 2  # the child and its own child
     finally:
-        for pid in _descendants(child.pid)[::-1]:
+        for pid in descendants(child.pid)[::-1]:
             subprocess.run(["kill", str(pid)], check=False)
         child.wait(timeout=10)

@@ -145,7 +145,7 @@ def test_diagnostics_leave_the_data_as_they_were_and_acrobots_exact_model_has_no
 @pytest.mark.parametrize("env", ["acrobot", "lunarlander", "racing"])
 def test_a_fragments_diagnostics_at_once_equal_them_step_by_step(env):
     """`RolloutWorker._diagnose` takes a fragment's T steps in one model call of T·B rows
-    (the per-call cost was 9 % of Lunar Lander's acting): the same figures as T calls of B
+    (the per-call cost was 6–10 % of Lunar Lander's acting): the same figures as T calls of B
     rows, to float32 rounding (a batch's size may change a reduction's order)."""
     spec = WorkerSpec(env=env, n_envs=3, num_candidates=2, planner=planner_config(env, num_samples=8),
                       networks=NetworkConfig(), seed=1, diagnostics=True)  # fmt: skip

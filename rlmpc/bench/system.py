@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 
 import envs
+from rlmpc.run.procfs import descendants
 
 
 def add_system_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -101,25 +102,6 @@ def _config(args: argparse.Namespace, run_dir: str, diagnostics: bool = True):
     return parse(argv).cfg
 
 
-def _descendants(root: int) -> list[int]:
-    """``root`` and every live process below it (``/proc/*/stat``'s parent links)."""
-    parent: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            parent[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    tree, frontier = {root}, [root]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parent.items() if pp == p and c not in tree]
-        tree.update(kids)
-        frontier += kids
-    return sorted(tree)
-
-
 def _memory_kib(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of one process in KiB; (0, 0) once it is gone."""
     try:
@@ -145,7 +127,7 @@ class PeakMemory:
     def _poll(self) -> None:
         try:
             while True:
-                pids = _descendants(os.getpid())
+                pids = descendants(os.getpid())
                 mem = [_memory_kib(p) for p in pids]
                 self.rss_gib = max(self.rss_gib, sum(m[0] for m in mem) / 2**20)
                 self.pss_gib = max(self.pss_gib, sum(m[1] for m in mem) / 2**20)
@@ -249,16 +231,11 @@ class _Side:
     def __init__(self, cfg, on: bool) -> None:
         from dataclasses import replace
 
-        from rlmpc.system.learner import Learner
         from rlmpc.system.worker import RolloutWorker
 
         spec = replace(cfg.worker_spec(), diagnostics=on)
-        ls = replace(cfg.learner_spec(), diagnostics=on)
         self.workers = [RolloutWorker(a, spec) for a in range(cfg.run.num_actors)]
-        self.learner = Learner(
-            ls.nobs, ls.na, ls.ppo, ls.networks, ls.influence_ratio, device=ls.device,
-            seed=ls.seed, threads=ls.threads, kl=ls.kl, diagnostics=on, horizon=ls.horizon,
-        )  # fmt: skip
+        self.learner = replace(cfg.learner_spec(), diagnostics=on).build()
         self.steps = max(cfg.ppo.n_steps // (cfg.run.num_actors * spec.n_envs), 1)
         self.weights = self.learner.get_weights()
         self.act_s: list[float] = []  # all actors' CPU seconds, an iteration

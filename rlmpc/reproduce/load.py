@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlmpc.run.procfs import descendants, proc_stat, process_table
+
 #: the most other load, in cores (mean over the cell), for a wall time to count as timed
 #: alone: the VM's own kernel threads take ≈ 0.02
 QUIET_CORES = 0.15
@@ -49,18 +51,6 @@ def machine_ticks() -> tuple[int, int]:
     return user + nice + system + irq + softirq, steal
 
 
-def _stat(pid: int) -> tuple[int, int, str] | None:
-    """(parent, ticks, name) of a live process: its user + system ticks and those of its
-    children it reaped; None once it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = stat[stat.rindex(")") + 2 :].split()
-    name = stat[stat.index("(") + 1 : stat.rindex(")")]
-    return int(rest[1]), sum(int(t) for t in rest[11:15]), name
-
-
 #: the name (``/proc/PID/stat``'s, 15 characters) of a Ray Tune trial's process
 TRIAL = "ray::ImplicitFu"
 
@@ -72,35 +62,21 @@ def sweep_root(pid: int | None = None) -> int | None:
     pid = os.getpid() if pid is None else pid
     p = pid
     while p > 1:
-        st = _stat(p)
+        st = proc_stat(p)
         if st is None:
             break
-        if st[2] == "raylet":
-            return st[0] if st[0] > 1 and _stat(st[0]) is not None else None
-        p = st[0]
+        if st.name == "raylet":
+            return st.parent if st.parent > 1 and proc_stat(st.parent) is not None else None
+        p = st.parent
     return pid
 
 
 def tree_ticks(root: int) -> tuple[int, int]:
     """(CPU ticks of ``root`` and its live descendants, with those of their reaped children;
     how many of them are Ray Tune trials)."""
-    stats: dict[int, tuple[int, int, str]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            st = _stat(int(entry.name))
-            if st is not None:
-                stats[int(entry.name)] = st
-    kids: dict[int, list[int]] = {}
-    for pid, (parent, _, _) in stats.items():
-        kids.setdefault(parent, []).append(pid)
-    total, trials, frontier = 0, 0, [root]
-    while frontier:
-        p = frontier.pop()
-        if p in stats:
-            total += stats[p][1]
-            trials += stats[p][2] == TRIAL
-        frontier += kids.get(p, [])
-    return total, trials
+    table = process_table()
+    tree = [table[p] for p in descendants(root, table) if p in table]
+    return sum(st.ticks for st in tree), sum(st.name == TRIAL for st in tree)
 
 
 class MachineLoad:

@@ -61,6 +61,14 @@ class LearnerSpec:
     horizon: int | None = None
     """the planner's H, for eq. (12)'s coefficients"""
 
+    def build(self) -> Learner:
+        """The `Learner` this spec describes."""
+        return Learner(
+            self.nobs, self.na, self.ppo, self.networks, self.influence_ratio,
+            device=self.device, seed=self.seed, threads=self.threads, kl=self.kl,
+            diagnostics=self.diagnostics, horizon=self.horizon,
+        )  # fmt: skip
+
 
 class Shards(Protocol):
     """How a shell reaches the two replay shards (real: D_RL, virtual: D_MPPI)."""
@@ -140,11 +148,7 @@ class LearnerShell:
     """The learner: fetches the fragments the coordinator names from the shards, learns."""
 
     def __init__(self, spec: LearnerSpec, shards: Shards) -> None:
-        self.learner = Learner(
-            spec.nobs, spec.na, spec.ppo, spec.networks, spec.influence_ratio,
-            device=spec.device, seed=spec.seed, threads=spec.threads, kl=spec.kl,
-            diagnostics=spec.diagnostics, horizon=spec.horizon,
-        )  # fmt: skip
+        self.learner = spec.build()
         self.shards = shards
 
     def train(

@@ -377,10 +377,11 @@ class RolloutWorker:
             r = int(rows[j])
             mode.before_step(r, self.envs[r], x[j], p)
 
+    @torch.inference_mode()
     def _diagnose(self, steps: list[Diagnosed]) -> StepDiagnostics:
         """The bound's inputs (`StepDiagnostics`, ``[T, B, ...]``) for a fragment's T steps
         at once: one model step of ``T·B`` rows at the executed controls instead of T steps
-        of B rows (a model step's cost is mostly per call: one per env step was 9 % of Lunar
+        of B rows (a model step's cost is mostly per call: one per env step was 6–10 % of Lunar
         Lander's acting, beside the planner's H calls; `python -m rlmpc.bench system
         --diagnostics-cost`). Deterministic (no random draw), so the run's data are the same
         with or without."""
@@ -435,8 +436,7 @@ class RolloutWorker:
             )
             real_arrays = real_arrays._replace(candidates=cands, candidate_returns=returns)
         if diags:
-            with torch.inference_mode():
-                real_arrays = real_arrays._replace(**self._diagnose(diags)._asdict())
+            real_arrays = real_arrays._replace(**self._diagnose(diags)._asdict())
         n_virtual = 0 if virtual is None else len(virtual.obs)
         meta = FragmentMeta(fid, self.version, steps * self.spec.n_envs, n_virtual)
         result = CollectResult(
